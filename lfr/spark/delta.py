@@ -1,0 +1,128 @@
+"""Delta table helpers: schema-enforced writes, explicit MERGEs, SQL registration.
+
+Why explicit: Delta's schema enforcement is the guard against silent data
+corruption, so nothing here turns on ``mergeSchema``/``overwriteSchema``
+implicitly; a write whose schema does not match the table fails with
+``TableSchemaError`` naming the table and the differing fields.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Iterable, Sequence
+
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TableSchemaError(ValueError):
+    """A DataFrame's schema does not match the Delta table it is written to."""
+
+
+def is_delta_table(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def schema_diff(expected: StructType, actual: StructType) -> list[str]:
+    """Human-readable differences between two schemas (name/type level)."""
+    exp = {f.name: f.dataType.simpleString() for f in expected.fields}
+    act = {f.name: f.dataType.simpleString() for f in actual.fields}
+    out = [f"missing column '{n}' ({t})" for n, t in exp.items() if n not in act]
+    out += [f"unexpected column '{n}' ({t})" for n, t in act.items() if n not in exp]
+    out += [f"column '{n}' is {act[n]}, table has {t}" for n, t in exp.items() if n in act and act[n] != t]
+    return out
+
+
+def _check_schema(spark: SparkSession, df: DataFrame, path: str) -> None:
+    if not is_delta_table(spark, path):
+        return
+    table_schema = spark.read.format("delta").load(path).schema
+    diff = schema_diff(table_schema, df.schema)
+    if diff:
+        raise TableSchemaError(f"schema mismatch writing to Delta table {path}: " + "; ".join(diff))
+
+
+def write_table(
+    df: DataFrame,
+    path: str,
+    mode: str = "append",
+    partition_by: Sequence[str] = (),
+    replace_where: str | None = None,
+) -> None:
+    """Write with schema enforcement. ``overwrite`` is one atomic Delta commit:
+    readers see the old version until it succeeds, and a failed run leaves it intact."""
+    spark = df.sparkSession
+    if mode != "overwrite" or replace_where:
+        _check_schema(spark, df, path)
+    writer = df.write.format("delta").mode(mode)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if replace_where:
+        writer = writer.option("replaceWhere", replace_where)
+    try:
+        writer.save(path)
+    except AnalysisException as exc:
+        if "schema" in str(exc).lower():
+            raise TableSchemaError(f"schema mismatch writing to Delta table {path}: {exc}") from exc
+        raise
+
+
+def merge_upsert(df: DataFrame, path: str, keys: Iterable[str], partition_by: Sequence[str] = ()) -> None:
+    """MERGE ``df`` into the table at ``path`` on ``keys`` (update all / insert all).
+
+    Creates the table on first use. Rows of the table absent from ``df`` are kept.
+    """
+    spark = df.sparkSession
+    keys = list(keys)
+    if not is_delta_table(spark, path):
+        write_table(df, path, mode="overwrite", partition_by=partition_by)
+        return
+    _check_schema(spark, df, path)
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    (
+        DeltaTable.forPath(spark, path).alias("t")
+        .merge(df.alias("s"), cond)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"'{name}' is not a valid SQL identifier (letters, digits, underscore)")
+    return f"`{name}`"
+
+
+def register_table(spark: SparkSession, database: str, name: str, path: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS db.name USING DELTA LOCATION path``; idempotent.
+
+    Returns the qualified name. A table registered at another location is
+    re-pointed, so a config change of paths does not leave SQL reading stale data.
+    """
+    qualified = f"{_ident(database)}.{_ident(name)}"
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
+    location = path.replace("'", "\\'")
+    if spark.catalog.tableExists(f"{database}.{name}"):
+        current = spark.sql(f"DESCRIBE DETAIL {qualified}").first()
+        if current is not None and str(current["location"]).rstrip("/").removeprefix("file:") != path.rstrip("/").removeprefix("file:"):
+            log.warning("re-registering %s at %s (was %s)", qualified, path, current["location"])
+            spark.sql(f"DROP TABLE {qualified}")  # external table: data stays
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING DELTA LOCATION '{location}'")
+    return qualified
+
+
+def register_tables(spark: SparkSession, cfg) -> list[str]:
+    """Register every existing Delta table named in ``cfg['tables']`` for SQL."""
+    tables = cfg["tables"]
+    database = tables["database"]
+    done = []
+    for key, spec in tables.items():
+        if isinstance(spec, dict) and "path" in spec and is_delta_table(spark, spec["path"]):
+            done.append(register_table(spark, database, spec["name"], spec["path"]))
+    return done

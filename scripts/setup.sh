@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up: Java check, Python environment, Delta jars.
+#
+# Everything heavy is cached under $LFR_CACHE (default ~/.cache/lfr), so a second
+# run -- or a fresh clone on the same machine -- reuses it and needs no network:
+#   $LFR_CACHE/venv-py3.11-<hash of requirements*.txt>   the virtual environment (torch is ~4 GB)
+#   $LFR_CACHE/jars/delta-4.4.0/                         Delta Lake jars from Maven Central
+# .venv in the project is a symlink to the cached environment; the project itself
+# is installed into it in editable mode (seconds).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LFR_CACHE="${LFR_CACHE:-$HOME/.cache/lfr}"
+DELTA_VERSION="4.4.0"
+DELTA_ARTIFACTS=("io.delta:delta-spark_4.2_2.13:${DELTA_VERSION}" "io.delta:delta-storage:${DELTA_VERSION}")
+JARS_DIR="$LFR_CACHE/jars/delta-${DELTA_VERSION}"
+start=$(date +%s)
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- Java 17+ (Spark 4 runs on Java 17 or 21) ---------------------------------
+command -v java >/dev/null 2>&1 || die "java not found. Spark 4 needs Java 17+: apt-get install openjdk-17-jre-headless (or set JAVA_HOME)."
+java_major=$(java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}')
+[ -n "$java_major" ] && [ "$java_major" -ge 17 ] 2>/dev/null || die "Java 17+ required by Spark 4, found: $(java -version 2>&1 | head -1)"
+
+# --- Python 3.11+ -------------------------------------------------------------
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+  for cand in python3.11 python3.12 python3; do command -v "$cand" >/dev/null 2>&1 && { PYTHON="$cand"; break; }; done
+fi
+[ -n "$PYTHON" ] || die "python3 not found (3.11+ required)"
+pyver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || die "Python 3.11+ required, $PYTHON is $pyver"
+
+# --- Virtual environment, cached by the hash of the pins ----------------------
+key=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -c1-12)
+VENV="$LFR_CACHE/venv-py${pyver}-${key}"
+if [ ! -f "$VENV/.lfr-complete" ]; then
+  say "creating $VENV (first run: downloads torch & co., several minutes)"
+  rm -rf "$VENV"; mkdir -p "$LFR_CACHE"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
+  touch "$VENV/.lfr-complete"
+else
+  say "reusing $VENV"
+fi
+ln -sfn "$VENV" "$ROOT/.venv"
+# Editable install of this checkout (lfr, udfs); --no-deps: the pins are already in.
+if ! (cd / && "$VENV/bin/python" -c "import lfr, sys, pathlib; sys.exit(0 if pathlib.Path(lfr.__file__).resolve().parent.parent == pathlib.Path('$ROOT').resolve() else 1)" 2>/dev/null); then
+  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+fi
+
+# --- Delta Lake jars from Maven Central, once ---------------------------------
+if ! ls "$JARS_DIR"/delta-spark_*.jar >/dev/null 2>&1 || ! ls "$JARS_DIR"/delta-storage-*.jar >/dev/null 2>&1; then
+  command -v mvn >/dev/null 2>&1 || die "mvn not found: needed once to fetch ${DELTA_ARTIFACTS[*]} (apt-get install maven), or put the jars in $JARS_DIR"
+  say "fetching Delta ${DELTA_VERSION} jars into $JARS_DIR"
+  mkdir -p "$JARS_DIR.partial"
+  for art in "${DELTA_ARTIFACTS[@]}"; do
+    mvn -q -B dependency:copy -Dartifact="$art" -DoutputDirectory="$JARS_DIR.partial" >/dev/null || die "could not fetch $art from Maven Central"
+  done
+  rm -rf "$JARS_DIR"; mv "$JARS_DIR.partial" "$JARS_DIR"
+else
+  say "reusing Delta jars in $JARS_DIR"
+fi
+
+# spark-submit from this environment reads $SPARK_HOME/conf/spark-defaults.conf:
+# put the cached Delta jars and extensions there so `spark-submit jobs/x.py` just works.
+SPARK_HOME_DIR=$("$VENV/bin/python" -c 'import pyspark, os; print(os.path.dirname(pyspark.__file__))')
+mkdir -p "$SPARK_HOME_DIR/conf"
+{
+  echo "# written by lightfusionrec scripts/setup.sh"
+  echo "spark.jars $(ls "$JARS_DIR"/*.jar | paste -sd, -)"
+  echo "spark.log.level WARN"
+  echo "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension"
+  echo "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog"
+} > "$SPARK_HOME_DIR/conf/spark-defaults.conf"
+
+say "ready in $(( $(date +%s) - start ))s: $(readlink "$ROOT/.venv" 2>/dev/null || echo "$VENV") (activate with: source .venv/bin/activate)"
