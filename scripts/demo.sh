@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole pipeline end to end on the configured data (default: the bundled sample,
+# the offline all-MiniLM-L6-v2 encoder, local Spark). Called by `make demo`.
+# Extra arguments are passed to every job, e.g.:
+#   bash scripts/demo.sh --conf paths.data_dir=../shared/data --conf paths.work_dir=work-full
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+[ -x .venv/bin/spark-submit ] || { echo "run 'make setup' first" >&2; exit 1; }
+
+step() { printf '\n=== %s\n' "$*"; }
+step "1/5 train the fusion model";         spark-submit jobs/train.py "$@"
+step "2/5 embed the book catalog";         spark-submit jobs/embed_books.py "$@"
+step "3/5 embed the movie catalog";        spark-submit jobs/embed_movies.py "$@"
+step "4/5 exact top-k books for every movie"; spark-submit jobs/score_all.py "$@"
+step "5/5 evaluate against known adaptations"; spark-submit jobs/evaluate.py "$@"
+step "SQL: SELECT ... FROM lfr.movie_book_recommendations"
+spark-submit jobs/sql.py "$@" -e "SELECT movie_title, rank, book_title, round(score, 3) AS score
+  FROM lfr.movie_book_recommendations
+  WHERE movie_title IN ('Jurassic Park', 'The Godfather', 'Harry Potter and the Goblet of Fire')
+  ORDER BY movie_title, rank"
