@@ -58,7 +58,7 @@ if ! ls "$JARS_DIR"/delta-spark_*.jar >/dev/null 2>&1 || ! ls "$JARS_DIR"/delta-
   say "fetching Delta ${DELTA_VERSION} jars into $JARS_DIR"
   mkdir -p "$JARS_DIR.partial"
   for art in "${DELTA_ARTIFACTS[@]}"; do
-    mvn -q -B dependency:copy -Dartifact="$art" -DoutputDirectory="$JARS_DIR.partial" >/dev/null || die "could not fetch $art from Maven Central"
+    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$art" -DoutputDirectory="$JARS_DIR.partial" >/dev/null || die "could not fetch $art from Maven Central"
   done
   rm -rf "$JARS_DIR"; mv "$JARS_DIR.partial" "$JARS_DIR"
 else
