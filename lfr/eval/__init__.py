@@ -1,0 +1,18 @@
+"""Offline evaluation of LightFusionRec against baselines on ground-truth movie->book links.
+
+* ``lfr.eval.metrics``   -- pure-numpy ranking metrics (Recall@k, MRR, nDCG@k) and MAE/RMSE on the
+  most confident predictions; link resolution with missing-item counts.
+* ``lfr.eval.baselines`` -- the ablation's methods (TF-IDF, genre-only, text-only, untrained and
+  trained fusion, DistilBERT), all producing cosine scores.
+* ``lfr.eval.runner``    -- the protocol: held-out split by movie, training on the rest, scoring.
+* ``lfr.eval.report``    -- ``report.md`` + ``metrics.png`` + ``metrics.json``.
+"""
+from lfr.eval.metrics import (  # noqa: F401
+    LinkStats,
+    confidence_error_metrics,
+    pessimistic_ranks,
+    ranking_metrics,
+    resolve_links,
+)
+from lfr.eval.runner import EvalResult, build_eval_pairs, run_evaluation, split_links_by_movie  # noqa: F401
+from lfr.eval.report import format_tables, write_report  # noqa: F401

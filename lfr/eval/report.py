@@ -1,0 +1,176 @@
+"""Writes the evaluation: ``report.md`` (tables + protocol), ``metrics.png`` and ``metrics.json``."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lfr.eval.runner import EvalResult
+
+REPORT_MD = "report.md"
+REPORT_PNG = "metrics.png"
+REPORT_JSON = "metrics.json"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(v):
+        return "n/a"
+    return f"{v:.3f}"
+
+
+def markdown_table(frame: pd.DataFrame, int_columns: tuple[str, ...] = ()) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in frame.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if c in int_columns and v is not None and not (isinstance(v, float) and math.isnan(v)):
+                cells.append(f"{v:g}" if isinstance(v, float) else str(v))
+            elif isinstance(v, str):
+                cells.append(v.replace("|", "\\|"))
+            else:
+                cells.append(_fmt(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ranking_table(result: EvalResult) -> str:
+    cols = ["method", *result.ranking_columns, "n_evaluated"]
+    frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in result.rows], columns=cols)
+    return markdown_table(frame, int_columns=("median_rank", "n_evaluated"))
+
+
+def error_table(result: EvalResult) -> str:
+    cols = ["method", *result.error_columns, "n_pairs"]
+    frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in result.rows], columns=cols)
+    return markdown_table(frame, int_columns=("n_pairs",))
+
+
+def format_tables(result: EvalResult) -> str:
+    """The two tables as Markdown (what the job prints)."""
+    s = result.setup
+    head = (f"Held-out films: {s['n_test_movies']} ({s['n_test_links']} links) of {s['n_links_usable']} usable "
+            f"links; ranked against {s['n_books_catalog']} books; seed {s['seed']}.")
+    return "\n\n".join([head, "Ranking (higher is better; median_rank lower is better)", ranking_table(result),
+                        "Error on the most confident pairs (lower is better)", error_table(result)])
+
+
+def plot(result: EvalResult, path: str | os.PathLike) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [r["method"] for r in result.rows]
+    rank_cols = [c for c in result.ranking_columns if c != "median_rank"]
+    err_cols = result.error_columns
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [len(rank_cols), max(1, len(err_cols))]})
+    for ax, cols, title in ((axes[0], rank_cols, "Ranking over the full book catalog (higher is better)"),
+                            (axes[1], err_cols, "MAE / RMSE on most confident pairs (lower is better)")):
+        x = np.arange(len(cols))
+        width = 0.8 / max(1, len(methods))
+        for i, r in enumerate(result.rows):
+            vals = [np.nan_to_num(float(r.get(c, np.nan)), nan=0.0) for c in cols]
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=r["method"])
+        ax.set_xticks(x)
+        ax.set_xticklabels(cols, rotation=30, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper left")
+    s = result.setup
+    fig.suptitle(f"LightFusionRec ablation: {s['n_test_movies']} held-out films, {s['n_books_catalog']} books", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(float(value)) else float(value)
+    return value
+
+
+def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write ``report.md``, ``metrics.png`` and ``metrics.json`` into ``out_dir`` (local path)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = result.setup
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    links = s["links"]
+    md = [
+        "# LightFusionRec evaluation",
+        "",
+        f"Generated {created}. Encoder `{s['encoder']}` ({s['pooling']} pooling). "
+        "Every method embeds descriptions and genres only (no titles).",
+        "",
+        "## Protocol",
+        f"- Ground truth: {links['n_links']} distinct movie->book links given, {s['n_links_usable']} usable "
+        f"({links['n_missing_movie']} with the movie missing from the catalog, {links['n_missing_book']} with the "
+        f"book missing, {links['n_duplicates']} duplicates; {s['n_unresolved_pairs']} pair-file rows could not be "
+        "resolved to catalog ids).",
+        f"- Held-out split by movie (seed {s['seed']}, fraction {s['holdout_fraction']}): the fusion model is trained "
+        f"on {s['n_train_links']} links of {s['n_train_movies']} films; every method is evaluated on the "
+        f"{s['n_test_links']} links of the {s['n_test_movies']} held-out films only.",
+        f"- Ranking: each held-out film scores all {s['n_books_catalog']} books by cosine; the rank of its linked "
+        "book(s) gives Recall@k, MRR (best-ranked link), nDCG@10 (binary relevance), median best rank. "
+        "Ties are ranked pessimistically (a book tied with others is placed after them). Films without a "
+        "resolvable link are excluded and counted.",
+        f"- Error metrics: {s['n_eval_positive_pairs']} held-out links (label 1) plus "
+        f"{s['negatives_per_positive']} random non-linked books per link (label 0, seeded), {s['n_eval_pairs']} "
+        "pairs. Prediction p = clip(cosine, 0, 1); confidence = |p - 0.5|; MAE/RMSE of p against the label on the "
+        "most confident fraction of the pairs.",
+        f"- Training took {s['train_seconds']} s.",
+        "",
+        "## Ranking metrics",
+        ranking_table(result),
+        "",
+        "## MAE / RMSE on the most confident predictions",
+        error_table(result),
+        "",
+        "## Methods",
+        *[f"- `{r['method']}`: {r['description']} ({r['seconds']} s)" for r in result.rows],
+        "",
+        "## Per held-out film: rank of the linked book (best rank if several)",
+        markdown_table(result.per_movie, int_columns=tuple(r["method"] for r in result.rows)),
+        "",
+    ]
+    if result.notes:
+        md += ["## Notes", *[f"- {n}" for n in result.notes], ""]
+    if s["missing_links"]:
+        md += ["## Links not in the catalog", *[f"- {m} -> {b}: {why}" for m, b, why in s["missing_links"]], ""]
+    md += [
+        "Small held-out sets make these numbers noisy (one film moves Recall@1 by 1/n); "
+        "compare methods on the same split only.",
+        "",
+        f"![metrics]({REPORT_PNG})",
+        "",
+    ]
+    paths = {"report": str(out / REPORT_MD), "plot": str(out / REPORT_PNG), "json": str(out / REPORT_JSON)}
+    Path(paths["report"]).write_text("\n".join(md), encoding="utf-8")
+    plot(result, paths["plot"])
+    payload = {"created": created, "setup": s, "notes": result.notes, "methods": result.rows,
+               "per_movie": result.per_movie.to_dict(orient="records")}
+    Path(paths["json"]).write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
+    return paths

@@ -1,0 +1,324 @@
+"""The evaluation protocol: held-out split by movie, labelled pairs, every method, one table.
+
+Protocol (``run_evaluation``):
+
+1. **Links -> catalog.** The ground-truth (movie_id, book_id) links are resolved against the
+   valid catalogs; duplicates and links whose movie or book is not in the catalog are dropped and
+   counted (``LinkStats``; the job also counts pair-file rows ``read_pairs`` could not resolve).
+2. **Held-out split by movie** (``split_links_by_movie``): the films with links are shuffled with
+   ``eval.seed`` and ``eval.holdout_fraction`` of them (at least one; at least one stays for
+   training) are held out with *all* their links. The fusion model is trained on the remaining
+   links only; every method is evaluated on the held-out films only, so no evaluated link is ever
+   a training positive.
+3. **Ranking**: for each held-out film, every method scores the FULL book catalog by cosine; the
+   metrics of ``lfr.eval.metrics.ranking_metrics`` are averaged over the held-out films.
+4. **Error metrics**: the held-out links (label 1) plus ``eval.negatives_per_positive`` random
+   non-linked books per link (label 0, seeded) -> MAE/RMSE on the most confident 20/50/80%
+   (``lfr.eval.metrics.confidence_error_metrics``).
+
+Unsupervised parts see the whole catalogs (TF-IDF vocabulary and idf, the FastText genre model):
+they use descriptions and genre labels, never links. Titles are never embedded.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lfr.eval import baselines
+from lfr.eval.metrics import (
+    LinkStats,
+    confidence_error_metrics,
+    ranking_metrics,
+    resolve_links,
+)
+
+log = logging.getLogger(__name__)
+
+NDCG_K = 10
+DEFAULT_EVAL = {
+    "ks": [1, 10, 100],
+    "confidence_fractions": [0.2, 0.5, 0.8],
+    "distilbert_path": None,
+    "holdout_fraction": 0.3,
+    "negatives_per_positive": 3,
+    "seed": 13,
+}
+
+TrainFn = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict], object]
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict]                       # one per method: name, description, metrics, seconds
+    setup: dict                            # split sizes, seeds, link stats, settings
+    per_movie: pd.DataFrame                # held-out film x method: best rank of its linked book(s)
+    notes: list[str] = field(default_factory=list)
+    ranking_columns: list[str] = field(default_factory=list)
+    error_columns: list[str] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        cols = ["method", *self.ranking_columns, "n_evaluated", *self.error_columns]
+        return pd.DataFrame([{c: r.get(c) for c in cols} for r in self.rows], columns=cols)
+
+
+def eval_settings(cfg: dict) -> dict:
+    out = dict(DEFAULT_EVAL)
+    out.update({k: v for k, v in (cfg.get("eval") or {}).items() if v is not None or k == "distilbert_path"})
+    out["ks"] = [int(k) for k in out["ks"]]
+    out["confidence_fractions"] = [float(q) for q in out["confidence_fractions"]]
+    return out
+
+
+# --------------------------------------------------------------------------- split and pairs
+
+
+def split_links_by_movie(
+    links: pd.DataFrame, holdout_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train_links, test_links)``: films (with all their links) held out at random (seeded).
+
+    Deterministic for a given set of links and seed (films are sorted before shuffling).
+    ``round(fraction * n_films)`` films are held out, at least 1, and at least one film stays in
+    training when there are two or more.
+    """
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"eval.holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    films = np.array(sorted(links["movie_id"].unique()))
+    if len(films) == 0:
+        return links.iloc[0:0].copy(), links.iloc[0:0].copy()
+    rng = np.random.default_rng(int(seed))
+    perm = rng.permutation(len(films))
+    n_test = max(1, int(round(holdout_fraction * len(films))))
+    if len(films) >= 2:
+        n_test = min(n_test, len(films) - 1)
+    test_films = set(films[perm[:n_test]])
+    is_test = links["movie_id"].isin(test_films)
+    return links[~is_test].reset_index(drop=True), links[is_test].reset_index(drop=True)
+
+
+def build_eval_pairs(
+    relevant: Sequence[np.ndarray], n_books: int, negatives_per_positive: int, seed: int
+) -> pd.DataFrame:
+    """Labelled pairs over the score matrix: ``(movie_row, book_col, label)`` in seeded random order.
+
+    Every relevant (film, book) gives a positive (label 1) and ``negatives_per_positive`` books
+    drawn without replacement among the books not relevant to that film (label 0; fewer when the
+    catalog is too small). The rows are then shuffled with the same generator, which also fixes
+    the tie-break of the confidence ranking.
+    """
+    rng = np.random.default_rng(int(seed))
+    rows: list[tuple[int, int, int]] = []
+    for i, rel in enumerate(relevant):
+        if len(rel) == 0:
+            continue
+        rows += [(i, int(j), 1) for j in rel]
+        candidates = np.setdiff1d(np.arange(n_books), rel)
+        n_neg = min(len(candidates), int(negatives_per_positive) * len(rel))
+        if n_neg:
+            rows += [(i, int(j), 0) for j in rng.choice(candidates, size=n_neg, replace=False)]
+    pairs = pd.DataFrame(rows, columns=["movie_row", "book_col", "label"])
+    return pairs.iloc[rng.permutation(len(pairs))].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def evaluate_methods(
+    methods: Iterable[baselines.Method],
+    movies: pd.DataFrame,
+    books: pd.DataFrame,
+    relevant: Sequence[np.ndarray],
+    pairs: pd.DataFrame,
+    ks: Sequence[int],
+    fractions: Sequence[float],
+    ndcg_k: int = NDCG_K,
+) -> tuple[list[dict], dict[str, list]]:
+    """Score every method on the same films/books/pairs; returns table rows and per-film ranks."""
+    rows, ranks = [], {}
+    mi = pairs["movie_row"].to_numpy()
+    bj = pairs["book_col"].to_numpy()
+    labels = pairs["label"].to_numpy()
+    for method in methods:
+        started = time.time()
+        m, b = method.embed(movies, books)
+        scores = baselines.score_matrix(m, b)
+        rank = ranking_metrics(scores, relevant, ks=ks, ndcg_k=ndcg_k, return_ranks=True)
+        errors = confidence_error_metrics(scores[mi, bj] if len(pairs) else np.zeros(0), labels, fractions)
+        ranks[method.name] = rank.pop("ranks")
+        row = {"method": method.name, "description": method.description, **rank, **errors,
+               "seconds": round(time.time() - started, 2)}
+        rows.append(row)
+        log.info("eval %-26s R@%d=%.3f MRR=%.3f (%d films) in %.1fs", method.name, ks[-1],
+                 row.get(f"recall@{ks[-1]}", math.nan), row["mrr"], row["n_evaluated"], row["seconds"])
+    return rows, ranks
+
+
+# --------------------------------------------------------------------------- models
+
+
+def eval_model_cfg(cfg: dict, **changes) -> dict:
+    """The model settings for evaluation: the config's ``model`` with titles forced off."""
+    model_cfg = copy.deepcopy(dict(cfg.get("model") or {}))
+    model_cfg["include_title"] = False
+    model_cfg.update(changes)
+    return model_cfg
+
+
+def genre_corpus(movies: pd.DataFrame, books: pd.DataFrame) -> list[list[str]]:
+    return baselines.genre_lists(movies) + baselines.genre_lists(books)
+
+
+def default_build(model_cfg: dict, corpus: list[list[str]]):
+    from lfr.model import build_model
+
+    return build_model(model_cfg, corpus)
+
+
+def default_train(movies: pd.DataFrame, books: pd.DataFrame, train_links: pd.DataFrame, cfg: dict):
+    """Train LightFusionRec with ``lfr.train`` on the training links only."""
+    from lfr import train as lfr_train
+
+    return lfr_train.train_model(movies, books, train_links, cfg)
+
+
+def run_evaluation(
+    movies: pd.DataFrame,
+    books: pd.DataFrame,
+    links: pd.DataFrame,
+    cfg: dict,
+    *,
+    trained_model=None,
+    trained_label: str | None = None,
+    train_fn: TrainFn | None = None,
+    build_fn: Callable | None = None,
+    n_unresolved_pairs: int = 0,
+) -> EvalResult:
+    """Run the whole ablation (see module doc) and return the table + setup.
+
+    ``movies``/``books``: catalog frames (``id, title, description, genres``; titles are only
+    used for display). ``links``: ``movie_id, book_id``. ``trained_model``: evaluate this model as
+    the trained row instead of training one (it may have seen the held-out links: flagged).
+    ``train_fn(movies, books, train_links, cfg) -> model`` and ``build_fn(model_cfg, corpus)`` can
+    be swapped (tests); they default to ``lfr.train`` / ``lfr.model.build_model``.
+    """
+    settings = eval_settings(cfg)
+    ks, fractions = settings["ks"], settings["confidence_fractions"]
+    seed = int(settings["seed"])
+    build_fn = build_fn or default_build
+    train_fn = train_fn or default_train
+    notes: list[str] = []
+
+    movies = movies.reset_index(drop=True)
+    books = books.reset_index(drop=True)
+    movie_ids, book_ids = movies["id"].tolist(), books["id"].tolist()
+    if len(set(book_ids)) != len(book_ids) or len(set(movie_ids)) != len(movie_ids):
+        raise ValueError("catalog ids must be unique")
+
+    # 1. links -> catalog
+    link_pairs = list(zip(links["movie_id"].astype(str), links["book_id"].astype(str)))
+    _, stats = resolve_links(link_pairs, movie_ids, book_ids)
+    ok = set(movie_ids), set(book_ids)
+    usable = (pd.DataFrame(link_pairs, columns=["movie_id", "book_id"]).drop_duplicates()
+              .loc[lambda d: d["movie_id"].isin(ok[0]) & d["book_id"].isin(ok[1])].reset_index(drop=True))
+    if usable.empty:
+        raise ValueError("no ground-truth link resolves to the catalogs: nothing to evaluate")
+
+    # 2. held-out split by movie
+    train_links, test_links = split_links_by_movie(usable, float(settings["holdout_fraction"]), seed)
+    test_ids = sorted(test_links["movie_id"].unique())
+    m_pos = {m: i for i, m in enumerate(movie_ids)}
+    eval_movies = movies.iloc[[m_pos[m] for m in test_ids]].reset_index(drop=True)
+    relevant, _ = resolve_links(zip(test_links["movie_id"], test_links["book_id"]), test_ids, book_ids)
+    pairs = build_eval_pairs(relevant, len(book_ids), int(settings["negatives_per_positive"]), seed)
+    log.info("eval: %d usable links, %d films train / %d films held out, %d books, %d labelled pairs",
+             len(usable), train_links["movie_id"].nunique(), len(test_ids), len(book_ids), len(pairs))
+
+    # models
+    corpus = genre_corpus(movies, books)
+    model_cfg = eval_model_cfg(cfg)
+    started = time.time()
+    base = build_fn(model_cfg, corpus)
+    if trained_model is None:
+        train_cfg = copy.deepcopy(dict(cfg))
+        train_cfg["model"] = model_cfg
+        t0 = time.time()
+        trained_model = train_fn(movies, books, train_links, train_cfg)
+        train_seconds = time.time() - t0
+        trained_label = trained_label or "LightFusionRec: fusion trained on the training links"
+    else:
+        train_seconds = 0.0
+        trained_label = trained_label or "LightFusionRec: given artifact (may have seen held-out links)"
+        notes.append("The trained row uses a given artifact, not one trained on this split: it may have "
+                     "been trained on the held-out links, so its numbers can be optimistic.")
+    db_base = db_trained = None
+    db_path = settings.get("distilbert_path")
+    if db_path and Path(str(db_path)).is_dir():
+        db_cfg = eval_model_cfg(cfg, encoder=str(db_path), pooling="cls")
+        db_base = build_fn(db_cfg, corpus)
+        train_cfg = copy.deepcopy(dict(cfg))
+        train_cfg["model"] = db_cfg
+        db_trained = train_fn(movies, books, train_links, train_cfg)
+    elif db_path:
+        notes.append(f"DistilBERT rows skipped: eval.distilbert_path={db_path} is not a folder.")
+    else:
+        notes.append("DistilBERT rows skipped: set eval.distilbert_path to a local distilbert-base-uncased "
+                     "folder (nothing is downloaded).")
+    log.info("eval: models ready in %.1fs (training %.1fs)", time.time() - started, train_seconds)
+
+    methods = baselines.standard_methods(
+        baselines.descriptions(movies) + baselines.descriptions(books), base, trained_model, trained_label,
+        db_base, db_trained, batch_size=int((cfg.get("embed") or {}).get("batch_size", 64)),
+    )
+    rows, ranks = evaluate_methods(methods, eval_movies, books, relevant, pairs, ks, fractions)
+
+    per_movie = _per_movie_table(eval_movies, books, relevant, ranks)
+    ranking_columns = [*(f"recall@{k}" for k in ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"]
+    error_columns = [f"{m}@{100 * q:g}%" for q in fractions for m in ("mae", "rmse")]
+    setup = {
+        "protocol": "held-out split by movie; fusion trained on the training links only",
+        "seed": seed,
+        "holdout_fraction": settings["holdout_fraction"],
+        "negatives_per_positive": int(settings["negatives_per_positive"]),
+        "ks": ks,
+        "ndcg_k": NDCG_K,
+        "confidence_fractions": fractions,
+        "tie_policy": "pessimistic",
+        "n_movies_catalog": len(movie_ids),
+        "n_books_catalog": len(book_ids),
+        "n_links_usable": int(len(usable)),
+        "n_train_links": int(len(train_links)),
+        "n_train_movies": int(train_links["movie_id"].nunique()),
+        "n_test_links": int(len(test_links)),
+        "n_test_movies": len(test_ids),
+        "n_eval_pairs": int(len(pairs)),
+        "n_eval_positive_pairs": int(pairs["label"].sum()),
+        "n_unresolved_pairs": int(n_unresolved_pairs),
+        "links": {k: v for k, v in stats.as_dict().items() if k != "missing"},
+        "missing_links": [list(x) for x in stats.missing],
+        "encoder": str(model_cfg.get("encoder")),
+        "pooling": str(model_cfg.get("pooling")),
+        "train_seconds": round(train_seconds, 1),
+        "test_movie_ids": test_ids,
+    }
+    return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes,
+                      ranking_columns=ranking_columns, error_columns=error_columns)
+
+
+def _per_movie_table(eval_movies: pd.DataFrame, books: pd.DataFrame, relevant, ranks: dict) -> pd.DataFrame:
+    titles = books["title"].tolist() if "title" in books else books["id"].tolist()
+    out = []
+    for i, rel in enumerate(relevant):
+        row = {"movie": eval_movies.at[i, "title"] if "title" in eval_movies else eval_movies.at[i, "id"],
+               "book(s)": "; ".join(str(titles[j]) for j in rel)}
+        for name, per in ranks.items():
+            row[name] = min(per[i]) if per[i] else None
+        out.append(row)
+    return pd.DataFrame(out)
