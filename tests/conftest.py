@@ -33,3 +33,5 @@ def spark(tmp_path_factory):
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+pytest_plugins = ["tests.fixtures_model"]  # model fixtures: tiny_encoder_dir, tiny_artifact, ... (lfr.model)

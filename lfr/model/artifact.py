@@ -1,0 +1,153 @@
+"""The model artifact on disk: file hashes, the manifest and ``model_version``.
+
+Layout (sentence-transformers-like, no pickle anywhere)::
+
+    <dir>/manifest.json          metadata + sha256 of every other file
+    <dir>/encoder/               Hugging Face folder: config.json, model.safetensors, tokenizer files
+    <dir>/genre.bin              FastText binary model (fasttext.load_model parses it; not pickle)
+    <dir>/fusion.safetensors     fusion head weights
+
+``model_version`` (precise definition)::
+
+    body = manifest.json's object without its "model_version" key
+    model_version = sha256( json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                       ensure_ascii=True, allow_nan=False).encode("utf-8") ).hexdigest()[:16]
+
+Because ``body["files"]`` holds the sha256 of every other file in the
+directory, this is a content hash of the whole directory (every file, plus all
+manifest metadata: settings, training parameters, data fingerprint, metrics,
+created_at). Two saves of the same weights therefore get different versions
+when their metadata (e.g. created_at) differs; downstream, a version change
+only ever causes a re-embedding, never a stale mix.
+
+Loading verifies, before anything is parsed by torch/transformers/fasttext:
+the manifest's ``model_version`` matches its body, every listed file exists
+with the listed sha256, and no unlisted file is present (a stray weight file
+could otherwise be picked up by a loader). Failures raise ``ArtifactError``
+naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+ENCODER_DIR = "encoder"
+GENRE_FILE = "genre.bin"
+FUSION_FILE = "fusion.safetensors"
+FORMAT = "lightfusionrec-artifact/1"
+VERSION_CHARS = 16
+_CHUNK = 1 << 20
+
+
+class ArtifactError(ValueError):
+    """A model artifact is missing, incomplete, or does not match its manifest."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """Plain-JSON copy: numpy scalars/arrays -> python, paths -> str, non-finite floats -> None."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("utf-8")
+
+
+def compute_model_version(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "model_version"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()[:VERSION_CHARS]
+
+
+def list_files(root: str | os.PathLike) -> list[str]:
+    """Every file under ``root`` except the manifest, as sorted '/'-separated relative paths."""
+    root = Path(root)
+    out = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def file_table(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    root = Path(root)
+    return {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in list_files(root)}
+
+
+def write_manifest(root: str | os.PathLike, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Add ``format``, ``files`` and ``model_version`` to ``body``; write ``manifest.json``."""
+    manifest = jsonable(dict(body))
+    manifest["format"] = FORMAT
+    manifest["files"] = file_table(root)
+    manifest.pop("model_version", None)
+    manifest["model_version"] = compute_model_version(manifest)
+    with open(Path(root) / MANIFEST, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
+    return manifest
+
+
+def verify_artifact(root: str | os.PathLike) -> dict[str, Any]:
+    """Check the directory against its manifest; return the manifest or raise ``ArtifactError``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ArtifactError(f"model artifact not found: {root} is not a directory (train a model first: jobs/train.py)")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise ArtifactError(f"model artifact {root}: missing {MANIFEST}")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"model artifact {root}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"model artifact {root}: {MANIFEST} is not a {FORMAT} manifest")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"model artifact {root}: {MANIFEST} lists no files")
+    expected_version = compute_model_version(manifest)
+    if manifest.get("model_version") != expected_version:
+        raise ArtifactError(
+            f"model artifact {root}: {MANIFEST} was modified (its content hash is {expected_version}, "
+            f"it claims model_version {manifest.get('model_version')!r})"
+        )
+    for rel, meta in sorted(files.items()):
+        path = root / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise ArtifactError(f"model artifact {root}: {MANIFEST} lists an unsafe path {rel!r}")
+        if not path.is_file():
+            raise ArtifactError(f"model artifact {root}: missing file {rel}")
+        actual = sha256_file(path)
+        if actual != meta.get("sha256"):
+            raise ArtifactError(
+                f"model artifact {root}: file {rel} does not match the manifest "
+                f"(sha256 {actual[:12]}..., expected {str(meta.get('sha256'))[:12]}...): corrupted or tampered"
+            )
+    extra = sorted(set(list_files(root)) - set(files))
+    if extra:
+        raise ArtifactError(f"model artifact {root}: unexpected file(s) not in the manifest: {', '.join(extra)}")
+    return manifest

@@ -1,0 +1,253 @@
+"""``LightFusionModel``: text encoder + FastText genres + fusion head, with save/load.
+
+One object serves training (``fuse`` on precomputed features), the driver and
+the Spark executors (``embed``). ``embed`` is a pure function of the artifact
+and the inputs, so the same item gets the same vector wherever it is embedded
+(up to float rounding of batch composition).
+
+Text input: the description (``None`` -> ``""``); with ``include_title`` the
+text is ``"<title>. <description>"``. The paper embeds descriptions only, and
+titles make adaptation links (same title on both sides) trivially easy, which
+would inflate evaluation, hence ``include_title: false`` by default.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
+
+from lfr.model.artifact import (
+    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, ArtifactError, sha256_file, verify_artifact, write_manifest,
+)
+from lfr.model.fusion import FusionHead
+from lfr.model.genre import GenreInput, GenreModel
+from lfr.model.text import TOKENIZER_FILES, TextEncoder, encoder_files, resolve_encoder
+
+log = logging.getLogger(__name__)
+
+#: Defaults for ``model_cfg`` keys (conf/lfr.yaml ``model`` section) so partial dicts work.
+MODEL_DEFAULTS: dict[str, Any] = {
+    "encoder": "default",
+    "pooling": "mean",
+    "max_length": 256,
+    "include_title": False,
+    "genre_dim": 50,
+    "genre_epochs": 50,
+    "genre_bucket": 20000,
+    "output_dim": None,
+    "freeze_encoder": True,
+    "finetune_last_layers": 1,
+    "precision": "bf16",
+    "seed": 13,
+}
+_HEAD_CHUNK = 8192
+UNSAVED = "unsaved"
+
+
+def model_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    cfg = {**MODEL_DEFAULTS, **(dict(model_cfg or {}))}
+    unknown = sorted(set(cfg) - set(MODEL_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown model setting(s): {', '.join(unknown)} (known: {', '.join(MODEL_DEFAULTS)})")
+    return cfg
+
+
+def make_texts(titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
+               include_title: bool) -> list[str]:
+    """The strings the encoder sees, one per item."""
+    descs = ["" if not isinstance(d, str) else d for d in descriptions]
+    if not include_title:
+        return descs
+    if titles is None:
+        titles = [None] * len(descs)
+    if len(titles) != len(descs):
+        raise ValueError(f"{len(titles)} titles for {len(descs)} descriptions")
+    out = []
+    for t, d in zip(titles, descs):
+        t = t.strip() if isinstance(t, str) else ""
+        out.append(f"{t}. {d}" if t and d else (t or d))
+    return out
+
+
+class LightFusionModel:
+    """The fused movie/book embedder. Build with ``build_model``, restore with ``load``."""
+
+    def __init__(self, text: TextEncoder, genre: GenreModel, head: FusionHead, settings: Mapping[str, Any],
+                 manifest: Mapping[str, Any] | None = None):
+        self.text = text
+        self.genre = genre
+        self.head = head
+        self.settings = dict(settings)
+        self.manifest: dict[str, Any] = dict(manifest or {})
+        self.model_version: str = str(self.manifest.get("model_version", UNSAVED))
+        self.head.eval()
+
+    # -- dimensions ------------------------------------------------------
+    @property
+    def output_dim(self) -> int:
+        return self.head.output_dim
+
+    @property
+    def text_dim(self) -> int:
+        return self.text.dim
+
+    @property
+    def genre_dim(self) -> int:
+        return self.genre.dim
+
+    @property
+    def include_title(self) -> bool:
+        return bool(self.settings["include_title"])
+
+    # -- features --------------------------------------------------------
+    def texts(self, titles: Sequence[str | None] | None, descriptions: Sequence[str | None]) -> list[str]:
+        return make_texts(titles, descriptions, self.include_title)
+
+    def encode_text(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
+        """Frozen-encoder features ``float32 (n, text_dim)``; ``None`` -> ``""``."""
+        return self.text.encode(["" if not isinstance(t, str) else t for t in texts], batch_size=batch_size)
+
+    def genre_vectors(self, genres: Sequence[GenreInput]) -> tuple[np.ndarray, np.ndarray]:
+        """``(float32 (n, genre_dim), bool (n,) has_genres)``; no genres -> zero row."""
+        return self.genre.vectors(genres)
+
+    def fuse(self, text_features: torch.Tensor, genre_features: torch.Tensor) -> torch.Tensor:
+        """The head on feature tensors (differentiable; used by training)."""
+        return self.head(text_features, genre_features)
+
+    def embed(self, titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
+              genres: Sequence[GenreInput], batch_size: int = 64) -> np.ndarray:
+        """Unit-length ``float32 (n, output_dim)`` embeddings of items."""
+        n = len(descriptions)
+        if len(genres) != n:
+            raise ValueError(f"{len(genres)} genre lists for {n} descriptions")
+        text = self.encode_text(self.texts(titles, descriptions), batch_size=batch_size)
+        gvec, _ = self.genre_vectors(genres)
+        return self.embed_features(text, gvec)
+
+    def embed_features(self, text: np.ndarray, gvec: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(text), self.output_dim), dtype=np.float32)
+        self.head.eval()
+        with torch.inference_mode():
+            for s in range(0, len(text), _HEAD_CHUNK):
+                t = torch.from_numpy(np.ascontiguousarray(text[s:s + _HEAD_CHUNK], dtype=np.float32))
+                g = torch.from_numpy(np.ascontiguousarray(gvec[s:s + _HEAD_CHUNK], dtype=np.float32))
+                out[s:s + _HEAD_CHUNK] = self.head(t, g).numpy()
+        return out
+
+    # -- persistence -----------------------------------------------------
+    def save(self, path: str | os.PathLike, extra_manifest: Mapping[str, Any] | None = None) -> str:
+        """Write the self-contained artifact to ``path`` (new or empty dir); returns model_version.
+
+        ``extra_manifest`` (training params, data fingerprint, metrics, ...) is
+        stored at the manifest's top level; it may not override the model's own keys.
+        """
+        root = Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise FileExistsError(f"refusing to save the model into non-empty {root}; save to a new directory")
+        root.mkdir(parents=True, exist_ok=True)
+        enc_dir = root / ENCODER_DIR
+        enc_dir.mkdir()
+        src = Path(self.text.folder)
+        if self.text.finetuned:
+            self.text.model.save_pretrained(enc_dir, safe_serialization=True)
+            for name in TOKENIZER_FILES:
+                if (src / name).is_file():
+                    shutil.copyfile(src / name, enc_dir / name)
+        else:
+            for name in encoder_files(src):
+                shutil.copyfile(src / name, enc_dir / name)
+        self.genre.save(root / GENRE_FILE)
+        state = {k: v.detach().contiguous().clone() for k, v in self.head.state_dict().items()}
+        save_safetensors(state, str(root / FUSION_FILE), metadata={"format": "pt"})
+
+        body = self._manifest_body()
+        for key, value in (extra_manifest or {}).items():
+            if key in body or key in ("files", "format", "model_version"):
+                raise ValueError(f"extra_manifest key {key!r} is reserved")
+            body[key] = value
+        self.manifest = write_manifest(root, body)
+        self.model_version = self.manifest["model_version"]
+        log.info("saved LightFusionRec model %s to %s", self.model_version, root)
+        return self.model_version
+
+    def _manifest_body(self) -> dict[str, Any]:
+        s = self.settings
+        src = Path(self.text.folder)
+        source_hashes = self.manifest.get("encoder", {}).get("source_sha256") or {
+            name: sha256_file(src / name) for name in encoder_files(src)
+        }
+        return {
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "encoder": {
+                "name": self.text.name,
+                "source_path": s.get("encoder_source_path", str(src)),
+                "model_type": self.text.model_type,
+                "finetuned": bool(self.text.finetuned or s.get("encoder_finetuned", False)),
+                "source_sha256": source_hashes,
+            },
+            "pooling": self.text.pooling,
+            "max_length": self.text.max_length,
+            "precision": self.text.precision,
+            "include_title": self.include_title,
+            "dims": {"text": self.text_dim, "genre": self.genre_dim, "output": self.output_dim},
+            "genre_model": {k: s[k] for k in ("genre_dim", "genre_epochs", "genre_bucket")},
+            "seed": s["seed"],
+        }
+
+
+def build_model(model_cfg: Mapping[str, Any] | None, genre_corpus: Sequence[GenreInput]) -> LightFusionModel:
+    """A model with a trained FastText genre model and an untrained (seeded) fusion head.
+
+    ``genre_corpus``: the genre lists of the items of both catalogs.
+    """
+    s = model_settings(model_cfg)
+    name, folder = resolve_encoder(s["encoder"])
+    text = TextEncoder(folder, pooling=s["pooling"], max_length=s["max_length"], precision=s["precision"], name=name)
+    genre = GenreModel.train(genre_corpus, dim=s["genre_dim"], epochs=s["genre_epochs"],
+                             bucket=s["genre_bucket"], seed=s["seed"])
+    head = FusionHead(text.dim, genre.dim, s["output_dim"], seed=s["seed"])
+    s["encoder_source_path"] = folder
+    return LightFusionModel(text, genre, head, s)
+
+
+def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionModel:
+    """Verify the artifact at ``path`` against its manifest, then load it (no pickle).
+
+    ``precision`` overrides the saved one (e.g. ``fp32`` on CPUs without bf16 support).
+    """
+    root = Path(path)
+    m = verify_artifact(root)
+    try:
+        dims = m["dims"]
+        settings = {
+            **MODEL_DEFAULTS,
+            "encoder": m["encoder"]["name"],
+            "pooling": m["pooling"],
+            "max_length": m["max_length"],
+            "include_title": m["include_title"],
+            "precision": precision or m["precision"],
+            "output_dim": dims["output"],
+            "seed": m["seed"],
+            **m["genre_model"],
+            "encoder_source_path": m["encoder"]["source_path"],
+            "encoder_finetuned": m["encoder"]["finetuned"],
+        }
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"model artifact {root}: {MANIFEST} lacks {exc}") from exc
+    text = TextEncoder(root / ENCODER_DIR, pooling=settings["pooling"], max_length=settings["max_length"],
+                       precision=settings["precision"], name=m["encoder"]["name"])
+    genre = GenreModel.load(root / GENRE_FILE)
+    if (text.dim, genre.dim) != (dims["text"], dims["genre"]):
+        raise ArtifactError(f"model artifact {root}: dims {text.dim}/{genre.dim} differ from the manifest's {dims}")
+    head = FusionHead(text.dim, genre.dim, dims["output"])
+    head.load_state_dict(load_safetensors(str(root / FUSION_FILE)), strict=True)
+    return LightFusionModel(text, genre, head, settings, manifest=m)

@@ -1,0 +1,1 @@
+"""Test package (lets tests/conftest.py load tests.fixtures_model under plain `pytest`)."""

@@ -1,0 +1,175 @@
+"""Model unit tests on the tiny random encoder (fast; no semantic assertions)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lfr.model import ArtifactError, FusionHead, GenreModel, build_model, load, normalise_genres
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+GENRE_CORPUS = (
+    [["Science Fiction", "Space Opera", "Adventure"], ["Sci-Fi", "Space Opera", "Action"],
+     ["Science Fiction", "Adventure", "Action"]] * 20
+    + [["Romance", "Drama", "Love Story"], ["Romance", "Comedy", "Love Story"], ["Drama", "Romance"]] * 20
+    + [["Cooking", "Nonfiction"], ["Cooking", "Food"], []] * 5
+)
+
+
+def test_normalise_genres():
+    assert normalise_genres([" Historical  Fiction", "historical fiction", "Sci-Fi", None, ""]) == [
+        "historical_fiction", "sci-fi"]
+    assert normalise_genres(None) == [] and normalise_genres(float("nan")) == []
+    assert normalise_genres(np.array(["Drama", "Crime"], dtype=object)) == ["drama", "crime"]
+    assert normalise_genres("Drama") == ["drama"]
+
+
+def test_genre_model_similarity_and_empty():
+    gm = GenreModel.train(GENRE_CORPUS, dim=16, epochs=30, bucket=2000, seed=7)
+    vecs, has = gm.vectors([["Science Fiction", "Adventure"], ["Sci-Fi", "Space Opera"], ["Cooking"], [], None])
+    assert vecs.shape == (5, 16) and vecs.dtype == np.float32
+    assert has.tolist() == [True, True, True, False, False]
+    assert not vecs[3].any() and not vecs[4].any()
+    assert _cos(vecs[0], vecs[1]) > _cos(vecs[0], vecs[2])
+    # Deterministic (thread=1 + seed): the same corpus gives the same vectors.
+    again, _ = GenreModel.train(GENRE_CORPUS, dim=16, epochs=30, bucket=2000, seed=7).vectors([["Romance"]])
+    first, _ = gm.vectors([["Romance"]])
+    np.testing.assert_array_equal(first, again)
+
+
+def test_genre_model_needs_some_genres():
+    with pytest.raises(ValueError, match="no item"):
+        GenreModel.train([[], None], dim=4, epochs=1, bucket=100)
+
+
+def test_fusion_head_shapes_and_unit_norm():
+    head = FusionHead(text_dim=12, genre_dim=5, output_dim=7, seed=1)
+    out = head(torch.randn(9, 12), torch.randn(9, 5))
+    assert out.shape == (9, 7)
+    norms = out.norm(dim=1)
+    assert torch.all((norms - 1).abs() < 1e-5) or torch.all((norms < 1e-6) | ((norms - 1).abs() < 1e-5))
+    # Zero-norm guard: an all-zero ReLU output stays zero, no NaN.
+    with torch.no_grad():
+        head.fuse.weight.zero_()
+        head.fuse.bias.fill_(-1.0)
+    zero = head(torch.randn(2, 12), torch.randn(2, 5))
+    assert torch.isfinite(zero).all() and not zero.any()
+    # Seeded init is reproducible and leaves the global RNG alone.
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    a, b = FusionHead(4, 3, seed=5), FusionHead(4, 3, seed=5)
+    assert torch.equal(torch.rand(1), before)
+    assert torch.equal(a.fuse.weight, b.fuse.weight) and a.output_dim == 4
+
+
+def test_embed_contract(tiny_model):
+    m = tiny_model
+    titles = ["A", None, "C"]
+    descs = ["A crime story in a big city.", None, ""]
+    genres = [["Crime", "Drama"], None, np.array(["Sci-Fi"], dtype=object)]
+    out = m.embed(titles, descs, genres, batch_size=2)
+    assert out.shape == (3, m.output_dim) == (3, 32) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    feats = m.encode_text(["hello", None])
+    assert feats.shape == (2, m.text_dim) and feats.dtype == np.float32
+    gv, has = m.genre_vectors([["Crime"], []])
+    assert gv.shape == (2, m.genre_dim) and has.tolist() == [True, False]
+    assert len(m.model_version) == 16 and m.model_version != "unsaved"
+    # Batch size does not change results beyond float rounding.
+    np.testing.assert_allclose(m.embed(titles, descs, genres, batch_size=64), out, atol=1e-5)
+
+
+def test_distilbert_path_drops_token_type_ids(tiny_model):
+    enc = tiny_model.text
+    assert enc.model_type == "distilbert" and enc.pooling == "cls"
+    assert "token_type_ids" not in enc.tokenize(["two words"])
+    ids = enc.tokenize(["word " * 500])["input_ids"]
+    assert ids.shape[1] == enc.max_length == 64  # explicit truncation
+
+
+def test_mean_pooling_and_bf16(tiny_model_cfg, tiny_encoder_dir):
+    from lfr.model import TextEncoder
+
+    fp32 = TextEncoder(tiny_encoder_dir, pooling="mean", max_length=32, precision="fp32")
+    bf16 = TextEncoder(tiny_encoder_dir, pooling="mean", max_length=32, precision="bf16")
+    texts = ["short", "a somewhat longer text with more tokens in it", ""]
+    a, b = fp32.encode(texts, batch_size=2), bf16.encode(texts)
+    assert a.dtype == b.dtype == np.float32
+    cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert (cos > 0.99).all()
+    # Mean pooling ignores padding: alone or next to a long text, same vector.
+    alone = fp32.encode(["short"])
+    np.testing.assert_allclose(alone[0], a[0], atol=1e-5)
+
+
+def test_save_load_round_trip(tiny_artifact, tiny_model_cfg, tmp_path):
+    m = load(tiny_artifact)
+    args = (["x", "y"], ["A heist movie.", "Love in Paris."], [["Crime"], ["Romance", "Comedy"]])
+    first = m.embed(*args)
+    manifest = json.loads((Path(tiny_artifact) / "manifest.json").read_text())
+    assert manifest["model_version"] == m.model_version
+    assert set(manifest["files"]) >= {"genre.bin", "fusion.safetensors", "encoder/config.json", "encoder/model.safetensors"}
+    assert manifest["pooling"] == "cls" and manifest["dims"] == {"text": 32, "genre": 8, "output": 32}
+    assert manifest["training"]["fixture"]
+    # Re-saving a loaded model gives an artifact that embeds identically.
+    out = tmp_path / "resaved"
+    version = m.save(out)
+    np.testing.assert_array_equal(load(out).embed(*args), first)
+    assert version == json.loads((out / "manifest.json").read_text())["model_version"]
+    with pytest.raises(FileExistsError):
+        m.save(out)
+
+
+def _copy(src: str, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_tampered_weights_refused(tiny_artifact, tmp_path):
+    art = _copy(tiny_artifact, tmp_path / "a")
+    data = bytearray((art / "fusion.safetensors").read_bytes())
+    data[-1] ^= 0x01
+    (art / "fusion.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="fusion.safetensors"):
+        load(art)
+
+
+def test_tampered_manifest_missing_and_extra_files_refused(tiny_artifact, tmp_path):
+    art = _copy(tiny_artifact, tmp_path / "m")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["pooling"] = "mean"
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="manifest.json was modified"):
+        load(art)
+
+    art2 = _copy(tiny_artifact, tmp_path / "g")
+    (art2 / "genre.bin").unlink()
+    with pytest.raises(ArtifactError, match="missing file genre.bin"):
+        load(art2)
+
+    art3 = _copy(tiny_artifact, tmp_path / "x")
+    (art3 / "encoder" / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ArtifactError, match="pytorch_model.bin"):
+        load(art3)
+
+    with pytest.raises(ArtifactError, match="not a directory"):
+        load(tmp_path / "nope")
+
+
+def test_build_model_settings(tiny_model_cfg, toy_movies):
+    with pytest.raises(ValueError, match="unknown model setting"):
+        build_model({**tiny_model_cfg, "poolng": "cls"}, list(toy_movies["genres"]))
+    with pytest.raises(FileNotFoundError, match="encoder folder not found"):
+        build_model({**tiny_model_cfg, "encoder": "/nonexistent/enc"}, list(toy_movies["genres"]))
+    m = build_model({**tiny_model_cfg, "include_title": True, "output_dim": 16}, list(toy_movies["genres"]))
+    assert m.output_dim == 16 and m.model_version == "unsaved"
+    assert m.texts(["Dune", None], ["Spice.", None]) == ["Dune. Spice.", ""]
