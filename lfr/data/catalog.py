@@ -1,0 +1,159 @@
+"""``load_catalog``: read every source of a domain, validate, deduplicate -> (valid, rejects).
+
+Nothing is dropped silently: every input row ends up in exactly one of the two frames.
+A rejected row has ALL its reasons, comma-joined in the order of
+``lfr.data.schema.REASON_ORDER`` (e.g. ``"empty_description,unparsable_genres"``).
+
+Rules, in order:
+
+1. Row checks: ``null_id`` (no id could be derived), ``malformed_row`` (CSV record the
+   parser could not split / non-string JSON value), ``empty_description`` (null, blank
+   or shorter than ``validation.min_description_chars``), ``oversized_description``
+   (longer than ``validation.max_description_chars``: rejected, never truncated),
+   ``unparsable_genres``, ``invalid_text`` (U+FFFD -- what the UTF-8 decoder leaves for
+   invalid bytes -- or control characters other than TAB/LF/CR in title, description,
+   genres or authors). Items with no genres are valid (the model handles them).
+2. ``duplicate_id``: of the rows sharing an id, the first by (passes rule 1, source order
+   in the config, position in the file) is kept; the others get ``duplicate_id``.
+3. Editions (``validation.dedupe_editions``, default on): valid rows of one source with the
+   same normalised title and the same authors (Goodreads lists some books twice, as two
+   editions with different URLs) -> the first in the file is kept, the others get
+   ``duplicate_of:<kept id>``. Rows without authors (films) are never merged by this rule:
+   two films of one title are remakes (Drishyam 2013 / 2015).
+4. Cross-source duplicates: a valid row whose normalised title (lower-case, apostrophes
+   removed, other punctuation -> space, Wikipedia's "(film)"/"(YEAR film)" removed) equals
+   that of a row accepted from an EARLIER source in ``cfg['catalogs'][domain]``, with the
+   same year when both have one and the same authors when both have them, gets
+   ``duplicate_of:<kept id>`` (IMDb is listed first, so the IMDb row -- it has genres --
+   is kept). On the real data: 225 of 997 Wikipedia films, giving 1,000 + 772 films.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from functools import reduce
+from typing import Mapping
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from lfr.data import schema as S
+from lfr.data.readers import CatalogReadError, read_source
+from lfr.data.schema import conform
+from lfr.data.text import has_bad_text, norm_title
+
+log = logging.getLogger(__name__)
+
+HASH_SEP = "\u001f"        # ASCII unit separator between fields (control chars are rejected in texts)
+HASH_LIST_SEP = "\u001e"   # record separator between genre labels
+_NORM = "_nt"
+_AUTH = "_na"
+
+
+def content_hash_col(df: DataFrame | None = None) -> Column:
+    """sha256 hex of what the model consumes: title, description and the genres, in order.
+
+    Fields are joined with U+001F and genres with U+001E; both are control characters,
+    which validation rejects in texts, so two different items cannot produce the same
+    input string. A null title/description hashes like an empty one (the model sees
+    both as empty). ``df`` is accepted for symmetry and not needed: the Column refers to
+    ``title``, ``description``, ``genres`` of whatever frame it is used on."""
+    genres = F.array_join(F.coalesce(F.col("genres"), F.array().cast("array<string>")), HASH_LIST_SEP)
+    joined = F.concat_ws(HASH_SEP, F.coalesce(F.col("title"), F.lit("")), F.coalesce(F.col("description"), F.lit("")), genres)
+    return F.sha2(joined, 256)
+
+
+def _vcfg(cfg: Mapping) -> dict:
+    v = dict(cfg.get("validation") or {})
+    v.setdefault("max_description_chars", 20000)
+    v.setdefault("min_description_chars", 1)
+    v.setdefault("dedupe_editions", True)
+    return v
+
+
+def _row_reasons(vcfg: dict) -> Column:
+    desc = F.col("description")
+    dlen = F.coalesce(F.length(desc), F.lit(0))
+    bad_list = lambda c: F.coalesce(F.exists(F.col(c), lambda x: has_bad_text(x)), F.lit(False))  # noqa: E731
+    checks = [
+        (F.col("id").isNull() | (F.trim(F.col("id")) == ""), S.NULL_ID),
+        (F.array_contains(F.col("_errors"), S.MALFORMED_ROW), S.MALFORMED_ROW),
+        (dlen < max(int(vcfg["min_description_chars"]), 1), S.EMPTY_DESCRIPTION),
+        (dlen > int(vcfg["max_description_chars"]), S.OVERSIZED_DESCRIPTION),
+        (F.array_contains(F.col("_errors"), S.UNPARSABLE_GENRES), S.UNPARSABLE_GENRES),
+        (has_bad_text(F.col("title")) | has_bad_text(desc) | bad_list("genres") | bad_list("authors"), S.INVALID_TEXT),
+    ]
+    return F.filter(F.array(*[F.when(c, F.lit(r)) for c, r in checks]), lambda x: x.isNotNull())
+
+
+def _append(reasons: Column, extra: Column) -> Column:
+    return F.when(extra.isNotNull(), F.concat(reasons, F.array(extra))).otherwise(reasons)
+
+
+def _annotate(df: DataFrame, vcfg: dict, n_sources: int) -> DataFrame:
+    df = df.withColumn("_reasons", _row_reasons(vcfg))
+    # 2. duplicate ids: keep the first row that passes the row checks.
+    w = Window.partitionBy("id").orderBy(F.size("_reasons") > 0, "_src", "_row")
+    df = df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
+        F.col("id").isNotNull() & (F.row_number().over(w) > 1), F.lit(S.DUPLICATE_ID))))
+    df = df.withColumn(_NORM, norm_title(F.col("title")))
+    df = df.withColumn(_AUTH, F.when(F.size("authors") > 0, F.lower(F.array_join(F.transform("authors", norm_title), "|"))))
+    cand = (F.size("_reasons") == 0) & (F.length(_NORM) > 0)
+    # 3. editions within a source (rows with authors only).
+    if vcfg["dedupe_editions"]:
+        ecand = cand & F.col(_AUTH).isNotNull()
+        w = Window.partitionBy(ecand, "_src", _NORM, _AUTH).orderBy("_row")
+        first = F.first("id").over(w)
+        df = df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
+            ecand & (first != F.col("id")), F.concat(F.lit(S.DUPLICATE_OF + ":"), first))))
+        cand = (F.size("_reasons") == 0) & (F.length(_NORM) > 0)
+    # 4. cross-source duplicates, source by source against everything accepted so far.
+    if n_sources > 1:
+        keys = df.filter(cand).select("_src", "_row", "id", _NORM, "year", _AUTH).persist()
+        accepted = keys.filter(F.col("_src") == 0)
+        found = []
+        for s in range(1, n_sources):
+            cur = keys.filter(F.col("_src") == s).alias("r")
+            k = accepted.alias("k")
+            cond = ((F.col(f"r.{_NORM}") == F.col(f"k.{_NORM}"))
+                    & (F.col("r.year").isNull() | F.col("k.year").isNull() | (F.col("r.year") == F.col("k.year")))
+                    & (F.col(f"r.{_AUTH}").isNull() | F.col(f"k.{_AUTH}").isNull() | (F.col(f"r.{_AUTH}") == F.col(f"k.{_AUTH}"))))
+            dup = (cur.join(k, cond).groupBy(F.col("r._src").alias("_src"), F.col("r._row").alias("_row"))
+                   .agg(F.min_by(F.col("k.id"), F.struct(F.col("k._src"), F.col("k._row"))).alias("_kept")))
+            found.append(dup)
+            accepted = accepted.unionByName(keys.filter(F.col("_src") == s).join(dup, ["_src", "_row"], "left_anti"))
+        dups = reduce(DataFrame.unionByName, found)
+        df = df.join(F.broadcast(dups), ["_src", "_row"], "left")
+        df = df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
+            F.col("_kept").isNotNull(), F.concat(F.lit(S.DUPLICATE_OF + ":"), F.col("_kept"))))).drop("_kept")
+    return df.withColumn("_reason", F.when(F.size("_reasons") > 0, F.array_join("_reasons", ",")))
+
+
+def read_sources(spark: SparkSession, sources: list[Mapping]) -> DataFrame:
+    if not sources:
+        raise CatalogReadError("no catalog sources configured")
+    staged = [read_source(spark, dict(spec)).withColumn("_src", F.lit(i)) for i, spec in enumerate(sources)]
+    return reduce(DataFrame.unionByName, staged)
+
+
+def load_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> tuple[DataFrame, DataFrame]:
+    """``(valid_df, rejects_df)`` for ``domain`` in {movies, books} (``CATALOG_SCHEMA`` / ``REJECTS_SCHEMA``).
+
+    The annotated union is persisted (files read once); both frames derive from it.
+    ``rejected_at`` is the load time, fixed for the whole call."""
+    catalogs = cfg.get("catalogs") or {}
+    if domain not in catalogs or not isinstance(catalogs[domain], list):
+        raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] (have: {sorted(catalogs)})")
+    sources = catalogs[domain]
+    annotated = _annotate(read_sources(spark, sources), _vcfg(cfg), len(sources)).persist()
+    valid = conform(annotated.filter(F.col("_reason").isNull())
+                    .withColumn("id", F.coalesce(F.col("id"), F.lit("")))  # never null here; makes the column NOT NULL
+                    .withColumn("genres", F.coalesce(F.col("genres"), F.array().cast("array<string>")))
+                    .withColumn("source", F.coalesce(F.col("source"), F.lit(""))),
+                    S.CATALOG_SCHEMA)
+    now = datetime.now(timezone.utc)
+    rejects = conform(annotated.filter(F.col("_reason").isNotNull()).select(
+        F.lit(domain).alias("domain"), "source", "id", F.col("_reason").alias("reason"), F.col("_raw").alias("raw"),
+        F.lit(now).cast("timestamp").alias("rejected_at"),
+    ), S.REJECTS_SCHEMA)
+    return valid, rejects
