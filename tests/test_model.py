@@ -47,7 +47,9 @@ def test_genre_model_similarity_and_empty():
 
 def test_genre_model_needs_some_genres():
     with pytest.raises(ValueError, match="no item"):
-        GenreModel.train([[], None], dim=4, epochs=1, bucket=100)
+        GenreModel.train([[], None], dim=4, epochs=1, bucket=1000)
+    with pytest.raises(ValueError, match="too small"):
+        GenreModel.train([["drama"]], dim=4, epochs=1, bucket=100)
 
 
 def test_fusion_head_shapes_and_unit_norm():

@@ -32,6 +32,7 @@ import numpy as np
 
 _WS = re.compile(r"\s+")
 _M_PERTURB = -6  # glibc mallopt parameter
+_MIN_MATRIX_BYTES = 4096  # keep FastText's input matrix out of glibc's tcache size classes
 
 GenreInput = Sequence[str] | np.ndarray | str | None
 
@@ -64,23 +65,6 @@ def normalise_genres(genres: GenreInput) -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
-    """FastText's C++ code prints progress/warnings straight to fd 2."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real fd 2 (some embedded interpreters)
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextlib.contextmanager
 def _zero_filled_malloc():
     """Make glibc's malloc return zero-filled memory while FastText trains.
 
@@ -92,7 +76,8 @@ def _zero_filled_malloc():
     a busy heap and was never reproducible. ``mallopt(M_PERTURB, 0xff)`` makes
     malloc fill new blocks with ``0xff ^ 0xff = 0`` (upstream semantics) and is
     reset afterwards; it is process-wide but harmless (other threads just get
-    zeroed memory for a moment). Not glibc: nothing to do here, and
+    zeroed memory for a moment). It does not apply to tcache-sized blocks
+    (<= 1 KiB), hence the minimum matrix size enforced in ``GenreModel.train``. Not glibc: nothing to do here, and
     ``_check_matrix`` still refuses a corrupted model.
     """
     try:
@@ -163,6 +148,10 @@ class GenreModel:
         """
         import fasttext
 
+        if int(bucket) * int(dim) * 4 < _MIN_MATRIX_BYTES:
+            # Small blocks come from glibc's tcache, which M_PERTURB does not zero-fill.
+            raise ValueError(f"genre_bucket * genre_dim too small ({bucket} * {dim}); use genre_bucket >= "
+                             f"{-(-_MIN_MATRIX_BYTES // (4 * int(dim)))}")
         sentences = [" ".join(g) for g in (normalise_genres(x) for x in corpus) if g]
         if not sentences:
             raise ValueError("cannot train the genre model: no item in the corpus has genres")
@@ -172,7 +161,7 @@ class GenreModel:
                 fh.write("\n".join(sentences) + "\n")
             params = {"input": path, "model": "skipgram", "dim": int(dim), "epoch": int(epochs),
                       "minCount": 1, "bucket": int(bucket), "thread": 1, "verbose": 0}
-            with _quiet_stderr(), _zero_filled_malloc():
+            with _zero_filled_malloc():
                 ft = _train_seeded(params, int(seed))
             _check_matrix(ft)
         finally:
@@ -183,9 +172,7 @@ class GenreModel:
     def load(cls, path: str | os.PathLike) -> "GenreModel":
         import fasttext
 
-        with _quiet_stderr():  # load_model prints a deprecation notice
-            ft = fasttext.load_model(str(path))
-        return cls(ft)
+        return cls(fasttext.load_model(str(path)))
 
     def save(self, path: str | os.PathLike) -> None:
         self._ft.save_model(str(path))
