@@ -1,27 +1,30 @@
 """Offline evaluation: LightFusionRec vs baselines on held-out movie->book links.
 
-    spark-submit jobs/evaluate.py [--conf paths.data_dir=../shared/data] [--artifact DIR]
+    spark-submit jobs/evaluate.py [--conf paths.data_dir=../shared/data] [--conf eval.folds=1] [--artifact [DIR]]
 
 Reads the catalogs and the pair file (``catalogs.pairs``) with Spark, collects them to the
-driver, holds out films (``eval.holdout_fraction``, ``eval.seed``), trains the fusion model on
-the other films' links, scores every method on the held-out films against the full book
+driver, holds out films (k-fold by film, ``eval.folds``/``eval.seed``), trains the fusion model
+on the other films' links, scores every method on the held-out films against the full book
 catalog, and writes ``report.md``, ``metrics.png`` and ``metrics.json`` under
 ``paths.reports_dir``. See ``lfr.eval`` for the metric definitions.
 """
 from lfr.cli import JobContext, run_job
 
+MODEL_DIR = "<paths.model_dir>"
+
 
 def add_args(parser) -> None:
-    parser.add_argument("--artifact", default=None,
-                        help="evaluate this saved model as the trained row instead of training one on the split "
-                             "(it may have seen the held-out links; flagged in the report)")
+    parser.add_argument("--artifact", nargs="?", const=MODEL_DIR, default=None, metavar="DIR",
+                        help="evaluate a saved model (DIR, or paths.model_dir when no DIR is given) as the trained "
+                             "row instead of training one per fold (it may have seen the held-out links; flagged)")
     parser.add_argument("--reports-dir", default=None, help="output folder (default: paths.reports_dir)")
 
 
 def main(ctx: JobContext) -> int:
     from lfr.eval.job import evaluate
 
-    evaluate(ctx.spark, ctx.cfg, artifact=ctx.args.artifact, reports_dir=ctx.args.reports_dir)
+    artifact = ctx.cfg.path("paths.model_dir") if ctx.args.artifact == MODEL_DIR else ctx.args.artifact
+    evaluate(ctx.spark, ctx.cfg, artifact=artifact, reports_dir=ctx.args.reports_dir)
     return 0
 
 

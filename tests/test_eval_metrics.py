@@ -13,7 +13,7 @@ from lfr.eval.metrics import (
     ranking_metrics,
     resolve_links,
 )
-from lfr.eval.runner import build_eval_pairs, split_links_by_movie
+from lfr.eval.runner import build_eval_pairs, kfold_links_by_movie, split_links_by_movie
 
 
 def test_single_relevant_hand_computed():
@@ -136,6 +136,18 @@ def test_split_by_movie_is_seeded_and_disjoint():
     one = pd.DataFrame({"movie_id": ["a", "b"], "book_id": ["x", "y"]})
     tr, te = split_links_by_movie(one, 0.9, seed=1)
     assert len(tr) == 1 and len(te) == 1
+
+
+def test_kfold_by_movie_covers_every_film_once():
+    links = pd.DataFrame({"movie_id": [f"m{i // 2}" for i in range(20)] + ["m0"],
+                          "book_id": [f"b{i}" for i in range(21)]})
+    folds = kfold_links_by_movie(links, 3, seed=5)
+    tests = [set(te.movie_id) for _, te in folds]
+    assert sorted(len(t) for t in tests) == [3, 3, 4]
+    assert set().union(*tests) == set(links.movie_id) and sum(len(t) for t in tests) == 10
+    for train, test in folds:
+        assert set(train.movie_id).isdisjoint(test.movie_id) and len(train) + len(test) == len(links)
+    assert len(kfold_links_by_movie(links.head(4), 10, seed=5)) == 2      # capped at the number of films
 
 
 def test_eval_pairs_negatives_exclude_relevant():

@@ -25,43 +25,50 @@ ALL_METHODS = ["tfidf", "genre_only", "text_only", "fusion_untrained", "lightfus
 
 @pytest.fixture()
 def eval_cfg(tiny_model_cfg, tiny_encoder_dir, tmp_path):
-    cfg = load_config(overrides=[f"paths.work_dir={tmp_path}", "eval.holdout_fraction=0.4",
-                                 "eval.ks=[1, 3, 100]", "eval.negatives_per_positive=2"])
+    cfg = load_config(overrides=[f"paths.work_dir={tmp_path}", "eval.ks=[1, 3, 100]", "eval.negatives_per_positive=2"])
+    cfg["eval"].update(folds=2, holdout_fraction=0.4, distilbert_path=tiny_encoder_dir)
     cfg["model"] = dict(tiny_model_cfg)
-    cfg["eval"]["distilbert_path"] = tiny_encoder_dir
+    cfg["train"].update(epochs=2, lr=0.01, val_fraction=0.0)
     return cfg
 
 
-def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_books, tiny_artifact, tmp_path):
-    from lfr.model import load
+def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_books, tmp_path):
+    from lfr.eval.runner import default_train
 
-    seen_train_links = []
+    calls = []
 
-    def fake_train(movies, books, train_links, cfg):
+    def spy_train(movies, books, train_links, cfg):       # the real trainer (lfr.train), spied on
         assert cfg["model"]["include_title"] is False
-        seen_train_links.append(train_links.copy())
-        return load(tiny_artifact)
+        calls.append((cfg["model"]["pooling"], train_links.copy()))
+        return default_train(movies, books, train_links, cfg)
 
-    result = run_evaluation(toy_movies, toy_books, LINKS, eval_cfg, train_fn=fake_train, n_unresolved_pairs=1)
+    result = run_evaluation(toy_movies, toy_books, LINKS, eval_cfg, train_fn=spy_train, n_unresolved_pairs=1)
     table = result.table()
     assert table["method"].tolist() == ALL_METHODS
     s = result.setup
     assert s["links"] == {"n_links": 7, "n_duplicates": 1, "n_missing_movie": 1, "n_missing_book": 1, "n_used": 5}
-    assert (s["n_test_movies"], s["n_train_movies"], s["n_books_catalog"]) == (2, 3, 8)
-    assert s["n_eval_pairs"] == s["n_test_links"] * 3
-    # the held-out films' links never reach the trainer (two trainings: MiniLM-config + DistilBERT rows)
-    assert len(seen_train_links) == 2
-    held_out = set(s["test_movie_ids"])
-    for links in seen_train_links:
-        assert held_out.isdisjoint(links["movie_id"]) and len(links) == s["n_train_links"] == 3
+    # 2-fold cross-validation by film: each of the 5 linked films is evaluated exactly once
+    assert s["folds"] == 2 and s["n_test_movies"] == 5 and s["n_books_catalog"] == 8
+    assert sorted(s["test_movie_ids"]) == sorted(set(LINKS.movie_id) - {"imdb:missing-1900"})
+    assert [f["test_movies"] for f in s["fold_sizes"]] == [3, 2]
+    assert s["n_eval_pairs"] == s["n_test_links"] * 3 == 15
+    # two trainings per fold (the configured encoder, DistilBERT); a fold's films never reach its trainer
+    assert len(calls) == 4
+    fold_films = result.per_movie.groupby("fold")["movie"].apply(set)
+    id_of = dict(zip(toy_movies.title, toy_movies.id))
+    for i, (_, links) in enumerate(calls):
+        held_out = {id_of[t] for t in fold_films[i // 2]}
+        assert held_out.isdisjoint(links["movie_id"]) and len(links) == 5 - len(held_out)
+    assert set(s["training"]) == {"lightfusionrec", "lightfusionrec_distilbert"}
+    assert [r["pairs"]["train_positives"] for r in s["training"]["lightfusionrec"]] == [2, 3]
     for row in result.rows:
-        assert row["n_evaluated"] == 2 and row["n_empty"] == 0 and row["n_books"] == 8
+        assert row["n_evaluated"] == 5 and row["n_empty"] == 0 and row["n_books"] == 8
         for col in [*result.ranking_columns, *result.error_columns]:
             assert np.isfinite(row[col]), (row["method"], col)
         assert row["recall@100"] == 1.0                              # k beyond the catalog
         assert 0.0 <= row["recall@1"] <= row["recall@3"] <= 1.0
         assert 1.0 / 8 <= row["mrr"] <= 1.0
-    assert list(result.per_movie.columns) == ["movie", "book(s)", *ALL_METHODS]
+    assert list(result.per_movie.columns) == ["movie", "book(s)", "fold", *ALL_METHODS]
 
     paths = write_report(result, tmp_path / "reports")
     md = open(paths["report"], encoding="utf-8").read()
@@ -76,10 +83,10 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
     printed = format_tables(result)
     assert "lightfusionrec_distilbert" in printed and "mae@20%" in printed
 
-    # deterministic: the same inputs give the same split, pairs and numbers. (Only rows that do not
+    # deterministic: the same inputs give the same folds, pairs and numbers. (Only rows that do not
     # depend on FastText are compared: FastText trained on this 13-sentence toy corpus is not
     # reproducible run to run, while it is on real catalogs.)
-    again = run_evaluation(toy_movies, toy_books, LINKS, eval_cfg, train_fn=fake_train)
+    again = run_evaluation(toy_movies, toy_books, LINKS, eval_cfg, train_fn=default_train)
     assert again.setup["test_movie_ids"] == s["test_movie_ids"]
     for a, b in zip(result.rows, again.rows):
         if a["method"] in ("tfidf", "text_only", "distilbert_text_only"):
@@ -88,9 +95,10 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
 
 def test_distilbert_rows_skipped_with_note(eval_cfg, toy_movies, toy_books, tiny_model):
     cfg = copy.deepcopy(eval_cfg)
-    cfg["eval"]["distilbert_path"] = None
+    cfg["eval"].update(distilbert_path=None, folds=1)       # one held-out split: 40% of 5 films
     result = run_evaluation(toy_movies, toy_books, LINKS, cfg, trained_model=tiny_model)
     assert result.table()["method"].tolist() == ALL_METHODS[:5]
+    assert result.setup["n_test_movies"] == 2 and result.setup["fold_sizes"][0]["train_movies"] == 3
     assert any("DistilBERT rows skipped" in n for n in result.notes)
     assert any("may have" in n for n in result.notes)           # a given artifact is flagged
 

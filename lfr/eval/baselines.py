@@ -162,17 +162,22 @@ def fusion_method(model, name: str, label: str, batch_size: int = 64, cache: Fea
 
 
 def standard_methods(
-    corpus: Sequence[str],
+    corpus: Sequence[str] | Method,
     base_model,
     trained_model,
     trained_label: str = "LightFusionRec: fusion trained on the training links",
     distilbert_base=None,
     distilbert_trained=None,
     batch_size: int = 64,
+    cache: FeatureCache | None = None,
 ) -> list[Method]:
-    """The ablation's rows, in report order. ``None`` models leave their rows out."""
-    cache = FeatureCache()
-    methods = [tfidf_method(corpus)]
+    """The ablation's rows, in report order. ``None`` models leave their rows out.
+
+    ``corpus``: the descriptions TF-IDF is fitted on, or an already fitted TF-IDF ``Method``.
+    ``cache``: share one ``FeatureCache`` across calls (e.g. folds) to encode each text once.
+    """
+    cache = cache if cache is not None else FeatureCache()
+    methods = [corpus if isinstance(corpus, Method) else tfidf_method(corpus)]
     if base_model is not None:
         methods += [
             genre_method(base_model),

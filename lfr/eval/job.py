@@ -26,11 +26,12 @@ def collect_inputs(spark, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
 
     movies_df, _ = load_catalog(spark, cfg, "movies")
     books_df, _ = load_catalog(spark, cfg, "books")
-    movies_df, books_df = movies_df.select(*COLUMNS).cache(), books_df.select(*COLUMNS).cache()
+    movies_df, books_df = movies_df.cache(), books_df.cache()
     pairs_path = cfg.path("catalogs.pairs")
+    # read_pairs needs the full catalog rows (year, authors) to resolve titles to ids.
     links = read_pairs(spark, pairs_path, movies_df, books_df).toPandas()
     n_rows = read_csv(spark, pairs_path).count()
-    movies, books = movies_df.toPandas(), books_df.toPandas()
+    movies, books = movies_df.select(*COLUMNS).toPandas(), books_df.select(*COLUMNS).toPandas()
     log.info("eval inputs: %d movies, %d books, %d links from %d pair-file rows",
              len(movies), len(books), len(links), n_rows)
     return movies, books, links, max(0, n_rows - len(links))

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -233,22 +233,3 @@ def resolve_links(
             stats.n_used += 1
             rel[m_index[movie_id]].add(b_index[book_id])
     return [np.array(sorted(s), dtype=np.int64) for s in rel], stats
-
-
-def mean_or_nan(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
-
-
-def format_metric(value: float, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, (int, np.integer)) or float(value).is_integer() and abs(value) >= 2:
-        return f"{value:g}"
-    return f"{value:.{digits}f}"
-
-
-def merge(*dicts: Mapping) -> dict:
-    out: dict = {}
-    for d in dicts:
-        out.update(d)
-    return out

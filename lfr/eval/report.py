@@ -112,6 +112,22 @@ def _json_safe(value):
     return value
 
 
+def _training_lines(training: dict) -> list[str]:
+    lines = []
+    for name, runs in training.items():
+        if not runs:
+            continue
+        st = runs[0].get("settings") or {}
+        per = []
+        for i, r in enumerate(runs):
+            m = r.get("metrics") or {}
+            per.append(f"fold {i}: val_loss {_fmt(m.get('initial_val_loss'))} -> {_fmt(m.get('val_loss'))}, "
+                       f"val_auc {_fmt(m.get('initial_val_auc'))} -> {_fmt(m.get('val_auc'))}")
+        settings = ", ".join(f"{k}={v}" for k, v in st.items())
+        lines.append(f"  - `{name}` ({settings}): " + "; ".join(per) + " (trainer's own by-film validation).")
+    return lines
+
+
 def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, str]:
     """Write ``report.md``, ``metrics.png`` and ``metrics.json`` into ``out_dir`` (local path)."""
     out = Path(out_dir)
@@ -130,18 +146,21 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, st
         f"({links['n_missing_movie']} with the movie missing from the catalog, {links['n_missing_book']} with the "
         f"book missing, {links['n_duplicates']} duplicates; {s['n_unresolved_pairs']} pair-file rows could not be "
         "resolved to catalog ids).",
-        f"- Held-out split by movie (seed {s['seed']}, fraction {s['holdout_fraction']}): the fusion model is trained "
-        f"on {s['n_train_links']} links of {s['n_train_movies']} films; every method is evaluated on the "
-        f"{s['n_test_links']} links of the {s['n_test_movies']} held-out films only.",
+        f"- Held out by film: {s['protocol']}, seed {s['seed']}. The fusion model is {s['trained_model']}; "
+        f"every method is evaluated on the {s['n_test_links']} links of the {s['n_test_movies']} held-out films "
+        "only, so no evaluated link is a training positive. Folds: "
+        + "; ".join(f"{fi['test_movies']} films evaluated, trained on {fi['train_links']} links of "
+                    f"{fi['train_movies']} films" for fi in s["fold_sizes"]) + ".",
         f"- Ranking: each held-out film scores all {s['n_books_catalog']} books by cosine; the rank of its linked "
-        "book(s) gives Recall@k, MRR (best-ranked link), nDCG@10 (binary relevance), median best rank. "
-        "Ties are ranked pessimistically (a book tied with others is placed after them). Films without a "
-        "resolvable link are excluded and counted.",
+        "book(s) gives Recall@k, MRR (best-ranked link), nDCG@10 (binary relevance), median best rank, averaged "
+        "over films. Ties are ranked pessimistically (a book tied with others is placed after them). Films "
+        "without a resolvable link are excluded and counted.",
         f"- Error metrics: {s['n_eval_positive_pairs']} held-out links (label 1) plus "
         f"{s['negatives_per_positive']} random non-linked books per link (label 0, seeded), {s['n_eval_pairs']} "
         "pairs. Prediction p = clip(cosine, 0, 1); confidence = |p - 0.5|; MAE/RMSE of p against the label on the "
         "most confident fraction of the pairs.",
-        f"- Training took {s['train_seconds']} s.",
+        f"- Training: {s['train_seconds']} s in all.",
+        *_training_lines(s.get("training") or {}),
         "",
         "## Ranking metrics",
         ranking_table(result),
