@@ -30,6 +30,7 @@ Rules, in order:
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timezone
 from functools import reduce
 from typing import Mapping
@@ -48,6 +49,7 @@ HASH_SEP = "\u001f"        # ASCII unit separator between fields (control chars 
 HASH_LIST_SEP = "\u001e"   # record separator between genre labels
 _NORM = "_nt"
 _AUTH = "_na"
+_CACHED: dict = {}
 
 
 def content_hash_col(df: DataFrame | None = None) -> Column:
@@ -145,7 +147,16 @@ def load_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> tuple[DataFr
     if domain not in catalogs or not isinstance(catalogs[domain], list):
         raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] (have: {sorted(catalogs)})")
     sources = catalogs[domain]
-    annotated = _annotate(read_sources(spark, sources), _vcfg(cfg), len(sources)).persist()
+    annotated = _annotate(read_sources(spark, sources), _vcfg(cfg), len(sources))
+    # Persisted so the files are parsed once for both frames. The nonce column keeps Spark's
+    # cache manager from serving an earlier load's rows (same plan) after a source file
+    # changed; the previous cache of the same domain is released (its frames stay valid:
+    # they recompute from the files).
+    annotated = annotated.withColumn("_load", F.lit(uuid.uuid4().hex)).persist()
+    previous = _CACHED.pop((id(spark), domain), None)
+    if previous is not None:
+        previous.unpersist()
+    _CACHED[(id(spark), domain)] = annotated
     valid = conform(annotated.filter(F.col("_reason").isNull())
                     .withColumn("id", F.coalesce(F.col("id"), F.lit("")))  # never null here; makes the column NOT NULL
                     .withColumn("genres", F.coalesce(F.col("genres"), F.array().cast("array<string>")))

@@ -1,0 +1,128 @@
+"""Distributed embedding: the UDF vs the driver-side model, and the incremental pipeline."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# Python workers must run this interpreter (pandas UDFs need its pyarrow); set before the session starts.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+from lfr.embed import EMBEDDINGS_SCHEMA, ModelArtifactMissing, embed_catalog, ship_artifact  # noqa: E402
+
+
+def _rows(frame: pd.DataFrame) -> list[tuple]:
+    # pandas 3 holds a missing description as NaN, which createDataFrame would turn into the string 'nan'
+    text = lambda v: v if isinstance(v, str) else None  # noqa: E731
+    return [(r.id, text(r.title), text(r.description), list(r.genres) if isinstance(r.genres, (list, tuple)) else None)
+            for r in frame.itertuples()]
+
+
+def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, toy_books):
+    from udfs.embed import embed_column
+
+    rows = _rows(toy_movies) + _rows(toy_books)  # includes a None description, [] and None genres
+    df = spark.createDataFrame(rows, "id string, title string, description string, genres array<string>").repartition(2)
+    ref = ship_artifact(spark, tiny_artifact)  # the default (cluster) path: an archive added to the SparkContext
+    assert ref.mode == "archive" and ref.model_version == tiny_model.model_version
+    assert ship_artifact(spark, tiny_artifact) is ref  # shipped once per session
+    out = df.select("id", embed_column(ref, batch_size=4).alias("e")).toPandas().set_index("id")
+    assert df.select(embed_column(ref)).schema.fields[0].dataType == EMBEDDINGS_SCHEMA["embedding"].dataType
+    by_id = {r[0]: r for r in rows}
+    ids = list(out.index)
+    expected = tiny_model.embed([by_id[i][1] for i in ids], [by_id[i][2] for i in ids], [by_id[i][3] for i in ids], batch_size=64)
+    got = np.stack(out["e"].to_list()).astype(np.float32)
+    assert got.shape == expected.shape == (len(rows), tiny_model.output_dim)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_missing_model_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(ModelArtifactMissing, match="jobs/train.py"):
+        ship_artifact(spark, str(tmp_path / "nothing-here"))
+
+
+def _write_catalog(path, rows):
+    pd.DataFrame(rows, columns=["id", "title", "description", "genres"]).to_csv(path, index=False)
+
+
+def _versions(spark, path) -> int:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path).history().count()
+
+
+def _new_version_of(artifact: str, dest: str) -> str:
+    """A copy of the artifact with different manifest metadata -> a different, valid model_version."""
+    from lfr.model import compute_model_version
+
+    shutil.copytree(artifact, dest)
+    mpath = os.path.join(dest, "manifest.json")
+    manifest = json.loads(open(mpath, encoding="utf-8").read())
+    manifest["note"] = "retrained"
+    manifest["model_version"] = compute_model_version(manifest)
+    with open(mpath, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh)
+    return manifest["model_version"]
+
+
+def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
+    src = tmp_path / "books.csv"
+    rows = [(f"b{i}", f"Book {i}", f"Description of book number {i}.", "Fiction|Drama" if i % 2 else "") for i in range(6)]
+    rows += [("b6", "No text", "", "Fiction"), ("b1", "Same id", "dup", "")]
+    _write_catalog(src, rows)
+    wh = tmp_path / "wh"
+    tables = {k: {"name": k, "path": str(wh / k)} for k in ("books", "book_embeddings", "rejects")}
+    cfg = {
+        "catalogs": {"books": [{"reader": "generic", "path": str(src), "genres_sep": "|"}]},
+        "validation": {"max_description_chars": 1000, "min_description_chars": 1},
+        "tables": {"database": "lfr_test_embed", **tables},
+        "embed": {"batch_size": 4, "partitions": None},
+        "paths": {"model_dir": tiny_artifact},
+    }
+    emb_path = tables["book_embeddings"]["path"]
+
+    s1 = embed_catalog(spark, cfg, "books")
+    assert (s1.read, s1.valid, s1.rejected, s1.embedded, s1.unchanged) == (8, 6, 2, 6, 0)
+    assert s1.rejected_by_reason == {"empty_description": 1, "duplicate_id": 1}
+    t1 = spark.read.format("delta").load(emb_path).toPandas().set_index("id")
+    assert sorted(t1.index) == [f"b{i}" for i in range(6)] and set(t1.model_version) == {tiny_model.model_version}
+    assert spark.table("lfr_test_embed.book_embeddings").count() == 6
+    assert spark.table("lfr_test_embed.rejects").count() == 2
+
+    # unchanged rerun: nothing embedded, no Delta commit anywhere
+    before = {k: _versions(spark, t["path"]) for k, t in tables.items()}
+    s2 = embed_catalog(spark, cfg, "books")
+    assert (s2.embedded, s2.unchanged, s2.deleted, s2.table_written) == (0, 6, 0, False)
+    assert {k: _versions(spark, t["path"]) for k, t in tables.items()} == before
+
+    # one description changed, one item gone: one row re-embedded, one deleted, the rest untouched
+    rows2 = [r for r in rows if r[0] != "b5"]
+    rows2[2] = ("b2", "Book 2", "A completely new description.", "")
+    _write_catalog(src, rows2)
+    s3 = embed_catalog(spark, cfg, "books")
+    assert (s3.embedded, s3.deleted, s3.unchanged) == (1, 1, 4)
+    assert _versions(spark, emb_path) == before["book_embeddings"] + 1
+    t3 = spark.read.format("delta").load(emb_path).toPandas().set_index("id")
+    assert sorted(t3.index) == [f"b{i}" for i in range(5)]
+    for i in (0, 1, 3, 4):
+        assert t3.loc[f"b{i}", "embedded_at"] == t1.loc[f"b{i}", "embedded_at"]
+        assert t3.loc[f"b{i}", "content_hash"] == t1.loc[f"b{i}", "content_hash"]
+    assert t3.loc["b2", "embedded_at"] > t1.loc["b2", "embedded_at"]
+    assert t3.loc["b2", "content_hash"] != t1.loc["b2", "content_hash"]
+    expected = tiny_model.embed(["Book 2"], ["A completely new description."], [[]])[0]
+    np.testing.assert_allclose(np.asarray(t3.loc["b2", "embedding"]), expected, atol=1e-5)
+    assert spark.read.format("delta").load(tables["rejects"]["path"]).count() == 2  # no duplicated rejects
+
+    # a new model version re-embeds everything
+    new_dir = str(tmp_path / "model-v2")
+    v2 = _new_version_of(tiny_artifact, new_dir)
+    s4 = embed_catalog(spark, cfg, "books", model_dir=new_dir)
+    assert (s4.embedded, s4.unchanged, s4.model_version) == (5, 0, v2)
+    t4 = spark.read.format("delta").load(emb_path).toPandas()
+    assert set(t4.model_version) == {v2} and len(t4) == 5
