@@ -1,0 +1,43 @@
+"""Score every movie against every book: exact blocked top-k -> Delta table `recommendations`.
+
+    spark-submit jobs/score_all.py [--k 10] [--movie-block-rows 4096] [--book-block-rows 16384]
+                                   [--exclude-pairs data/sample/adaptations_dev.csv]
+                                   [--book-filter "array_contains(genres, 'Fantasy')"] [--conf score.k=20 ...]
+
+Reads `tables.movie_embeddings` / `tables.book_embeddings`, writes `tables.recommendations`
+(one atomic Delta overwrite per run) and registers it for SQL with the view
+`tables.recommendations_view` (see lfr/score/job.py for the table's layout and guarantees).
+Flags left out come from the `score` section of conf/lfr.yaml.
+"""
+import argparse
+import json
+
+from lfr.cli import JobContext, log, run_job
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=None, help="books per movie (default score.k)")
+    p.add_argument("--movie-block-rows", type=int, default=None, help="max movies per block (default score.movie_block_rows)")
+    p.add_argument("--book-block-rows", type=int, default=None, help="max books per block (default score.book_block_rows)")
+    p.add_argument("--exclude-pairs", default=None, metavar="PAIR_FILE",
+                   help="known movie->book pairs never to recommend: movie_id,book_id or the adaptations format "
+                        "(default score.exclude_pairs)")
+    p.add_argument("--movie-filter", default=None, metavar="SQL", help="SQL predicate on movies (default score.movie_filter)")
+    p.add_argument("--book-filter", default=None, metavar="SQL",
+                   help="SQL predicate on books, may use catalog columns, e.g. \"year >= 2000\" (default score.book_filter)")
+
+
+def main(ctx: JobContext) -> None:
+    from lfr.config import resolve_path
+    from lfr.score import run_score
+
+    a = ctx.args
+    result = run_score(
+        ctx.spark, ctx.cfg, k=a.k, movie_block_rows=a.movie_block_rows, book_block_rows=a.book_block_rows,
+        exclude_pairs=resolve_path(a.exclude_pairs) if a.exclude_pairs else None,
+        movie_filter=a.movie_filter, book_filter=a.book_filter)
+    log.info("score_all: %s", json.dumps(result.as_dict()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_job("score_all", main, add_args))

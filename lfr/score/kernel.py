@@ -1,0 +1,268 @@
+"""Exact top-k cosine for one (movie block, book block) pair: numpy + torch, no Spark.
+
+The Spark job (``lfr.score.blocks``) calls :func:`block_topk` once per pair of blocks;
+everything here is plain arrays so it is tested directly against a brute force.
+
+Exactness and ties
+------------------
+A float32 matrix product (BLAS) is fast but its rounding depends on the matrix
+shapes, the library and the thread count: the same (movie, book) pair can get
+scores differing in the last bits depending on which block it landed in, so two
+identical book vectors are not guaranteed equal scores, and "on equal score the
+smaller book_id wins" would depend on the block layout. So the kernel works in two
+steps:
+
+1. **Select candidates** with the float32 product ``S = Q @ B.T`` (torch, on the
+   task's CPUs) and ``torch.topk``: every book whose float32 score is within
+   ``2 * eps`` of the row's k-th best float32 score (``eps`` bounds the float32
+   error of a dot product of unit vectors of dimension d: ``d * 2**-24`` plus
+   rounding, see :func:`score_margin`). No true top-k book can be outside this
+   set: if ``t`` is the k-th best float32 score and ``t*`` the k-th best exact
+   score, ``t* >= t - eps`` and every true top-k book has float32 score
+   ``>= t* - eps >= t - 2 eps``.
+2. **Rescore exactly** the few candidates per movie in float64 (products of float32
+   values are exact in float64; the sum's error is ~1e-14), round to float32 --
+   the published score -- and rank by (score desc, book_id asc).
+
+The published score is therefore the cosine of the two float32-normalised vectors
+computed to float32 precision, independent of blocking, BLAS and threads; equal
+vectors get bit-identical scores, and ties are broken by the smaller book_id
+(Python/Arrow string order = UTF-8 byte order, the same order Spark SQL uses).
+Block columns must be sorted by book_id (the block builder does this) because the
+kernel breaks ties by column index.
+
+Cost: the matrix product dominates (``2 m n d`` flops); ``topk(k + 8)`` and the
+rescoring of ~k candidates per row add a few percent. Memory is bounded by
+``chunk_elems`` float32 scores per step (rows of ``S`` are computed in chunks).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+#: extra candidates taken by ``topk`` beyond k; rows with more than this many scores within
+#: the margin of the k-th best are rescanned in full (rare: near-duplicate clusters).
+EXTRA_CANDIDATES = 8
+#: float32 scores held at once per kernel call (64 MiB); bounds memory independently of block sizes.
+CHUNK_ELEMS = 1 << 24
+#: candidates rescored in float64 at once (bounds the gather buffer to ~32 MiB at d=384).
+RESCORE_BATCH = 1 << 13
+
+BlockKernel = Callable[..., "tuple[np.ndarray, np.ndarray, np.ndarray]"]
+
+
+def score_margin(dim: int) -> float:
+    """``2 * eps``: twice a bound on |float32 BLAS dot - float32-rounded exact dot| for unit vectors.
+
+    float32 dot of length d, any summation order: error <= d * u * sum|x_i y_i| <= d * u
+    (u = 2**-24, unit vectors; 5% slack for the normalisation's own rounding), plus half an
+    ulp of the rounded exact score (<= 2**-25 below 1) -- taken generously as 2**-22.
+    """
+    return 2.0 * (dim * 2.0 ** -24 * 1.05 + 2.0 ** -22)
+
+
+def normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length float32 rows and a mask of the valid ones.
+
+    Invalid rows -- any NaN/inf element, or an all-zero vector (no direction, so no
+    cosine) -- come back as zeros with ``valid=False``; the job drops them (a movie
+    with an invalid embedding gets no recommendations, an invalid book is never
+    recommended) and reports how many. The norm is computed in float64, so huge or
+    tiny (but finite, non-zero) inputs normalise fine.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    if x64.ndim != 2:
+        raise ValueError(f"expected a 2-d array of row vectors, got shape {x64.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.sqrt((x64 * x64).sum(axis=1))
+    valid = np.isfinite(norms) & (norms > 0)
+    out = np.zeros(x64.shape, dtype=np.float32)
+    if valid.any():
+        out[valid] = (x64[valid] / norms[valid, None]).astype(np.float32)
+    return out, valid
+
+
+def _torch():
+    import torch
+
+    # Never let a global 'medium'/'high' setting turn fp32 matmuls into bf16/tf32: the
+    # candidate margin assumes true float32 products.
+    torch.set_float32_matmul_precision("highest")
+    return torch
+
+
+def _rescore(q: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """float32-rounded float64 dot products of ``q[rows]`` and ``b[cols]`` (exact to float32)."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for s in range(0, len(rows), RESCORE_BATCH):
+        r, c = rows[s:s + RESCORE_BATCH], cols[s:s + RESCORE_BATCH]
+        prod = q[r].astype(np.float64) * b[c].astype(np.float64)   # exact: 24+24 bit mantissas
+        out[s:s + RESCORE_BATCH] = prod.sum(axis=1).astype(np.float32)
+    out += np.float32(0.0)   # -0.0 -> 0.0, so equal scores compare equal everywhere (Spark sorts too)
+    return out
+
+
+def _first_k_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int):
+    """Order candidates by (row, score desc, col asc) and keep the first k of every row."""
+    order = np.lexsort((cols, -scores, rows))
+    rows, cols, scores = rows[order], cols[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    pos = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    keep = pos < k
+    return rows[keep], cols[keep], scores[keep]
+
+
+def block_topk(
+    q: np.ndarray,
+    b: np.ndarray,
+    k: int,
+    exclude_rows: Optional[np.ndarray] = None,
+    exclude_cols: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
+    chunk_elems: int = CHUNK_ELEMS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact top-k of ``q @ b.T`` per row of ``q``; rows of both must be unit length.
+
+    ``b``'s rows must be ordered by book_id: on equal (float32) score the smaller column
+    wins. ``(exclude_rows[i], exclude_cols[i])`` pairs are never returned (masked before
+    selection, so exclusion is exact). Returns ``(rows int32, cols int32, scores float32)``
+    sorted by row, then rank; a row gets ``min(k, n - excluded)`` entries.
+    """
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    m, n = q.shape[0], b.shape[0]
+    empty = (np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32))
+    if m == 0 or n == 0 or k <= 0:
+        return empty
+    if q.shape[1] != b.shape[1]:
+        raise ValueError(f"dimension mismatch: movie block d={q.shape[1]}, book block d={b.shape[1]}")
+    torch = _torch()
+    if threads:
+        torch.set_num_threads(int(threads))
+    kk = min(k, n)
+    margin = np.float32(score_margin(q.shape[1]))
+    take = min(n, kk + EXTRA_CANDIDATES)
+    ex_r = np.asarray(exclude_rows if exclude_rows is not None else [], dtype=np.int64)
+    ex_c = np.asarray(exclude_cols if exclude_cols is not None else [], dtype=np.int64)
+    if len(ex_r):
+        o = np.argsort(ex_r, kind="stable")
+        ex_r, ex_c = ex_r[o], ex_c[o]
+    bt = np.ascontiguousarray(b.T)                             # (d, n): the fastest layout for sgemm
+    chunk = max(1, min(m, chunk_elems // n))
+    out = []
+    with _blas_threads(threads):
+        for r0 in range(0, m, chunk):
+            r1 = min(m, r0 + chunk)
+            out.append(_chunk_topk(torch, q, b, bt, r0, r1, kk, take, margin, ex_r, ex_c))
+    rows = np.concatenate([o[0] for o in out]).astype(np.int32)
+    cols = np.concatenate([o[1] for o in out]).astype(np.int32)
+    scores = np.concatenate([o[2] for o in out])
+    return rows, cols, scores
+
+
+def _blas_threads(threads: Optional[int]):
+    """Limit numpy's BLAS to the task's CPUs (Spark runs several tasks per executor)."""
+    import contextlib
+
+    if not threads:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                      # not installed: BLAS uses its default thread count
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(threads), user_api="blas")
+
+
+def _chunk_topk(torch, q, b, bt, r0, r1, kk, take, margin, ex_r, ex_c):
+    """Rows ``r0:r1`` of the block: float32 product, candidate selection, exact rescoring, top-k."""
+    n = b.shape[0]
+    s_np = q[r0:r1] @ bt                                       # (c, n) float32 scores, numpy BLAS
+    lo, hi = np.searchsorted(ex_r, [r0, r1])
+    if hi > lo:
+        s_np[ex_r[lo:hi] - r0, ex_c[lo:hi]] = -np.inf
+    s = torch.from_numpy(s_np)
+    if take == n:                                          # tiny book block: every column is a candidate
+        rows = np.repeat(np.arange(r1 - r0), n)
+        cols = np.tile(np.arange(n), r1 - r0)
+        cand_ok = np.isfinite(s_np.reshape(-1))
+        rows, cols = rows[cand_ok], cols[cand_ok]
+    else:
+        vals, idx = torch.topk(s, take, dim=1, largest=True, sorted=True)
+        thr = vals[:, kk - 1] - margin
+        keep = (vals >= thr[:, None]) & torch.isfinite(vals)
+        full = (vals[:, -1] >= thr).numpy()                 # margin reaches past the topk window
+        keep_np, idx_np = keep.numpy(), idx.numpy()
+        keep_np[full] = False
+        rows, cols = np.nonzero(keep_np)
+        cols = idx_np[rows, cols]
+        if full.any():
+            thr_np = thr.numpy()
+            extra_r, extra_c = [], []
+            for r in np.flatnonzero(full):
+                c = np.flatnonzero((s_np[r] >= thr_np[r]) & np.isfinite(s_np[r]))
+                extra_r.append(np.full(len(c), r))
+                extra_c.append(c)
+            rows = np.concatenate([rows, *extra_r])
+            cols = np.concatenate([cols, *extra_c])
+    rows = rows.astype(np.int64) + r0
+    cols = cols.astype(np.int64)
+    scores = _rescore(q, b, rows, cols)
+    return _first_k_per_row(rows, cols, scores, kk)
+
+
+def merge_topk(
+    movie_ids: np.ndarray, book_ids: np.ndarray, scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge partial top-k lists (any number per movie) into the final top-k.
+
+    Same order as the Spark merge: per movie, score desc then book_id asc.
+    Returns ``(movie_ids, ranks 1..k, book_ids, scores)``. Used by the single-process
+    path (:func:`topk_local`) and the benchmark.
+    """
+    order = np.lexsort((book_ids, -scores, movie_ids))
+    mv, bk, sc = movie_ids[order], book_ids[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, mv[1:] != mv[:-1]]) if len(mv) else np.empty(0, np.int64)
+    pos = np.arange(len(mv)) - np.repeat(starts, np.diff(np.r_[starts, len(mv)]))
+    keep = pos < k
+    return mv[keep], (pos[keep] + 1).astype(np.int32), bk[keep], sc[keep]
+
+
+def topk_local(
+    movie_ids, movie_vecs, book_ids, book_vecs, k: int,
+    movie_block_rows: int = 4096, book_block_rows: int = 16384, threads: Optional[int] = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Single-process version of the job (same kernel, same results): for small catalogs and checks."""
+    movie_ids = np.asarray(movie_ids, dtype=object)
+    book_ids = np.asarray(book_ids, dtype=object)
+    qn, qv = normalize_rows(movie_vecs)
+    bn, bv = normalize_rows(book_vecs)
+    movie_ids, qn = movie_ids[qv], qn[qv]
+    order = np.argsort(book_ids[bv].astype(str), kind="stable")
+    book_ids, bn = book_ids[bv][order], bn[bv][order]
+    parts = []
+    for m0 in range(0, len(qn), movie_block_rows):
+        for b0 in range(0, len(bn), book_block_rows):
+            r, c, s = block_topk(qn[m0:m0 + movie_block_rows], bn[b0:b0 + book_block_rows], k, threads=threads)
+            parts.append((movie_ids[m0 + r], book_ids[b0 + c], s))
+    if not parts:
+        e = np.empty(0, dtype=object)
+        return e, np.empty(0, np.int32), e, np.empty(0, np.float32)
+    mv = np.concatenate([p[0] for p in parts]).astype(str)
+    bk = np.concatenate([p[1] for p in parts]).astype(str)
+    sc = np.concatenate([p[2] for p in parts])
+    return merge_topk(mv, bk, sc, k)
+
+
+def blocks_needed(rows: int, block_rows: int) -> int:
+    """Number of blocks so that hash-assigned blocks rarely exceed ``block_rows``.
+
+    Hash assignment gives binomial block sizes (sd ~ sqrt(mean)); aiming at
+    ``block_rows - 4 sqrt(block_rows)`` keeps the hard cap (oversized blocks are split)
+    a rare event without halving the blocks.
+    """
+    if rows <= 0:
+        return 0
+    target = max(block_rows / 2.0, block_rows - 4.0 * math.sqrt(block_rows))
+    return max(1, math.ceil(rows / target))

@@ -1,0 +1,122 @@
+"""The block kernel against a brute force (numpy only, no Spark)."""
+import numpy as np
+import pytest
+
+from lfr.score.kernel import block_topk, merge_topk, normalize_rows, score_margin, topk_local
+
+
+def brute_force(movie_ids, mv, book_ids, bv, k, exclude=()):
+    """Reference: full float64 product of the float32-normalised vectors, rank by (score desc, book_id asc)."""
+    def norm(x):
+        x = np.asarray(x, np.float64)
+        n = np.sqrt((x * x).sum(1))
+        ok = np.isfinite(n) & (n > 0)
+        return (x[ok] / n[ok, None]).astype(np.float32), ok
+    qn, qok = norm(mv)
+    bn, bok = norm(bv)
+    mids, bids = np.asarray(movie_ids)[qok], np.asarray(book_ids)[bok]
+    s = (qn.astype(np.float64) @ bn.astype(np.float64).T).astype(np.float32)
+    excl = set(exclude)
+    out = {}
+    for i, m in enumerate(mids):
+        cand = [(-s[i, j], bids[j]) for j in range(len(bids)) if (m, bids[j]) not in excl]
+        cand.sort()
+        out[m] = [(b, -negs) for negs, b in cand[:k]]
+    return out
+
+
+def data_with_ties(rng, n_movies=120, n_books=150, d=24):
+    mv = rng.standard_normal((n_movies, d)).astype(np.float32)
+    bv = rng.standard_normal((n_books, d)).astype(np.float32)
+    bv[10] = bv[3]                 # exact duplicates
+    bv[77] = bv[3] * 2.0           # same direction, other length: same cosine after normalising
+    bv[140] = bv[3]
+    bv[20:30] = bv[5]              # a cluster of 10 identical books: ties wider than k + extra
+    mv[1] = mv[0]
+    mv[2:6] = bv[3]                # movies equal to a duplicated book: score 1 ties
+    movie_ids = np.array([f"m{i:04d}" for i in range(n_movies)])
+    book_ids = np.array([f"b{(i * 37) % n_books:04d}" for i in range(n_books)])   # ids not in row order
+    return movie_ids, mv, book_ids, bv
+
+
+def as_dict(mv, rk, bk, sc):
+    out = {}
+    for m, r, b, s in zip(mv, rk, bk, sc):
+        out.setdefault(m, []).append((r, b, s))
+    return {m: [(b, s) for _, b, s in sorted(v)] for m, v in out.items()}
+
+
+def assert_same(got, ref):
+    assert set(got) == set(ref)
+    for m in ref:
+        assert [b for b, _ in got[m]] == [b for b, _ in ref[m]], m
+        np.testing.assert_allclose([s for _, s in got[m]], [s for _, s in ref[m]], atol=1e-6)
+
+
+@pytest.mark.parametrize("k,mbr,bbr", [(5, 1000, 1000), (5, 17, 23), (12, 40, 9), (200, 50, 64)])
+def test_blocked_topk_equals_brute_force_with_ties(k, mbr, bbr):
+    rng = np.random.default_rng(7)
+    movie_ids, mv, book_ids, bv = data_with_ties(rng)
+    got = as_dict(*topk_local(movie_ids, mv, book_ids, bv, k, movie_block_rows=mbr, book_block_rows=bbr))
+    ref = brute_force(movie_ids, mv, book_ids, bv, k)
+    assert_same(got, ref)
+    # ties: movies 2..5 equal book b's 3/10/77/140 -> score 1 for all four, smallest id first
+    dup_ids = sorted(book_ids[[3, 10, 77, 140]])
+    if k >= 4:
+        assert [b for b, _ in got["m0002"][:4]] == dup_ids
+        assert len({s for _, s in got["m0002"][:4]}) == 1
+
+
+def test_exclusions_are_masked_before_truncation():
+    rng = np.random.default_rng(3)
+    movie_ids, mv, book_ids, bv = data_with_ties(rng, n_movies=30)
+    qn, _ = normalize_rows(mv)
+    order = np.argsort(book_ids)
+    bids, bn = book_ids[order], normalize_rows(bv)[0][order]
+    full_r, full_c, _ = block_topk(qn, bn, 5)
+    # exclude every book of each movie's unconstrained top-5: the answer must be the next five
+    ex_r, ex_c = full_r, full_c
+    r, c, s = block_topk(qn, bn, 5, exclude_rows=ex_r, exclude_cols=ex_c)
+    excluded = {(movie_ids[i], bids[j]) for i, j in zip(ex_r, ex_c)}
+    got = {}
+    for i, j, sc in zip(r, c, s):
+        got.setdefault(movie_ids[i], []).append((bids[j], sc))
+    ref = brute_force(movie_ids, mv, book_ids, bv, 5, exclude=excluded)
+    assert_same(got, ref)
+    assert not excluded & {(m, b) for m, v in got.items() for b, _ in v}
+
+
+def test_fewer_books_than_k_and_everything_excluded():
+    q, _ = normalize_rows(np.eye(3, 4, dtype=np.float32))
+    b, _ = normalize_rows(np.eye(2, 4, dtype=np.float32))
+    r, c, s = block_topk(q, b, 10)
+    assert len(r) == 6 and set(np.bincount(r)) == {2}
+    r, c, s = block_topk(q, b, 10, exclude_rows=[0, 0], exclude_cols=[0, 1])
+    assert 0 not in r and len(r) == 4
+
+
+def test_normalize_rows_flags_zero_and_non_finite():
+    x = np.array([[3, 4], [0, 0], [np.nan, 1], [np.inf, 1], [1e30, 1e30]], dtype=np.float32)
+    xn, ok = normalize_rows(x)
+    assert ok.tolist() == [True, False, False, False, True]
+    np.testing.assert_allclose(xn[0], [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(xn[4]), 1.0, rtol=1e-6)
+    assert not xn[1:4].any()
+
+
+def test_margin_covers_float32_error():
+    rng = np.random.default_rng(0)
+    d = 384
+    q, _ = normalize_rows(rng.standard_normal((64, d)))
+    b, _ = normalize_rows(rng.standard_normal((512, d)))
+    s32 = q @ b.T
+    exact = (q.astype(np.float64) @ b.astype(np.float64).T)
+    assert np.abs(s32 - exact).max() < score_margin(d) / 2
+
+
+def test_merge_topk_orders_by_score_then_id():
+    mv = np.array(["a", "a", "a", "b"])
+    bk = np.array(["z", "y", "x", "q"])
+    sc = np.array([0.5, 0.9, 0.5, 0.1], dtype=np.float32)
+    m, r, b, s = merge_topk(mv, bk, sc, 2)
+    assert list(zip(m, r, b)) == [("a", 1, "y"), ("a", 2, "x"), ("b", 1, "q")]

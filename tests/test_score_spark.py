@@ -1,0 +1,151 @@
+"""The scoring job on Spark: exact vs brute force, exclusions, filters, atomicity, versions, SQL view."""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_score_kernel import brute_force, data_with_ties
+
+# Python workers must run this interpreter (pyarrow, torch); the session is created after import.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+ROOT = Path(__file__).resolve().parent.parent
+EMB_SCHEMA = "id string, title string, embedding array<float>, model_version string"
+K = 12
+
+
+def _job(name):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows(ids, vecs, prefix, version="v1"):
+    out = []
+    for i, (id_, v) in enumerate(zip(ids, vecs)):
+        emb = None if v is None else [None if np.isnan(x) and i % 2 else float(x) for x in v]
+        out.append((id_, f"{prefix} {id_}", emb, version))
+    return out
+
+
+@pytest.fixture(scope="module")
+def env(spark, tmp_path_factory):
+    """Embedding tables (Delta) with ties, duplicates and invalid rows, plus a config pointing at them."""
+    from lfr.config import load_config
+    from lfr.spark.delta import write_table
+
+    tmp = tmp_path_factory.mktemp("score")
+    rng = np.random.default_rng(11)
+    movie_ids, mv, book_ids, bv = data_with_ties(rng, n_movies=60, n_books=150, d=16)
+    mv[59] = 0.0                                  # zero vector: dropped, counted
+    bv[149, 3] = np.nan                           # NaN element: dropped, counted
+    movies = _rows(movie_ids, mv, "Movie")
+    books = _rows(book_ids, bv, "Book") + [("bnull", "Book null", None, "v1")]
+    cfg = load_config(overrides=[f"paths.work_dir={tmp}", "tables.database=lfr_score_test"])
+    t = cfg["tables"]
+    write_table(spark.createDataFrame(movies, EMB_SCHEMA), t["movie_embeddings"]["path"], mode="overwrite")
+    write_table(spark.createDataFrame(books, EMB_SCHEMA), t["book_embeddings"]["path"], mode="overwrite")
+    return {"cfg": cfg, "tmp": tmp, "movie_ids": movie_ids, "mv": mv, "book_ids": book_ids, "bv": bv}
+
+
+def _read(spark, path):
+    out = {}
+    for r in spark.read.format("delta").load(path).orderBy("movie_id", "rank").collect():
+        out.setdefault(r.movie_id, []).append((r.book_id, r.score, r.rank))
+    return out
+
+
+def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys):
+    cfg, tmp = env["cfg"], env["tmp"]
+    movie_ids, mv, book_ids, bv = env["movie_ids"], env["mv"], env["book_ids"], env["bv"]
+    # exclude each movie's unconstrained #1 and #3 (so the kept list must reach deeper than k)
+    free = brute_force(movie_ids, mv, book_ids, bv, K)
+    excluded = {(m, lst[i][0]) for m, lst in free.items() for i in (0, 2)}
+    pair_file = tmp / "exclude.csv"
+    pair_file.write_text("movie_id,book_id\n" + "".join(f"{m},{b}\n" for m, b in sorted(excluded)))
+    keep_books = np.array([not b.endswith("5") for b in book_ids])   # book_filter drops ids ending in 5
+
+    argv = ["--conf", f"paths.work_dir={tmp}", "--conf", "tables.database=lfr_score_test",
+            "--k", str(K), "--movie-block-rows", "30", "--book-block-rows", "20",   # ~10-row book blocks < k
+            "--exclude-pairs", str(pair_file), "--book-filter", "id NOT LIKE '%5'"]
+    score_all = _job("score_all")
+    assert score_all.run_job("score_all", score_all.main, score_all.add_args, argv=argv) == 0
+
+    path = cfg["tables"]["recommendations"]["path"]
+    df = spark.read.format("delta").load(path)
+    assert [(f.name, f.dataType.simpleString()) for f in df.schema.fields] == [
+        ("movie_id", "string"), ("rank", "int"), ("book_id", "string"), ("score", "float"),
+        ("model_version", "string"), ("run_id", "string"), ("scored_at", "timestamp")]
+    meta = df.selectExpr("count(DISTINCT run_id) AS runs", "min(model_version) AS v", "count(*) AS n").first()
+    assert meta.runs == 1 and meta.v == "v1"
+
+    got = _read(spark, path)
+    ref = brute_force(movie_ids, mv, book_ids[keep_books], bv[keep_books], K, exclude=excluded)
+    assert set(got) == set(ref) and "m0059" not in got            # zero-vector movie dropped
+    for m in ref:
+        assert [b for b, _, _ in got[m]] == [b for b, _ in ref[m]], m
+        assert [r for _, _, r in got[m]] == list(range(1, K + 1))
+        np.testing.assert_allclose([s for _, s, _ in got[m]], [s for _, s in ref[m]], atol=1e-6)
+        assert not {(m, b) for b, _, _ in got[m]} & excluded
+    # ties: movies 2..5 equal the duplicated books -> bit-identical scores, smallest id first
+    dups = sorted(b for b in book_ids[[3, 10, 77, 140]] if not b.endswith("5") and ("m0002", b) not in excluded)
+    assert len(dups) >= 2 and [b for b, _, _ in got["m0002"][:len(dups)]] == dups
+    assert len({s for _, s, _ in got["m0002"][:len(dups)]}) == 1
+    for lst in got.values():                                      # equal scores always in id order
+        assert all(a[0] < b[0] for a, b in zip(lst, lst[1:]) if a[1] == b[1])
+
+    # the view, registered again by jobs/sql.py (a fresh session would need it)
+    sql = _job("sql")
+    q = ("SELECT movie_title, rank, book_title, score FROM lfr_score_test.movie_book_recommendations "
+         "WHERE movie_title = 'Movie m0007' ORDER BY rank")
+    capsys.readouterr()
+    assert sql.run_job("sql", sql.main, sql.add_args, argv=["--conf", f"paths.work_dir={tmp}",
+                                                            "--conf", "tables.database=lfr_score_test", "-e", q]) == 0
+    printed = capsys.readouterr().out
+    assert f"Book {ref['m0007'][0][0]}" in printed and "(12 rows)" in printed
+    rows = spark.sql(q).collect()
+    assert [r.book_title for r in rows] == [f"Book {b}" for b, _ in ref["m0007"]]
+
+
+def test_failed_run_leaves_previous_version_readable(spark, env):
+    from delta.tables import DeltaTable
+
+    from lfr.score import run_score
+
+    cfg = env["cfg"]
+    path = cfg["tables"]["recommendations"]["path"]
+    before_version = DeltaTable.forPath(spark, path).history(1).first()["version"]
+    before = _read(spark, path)
+    target = env["bv"][40] / np.linalg.norm(env["bv"][40])
+
+    def failing_kernel(q, b, k, **kw):
+        from lfr.score.kernel import block_topk
+        out = block_topk(q, b, k, **kw)            # real work first: other block pairs succeed
+        if np.any(np.abs(b - target.astype(np.float32)).max(axis=1) < 1e-6):
+            raise RuntimeError("injected failure in one block pair")
+        return out
+
+    with pytest.raises(Exception, match="injected failure"):
+        run_score(spark, cfg, k=5, movie_block_rows=30, book_block_rows=20, kernel=failing_kernel)
+    assert DeltaTable.forPath(spark, path).history(1).first()["version"] == before_version
+    assert _read(spark, path) == before
+
+
+def test_model_versions_must_agree(spark, tmp_path):
+    from lfr.score import ModelVersionMismatch, score_recommendations
+
+    def df(rows):
+        return spark.createDataFrame(rows, EMB_SCHEMA)
+    m = df([("m1", "a", [1.0, 0.0], "model-A")])
+    b = df([("b1", "x", [1.0, 0.0], "model-B")])
+    out = str(tmp_path / "recs")
+    with pytest.raises(ModelVersionMismatch, match="'model-A'.*'model-B'"):
+        score_recommendations(spark, m, b, out, k=1)
+    mixed = df([("b1", "x", [1.0, 0.0], "model-A"), ("b2", "y", [0.0, 1.0], "model-C")])
+    with pytest.raises(ModelVersionMismatch, match="book embeddings mix 2 model versions.*'model-A'.*'model-C'"):
+        score_recommendations(spark, m, mixed, out, k=1)
+    assert not os.path.exists(out)
