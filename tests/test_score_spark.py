@@ -135,7 +135,7 @@ def test_failed_run_leaves_previous_version_readable(spark, env):
     assert _read(spark, path) == before
 
 
-def test_model_versions_must_agree(spark, tmp_path):
+def test_mismatched_versions_and_dimensions_are_refused(spark, tmp_path):
     from lfr.score import ModelVersionMismatch, score_recommendations
 
     def df(rows):
@@ -148,4 +148,10 @@ def test_model_versions_must_agree(spark, tmp_path):
     mixed = df([("b1", "x", [1.0, 0.0], "model-A"), ("b2", "y", [0.0, 1.0], "model-C")])
     with pytest.raises(ModelVersionMismatch, match="book embeddings mix 2 model versions.*'model-A'.*'model-C'"):
         score_recommendations(spark, m, mixed, out, k=1)
+    from lfr.score import ScoringError
+    with pytest.raises(ScoringError, match="movie embeddings have dimension 2, book embeddings 3"):
+        score_recommendations(spark, m, df([("b1", "x", [1.0, 0.0, 0.0], "model-A")]), out, k=1)
+    ragged = df([("b1", "x", [1.0, 0.0], "model-A"), ("b2", "y", [1.0, 0.0, 1.0], "model-A")])
+    with pytest.raises(ScoringError, match="book embeddings have lengths 2..3"):
+        score_recommendations(spark, m, ragged, out, k=1, book_block_rows=100)
     assert not os.path.exists(out)

@@ -44,13 +44,17 @@ from pyspark.sql import functions as F
 
 from lfr.score.kernel import block_topk, blocks_needed
 
-BLOCK_SCHEMA = "block bigint, n int, n_invalid int, ids array<string>, vec binary"
+BLOCK_SCHEMA = "block bigint, n int, n_invalid int, dmin int, dmax int, ids array<string>, vec binary"
 MOVIE_BLOCK_SCHEMA = BLOCK_SCHEMA + ", ex_row array<int>, ex_book array<string>"
 CANDIDATE_SCHEMA = "movie_id string, book_id string, score float"
 
 
-def _block_builder(dim: int, block_rows: int, with_exclusions: bool) -> Callable:
-    """mapInArrow function: one partition of (id, embedding[, excluded]) rows -> blocks."""
+def _block_builder(block_rows: int, with_exclusions: bool) -> Callable:
+    """mapInArrow function: one partition of (id, embedding[, excluded]) rows -> blocks.
+
+    ``dmin``/``dmax``: the embedding lengths seen. A partition whose embeddings disagree in
+    length yields one empty block carrying them (no vectors), and the driver refuses to score.
+    """
 
     def build(batches: Iterator) -> Iterator:
         import numpy as np
@@ -68,10 +72,24 @@ def _block_builder(dim: int, block_rows: int, with_exclusions: bool) -> Callable
         present = pc.and_(pc.is_valid(ids), pc.is_valid(emb))
         ids, emb = ids.filter(present), emb.filter(present)
         lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
-        if len(lengths) and (lengths.min() != dim or lengths.max() != dim):
-            raise ValueError(f"embedding length {lengths.min()}..{lengths.max()}, expected {dim}")
+        dmin, dmax = (int(lengths.min()), int(lengths.max())) if len(lengths) else (None, None)
+        names = ["block", "n", "n_invalid", "dmin", "dmax", "ids", "vec"] + (["ex_row", "ex_book"] if with_exclusions else [])
+
+        def block(j, n_rows, n_bad, ids_list, vec_bytes, ex=None):
+            arrays = [pa.array([pid * 65536 + j], pa.int64()), pa.array([n_rows], pa.int32()),
+                      pa.array([n_bad], pa.int32()), pa.array([dmin], pa.int32()), pa.array([dmax], pa.int32()),
+                      ids_list, pa.array([vec_bytes], pa.binary())]
+            if with_exclusions:
+                arrays += ex or [pa.array([None], pa.list_(pa.int32())), pa.array([None], pa.list_(pa.string()))]
+            return pa.RecordBatch.from_arrays(arrays, names=names)
+
+        pid = TaskContext.get().partitionId() if TaskContext.get() else 0
+        if dmin != dmax or dmin is None:          # lengths disagree (driver refuses) or nothing present
+            yield block(0, 0, int(table.num_rows), pa.array([[]], pa.list_(pa.string())), b"")
+            return
+        dim = dmin
         values = emb.flatten().to_numpy(zero_copy_only=False)   # null elements -> NaN -> invalid row
-        vecs, valid = normalize_rows(values.reshape(len(ids), dim) if len(ids) else np.zeros((0, dim), np.float32))
+        vecs, valid = normalize_rows(values.reshape(len(ids), dim))
         n_invalid = int(table.num_rows - valid.sum())
         keep = np.flatnonzero(valid)
         ids_kept = ids.take(pa.array(keep, pa.int64()))
@@ -80,41 +98,34 @@ def _block_builder(dim: int, block_rows: int, with_exclusions: bool) -> Callable
         ids_sorted = ids_kept.take(pa.array(order, pa.int64()))
         vecs = vecs[sel]
         if with_exclusions:
-            ex = table.column("excluded").chunk(0).filter(present).take(pa.array(sel, pa.int64()))
-            ex_rows_all = pc.list_parent_indices(ex).to_numpy(zero_copy_only=False)
-            ex_books_all = pc.list_flatten(ex)
+            ex_lists = table.column("excluded").chunk(0).filter(present).take(pa.array(sel, pa.int64()))
+            ex_rows_all = pc.list_parent_indices(ex_lists).to_numpy(zero_copy_only=False)
+            ex_books_all = pc.list_flatten(ex_lists)
         n = len(sel)
-        pid = TaskContext.get().partitionId() if TaskContext.get() else 0
         pieces = max(1, math.ceil(n / block_rows))
         bounds = np.linspace(0, n, pieces + 1).round().astype(int)
         for j in range(pieces):
             s, e = int(bounds[j]), int(bounds[j + 1])
-            arrays = [
-                pa.array([pid * 65536 + j], pa.int64()),
-                pa.array([e - s], pa.int32()),
-                pa.array([n_invalid if j == 0 else 0], pa.int32()),
-                pa.ListArray.from_arrays(pa.array([0, e - s], pa.int32()), ids_sorted.slice(s, e - s)),
-                pa.array([np.ascontiguousarray(vecs[s:e]).tobytes()], pa.binary()),
-            ]
-            names = ["block", "n", "n_invalid", "ids", "vec"]
+            ex = None
             if with_exclusions:
                 w = (ex_rows_all >= s) & (ex_rows_all < e)
-                arrays.append(pa.array([(ex_rows_all[w] - s).astype(np.int32)], pa.list_(pa.int32())))
-                arrays.append(pa.array([ex_books_all.filter(pa.array(w)).to_pylist()], pa.list_(pa.string())))
-                names += ["ex_row", "ex_book"]
-            yield pa.RecordBatch.from_arrays(arrays, names=names)
+                ex = [pa.array([(ex_rows_all[w] - s).astype(np.int32)], pa.list_(pa.int32())),
+                      pa.array([ex_books_all.filter(pa.array(w)).to_pylist()], pa.list_(pa.string()))]
+            yield block(j, e - s, n_invalid if j == 0 else 0,
+                        pa.ListArray.from_arrays(pa.array([0, e - s], pa.int32()), ids_sorted.slice(s, e - s)),
+                        np.ascontiguousarray(vecs[s:e]).tobytes(), ex)
 
     return build
 
 
-def build_blocks(df: DataFrame, dim: int, block_rows: int, n_rows: int, min_blocks: int = 1,
+def build_blocks(df: DataFrame, block_rows: int, n_rows: int, min_blocks: int = 1,
                  with_exclusions: bool = False) -> DataFrame:
     """``df`` (id, embedding[, excluded]) -> one row per block (see module doc)."""
     n_blocks = max(min_blocks, blocks_needed(n_rows, block_rows), 1)
     cols = ["id", "embedding"] + (["excluded"] if with_exclusions else [])
     return (df.select(*cols)
               .repartition(n_blocks, "id")
-              .mapInArrow(_block_builder(dim, block_rows, with_exclusions),
+              .mapInArrow(_block_builder(block_rows, with_exclusions),
                           MOVIE_BLOCK_SCHEMA if with_exclusions else BLOCK_SCHEMA))
 
 

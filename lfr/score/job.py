@@ -90,8 +90,8 @@ class ScoreResult:
         return asdict(self)
 
 
-def _check_side(rows: list, what: str) -> tuple[str, int, int]:
-    """(model_version, rows, dim) from the per-version statistics of one side, or a clear error."""
+def _check_side(rows: list, what: str) -> tuple[str, int]:
+    """(model_version, rows) from the per-version statistics of one side, or a clear error."""
     if not rows:
         raise ScoringError(f"{what} embeddings are empty: nothing to score")
     if len(rows) > 1:
@@ -104,39 +104,45 @@ def _check_side(rows: list, what: str) -> tuple[str, int, int]:
         raise ModelVersionMismatch(f"{what} embeddings have no model_version (null)")
     if r["ids"] != r["distinct_ids"]:
         raise ScoringError(f"{what} embeddings have {r['ids'] - r['distinct_ids']} duplicate id(s)")
-    if r["dmin"] is None:
-        raise ScoringError(f"{what} embeddings: every embedding is null")
-    if r["dmin"] != r["dmax"] or r["dmin"] <= 0:
-        raise ScoringError(f"{what} embeddings have lengths {r['dmin']}..{r['dmax']}: one dimension expected")
-    return r["model_version"], int(r["rows"]), int(r["dmin"])
+    return r["model_version"], int(r["rows"])
 
 
-def check_inputs(movies: DataFrame, books: DataFrame) -> tuple[str, int, int, int]:
-    """``(model_version, dim, movie_rows, book_rows)``; raises when the tables cannot be scored together.
+def check_inputs(movies: DataFrame, books: DataFrame) -> tuple[str, int, int]:
+    """``(model_version, movie_rows, book_rows)``; raises when the tables cannot be scored together.
 
-    One Spark job: per side and model_version, row count, distinct ids, min/max embedding length.
+    One Spark job over the ``id`` and ``model_version`` columns only (the embeddings are not
+    decoded here; their lengths are checked while the blocks are built): per side and
+    model_version, row count and distinct ids.
     """
     for what, df in (("movie", movies), ("book", books)):
         missing = {"id", "embedding", "model_version"} - set(df.columns)
         if missing:
             raise ScoringError(f"{what} embeddings lack column(s) {sorted(missing)} (have {df.columns})")
-    both = (movies.select(F.lit("movie").alias("side"), "id", "embedding", "model_version")
-                  .unionByName(books.select(F.lit("book").alias("side"), "id", "embedding", "model_version")))
-    size = F.when(F.col("embedding").isNotNull(), F.size("embedding"))
+    both = (movies.select(F.lit("movie").alias("side"), "id", "model_version")
+                  .unionByName(books.select(F.lit("book").alias("side"), "id", "model_version")))
     stats = (both.groupBy("side", "model_version")
                  .agg(F.count(F.lit(1)).alias("rows"), F.count("id").alias("ids"),
-                      F.countDistinct("id").alias("distinct_ids"),
-                      F.min(size).alias("dmin"), F.max(size).alias("dmax"))
+                      F.countDistinct("id").alias("distinct_ids"))
                  .collect())
-    mv, m_rows, m_dim = _check_side([r for r in stats if r["side"] == "movie"], "movie")
-    bv, b_rows, b_dim = _check_side([r for r in stats if r["side"] == "book"], "book")
+    mv, m_rows = _check_side([r for r in stats if r["side"] == "movie"], "movie")
+    bv, b_rows = _check_side([r for r in stats if r["side"] == "book"], "book")
     if mv != bv:
         raise ModelVersionMismatch(
             f"movie embeddings are model_version {mv!r} but book embeddings are {bv!r}: "
             f"scores across models are meaningless; re-embed both catalogs with the same model")
-    if m_dim != b_dim:
-        raise ScoringError(f"movie embeddings have dimension {m_dim}, book embeddings {b_dim}")
-    return mv, m_dim, m_rows, b_rows
+    return mv, m_rows, b_rows
+
+
+def _dimension(ms, bs) -> int:
+    """The one embedding length of both sides (from the blocks' dmin/dmax), or a clear error."""
+    for what, st in (("movie", ms), ("book", bs)):
+        if st["dmin"] is None:
+            raise ScoringError(f"{what} embeddings: every embedding (or id) is null: nothing to score")
+        if st["dmin"] != st["dmax"] or st["dmin"] <= 0:
+            raise ScoringError(f"{what} embeddings have lengths {st['dmin']}..{st['dmax']}: one dimension expected")
+    if ms["dmin"] != bs["dmin"]:
+        raise ScoringError(f"movie embeddings have dimension {ms['dmin']}, book embeddings {bs['dmin']}")
+    return int(ms["dmin"])
 
 
 def _delta_version(spark: SparkSession, path: str) -> tuple[Optional[int], Optional[int]]:
@@ -188,7 +194,7 @@ def score_recommendations(
         books = books.filter(book_filter)
     movies = movies.select("id", "embedding", "model_version")
     books = books.select("id", "embedding", "model_version")
-    model_version, dim, m_rows, b_rows = check_inputs(movies, books)
+    model_version, m_rows, b_rows = check_inputs(movies, books)
 
     if exclude is not None:
         ex = (exclude.select(F.col("movie_id").cast("string"), F.col("book_id").cast("string"))
@@ -198,21 +204,23 @@ def score_recommendations(
     n_bb = blocks_needed(b_rows, book_block_rows)
     parallel = 2 * spark.sparkContext.defaultParallelism          # enough tasks to keep every core busy
     min_mb = min(math.ceil(parallel / n_bb), max(1, m_rows // MIN_PARALLEL_BLOCK_ROWS))
-    mb = build_blocks(movies, dim, movie_block_rows, m_rows, min_blocks=min_mb,
+    mb = build_blocks(movies, movie_block_rows, m_rows, min_blocks=min_mb,
                       with_exclusions=exclude is not None).persist(StorageLevel.MEMORY_AND_DISK)
-    bb = build_blocks(books, dim, book_block_rows, b_rows).persist(StorageLevel.MEMORY_AND_DISK)
+    bb = build_blocks(books, book_block_rows, b_rows).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # one job builds (and caches) both sides' blocks and returns their statistics
         side_stats = {r["side"]: r for r in (
-            mb.select(F.lit("m").alias("side"), "n", "n_invalid")
-              .unionByName(bb.select(F.lit("b").alias("side"), "n", "n_invalid"))
+            mb.select(F.lit("m").alias("side"), "n", "n_invalid", "dmin", "dmax")
+              .unionByName(bb.select(F.lit("b").alias("side"), "n", "n_invalid", "dmin", "dmax"))
               .groupBy("side")
               .agg(F.count(F.when(F.col("n") > 0, 1)).alias("blocks"), F.sum("n").alias("rows"),
-                   F.sum("n_invalid").alias("invalid"), F.max("n").alias("largest"))
+                   F.sum("n_invalid").alias("invalid"), F.max("n").alias("largest"),
+                   F.min("dmin").alias("dmin"), F.max("dmax").alias("dmax"))
               .collect())}
-        empty = {"blocks": 0, "rows": 0, "invalid": 0, "largest": 0}
+        empty = {"blocks": 0, "rows": 0, "invalid": 0, "largest": 0, "dmin": None, "dmax": None}
         ms, bs = side_stats.get("m", empty), side_stats.get("b", empty)
         t_blocks = time.time() - started
+        dim = _dimension(ms, bs)
         n_movies, n_books = int(ms["rows"] or 0), int(bs["rows"] or 0)
         log.info("score %s: model_version=%s d=%d k=%d | movies %d (+%d invalid) in %d blocks (largest %s) | "
                  "books %d (+%d invalid) in %d blocks (largest %s) | %d block pairs | blocks built in %.1fs",
