@@ -92,7 +92,7 @@ def _append(reasons: Column, extra: Column) -> Column:
     return F.when(extra.isNotNull(), F.concat(reasons, F.array(extra))).otherwise(reasons)
 
 
-def _annotate(df: DataFrame, vcfg: dict, n_sources: int) -> DataFrame:
+def _annotate(df: DataFrame, vcfg: dict, n_sources: int, temp: list) -> DataFrame:
     df = df.withColumn("_reasons", _row_reasons(vcfg))
     # 2. duplicate ids: keep the first row that passes the row checks.
     w = Window.partitionBy("id").orderBy(F.size("_reasons") > 0, "_src", "_row")
@@ -112,6 +112,7 @@ def _annotate(df: DataFrame, vcfg: dict, n_sources: int) -> DataFrame:
     # 4. cross-source duplicates, source by source against everything accepted so far.
     if n_sources > 1:
         keys = df.filter(cand).select("_src", "_row", "id", _NORM, "year", _AUTH).persist()
+        temp.append(keys)  # released by load_catalog once the result is materialised
         accepted = keys.filter(F.col("_src") == 0)
         found = []
         for s in range(1, n_sources):
@@ -141,18 +142,24 @@ def read_sources(spark: SparkSession, sources: list[Mapping]) -> DataFrame:
 def load_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> tuple[DataFrame, DataFrame]:
     """``(valid_df, rejects_df)`` for ``domain`` in {movies, books} (``CATALOG_SCHEMA`` / ``REJECTS_SCHEMA``).
 
-    The annotated union is persisted (files read once); both frames derive from it.
+    The annotated union is persisted and materialised here (files read once); both frames
+    derive from it. A later call for the same domain releases this cache (the frames then
+    recompute from the files when used).
     ``rejected_at`` is the load time, fixed for the whole call."""
     catalogs = cfg.get("catalogs") or {}
     if domain not in catalogs or not isinstance(catalogs[domain], list):
         raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] (have: {sorted(catalogs)})")
     sources = catalogs[domain]
-    annotated = _annotate(read_sources(spark, sources), _vcfg(cfg), len(sources))
+    temp: list[DataFrame] = []
+    annotated = _annotate(read_sources(spark, sources), _vcfg(cfg), len(sources), temp)
     # Persisted so the files are parsed once for both frames. The nonce column keeps Spark's
     # cache manager from serving an earlier load's rows (same plan) after a source file
     # changed; the previous cache of the same domain is released (its frames stay valid:
     # they recompute from the files).
     annotated = annotated.withColumn("_load", F.lit(uuid.uuid4().hex)).persist()
+    annotated.count()  # materialise now, so the intermediate caches can go
+    for frame in temp:
+        frame.unpersist()
     previous = _CACHED.pop((id(spark), domain), None)
     if previous is not None:
         previous.unpersist()

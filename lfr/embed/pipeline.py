@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 EMBEDDING_TABLES = {"movies": "movie_embeddings", "books": "book_embeddings"}
 DELETE_FLAG = "_lfr_delete"
-_registered: set = set()
 
 
 @dataclass
@@ -129,8 +128,10 @@ def sync_table(spark: SparkSession, df: DataFrame, path: str, keys: Sequence[str
     (a full outer join, persisted); the MERGE runs only when there are some.
     Returns ``(upserted, deleted)``."""
     if not is_delta_table(spark, path):
-        write_table(df, path, mode="overwrite", partition_by=partition_by)
-        return spark.read.format("delta").load(path).count(), 0
+        # Scoped (a shared table such as rejects): append, so a job of another scope that
+        # created the table meanwhile keeps its rows; otherwise one atomic overwrite.
+        write_table(df, path, mode="append" if scope else "overwrite", partition_by=partition_by)
+        return df.count(), 0
     current = spark.read.format("delta").load(path)
     for c, v in (scope or {}).items():
         current = current.filter(F.col(c) == v)
@@ -259,10 +260,8 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, full: bool = F
     if plan is not None:
         plan.unpersist()
     for spec in (emb_spec, cat_spec, rj):
-        key = (id(spark.sparkContext), database, spec["name"], spec["path"])
-        if key not in _registered and is_delta_table(spark, spec["path"]):
+        if is_delta_table(spark, spec["path"]):
             register_table(spark, database, spec["name"], spec["path"])
-            _registered.add(key)  # a path's registration does not change while the session lives
     stats.seconds = time.time() - started
     log.info("%s: %d read, %d valid, %d rejected, %d unchanged, %d embedded, %d deleted; %.1f items/s; %.1fs total",
              domain, stats.read, stats.valid, stats.rejected, stats.unchanged, stats.embedded, stats.deleted,
