@@ -146,8 +146,9 @@ def _pair_scorer(dim: int, k: int, kernel: Optional[Callable]) -> Callable:
             for i in range(batch.num_rows):
                 m_ids = col["m_ids"][i].values
                 b_ids = col["b_ids"][i].values
-                q = np.frombuffer(col["m_vec"][i].as_buffer(), dtype=np.float32).reshape(-1, dim).copy()
-                b = np.frombuffer(col["b_vec"][i].as_buffer(), dtype=np.float32).reshape(-1, dim).copy()
+                # read-only views of the Arrow buffers (no copy); the kernel copies what it reshapes
+                q = np.frombuffer(col["m_vec"][i].as_buffer(), dtype=np.float32).reshape(-1, dim)
+                b = np.frombuffer(col["b_vec"][i].as_buffer(), dtype=np.float32).reshape(-1, dim)
                 ex_r = ex_c = None
                 ex_book = col["ex_book"][i].values
                 if ex_book is not None and len(ex_book):

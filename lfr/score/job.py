@@ -163,7 +163,7 @@ def score_recommendations(
     output_path: str,
     *,
     k: int = 10,
-    movie_block_rows: int = 4096,
+    movie_block_rows: int = 16384,
     book_block_rows: int = 16384,
     exclude: Optional[DataFrame] = None,
     movie_filter: Optional[str] = None,
@@ -195,6 +195,7 @@ def score_recommendations(
     movies = movies.select("id", "embedding", "model_version")
     books = books.select("id", "embedding", "model_version")
     model_version, m_rows, b_rows = check_inputs(movies, books)
+    t_check = time.time() - started
 
     if exclude is not None:
         ex = (exclude.select(F.col("movie_id").cast("string"), F.col("book_id").cast("string"))
@@ -223,9 +224,10 @@ def score_recommendations(
         dim = _dimension(ms, bs)
         n_movies, n_books = int(ms["rows"] or 0), int(bs["rows"] or 0)
         log.info("score %s: model_version=%s d=%d k=%d | movies %d (+%d invalid) in %d blocks (largest %s) | "
-                 "books %d (+%d invalid) in %d blocks (largest %s) | %d block pairs | blocks built in %.1fs",
+                 "books %d (+%d invalid) in %d blocks (largest %s) | %d block pairs | checks %.1fs, blocks built %.1fs",
                  run_id, model_version, dim, k, n_movies, ms["invalid"] or 0, ms["blocks"], ms["largest"],
-                 n_books, bs["invalid"] or 0, bs["blocks"], bs["largest"], ms["blocks"] * bs["blocks"], t_blocks)
+                 n_books, bs["invalid"] or 0, bs["blocks"], bs["largest"], ms["blocks"] * bs["blocks"],
+                 t_check, t_blocks - t_check)
         if n_movies == 0 or n_books == 0:
             raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book embeddings")
 
