@@ -137,7 +137,10 @@ def naive_spark(spark, movies_path: str, books_path: str, out_path: str, k: int)
     from lfr.spark.delta import write_table
 
     t0 = time.perf_counter()
-    m = spark.read.format("delta").load(movies_path).select(F.col("id").alias("movie_id"), F.col("embedding").alias("me"))
+    # spread the rows over every core (the small Delta tables are one file each), as the job does
+    cores = spark.sparkContext.defaultParallelism
+    m = (spark.read.format("delta").load(movies_path).repartition(2 * cores)
+         .select(F.col("id").alias("movie_id"), F.col("embedding").alias("me")))
     b = spark.read.format("delta").load(books_path).select(F.col("id").alias("book_id"), F.col("embedding").alias("be"))
     norm = lambda c: F.sqrt(F.aggregate(c, F.lit(0.0).cast("double"), lambda acc, x: acc + x * x))  # noqa: E731
     m = m.withColumn("mn", norm(F.col("me")))

@@ -12,8 +12,10 @@ identical book vectors are not guaranteed equal scores, and "on equal score the
 smaller book_id wins" would depend on the block layout. So the kernel works in two
 steps:
 
-1. **Select candidates** with the float32 product ``S = Q @ B.T`` (torch, on the
-   task's CPUs) and ``torch.topk``: every book whose float32 score is within
+1. **Select candidates** with the float32 product ``S = Q @ B.T`` (numpy's BLAS, limited
+   to the task's CPUs with threadpoolctl; ~1.4x faster than torch's sgemm for this shape
+   on the CPUs measured) and ``torch.topk`` (~15x faster than ``np.argpartition``):
+   every book whose float32 score is within
    ``2 * eps`` of the row's k-th best float32 score (``eps`` bounds the float32
    error of a dot product of unit vectors of dimension d: ``d * 2**-24`` plus
    rounding, see :func:`score_margin`). No true top-k book can be outside this
@@ -32,7 +34,8 @@ Block columns must be sorted by book_id (the block builder does this) because th
 kernel breaks ties by column index.
 
 Cost: the matrix product dominates (``2 m n d`` flops); ``topk(k + 8)`` and the
-rescoring of ~k candidates per row add a few percent. Memory is bounded by
+rescoring of ~k candidates per row add ~30% at d=384 (measured: 0.64 s vs 0.47 s for
+the bare product of a 4096 x 16384 pair on one core). Memory is bounded by
 ``chunk_elems`` float32 scores per step (rows of ``S`` are computed in chunks).
 """
 from __future__ import annotations
