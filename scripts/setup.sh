@@ -72,6 +72,8 @@ mkdir -p "$SPARK_HOME_DIR/conf"
 {
   echo "# written by lightfusionrec scripts/setup.sh"
   echo "spark.jars $(ls "$JARS_DIR"/*.jar | paste -sd, -)"
+  echo "spark.pyspark.python $VENV/bin/python"
+  echo "spark.pyspark.driver.python $VENV/bin/python"
   echo "spark.log.level WARN"
   echo "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension"
   echo "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog"

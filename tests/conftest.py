@@ -6,9 +6,12 @@ each test writes under its own ``tmp_path`` so tests do not see each other's tab
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
+# Spark's Python workers must run the project environment's interpreter (pyarrow, torch).
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 # Python workers must run this interpreter (pandas UDFs need its pyarrow); set before the session starts.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from lfr.config import PROJECT_ROOT, load_config  # noqa: E402
 from lfr.data import CATALOG_SCHEMA, REJECTS_SCHEMA, content_hash_col, load_catalog, read_pairs  # noqa: E402

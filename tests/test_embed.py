@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 # Python workers must run this interpreter (pandas UDFs need its pyarrow); set before the session starts.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from lfr.embed import EMBEDDINGS_SCHEMA, ModelArtifactMissing, embed_catalog, ship_artifact  # noqa: E402
 

@@ -10,7 +10,6 @@ import pytest
 from tests.test_score_kernel import brute_force, data_with_ties
 
 # Python workers must run this interpreter (pyarrow, torch); the session is created after import.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 ROOT = Path(__file__).resolve().parent.parent
 EMB_SCHEMA = "id string, title string, embedding array<float>, model_version string"

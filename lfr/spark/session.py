@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -60,6 +61,10 @@ def build_session(cfg: Config, extra_conf: Mapping[str, object] | None = None) -
     if spark_cfg.get("master") and not os.environ.get("PYSPARK_GATEWAY_PORT"):
         builder = builder.master(str(spark_cfg["master"]))
     conf = {**(spark_cfg.get("conf") or {}), **(extra_conf or {})}
+    if not _jvm_running() and "spark.pyspark.python" not in conf and not os.environ.get("PYSPARK_PYTHON"):
+        # Python workers run this interpreter (the project environment with pyarrow/torch),
+        # not whatever `python3` is first on PATH.
+        conf["spark.pyspark.python"] = sys.executable
     if not _jvm_running() and "spark.jars" not in conf:
         jars = delta_jars(spark_cfg.get("jars_dir"))
         if jars:
