@@ -6,24 +6,7 @@ Only new or changed books (by content hash) are embedded, or all of them when th
 version changed or with --full; see lfr.embed.pipeline. Needs a trained model
 (spark-submit jobs/train.py).
 """
-from lfr.cli import JobContext, log, run_job
-
-
-def add_args(parser) -> None:
-    parser.add_argument("--full", action="store_true", help="re-embed everything and rewrite the table")
-    parser.add_argument("--model-dir", default=None, help="model artifact folder (default: paths.model_dir)")
-
-
-def main(ctx: JobContext) -> int:
-    from lfr.embed import ModelArtifactMissing, embed_catalog
-
-    try:
-        embed_catalog(ctx.spark, ctx.cfg, "books", full=ctx.args.full, model_dir=ctx.args.model_dir)
-    except ModelArtifactMissing as exc:
-        log.error("%s", exc)
-        return 2
-    return 0
-
+from lfr.embed.job import run_embed_job
 
 if __name__ == "__main__":
-    raise SystemExit(run_job("embed_books", main, add_args))
+    raise SystemExit(run_embed_job("books"))

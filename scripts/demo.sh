@@ -16,7 +16,7 @@ step "3/5 embed the movie catalog";        spark-submit jobs/embed_movies.py "$@
 step "4/5 exact top-k books for every movie"; spark-submit jobs/score_all.py "$@"
 step "5/5 evaluate against known adaptations"; spark-submit jobs/evaluate.py "$@"
 step "SQL: SELECT ... FROM lfr.movie_book_recommendations"
-spark-submit jobs/sql.py "$@" -e "SELECT movie_title, rank, book_title, round(score, 3) AS score
+spark-submit jobs/sql.py "$@" --max-rows 40 -e "SELECT movie_title, rank, book_title, round(score, 3) AS score
   FROM lfr.movie_book_recommendations
   WHERE movie_title IN ('Jurassic Park', 'The Godfather', 'Harry Potter and the Goblet of Fire')
   ORDER BY movie_title, rank"
