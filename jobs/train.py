@@ -15,13 +15,15 @@ def add_args(parser) -> None:
                         help="ignore catalogs.pairs and use genre-agreement positives")
     parser.add_argument("--model-dir", default=None, help="output artifact folder (default: paths.model_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even when the published model was trained on the same inputs and settings")
 
 
 def main(ctx: JobContext) -> int:
     from lfr.train.job import run_training
 
     run_training(ctx.spark, ctx.cfg, model_dir=ctx.args.model_dir, use_pairs=not ctx.args.no_pairs,
-                 progress=not ctx.args.no_progress)
+                 progress=not ctx.args.no_progress, force=ctx.args.force)
     return 0
 
 

@@ -6,8 +6,11 @@ pair resolution (``lfr.data``), and the training itself is ``lfr.train.train``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,18 +48,54 @@ def format_history(result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+def inputs_key(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Any) -> str:
+    """sha256 of everything training depends on: the catalog rows, the known links and
+    the ``model``/``train`` settings. Training is seeded, so equal keys give the same model."""
+    h = hashlib.sha256(json.dumps({"model": cfg.get("model"), "train": cfg.get("train")}, sort_keys=True,
+                                  default=str).encode())
+    for frame in (movies, books, positives):
+        if frame is None:
+            h.update(b"#none")
+            continue
+        cols = sorted(frame.columns)
+        rows = frame[cols].astype(str).sort_values(cols).to_csv(index=False)
+        h.update(rows.encode())
+    return h.hexdigest()
+
+
+def _published_key(target: str) -> str | None:
+    manifest = Path(target) / "manifest.json"
+    if "://" in target or not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("inputs_key")
+    except (OSError, ValueError):
+        return None
+
+
 def run_training(spark: Any, cfg: Any, model_dir: str | None = None, use_pairs: bool = True,
-                 progress: bool = True) -> tuple[TrainResult, str]:
+                 progress: bool = True, force: bool = False) -> tuple[TrainResult | None, str]:
     """Train on the configured catalogs and publish to ``model_dir`` (default ``paths.model_dir``).
 
-    Returns ``(result, model_version)``. The previous model stays in place if anything fails.
+    Idempotent: when the published model was trained on the same inputs and settings
+    (``inputs_key`` in its manifest) nothing is retrained -- a new model would get a new
+    ``model_version`` and force every embedding to be recomputed -- unless ``force``.
+    Returns ``(result or None when skipped, model_version)``. The previous model stays
+    in place if anything fails.
     """
     started = time.time()
     target = model_dir or cfg.path("paths.model_dir")
     movies, books, positives = collect_inputs(spark, cfg, use_pairs=use_pairs)
+    key = inputs_key(movies, books, positives, cfg)
+    if not force and _published_key(target) == key:
+        version = json.loads((Path(target) / "manifest.json").read_text(encoding="utf-8"))["model_version"]
+        log.info("model %s at %s is up to date (same catalogs, links and settings): not retraining "
+                 "(--force retrains)", version, target)
+        return None, version
     read_seconds = time.time() - started
     result = train(movies, books, positives, cfg, progress=progress)
-    version = publish_model(result.model, target, extra_manifest=result.manifest_extra(), spark=spark)
+    extra = {**result.manifest_extra(), "inputs_key": key}
+    version = publish_model(result.model, target, extra_manifest=extra, spark=spark)
     print(format_history(result), flush=True)
     log.info("trained model %s: %d train pairs / %d val pairs, training %.1fs (reading %.1fs), artifact %s",
              version, result.pair_stats["train_pairs"], result.pair_stats["val_pairs"], result.seconds,

@@ -195,7 +195,7 @@ class _Trainer:
         bs = int(self.s["batch_size"])
         total, seen = 0.0, 0
         bar = tqdm(range(0, len(pairs), bs), desc=f"epoch {epoch}/{self.s['epochs']}", unit="batch",
-                   disable=not self.progress, leave=False)
+                   disable=None if self.progress else True, leave=False)  # None: no bar when not a terminal (spark-submit logs)
         for start in bar:
             chunk = pairs.iloc[order[start:start + bs]]
             opt.zero_grad(set_to_none=True)
