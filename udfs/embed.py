@@ -37,10 +37,6 @@ def _task_cpus() -> int:
         return max(1, int((ctx and ctx.getLocalProperty("spark.task.cpus")) or 1))
 
 
-def _genre_lists(genres: pd.Series) -> list[list[str]]:
-    return [[] if g is None or (isinstance(g, float) and np.isnan(g)) else [str(x) for x in g] for g in genres]
-
-
 def _none_if_na(values: pd.Series) -> list:
     return [v if isinstance(v, str) else None for v in values]
 
@@ -60,7 +56,7 @@ def make_embed_udf(ref: ArtifactRef, batch_size: int = 64, num_threads: int | No
         for titles, descriptions, genres in batches:
             if model is None:  # lazily: an empty partition loads nothing
                 model = load_cached(ref)
-            vecs = model.embed(_none_if_na(titles), _none_if_na(descriptions), _genre_lists(genres), batch_size=batch_size)
+            vecs = model.embed(_none_if_na(titles), _none_if_na(descriptions), genres.tolist(), batch_size=batch_size)
             yield pd.Series(list(np.asarray(vecs, dtype=np.float32)), index=titles.index)
 
     return embed

@@ -14,27 +14,17 @@ from lfr.eval.report import format_tables, write_report
 from lfr.eval.runner import EvalResult, run_evaluation
 
 log = logging.getLogger(__name__)
-COLUMNS = ["id", "title", "description", "genres"]
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def collect_inputs(spark, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
-    """``(movies, books, links, n_unresolved)`` as pandas; ``n_unresolved`` = pair-file rows not
-    resolved to a (distinct) catalog link."""
-    from lfr.data import load_catalog, read_pairs
-    from lfr.data.readers import read_csv
+    """``(movies, books, links, n_unresolved)`` as pandas; the evaluation needs a pair file."""
+    from lfr.data import collect_driver_inputs
 
-    movies_df, _ = load_catalog(spark, cfg, "movies")
-    books_df, _ = load_catalog(spark, cfg, "books")
-    movies_df, books_df = movies_df.cache(), books_df.cache()
-    pairs_path = cfg.path("catalogs.pairs")
-    # read_pairs needs the full catalog rows (year, authors) to resolve titles to ids.
-    links = read_pairs(spark, pairs_path, movies_df, books_df).toPandas()
-    n_rows = read_csv(spark, pairs_path).count()
-    movies, books = movies_df.select(*COLUMNS).toPandas(), books_df.select(*COLUMNS).toPandas()
-    log.info("eval inputs: %d movies, %d books, %d links from %d pair-file rows",
-             len(movies), len(books), len(links), n_rows)
-    return movies, books, links, max(0, n_rows - len(links))
+    if not (cfg.get("catalogs") or {}).get("pairs"):
+        raise ValueError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
+    inputs = collect_driver_inputs(spark, cfg)
+    return inputs.movies, inputs.books, inputs.links, inputs.n_unresolved
 
 
 def evaluate(spark, cfg, artifact: str | None = None, reports_dir: str | None = None) -> tuple[EvalResult, dict]:

@@ -19,24 +19,14 @@ from lfr.train.publish import publish_model
 from lfr.train.trainer import TrainResult, train
 
 log = logging.getLogger(__name__)
-COLUMNS = ["id", "title", "description", "genres"]
 
 
 def collect_inputs(spark: Any, cfg: Any, use_pairs: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """``(movies, books, positives or None)`` as pandas (valid catalog rows only)."""
-    from lfr.data import load_catalog, read_pairs
+    from lfr.data import collect_driver_inputs
 
-    movies_df, _ = load_catalog(spark, cfg, "movies")
-    books_df, _ = load_catalog(spark, cfg, "books")
-    movies_df, books_df = movies_df.cache(), books_df.cache()
-    pairs_path = (cfg.get("catalogs") or {}).get("pairs")
-    positives = None
-    if use_pairs and pairs_path:
-        positives = read_pairs(spark, str(pairs_path), movies_df, books_df).toPandas()
-    movies, books = movies_df.select(*COLUMNS).toPandas(), books_df.select(*COLUMNS).toPandas()
-    log.info("training inputs: %d movies, %d books, %s", len(movies), len(books),
-             f"{len(positives)} known links" if positives is not None else "genre-agreement positives")
-    return movies, books, positives
+    inputs = collect_driver_inputs(spark, cfg, use_pairs=use_pairs)
+    return inputs.movies, inputs.books, inputs.links
 
 
 def format_history(result: TrainResult) -> str:
