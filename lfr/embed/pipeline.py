@@ -26,9 +26,8 @@ A rerun with nothing changed makes no Delta commit at all (no table is written w
 there is nothing to insert, update or delete). Every table is registered for SQL in
 ``tables.database``.
 
-Why not ``lfr.spark.delta.merge_upsert``: it upserts only; deletions would be a second
-commit and a window in which readers see a half-updated table. ``_merge_changes`` below
-is the same MERGE plus matched-deletes in the same commit, with null-safe keys.
+Upserts and deletions go into ONE MERGE (``lfr.spark.delta.merge_changes``): two commits
+would leave a window in which readers see a half-updated table.
 """
 from __future__ import annotations
 
@@ -39,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
-from delta.tables import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -48,12 +46,11 @@ from lfr.data import content_hash_col, load_catalog
 from lfr.data.schema import conform
 from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ship_artifact
-from lfr.spark.delta import TableSchemaError, is_delta_table, register_table, schema_diff, write_table
+from lfr.spark.delta import is_delta_table, merge_changes, register_table, write_table
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_TABLES = {"movies": "movie_embeddings", "books": "book_embeddings"}
-DELETE_FLAG = "_lfr_delete"
 
 
 @dataclass
@@ -75,38 +72,6 @@ class EmbedStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _merge_changes(spark: SparkSession, path: str, upserts: DataFrame | None, deletes: DataFrame | None,
-                   keys: Sequence[str], scope: Mapping[str, str] | None = None, update: bool = True) -> None:
-    """One MERGE: ``upserts`` (full rows) updated/inserted, ``deletes`` (key columns) deleted.
-
-    Keys compare null-safely (``<=>``); ``scope`` adds ``t.col = 'value'`` conditions (partition pruning)."""
-    table = DeltaTable.forPath(spark, path)
-    target_schema = table.toDF().schema
-    cols = [f.name for f in target_schema.fields]
-    parts = []
-    if upserts is not None:
-        diff = schema_diff(target_schema, upserts.schema)
-        if diff:
-            raise TableSchemaError(f"schema mismatch writing to Delta table {path}: " + "; ".join(diff))
-        parts.append(upserts.select(*cols).withColumn(DELETE_FLAG, F.lit(False)))
-    if deletes is not None:
-        d = deletes.select(*keys)
-        for f in target_schema.fields:
-            if f.name not in keys:
-                d = d.withColumn(f.name, F.lit(None).cast(f.dataType))
-        parts.append(d.select(*cols).withColumn(DELETE_FLAG, F.lit(True)))
-    if not parts:
-        return
-    src = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-    cond = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in keys]
-                        + [f"t.`{c}` = '{v}'" for c, v in (scope or {}).items()])
-    m = table.alias("t").merge(src.alias("s"), cond).whenMatchedDelete(condition=f"s.`{DELETE_FLAG}`")
-    if update:
-        m = m.whenMatchedUpdate(set={c: f"s.`{c}`" for c in cols})
-    m = m.whenNotMatchedInsert(condition=f"NOT s.`{DELETE_FLAG}`", values={c: f"s.`{c}`" for c in cols})
-    m.execute()
 
 
 def _null_safe_join(left: DataFrame, right: DataFrame, keys: Sequence[str], how: str) -> DataFrame:
@@ -153,7 +118,7 @@ def sync_table(spark: SparkSession, df: DataFrame, path: str, keys: Sequence[str
     if n_up or n_del:
         upserts = changes.filter(F.col("_action") == "upsert").select(*df.columns)
         deletes = changes.filter(F.col("_action") == "delete").select(*[F.col(f"_c_{k}").alias(k) for k in keys])
-        _merge_changes(spark, path, upserts if n_up else None, deletes if n_del else None, keys, scope)
+        merge_changes(spark, path, upserts if n_up else None, deletes if n_del else None, keys, scope)
     changes.unpersist()
     return n_up, n_del
 
@@ -253,7 +218,7 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, full: bool = F
         if rebuild:
             write_table(embedded, path, mode="overwrite")
         else:
-            _merge_changes(spark, path, embedded if stats.embedded else None,
+            merge_changes(spark, path, embedded if stats.embedded else None,
                            deletes if stats.deleted else None, ["id"])
         embedded.unpersist()
         stats.table_written = True

@@ -146,7 +146,6 @@ class GenreModel:
         FastText reads its training data from a file, so the sentences go to a
         temporary file that is removed afterwards.
         """
-        import fasttext
 
         if int(bucket) * int(dim) * 4 < _MIN_MATRIX_BYTES:
             # Small blocks come from glibc's tcache, which M_PERTURB does not zero-fill.

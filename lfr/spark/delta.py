@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,45 @@ def merge_upsert(df: DataFrame, path: str, keys: Iterable[str], partition_by: Se
 
     Creates the table on first use. Rows of the table absent from ``df`` are kept.
     """
-    spark = df.sparkSession
-    keys = list(keys)
-    if not is_delta_table(spark, path):
+    if not is_delta_table(df.sparkSession, path):
         write_table(df, path, mode="overwrite", partition_by=partition_by)
         return
-    _check_schema(spark, df, path)
-    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    (
-        DeltaTable.forPath(spark, path).alias("t")
-        .merge(df.alias("s"), cond)
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    merge_changes(df.sparkSession, path, df, None, list(keys))
+
+
+DELETE_FLAG = "_lfr_delete"
+
+
+def merge_changes(spark: SparkSession, path: str, upserts: DataFrame | None, deletes: DataFrame | None,
+                   keys: Sequence[str], scope: Mapping[str, str] | None = None, update: bool = True) -> None:
+    """One MERGE: ``upserts`` (full rows) updated/inserted, ``deletes`` (key columns) deleted.
+
+    Creates nothing: the table must exist. Keys compare null-safely (``<=>``); ``scope`` adds ``t.col = 'value'`` conditions (partition pruning)."""
+    table = DeltaTable.forPath(spark, path)
+    target_schema = table.toDF().schema
+    cols = [f.name for f in target_schema.fields]
+    parts = []
+    if upserts is not None:
+        diff = schema_diff(target_schema, upserts.schema)
+        if diff:
+            raise TableSchemaError(f"schema mismatch writing to Delta table {path}: " + "; ".join(diff))
+        parts.append(upserts.select(*cols).withColumn(DELETE_FLAG, F.lit(False)))
+    if deletes is not None:
+        d = deletes.select(*keys)
+        for f in target_schema.fields:
+            if f.name not in keys:
+                d = d.withColumn(f.name, F.lit(None).cast(f.dataType))
+        parts.append(d.select(*cols).withColumn(DELETE_FLAG, F.lit(True)))
+    if not parts:
+        return
+    src = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    cond = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in keys]
+                        + [f"t.`{c}` = '{v}'" for c, v in (scope or {}).items()])
+    m = table.alias("t").merge(src.alias("s"), cond).whenMatchedDelete(condition=f"s.`{DELETE_FLAG}`")
+    if update:
+        m = m.whenMatchedUpdate(set={c: f"s.`{c}`" for c in cols})
+    m = m.whenNotMatchedInsert(condition=f"NOT s.`{DELETE_FLAG}`", values={c: f"s.`{c}`" for c in cols})
+    m.execute()
 
 
 def _ident(name: str) -> str:

@@ -39,7 +39,6 @@ import torch
 from tqdm.auto import tqdm
 
 from lfr.model import LightFusionModel, build_model, model_settings
-from lfr.model.genre import normalise_genres
 from lfr.train.pairs import build_pairs, split_by_movie
 
 log = logging.getLogger(__name__)
@@ -227,7 +226,7 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     train_pairs, val_pairs = split_by_movie(pairs, float(s["val_fraction"]), int(s["seed"]))
     pair_stats = {
         "positive_source": source,
-        "rule": (f"known links" if source == "pairs" else
+        "rule": ("known links" if source == "pairs" else
                  f">= {s['min_shared_genres']} shared normalised genres, {s['genre_positives_per_movie']} per movie"),
         "train_pairs": len(train_pairs), "train_positives": int((train_pairs["label"] > 0).sum()),
         "train_movies": int(train_pairs["movie_id"].nunique()),
