@@ -113,6 +113,47 @@ def test_mean_pooling_and_bf16(tiny_model_cfg, tiny_encoder_dir):
     np.testing.assert_allclose(alone[0], a[0], atol=1e-5)
 
 
+def test_precision_auto_decision():
+    from lfr.model.text import resolve_precision
+
+    avx2 = {"capability": "AVX2", "avx512_bf16": False, "amx_bf16": False}
+    avx512 = {"capability": "AVX512", "avx512_bf16": False, "amx_bf16": False}
+    sapphire = {"capability": "AVX512", "avx512_bf16": True, "amx_bf16": True}
+    cooper = {"capability": "AVX512", "avx512_bf16": True, "amx_bf16": False}
+    assert resolve_precision("auto", avx2)[0] == "fp32"
+    assert resolve_precision("auto", avx512)[0] == "fp32"  # AVX-512 without the BF16 extension: emulated
+    assert resolve_precision("auto", sapphire) == ("bf16", "auto: CPU capability AVX512 with native amx_bf16+avx512_bf16")
+    assert resolve_precision("auto", cooper)[0] == "bf16"
+    assert "AVX2" in resolve_precision("auto", avx2)[1]
+    # Explicit settings win whatever the CPU.
+    assert resolve_precision("bf16", avx2)[0] == "bf16" and resolve_precision("fp32", sapphire)[0] == "fp32"
+    with pytest.raises(ValueError, match="model.precision"):
+        resolve_precision("fp16", avx2)
+
+
+def test_precision_auto_is_saved_as_requested_and_resolved_at_load(tiny_model_cfg, toy_movies, tmp_path, caplog,
+                                                                    monkeypatch):
+    import logging
+
+    from lfr.model import text as text_mod
+
+    monkeypatch.setattr(text_mod, "cpu_bf16_capability",
+                        lambda: {"capability": "AVX2", "avx512_bf16": False, "amx_bf16": False})
+    monkeypatch.setattr(text_mod, "_LOGGED_PRECISION", set())
+    with caplog.at_level(logging.INFO, logger="lfr.model.text"):
+        m = build_model({**tiny_model_cfg, "precision": "auto"}, list(toy_movies["genres"]))
+        build_model({**tiny_model_cfg, "precision": "auto"}, list(toy_movies["genres"]))
+    assert m.text.requested_precision == "auto" and m.text.precision == "fp32"
+    logged = [r.getMessage() for r in caplog.records if "precision" in r.getMessage()]
+    assert len(logged) == 1 and "AVX2" in logged[0]  # once per process
+    m.save(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["precision"] == "auto"
+    monkeypatch.setattr(text_mod, "cpu_bf16_capability",
+                        lambda: {"capability": "AVX512", "avx512_bf16": True, "amx_bf16": True})
+    assert load(tmp_path / "a").text.precision == "bf16"  # the loading machine decides
+    assert load(tmp_path / "a", precision="fp32").text.precision == "fp32"
+
+
 def test_save_load_round_trip(tiny_artifact, tiny_model_cfg, tmp_path):
     m = load(tiny_artifact)
     args = (["x", "y"], ["A heist movie.", "Love in Paris."], [["Crime"], ["Romance", "Comedy"]])

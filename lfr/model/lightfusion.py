@@ -45,7 +45,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "output_dim": None,
     "freeze_encoder": True,
     "finetune_last_layers": 1,
-    "precision": "bf16",
+    "precision": "auto",
     "seed": 13,
 }
 _HEAD_CHUNK = 8192
@@ -196,7 +196,7 @@ class LightFusionModel:
             },
             "pooling": self.text.pooling,
             "max_length": self.text.max_length,
-            "precision": self.text.precision,
+            "precision": self.text.requested_precision,  # resolved per machine at load (auto -> fp32|bf16)
             "include_title": self.include_title,
             "dims": {"text": self.text_dim, "genre": self.genre_dim, "output": self.output_dim},
             "genre_model": {k: s[k] for k in ("genre_dim", "genre_epochs", "genre_bucket")},
@@ -222,7 +222,9 @@ def build_model(model_cfg: Mapping[str, Any] | None, genre_corpus: Sequence[Genr
 def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionModel:
     """Verify the artifact at ``path`` against its manifest, then load it (no pickle).
 
-    ``precision`` overrides the saved one (e.g. ``fp32`` on CPUs without bf16 support).
+    ``precision`` overrides the saved one; the saved one (default ``auto``) is resolved for this
+    machine's CPU (``lfr.model.text.resolve_precision``), so an artifact trained on an AMX host
+    runs fp32 on an AVX2-only executor.
     """
     root = Path(path)
     m = verify_artifact(root)

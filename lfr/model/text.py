@@ -16,8 +16,11 @@ Details that matter for correctness:
   (attention-mask weighted mean; what sentence-transformers models such as
   MiniLM are trained for). The pooled vector is returned un-normalised; the
   fusion head normalises the final embedding.
-* ``precision='bf16'`` runs the forward pass under CPU bf16 autocast (AMX CPUs:
-  ~2.5x faster, cosine ~0.9999 to fp32); results are always float32.
+* ``precision``: ``auto`` (default) resolves per machine with
+  ``resolve_precision``: bf16 autocast only where the CPU computes bf16
+  natively (AVX512_BF16 or AMX-BF16, as torch reports them), fp32 elsewhere,
+  because emulated bf16 on an AVX2-only CPU is several times SLOWER than fp32.
+  ``bf16``/``fp32`` are honoured as given. Results are always float32.
 * Weights are loaded in float32 with ``use_safetensors=True`` (never torch.load
   on pickled ``.bin`` files).
 * Nothing here changes torch's global thread count: the Spark UDF owns that.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -33,10 +37,14 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
+
 DEFAULT_ENCODER = "default"
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("cls", "mean")
 PRECISIONS = ("bf16", "fp32")
+REQUESTED_PRECISIONS = ("auto", *PRECISIONS)
+_LOGGED_PRECISION: set[tuple[str, str]] = set()
 
 # Files an encoder folder needs at inference (weights, config, tokenizer).
 WEIGHT_FILES = ("model.safetensors",)
@@ -78,23 +86,71 @@ def encoder_files(folder: str | os.PathLike) -> list[str]:
     return names
 
 
+def cpu_bf16_capability() -> dict[str, object]:
+    """What this process's CPU offers for bf16, as torch sees it.
+
+    ``capability``: torch's dispatch level (``AVX2``, ``AVX512``, ...); ``avx512_bf16`` /
+    ``amx_bf16``: native bf16 instructions (torch's cpuinfo, else ``/proc/cpuinfo`` flags).
+    """
+    cap: dict[str, object] = {"capability": str(torch.backends.cpu.get_cpu_capability())}
+    flags: dict = {}
+    try:
+        flags = dict(torch._C._cpu._get_cpu_capability())
+    except (AttributeError, RuntimeError, TypeError):
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+                words = set(fh.read().split())
+            flags = {"avx512_bf16": "avx512_bf16" in words, "amx_bf16": "amx_bf16" in words}
+        except OSError:
+            pass
+    cap["avx512_bf16"] = bool(flags.get("avx512_bf16", False))
+    cap["amx_bf16"] = bool(flags.get("amx_bf16", False))
+    return cap
+
+
+def resolve_precision(requested: str, capability: dict[str, object] | None = None) -> tuple[str, str]:
+    """``(fp32|bf16, why)`` for a ``model.precision`` value on a CPU with ``capability``.
+
+    ``auto``: bf16 only with native bf16 (AVX512_BF16 or AMX-BF16), else fp32. Explicit values win.
+    ``capability`` defaults to ``cpu_bf16_capability()`` (inject one to test the rule anywhere).
+    """
+    if requested not in REQUESTED_PRECISIONS:
+        raise ValueError(f"model.precision must be one of {REQUESTED_PRECISIONS}, got {requested!r}")
+    if requested != "auto":
+        return requested, f"model.precision={requested} (explicit)"
+    cap = cpu_bf16_capability() if capability is None else capability
+    native = [k for k in ("amx_bf16", "avx512_bf16") if cap.get(k)]
+    where = f"CPU capability {cap.get('capability', '?')}"
+    if native:
+        return "bf16", f"auto: {where} with native {'+'.join(native)}"
+    return "fp32", f"auto: {where} without native bf16 (no AVX512_BF16/AMX): emulated bf16 is slower"
+
+
+def _log_precision_once(requested: str, resolved: str, why: str) -> None:
+    key = (requested, resolved)
+    if key not in _LOGGED_PRECISION:
+        _LOGGED_PRECISION.add(key)
+        log.info("text encoder precision %s (%s) [pid %d]", resolved, why, os.getpid())
+
+
 class TextEncoder:
     """A tokenizer + encoder pair with a fixed pooling, length limit and precision."""
 
     def __init__(self, folder: str | os.PathLike, pooling: str = "mean", max_length: int = 256,
-                 precision: str = "bf16", name: str | None = None):
+                 precision: str = "auto", name: str | None = None):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"model.precision must be one of {PRECISIONS}, got {precision!r}")
+        resolved, why = resolve_precision(precision)
         self.folder = str(folder)
         self.name = name or Path(folder).name
         self.pooling = pooling
         self.max_length = int(max_length)
-        self.precision = precision
+        self.requested_precision = precision  # what the config / manifest asks for (may be 'auto')
+        self.precision = resolved             # what this machine runs
+        _log_precision_once(precision, resolved, why)
         self.finetuned = False  # set by training when encoder weights change
         hf_logging.disable_progress_bar()  # "Loading weights" bars on every executor are noise
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
