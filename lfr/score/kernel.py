@@ -33,6 +33,13 @@ vectors get bit-identical scores, and ties are broken by the smaller book_id
 Block columns must be sorted by book_id (the block builder does this) because the
 kernel breaks ties by column index.
 
+The same selection (:func:`select_candidates`) and ranking (:func:`first_k_per_group`) serve
+the lexical kernel (``lfr.score.sparse``, exact scores: margin 0) and the hybrid kernel
+(``lfr.score.hybrid``, a per-movie margin).
+
+Process-wide settings (torch's thread count and float32 matmul precision, numpy's BLAS
+threads) are changed only inside :func:`compute_settings`, which restores the previous values.
+
 Cost: the matrix product dominates (``2 m n d`` flops); ``topk(k + 8)`` and the
 rescoring of ~k candidates per row add ~30% at d=384 (measured: 0.64 s vs 0.47 s for
 the bare product of a 4096 x 16384 pair on one core). Memory is bounded by
@@ -40,8 +47,9 @@ the bare product of a 4096 x 16384 pair on one core). Memory is bounded by
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -52,8 +60,6 @@ EXTRA_CANDIDATES = 8
 CHUNK_ELEMS = 1 << 24
 #: candidates rescored in float64 at once (bounds the gather buffer to ~32 MiB at d=384).
 RESCORE_BATCH = 1 << 13
-
-BlockKernel = Callable[..., "tuple[np.ndarray, np.ndarray, np.ndarray]"]
 
 
 def score_margin(dim: int) -> float:
@@ -87,13 +93,40 @@ def normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, valid
 
 
-def _torch():
+@contextlib.contextmanager
+def compute_settings(threads: Optional[int] = None) -> Iterator:
+    """Scoped process-wide settings for a kernel call; yields the torch module.
+
+    * torch float32 matmul precision ``highest``: a global 'medium'/'high' setting would let
+      fp32 products run as bf16/tf32, and the candidate margin assumes true float32 products;
+    * torch's and numpy BLAS's thread counts limited to the task's CPUs (Spark runs several
+      tasks per executor), when ``threads`` is given.
+
+    Every value is restored on exit, so a caller's own settings survive a kernel call.
+    """
     import torch
 
-    # Never let a global 'medium'/'high' setting turn fp32 matmuls into bf16/tf32: the
-    # candidate margin assumes true float32 products.
+    prev_precision, prev_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
-    return torch
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        with _blas_threads(threads):
+            yield torch
+    finally:
+        torch.set_float32_matmul_precision(prev_precision)
+        torch.set_num_threads(prev_threads)
+
+
+def _blas_threads(threads: Optional[int]):
+    """Limit numpy's BLAS to ``threads`` (threadpoolctl restores the previous limit on exit)."""
+    if not threads:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                      # not installed: BLAS uses its default thread count
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(threads), user_api="blas")
 
 
 def _rescore(q: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -107,14 +140,77 @@ def _rescore(q: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -
     return out
 
 
-def _first_k_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int):
-    """Order candidates by (row, score desc, col asc) and keep the first k of every row."""
-    order = np.lexsort((cols, -scores, rows))
-    rows, cols, scores = rows[order], cols[order], scores[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    pos = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+def first_k_per_group(groups: np.ndarray, ties: np.ndarray, scores: np.ndarray, k: int):
+    """The ranking rule, in one place: per group, score desc then the smaller tie key; first k.
+
+    Returns ``(index, pos)``: indices into the inputs of the kept entries, ordered by group and
+    rank, and each one's 0-based rank within its group.
+    """
+    order = np.lexsort((ties, -scores, groups))
+    g = groups[order]
+    n = len(g)
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if n else np.empty(0, np.int64)
+    pos = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
     keep = pos < k
-    return rows[keep], cols[keep], scores[keep]
+    return order[keep], pos[keep]
+
+
+def _first_k_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int):
+    idx, _ = first_k_per_group(rows, cols, scores, k)
+    return rows[idx], cols[idx], scores[idx]
+
+
+def exclusion_index(exclude_rows, exclude_cols) -> tuple[np.ndarray, np.ndarray]:
+    """Excluded (row, col) pairs as int64 arrays sorted by row (for per-chunk slicing)."""
+    ex_r = np.asarray(exclude_rows if exclude_rows is not None else [], dtype=np.int64)
+    ex_c = np.asarray(exclude_cols if exclude_cols is not None else [], dtype=np.int64)
+    if len(ex_r):
+        o = np.argsort(ex_r, kind="stable")
+        ex_r, ex_c = ex_r[o], ex_c[o]
+    return ex_r, ex_c
+
+
+def mask_excluded(s: np.ndarray, r0: int, r1: int, ex_r: np.ndarray, ex_c: np.ndarray) -> None:
+    """Set the excluded pairs of rows ``r0:r1`` to -inf in the chunk ``s`` (in place)."""
+    lo, hi = np.searchsorted(ex_r, [r0, r1])
+    if hi > lo:
+        s[ex_r[lo:hi] - r0, ex_c[lo:hi]] = -np.inf
+
+
+def select_candidates(torch, s_np: np.ndarray, kk: int, take: int, margin) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every finite score within ``margin`` of its row's ``kk``-th best.
+
+    ``margin`` is a scalar or one value per row. ``take`` (>= kk) scores per row come from
+    ``torch.topk``; a row whose whole window is within the margin is rescanned in full, so
+    no score within the margin is ever missed, however many ties there are.
+    """
+    c, n = s_np.shape
+    if take >= n:                                          # tiny book block: every column is a candidate
+        rows, cols = np.nonzero(np.isfinite(s_np))
+        return rows, cols
+    vals, idx = torch.topk(torch.from_numpy(s_np), take, dim=1, largest=True, sorted=True)
+    thr = (vals[:, kk - 1].numpy().astype(np.float64) - margin).astype(np.float32)
+    vals_np, idx_np = vals.numpy(), idx.numpy()
+    keep = (vals_np >= thr[:, None]) & np.isfinite(vals_np)
+    full = vals_np[:, -1] >= thr                           # margin reaches past the topk window
+    keep[full] = False
+    rows, cols = np.nonzero(keep)
+    cols = idx_np[rows, cols]
+    if full.any():
+        extra = [(np.full(len(cc), r), cc) for r in np.flatnonzero(full)
+                 for cc in [np.flatnonzero((s_np[r] >= thr[r]) & np.isfinite(s_np[r]))]]
+        rows = np.concatenate([rows, *[e[0] for e in extra]])
+        cols = np.concatenate([cols, *[e[1] for e in extra]])
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+def concat_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chunks' (rows, cols, scores) -> one (rows int32, cols int32, scores float32) triple."""
+    if not parts:
+        return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)
+    return (np.concatenate([p[0] for p in parts]).astype(np.int32),
+            np.concatenate([p[1] for p in parts]).astype(np.int32),
+            np.concatenate([p[2] for p in parts]).astype(np.float32))
 
 
 def block_topk(
@@ -136,83 +232,26 @@ def block_topk(
     q = np.ascontiguousarray(q, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32)
     m, n = q.shape[0], b.shape[0]
-    empty = (np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32))
     if m == 0 or n == 0 or k <= 0:
-        return empty
+        return concat_parts([])
     if q.shape[1] != b.shape[1]:
         raise ValueError(f"dimension mismatch: movie block d={q.shape[1]}, book block d={b.shape[1]}")
-    torch = _torch()
-    if threads:
-        torch.set_num_threads(int(threads))
     kk = min(k, n)
-    margin = np.float32(score_margin(q.shape[1]))
+    margin = score_margin(q.shape[1])
     take = min(n, kk + EXTRA_CANDIDATES)
-    ex_r = np.asarray(exclude_rows if exclude_rows is not None else [], dtype=np.int64)
-    ex_c = np.asarray(exclude_cols if exclude_cols is not None else [], dtype=np.int64)
-    if len(ex_r):
-        o = np.argsort(ex_r, kind="stable")
-        ex_r, ex_c = ex_r[o], ex_c[o]
+    ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
     bt = np.ascontiguousarray(b.T)                             # (d, n): the fastest layout for sgemm
     chunk = max(1, min(m, chunk_elems // n))
-    out = []
-    with _blas_threads(threads):
+    parts = []
+    with compute_settings(threads) as torch:
         for r0 in range(0, m, chunk):
             r1 = min(m, r0 + chunk)
-            out.append(_chunk_topk(torch, q, b, bt, r0, r1, kk, take, margin, ex_r, ex_c))
-    rows = np.concatenate([o[0] for o in out]).astype(np.int32)
-    cols = np.concatenate([o[1] for o in out]).astype(np.int32)
-    scores = np.concatenate([o[2] for o in out])
-    return rows, cols, scores
-
-
-def _blas_threads(threads: Optional[int]):
-    """Limit numpy's BLAS to the task's CPUs (Spark runs several tasks per executor)."""
-    import contextlib
-
-    if not threads:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:                      # not installed: BLAS uses its default thread count
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(threads), user_api="blas")
-
-
-def _chunk_topk(torch, q, b, bt, r0, r1, kk, take, margin, ex_r, ex_c):
-    """Rows ``r0:r1`` of the block: float32 product, candidate selection, exact rescoring, top-k."""
-    n = b.shape[0]
-    s_np = q[r0:r1] @ bt                                       # (c, n) float32 scores, numpy BLAS
-    lo, hi = np.searchsorted(ex_r, [r0, r1])
-    if hi > lo:
-        s_np[ex_r[lo:hi] - r0, ex_c[lo:hi]] = -np.inf
-    s = torch.from_numpy(s_np)
-    if take == n:                                          # tiny book block: every column is a candidate
-        rows = np.repeat(np.arange(r1 - r0), n)
-        cols = np.tile(np.arange(n), r1 - r0)
-        cand_ok = np.isfinite(s_np.reshape(-1))
-        rows, cols = rows[cand_ok], cols[cand_ok]
-    else:
-        vals, idx = torch.topk(s, take, dim=1, largest=True, sorted=True)
-        thr = vals[:, kk - 1] - margin
-        keep = (vals >= thr[:, None]) & torch.isfinite(vals)
-        full = (vals[:, -1] >= thr).numpy()                 # margin reaches past the topk window
-        keep_np, idx_np = keep.numpy(), idx.numpy()
-        keep_np[full] = False
-        rows, cols = np.nonzero(keep_np)
-        cols = idx_np[rows, cols]
-        if full.any():
-            thr_np = thr.numpy()
-            extra_r, extra_c = [], []
-            for r in np.flatnonzero(full):
-                c = np.flatnonzero((s_np[r] >= thr_np[r]) & np.isfinite(s_np[r]))
-                extra_r.append(np.full(len(c), r))
-                extra_c.append(c)
-            rows = np.concatenate([rows, *extra_r])
-            cols = np.concatenate([cols, *extra_c])
-    rows = rows.astype(np.int64) + r0
-    cols = cols.astype(np.int64)
-    scores = _rescore(q, b, rows, cols)
-    return _first_k_per_row(rows, cols, scores, kk)
+            s_np = q[r0:r1] @ bt                               # (c, n) float32 scores, numpy BLAS
+            mask_excluded(s_np, r0, r1, ex_r, ex_c)
+            rows, cols = select_candidates(torch, s_np, kk, take, margin)
+            rows += r0
+            parts.append(_first_k_per_row(rows, cols, _rescore(q, b, rows, cols), kk))
+    return concat_parts(parts)
 
 
 def merge_topk(
@@ -224,12 +263,8 @@ def merge_topk(
     Returns ``(movie_ids, ranks 1..k, book_ids, scores)``. Used by the single-process
     path (:func:`topk_local`) and the benchmark.
     """
-    order = np.lexsort((book_ids, -scores, movie_ids))
-    mv, bk, sc = movie_ids[order], book_ids[order], scores[order]
-    starts = np.flatnonzero(np.r_[True, mv[1:] != mv[:-1]]) if len(mv) else np.empty(0, np.int64)
-    pos = np.arange(len(mv)) - np.repeat(starts, np.diff(np.r_[starts, len(mv)]))
-    keep = pos < k
-    return mv[keep], (pos[keep] + 1).astype(np.int32), bk[keep], sc[keep]
+    idx, pos = first_k_per_group(movie_ids, book_ids, scores, k)
+    return movie_ids[idx], (pos + 1).astype(np.int32), book_ids[idx], scores[idx]
 
 
 def topk_local(
