@@ -213,6 +213,116 @@ def test_build_model_settings(tiny_model_cfg, toy_movies):
         build_model({**tiny_model_cfg, "poolng": "cls"}, list(toy_movies["genres"]))
     with pytest.raises(FileNotFoundError, match="encoder folder not found"):
         build_model({**tiny_model_cfg, "encoder": "/nonexistent/enc"}, list(toy_movies["genres"]))
-    m = build_model({**tiny_model_cfg, "include_title": True, "output_dim": 16}, list(toy_movies["genres"]))
+    m = build_model({**tiny_model_cfg, "include_title": True, "output_dim": 16, "head": "paper"},
+                    list(toy_movies["genres"]))
     assert m.output_dim == 16 and m.model_version == "unsaved"
     assert m.texts(["Dune", None], ["Spice.", None]) == ["Dune. Spice.", ""]
+    with pytest.raises(ValueError, match="model.head=paper"):
+        build_model({**tiny_model_cfg, "output_dim": 16}, list(toy_movies["genres"]))
+    with pytest.raises(ValueError, match="model.head"):
+        build_model({**tiny_model_cfg, "head": "mlp"}, list(toy_movies["genres"]))
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_untrained_residual_head_is_exactly_text_only(tiny_model_cfg, toy_movies, toy_books):
+    corpus = list(toy_movies["genres"]) + list(toy_books["genres"])
+    m = build_model(tiny_model_cfg, corpus)  # default head: residual
+    assert m.head.kind == "residual" and m.output_dim == m.text_dim
+    feats = {}
+    for name, frame in (("movies", toy_movies), ("books", toy_books)):
+        text = m.encode_text(list(frame["description"]))
+        gvec, _ = m.genre_vectors(list(frame["genres"]))
+        feats[name] = (text, m.embed_features(text, gvec))
+    for text, emb in feats.values():
+        np.testing.assert_allclose(emb, _l2(text), atol=1e-6)
+    fused = feats["movies"][1] @ feats["books"][1].T
+    text_only = _l2(feats["movies"][0]) @ _l2(feats["books"][0]).T
+    np.testing.assert_array_equal(np.argsort(-fused, axis=1, kind="stable"), np.argsort(-text_only, axis=1, kind="stable"))
+    # Moving the residual moves the embedding (it is not a constant identity).
+    with torch.no_grad():
+        m.head.delta.weight.normal_(0.0, 0.1)
+    text, _ = feats["movies"]
+    gvec, _ = m.genre_vectors(list(toy_movies["genres"]))
+    assert np.abs(m.embed_features(text, gvec) - _l2(text)).max() > 1e-3
+
+
+def _perturbed(cfg, corpus, head):
+    m = build_model({**cfg, "head": head}, corpus)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in m.head.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("head", ["residual", "paper"])
+def test_save_load_each_head(tiny_model_cfg, toy_movies, tmp_path, head):
+    corpus = list(toy_movies["genres"])
+    m = _perturbed(tiny_model_cfg, corpus, head)
+    args = (None, ["A heist movie.", "Love in Paris."], [["Crime"], ["Romance"]])
+    m.save(tmp_path / head)
+    manifest = json.loads((tmp_path / head / "manifest.json").read_text())
+    assert manifest["head"] == {"kind": head, "text_dim": 32, "genre_dim": 8, "output_dim": 32}
+    assert manifest["chunking"] == {"mode": "off", "overlap": 0, "pooling": "mean"}
+    back = load(tmp_path / head)
+    assert back.head.kind == head
+    np.testing.assert_array_equal(back.embed(*args), m.embed(*args))
+
+
+def test_legacy_artifact_loads_with_the_paper_head(tiny_model_cfg, toy_movies, tmp_path):
+    from lfr.model.artifact import write_manifest
+
+    m = _perturbed(tiny_model_cfg, list(toy_movies["genres"]), "paper")
+    m.save(tmp_path / "old")
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    for key in ("head", "chunking", "files", "format", "model_version"):
+        manifest.pop(key)  # what an artifact written before heads and chunking existed looks like
+    write_manifest(tmp_path / "old", manifest)
+    back = load(tmp_path / "old")
+    assert back.head.kind == "paper" and back.text.chunking == "off"
+    args = (None, ["A heist movie."], [["Crime"]])
+    np.testing.assert_array_equal(back.embed(*args), m.embed(*args))
+
+
+def test_pool_windows():
+    from lfr.model import pool_windows
+
+    vecs = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0], [0.0, 4.0]], dtype=np.float32)
+    owner = np.array([0, 0, 1, 2])
+    weight = np.array([3.0, 1.0, 7.0, 2.0], dtype=np.float32)
+    np.testing.assert_allclose(pool_windows(vecs, owner, weight, 3, "mean"), [[2.0, 1.0], [5.0, 5.0], [0.0, 4.0]])
+    np.testing.assert_allclose(pool_windows(vecs, owner, weight, 3, "length"), [[1.5, 0.5], [5.0, 5.0], [0.0, 4.0]])
+    with pytest.raises(ValueError, match="chunk_pooling"):
+        pool_windows(vecs, owner, weight, 3, "max")
+
+
+def test_chunking_windows_and_pooling(tiny_encoder_dir):
+    from lfr.model import TextEncoder
+
+    kw = dict(pooling="mean", max_length=16, precision="fp32")
+    off = TextEncoder(tiny_encoder_dir, **kw)
+    on = TextEncoder(tiny_encoder_dir, chunking="on", chunk_overlap=4, **kw)
+    short = "a short text"
+    long = " ".join(f"word{i} story of a ship and its crew" for i in range(12))
+    # Shorter than one window: exactly the unchunked vector.
+    np.testing.assert_array_equal(on.encode([short]), off.encode([short]))
+    vecs, owner, weight = on.encode_windows([short, long])
+    n_long = int((owner == 1).sum())
+    assert (owner == 0).sum() == 1 and n_long >= 3
+    assert weight.max() == 14 and (weight >= 1).all()  # 16 tokens minus [CLS] and [SEP]
+    ids = on.token_windows([long])["input_ids"]
+    assert all(len(w) <= 16 for w in ids) and ids[0][-5:-1] == ids[1][1:5]  # consecutive windows share 4 tokens
+    assert ids[0] == off.token_windows([long])["input_ids"][0]  # the first window is the truncated text
+    pooled = on.encode([short, long])
+    np.testing.assert_allclose(pooled[1], vecs[owner == 1].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(pooled[0], off.encode([short])[0], atol=1e-6)
+    assert np.abs(pooled[1] - off.encode([long])[0]).max() > 1e-4  # the tail of the text counts
+    weighted = TextEncoder(tiny_encoder_dir, chunking="on", chunk_overlap=4, chunk_pooling="length", **kw).encode([long])
+    w = weight[owner == 1]
+    np.testing.assert_allclose(weighted[0], (vecs[owner == 1] * w[:, None]).sum(0) / w.sum(), atol=1e-5)
+    with pytest.raises(ValueError, match="model.chunking"):
+        TextEncoder(tiny_encoder_dir, chunking="yes", **kw)

@@ -8,13 +8,14 @@ Public API (see docs/CONTRACTS.md "Model")::
     vectors = model.embed(titles, descriptions, genres, batch_size=64)  # float32, unit rows
 """
 from lfr.model.artifact import ArtifactError, compute_model_version, verify_artifact
-from lfr.model.fusion import FusionHead
+from lfr.model.fusion import HEADS, FusionHead, ResidualHead, make_head
 from lfr.model.genre import GenreModel, normalise_genres, normalise_label
 from lfr.model.lightfusion import MODEL_DEFAULTS, LightFusionModel, build_model, load, make_texts, model_settings
-from lfr.model.text import TextEncoder, resolve_encoder
+from lfr.model.text import TextEncoder, pool_windows, resolve_encoder, resolve_precision
 
 __all__ = [
-    "ArtifactError", "FusionHead", "GenreModel", "LightFusionModel", "MODEL_DEFAULTS", "TextEncoder",
+    "ArtifactError", "FusionHead", "GenreModel", "HEADS", "ResidualHead", "make_head", "pool_windows",
+    "resolve_precision", "LightFusionModel", "MODEL_DEFAULTS", "TextEncoder",
     "build_model", "compute_model_version", "load", "make_texts", "model_settings", "normalise_genres",
     "normalise_label", "resolve_encoder", "verify_artifact",
 ]

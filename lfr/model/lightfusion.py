@@ -27,7 +27,7 @@ from safetensors.torch import save_file as save_safetensors
 from lfr.model.artifact import (
     ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, ArtifactError, sha256_file, verify_artifact, write_manifest,
 )
-from lfr.model.fusion import FusionHead
+from lfr.model.fusion import make_head
 from lfr.model.genre import GenreInput, GenreModel
 from lfr.model.text import TOKENIZER_FILES, TextEncoder, encoder_files, resolve_encoder
 
@@ -46,8 +46,14 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "freeze_encoder": True,
     "finetune_last_layers": 1,
     "precision": "auto",
+    "chunking": "off",
+    "chunk_overlap": 0,
+    "chunk_pooling": "mean",
+    "head": "residual",
     "seed": 13,
 }
+#: Settings an artifact saved before they existed was built with (old manifests lack the keys).
+LEGACY_SETTINGS: dict[str, Any] = {"head": "paper", "chunking": "off", "chunk_overlap": 0, "chunk_pooling": "mean"}
 _HEAD_CHUNK = 8192
 UNSAVED = "unsaved"
 
@@ -80,7 +86,7 @@ def make_texts(titles: Sequence[str | None] | None, descriptions: Sequence[str |
 class LightFusionModel:
     """The fused movie/book embedder. Build with ``build_model``, restore with ``load``."""
 
-    def __init__(self, text: TextEncoder, genre: GenreModel, head: FusionHead, settings: Mapping[str, Any],
+    def __init__(self, text: TextEncoder, genre: GenreModel, head: torch.nn.Module, settings: Mapping[str, Any],
                  manifest: Mapping[str, Any] | None = None):
         self.text = text
         self.genre = genre
@@ -196,6 +202,9 @@ class LightFusionModel:
             },
             "pooling": self.text.pooling,
             "max_length": self.text.max_length,
+            "chunking": {"mode": self.text.chunking, "overlap": self.text.chunk_overlap,
+                         "pooling": self.text.chunk_pooling},
+            "head": self.head.config(),
             "precision": self.text.requested_precision,  # resolved per machine at load (auto -> fp32|bf16)
             "include_title": self.include_title,
             "dims": {"text": self.text_dim, "genre": self.genre_dim, "output": self.output_dim},
@@ -211,12 +220,17 @@ def build_model(model_cfg: Mapping[str, Any] | None, genre_corpus: Sequence[Genr
     """
     s = model_settings(model_cfg)
     name, folder = resolve_encoder(s["encoder"])
-    text = TextEncoder(folder, pooling=s["pooling"], max_length=s["max_length"], precision=s["precision"], name=name)
+    text = _text_encoder(folder, s, name)
     genre = GenreModel.train(genre_corpus, dim=s["genre_dim"], epochs=s["genre_epochs"],
                              bucket=s["genre_bucket"], seed=s["seed"])
-    head = FusionHead(text.dim, genre.dim, s["output_dim"], seed=s["seed"])
+    head = make_head(s["head"], text.dim, genre.dim, s["output_dim"], seed=s["seed"])
     s["encoder_source_path"] = folder
     return LightFusionModel(text, genre, head, s)
+
+
+def _text_encoder(folder: str | os.PathLike, s: Mapping[str, Any], name: str) -> TextEncoder:
+    return TextEncoder(folder, pooling=s["pooling"], max_length=s["max_length"], precision=s["precision"], name=name,
+                       chunking=s["chunking"], chunk_overlap=s["chunk_overlap"], chunk_pooling=s["chunk_pooling"])
 
 
 def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionModel:
@@ -230,8 +244,14 @@ def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionMo
     m = verify_artifact(root)
     try:
         dims = m["dims"]
+        chunking = m.get("chunking") or {}
         settings = {
             **MODEL_DEFAULTS,
+            **LEGACY_SETTINGS,
+            "head": (m.get("head") or {}).get("kind", LEGACY_SETTINGS["head"]),
+            "chunking": chunking.get("mode", LEGACY_SETTINGS["chunking"]),
+            "chunk_overlap": chunking.get("overlap", LEGACY_SETTINGS["chunk_overlap"]),
+            "chunk_pooling": chunking.get("pooling", LEGACY_SETTINGS["chunk_pooling"]),
             "encoder": m["encoder"]["name"],
             "pooling": m["pooling"],
             "max_length": m["max_length"],
@@ -245,11 +265,13 @@ def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionMo
         }
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"model artifact {root}: {MANIFEST} lacks {exc}") from exc
-    text = TextEncoder(root / ENCODER_DIR, pooling=settings["pooling"], max_length=settings["max_length"],
-                       precision=settings["precision"], name=m["encoder"]["name"])
+    text = _text_encoder(root / ENCODER_DIR, settings, m["encoder"]["name"])
     genre = GenreModel.load(root / GENRE_FILE)
     if (text.dim, genre.dim) != (dims["text"], dims["genre"]):
         raise ArtifactError(f"model artifact {root}: dims {text.dim}/{genre.dim} differ from the manifest's {dims}")
-    head = FusionHead(text.dim, genre.dim, dims["output"])
+    try:
+        head = make_head(settings["head"], text.dim, genre.dim, dims["output"])
+    except ValueError as exc:
+        raise ArtifactError(f"model artifact {root}: {exc}") from exc
     head.load_state_dict(load_safetensors(str(root / FUSION_FILE)), strict=True)
     return LightFusionModel(text, genre, head, settings, manifest=m)

@@ -11,7 +11,9 @@ Details that matter for correctness:
 
 * Tokenizer outputs the model's ``forward`` does not accept are dropped
   (DistilBERT has no ``token_type_ids``).
-* Truncation to ``max_length`` is explicit, never implicit.
+* Truncation to ``max_length`` is explicit, never implicit. With ``chunking='on'``
+  long texts are not truncated: ``encode`` cuts them into ``max_length``-token
+  windows and pools the window vectors (``pool_windows``).
 * Pooling: ``cls`` (first token, the paper's DistilBERT [CLS]) or ``mean``
   (attention-mask weighted mean; what sentence-transformers models such as
   MiniLM are trained for). The pooled vector is returned un-normalised; the
@@ -44,6 +46,8 @@ DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("cls", "mean")
 PRECISIONS = ("bf16", "fp32")
 REQUESTED_PRECISIONS = ("auto", *PRECISIONS)
+CHUNKINGS = ("off", "on")
+CHUNK_POOLINGS = ("mean", "length")
 _LOGGED_PRECISION: set[tuple[str, str]] = set()
 
 # Files an encoder folder needs at inference (weights, config, tokenizer).
@@ -137,13 +141,23 @@ class TextEncoder:
     """A tokenizer + encoder pair with a fixed pooling, length limit and precision."""
 
     def __init__(self, folder: str | os.PathLike, pooling: str = "mean", max_length: int = 256,
-                 precision: str = "auto", name: str | None = None):
+                 precision: str = "auto", name: str | None = None, chunking: str = "off",
+                 chunk_overlap: int = 0, chunk_pooling: str = "mean"):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
         resolved, why = resolve_precision(precision)
+        if isinstance(chunking, bool):  # YAML 1.1 reads a bare on/off as a boolean
+            chunking = "on" if chunking else "off"
+        if chunking not in CHUNKINGS:
+            raise ValueError(f"model.chunking must be one of {CHUNKINGS}, got {chunking!r}")
+        if chunk_pooling not in CHUNK_POOLINGS:
+            raise ValueError(f"model.chunk_pooling must be one of {CHUNK_POOLINGS}, got {chunk_pooling!r}")
+        if not 0 <= int(chunk_overlap) <= int(max_length) // 2:
+            raise ValueError(f"model.chunk_overlap must be in [0, max_length/2], got {chunk_overlap}")
+        self.chunking, self.chunk_overlap, self.chunk_pooling = chunking, int(chunk_overlap), chunk_pooling
         self.folder = str(folder)
         self.name = name or Path(folder).name
         self.pooling = pooling
@@ -174,8 +188,11 @@ class TextEncoder:
         return {k: v for k, v in enc.items() if k in self._accepted_inputs}
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        """Pooled float32 features ``(n, dim)``; differentiable when grad is enabled."""
-        inputs = self.tokenize(texts)
+        """Pooled float32 features ``(n, dim)`` of the truncated texts; differentiable when grad is
+        enabled (fine-tuning sees each text's first window only, whatever ``chunking`` says)."""
+        return self._pooled(self.tokenize(texts))
+
+    def _pooled(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.autocast():
             hidden = self.model(**inputs).last_hidden_state
         hidden = hidden.float()
@@ -185,25 +202,61 @@ class TextEncoder:
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Frozen features for inference, float32 ``(n, dim)``.
+        """Frozen features for inference, float32 ``(n, dim)``, in input order.
 
-        Texts are processed in length-sorted batches (less padding; every row
-        is computed under its own attention mask, so batch composition changes
-        results only at float-rounding level) and returned in input order.
+        Chunking off: each text is truncated to ``max_length`` tokens. On: the whole text is cut
+        into windows of ``max_length`` tokens (consecutive windows share ``chunk_overlap``), and the
+        window vectors are pooled into one per text (``pool_windows``). Either way all windows are
+        encoded in token-length-sorted batches (little padding; every row is computed under its
+        own attention mask, so batch composition changes results only at float-rounding level).
         """
+        vecs, owner, weight = self.encode_windows(texts, batch_size)
+        return pool_windows(vecs, owner, weight, len(texts), self.chunk_pooling)
+
+    def token_windows(self, texts: Sequence[str]) -> dict[str, list]:
+        """Tokenizer windows of ``texts``: ``input_ids`` (+ other model inputs) per window and
+        ``overflow_to_sample_mapping`` (the text of each window). One window per text when
+        chunking is off (the truncated text), exactly the tokenization ``forward`` uses."""
         texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
+        if self.chunking == "off" or not texts:
+            enc = dict(self.tokenizer(texts, truncation=True, max_length=self.max_length))
+            enc["overflow_to_sample_mapping"] = list(range(len(texts)))
+        else:
+            enc = dict(self.tokenizer(texts, truncation=True, max_length=self.max_length, stride=self.chunk_overlap,
+                                      return_overflowing_tokens=True))
+        keep = [k for k in enc if k in self._accepted_inputs or k == "overflow_to_sample_mapping"]
+        return {k: list(enc[k]) for k in keep}
+
+    def encode_windows(self, texts: Sequence[str], batch_size: int = 64
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(window vectors (w, dim), owner text index (w,), content tokens per window (w,))``."""
+        windows = self.token_windows(texts)
+        owner = np.asarray(windows.pop("overflow_to_sample_mapping"), dtype=np.int64)
+        ids = windows["input_ids"]
+        n_special = self.tokenizer.num_special_tokens_to_add(pair=False)
+        weight = np.array([max(1, len(w) - n_special) for w in ids], dtype=np.float32)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        if not ids:
+            return out, owner, weight
         was_training = self.model.training
         self.model.eval()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = np.argsort([len(w) for w in ids], kind="stable")
         try:
             with torch.inference_mode():
-                for idx in _chunks(order, max(1, int(batch_size))):
-                    out[idx] = self.forward([texts[i] for i in idx]).numpy()
+                for idx in _chunks(order.tolist(), max(1, int(batch_size))):
+                    out[idx] = self._pooled(self._pad({k: [v[i] for i in idx] for k, v in windows.items()})).numpy()
         finally:
             self.model.train(was_training)
+        return out, owner, weight
+
+    def _pad(self, rows: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:
+        """Right-pad token lists to the batch's longest (pad id for ids, 0 for masks/types)."""
+        width = max(len(r) for r in rows["input_ids"])
+        pad_id = self.tokenizer.pad_token_id or 0
+        out = {}
+        for key, lists in rows.items():
+            fill = pad_id if key == "input_ids" else 0
+            out[key] = torch.tensor([list(r) + [fill] * (width - len(r)) for r in lists], dtype=torch.long)
         return out
 
     # -- fine-tuning support --------------------------------------------
@@ -229,6 +282,24 @@ class TextEncoder:
                 p.requires_grad_(True)
                 params.append(p)
         return params
+
+
+def pool_windows(vecs: np.ndarray, owner: np.ndarray, weight: np.ndarray, n: int, how: str = "mean") -> np.ndarray:
+    """One vector per text from its window vectors: plain mean (``mean``) or weighted by each
+    window's content tokens (``length``: with mean pooling, close to the mean over all tokens).
+    A text with one window gets that window's vector unchanged."""
+    if how not in CHUNK_POOLINGS:
+        raise ValueError(f"model.chunk_pooling must be one of {CHUNK_POOLINGS}, got {how!r}")
+    out = np.zeros((n, vecs.shape[1]), dtype=np.float32)
+    if len(owner) == n and np.array_equal(owner, np.arange(n)):
+        out[:] = vecs
+        return out
+    w = weight.astype(np.float64) if how == "length" else np.ones(len(owner))
+    acc = np.zeros((n, vecs.shape[1]), dtype=np.float64)
+    np.add.at(acc, owner, vecs.astype(np.float64) * w[:, None])
+    total = np.bincount(owner, weights=w, minlength=n)
+    out[:] = acc / np.maximum(total, 1e-12)[:, None]
+    return out
 
 
 def _chunks(seq: list[int], size: int) -> Iterator[list[int]]:
