@@ -1,0 +1,197 @@
+"""Lexical (sparse) and hybrid block kernels against a brute force over all books (numpy/scipy, no Spark)."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lfr.score.hybrid import (combine, convex_coefficients, dense_book_moments, dense_movie_stats, hybrid_topk,
+                              moments_to_stats)
+from lfr.score.kernel import merge_topk, normalize_rows
+from lfr.score.sparse import csr_rows, sparse_moments, sparse_topk
+
+VOCAB = 40
+
+
+def lexical_rows(rng, n, vocab=VOCAB, max_terms=6):
+    """Lists of (strictly increasing indices, positive weights); a few rows are empty."""
+    out = []
+    for i in range(n):
+        t = rng.integers(0, max_terms + 1) if i % 9 else 0
+        idx = np.sort(rng.choice(vocab, size=t, replace=False)).astype(np.int32)
+        out.append((idx, rng.random(t).astype(np.float32) + 0.05))
+    return out
+
+
+def to_csr(rows, require_terms):
+    offsets = np.r_[0, np.cumsum([len(i) for i, _ in rows])]
+    idx = np.concatenate([i for i, _ in rows]) if rows else np.empty(0, np.int32)
+    w = np.concatenate([w for _, w in rows]) if rows else np.empty(0, np.float32)
+    return csr_rows(offsets, idx, w, VOCAB, require_terms)
+
+
+def catalog(seed=5, n_movies=70, n_books=90, d=12):
+    rng = np.random.default_rng(seed)
+    m_lex, b_lex = lexical_rows(rng, n_movies), lexical_rows(rng, n_books)
+    mv = rng.standard_normal((n_movies, d)).astype(np.float32)
+    bv = rng.standard_normal((n_books, d)).astype(np.float32)
+    for j in (11, 40, 63):                     # identical books on both sides: exact ties
+        b_lex[j], bv[j] = b_lex[7], bv[7]
+    b_lex[20:26] = [b_lex[5]] * 6              # a lexical cluster wider than k + extra candidates
+    m_lex[3], mv[3] = b_lex[7], bv[7]          # a movie equal to the duplicated book
+    m_lex[4] = b_lex[5]
+    movie_ids = np.array([f"m{i:03d}" for i in range(n_movies)])
+    book_ids = np.array([f"b{(i * 31) % n_books:03d}" for i in range(n_books)])   # not in row order
+    return movie_ids, mv, m_lex, book_ids, bv, b_lex
+
+
+def ranked(ids_m, ids_b, s, k, exclude=()):
+    out = {}
+    for i, m in enumerate(ids_m):
+        cand = sorted((-s[i, j], ids_b[j]) for j in range(len(ids_b)) if (m, ids_b[j]) not in exclude)
+        out[m] = [(b, -neg) for neg, b in cand[:k]]
+    return out
+
+
+def brute_lexical(movie_ids, m_lex, book_ids, b_lex, k, exclude=()):
+    qa, qok = to_csr(m_lex, True)
+    ba, bok = to_csr(b_lex, True)
+    s = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32)
+    return ranked(movie_ids[qok], book_ids[bok], s, k, exclude)
+
+
+def brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, alpha, exclude=()):
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    d64 = qn.astype(np.float64) @ bn.astype(np.float64).T
+    l32 = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32)
+    l64 = l32.astype(np.float64)
+    coef = convex_coefficients(alpha, d64.mean(1), d64.var(1), l64.mean(1), l64.var(1))
+    h = (coef[:, :1] * d64.astype(np.float32).astype(np.float64) + coef[:, 1:2] * l64 + coef[:, 2:]).astype(np.float32)
+    return ranked(movie_ids, book_ids, h, k, exclude)
+
+
+def blocked(kernel_pairs, movie_ids, book_ids, k, mbr, bbr):
+    """Run a kernel over every (movie block, book block) and merge, as the Spark job does."""
+    order = np.argsort(book_ids, kind="stable")
+    parts = []
+    for m0 in range(0, len(movie_ids), mbr):
+        for b0 in range(0, len(book_ids), bbr):
+            cols_sel = order[b0:b0 + bbr]
+            r, c, s = kernel_pairs(slice(m0, m0 + mbr), cols_sel)
+            parts.append((movie_ids[m0 + r], book_ids[cols_sel][c], s))
+    mv = np.concatenate([p[0] for p in parts])
+    bk = np.concatenate([p[1] for p in parts])
+    sc = np.concatenate([p[2] for p in parts])
+    m, r, b, s = merge_topk(mv, bk, sc, k)
+    out = {}
+    for mm, bb, ss in zip(m, b, s):
+        out.setdefault(mm, []).append((bb, ss))
+    return out
+
+
+def assert_same(got, ref):
+    assert set(got) == set(ref)
+    for m in ref:
+        assert [b for b, _ in got[m]] == [b for b, _ in ref[m]], m
+        np.testing.assert_allclose([s for _, s in got[m]], [s for _, s in ref[m]], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("k,mbr,bbr", [(5, 1000, 1000), (5, 13, 17), (12, 30, 7), (100, 25, 40)])
+def test_sparse_topk_equals_brute_force_with_ties(k, mbr, bbr):
+    movie_ids, _, m_lex, book_ids, _, b_lex = catalog()
+    qa, qok = to_csr(m_lex, True)
+    ba, bok = to_csr(b_lex, True)
+    mids, bids = movie_ids[qok], book_ids[bok]
+    got = blocked(lambda ms, cs: sparse_topk(qa[ms], ba[cs], k, chunk_elems=64), mids, bids, k, mbr, bbr)
+    ref = brute_lexical(movie_ids, m_lex, book_ids, b_lex, k)
+    assert_same(got, ref)
+    dup = sorted(book_ids[[7, 11, 40, 63]])               # movie m003 equals these four books: score 1 ties
+    assert [b for b, _ in got["m003"][:4]] == dup and len({s for _, s in got["m003"][:4]}) == 1
+    assert "m000" not in got                               # no terms: no lexical direction, dropped
+
+
+def test_sparse_exclusions_and_rows_without_matches():
+    movie_ids, _, m_lex, book_ids, _, b_lex = catalog(seed=9)
+    qa, qok = to_csr(m_lex, True)
+    order = np.argsort(book_ids)
+    ba, bok = to_csr([b_lex[j] for j in order], True)
+    mids, bids = movie_ids[qok], book_ids[order][bok]
+    r0, c0, _ = sparse_topk(qa, ba, 4)
+    r, c, s = sparse_topk(qa, ba, 4, exclude_rows=r0, exclude_cols=c0)
+    excluded = {(mids[i], bids[j]) for i, j in zip(r0, c0)}
+    got = {}
+    for i, j, sc in zip(r, c, s):
+        got.setdefault(mids[i], []).append((bids[j], sc))
+    assert_same(got, brute_lexical(movie_ids, m_lex, book_ids, b_lex, 4, exclude=excluded))
+    assert any(sc == 0 for v in got.values() for _, sc in v)   # zero-score books still fill the top-k
+
+
+def test_csr_rows_validates_and_normalises():
+    rows = [(np.array([1, 5], np.int32), np.array([3, 4], np.float32)),   # ok -> 0.6, 0.8
+            (np.array([5, 1], np.int32), np.array([1, 1], np.float32)),   # not increasing
+            (np.array([2, VOCAB], np.int32), np.array([1, 1], np.float32)),  # out of vocabulary
+            (np.array([], np.int32), np.array([], np.float32)),           # empty
+            (np.array([3], np.int32), np.array([np.nan], np.float32))]    # not finite
+    mat, ok = to_csr(rows, True)
+    assert ok.tolist() == [True, False, False, False, False]
+    np.testing.assert_allclose(mat.toarray()[0, [1, 5]], [0.6, 0.8], rtol=1e-6)
+    _, ok = to_csr(rows, False)
+    assert ok.tolist() == [True, False, False, True, False]               # hybrid keeps a term-less row
+
+
+def _hybrid_kernel(qn, bn, qa, ba, book_order, bbr, alpha, k, chunk):
+    """The hybrid kernel over blocks, with catalog-wide stats accumulated block by block (as the job)."""
+    n = bn.shape[0]
+    s1, s2, bsum, gram = np.zeros(qn.shape[0]), np.zeros(qn.shape[0]), 0.0, 0.0
+    for b0 in range(0, n, bbr):
+        cs = book_order[b0:b0 + bbr]
+        x1, x2 = sparse_moments(qa, ba[cs], chunk_elems=chunk)
+        bs, g = dense_book_moments(bn[cs])
+        s1, s2, bsum, gram = s1 + x1, s2 + x2, bsum + bs, gram + g
+    coef = convex_coefficients(alpha, *dense_movie_stats(qn, n, bsum, gram), *moments_to_stats(s1, s2, n))
+    return lambda ms, cs: hybrid_topk(qn[ms], bn[cs], qa[ms], ba[cs], coef[ms], k, chunk_elems=chunk)
+
+
+@pytest.mark.parametrize("alpha", [0.7, 0.0, 1.0])
+@pytest.mark.parametrize("k,mbr,bbr,chunk", [(5, 1000, 1000, 1 << 20), (5, 13, 17, 64), (12, 30, 7, 100), (100, 25, 40, 64)])
+def test_hybrid_topk_equals_brute_force_over_all_books(alpha, k, mbr, bbr, chunk):
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog()
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    order = np.argsort(book_ids, kind="stable")
+    fn = _hybrid_kernel(qn, bn, qa, ba, order, bbr, alpha, k, chunk)
+    got = blocked(fn, movie_ids, book_ids, k, mbr, bbr)
+    ref = brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, alpha)
+    assert_same(got, ref)
+    dup = sorted(book_ids[[7, 11, 40, 63]])                # identical in both spaces: bit-identical hybrid score
+    assert [b for b, _ in got["m003"][:4]] == dup and len({s for _, s in got["m003"][:4]}) == 1
+
+
+def test_hybrid_is_not_a_rerank_of_truncated_lists():
+    """A book outside both single-method top-k lists can win the hybrid: the kernel must find it."""
+    qn = normalize_rows(np.array([[1.0, 0.0, 0.0]]))[0]
+    bv = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.9, 0.436, 0.0], [0.0, 0.0, 1.0]])
+    bn = normalize_rows(bv)[0]
+    b_lex = [(np.array([0]), np.array([0.0])), (np.array([0]), np.array([1.0])),
+             (np.array([0, 1]), np.array([0.9, 0.436])), (np.array([1]), np.array([1.0]))]
+    b_lex[0] = (np.array([1], np.int32), np.array([1.0], np.float32))
+    qa, _ = to_csr([(np.array([0], np.int32), np.array([1.0], np.float32))], False)
+    ba, _ = to_csr([(i.astype(np.int32), w.astype(np.float32)) for i, w in b_lex], False)
+    # dense top-1 is book 0, lexical top-1 is book 1; book 2 is second in both and first in the hybrid
+    l64 = (qa @ ba.T).toarray()[0]
+    d64 = (qn.astype(np.float64) @ bn.astype(np.float64).T)[0]
+    assert np.argmax(d64) == 0 and np.argmax(l64) == 1
+    coef = convex_coefficients(0.5, [d64.mean()], [d64.var()], [l64.mean()], [l64.var()])
+    r, c, s = hybrid_topk(qn, bn, qa, ba, coef, 1)
+    assert c.tolist() == [2]
+    np.testing.assert_allclose(s, combine(coef, np.array([0]), np.float32(d64[2:3]), np.float32(l64[2:3])))
+
+
+def test_coefficients_drop_a_constant_component():
+    coef = convex_coefficients(0.7, [0.5], [0.04], [0.0], [0.0])   # no lexical signal for this movie
+    np.testing.assert_allclose(coef, [[0.7 / 0.2, 0.0, -0.7 / 0.2 * 0.5]])
+    m = sp.csr_matrix(np.eye(3, VOCAB, dtype=np.float32))
+    s1, s2 = sparse_moments(m, m)
+    np.testing.assert_allclose(s1, [1, 1, 1])
+    np.testing.assert_allclose(s2, [1, 1, 1])
