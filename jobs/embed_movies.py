@@ -6,7 +6,7 @@ Only new or changed movies (by content hash) are embedded, or all of them when t
 version changed or with --full; see lfr.embed.pipeline. Needs a trained model
 (spark-submit jobs/train.py).
 """
-from lfr.embed.job import run_embed_job
+from jobkit import run_embed_job
 
 if __name__ == "__main__":
     raise SystemExit(run_embed_job("movies"))

@@ -8,7 +8,7 @@ on the other films' links, scores every method on the held-out films against the
 catalog, and writes ``report.md``, ``metrics.png`` and ``metrics.json`` under
 ``paths.reports_dir``. See ``lfr.eval`` for the metric definitions.
 """
-from lfr.cli import JobContext, run_job
+from jobkit import JobContext, run_job
 
 MODEL_DIR = "<paths.model_dir>"
 

@@ -12,7 +12,7 @@ Flags left out come from the `score` section of conf/lfr.yaml.
 import argparse
 import json
 
-from lfr.cli import JobContext, log, run_job
+from jobkit import JobContext, log, run_job
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

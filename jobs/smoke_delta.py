@@ -2,7 +2,7 @@
 
     spark-submit jobs/smoke_delta.py [--conf paths.work_dir=/tmp/x]
 """
-from lfr.cli import JobContext, log, run_job
+from jobkit import JobContext, log, run_job
 from lfr.spark.delta import register_table, write_table
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lfr.cli import JobContext, log, run_job
+from jobkit import JobContext, log, run_job
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

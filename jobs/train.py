@@ -7,7 +7,7 @@ movie->book links with Spark; trains on the driver (``lfr.train``); writes the
 artifact atomically (temp dir + rename: a failed run keeps the previous model).
 Logs the loss curve (train/val loss and validation AUC per epoch) and timings.
 """
-from lfr.cli import JobContext, run_job
+from jobkit import JobContext, run_job
 
 
 def add_args(parser) -> None:

@@ -31,7 +31,8 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONF_FILE = PROJECT_ROOT / "conf" / "lfr.yaml"
 _INTERP = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^dbfs:")
+_FILE_URI = "file://"
 
 
 class ConfigError(ValueError):
@@ -56,10 +57,20 @@ class Config(dict):
         return resolve_path(str(self.get_path(dotted)))
 
 
+def is_uri(value: str | os.PathLike) -> bool:
+    """True for storage only Spark/Hadoop can reach (s3a://, hdfs://, abfss://, dbfs:, ...).
+
+    ``file://`` is a local path, not a URI, everywhere in lfr: ``resolve_path`` turns it into one."""
+    text = str(value)
+    return bool(_URI.match(text)) and not text.startswith(_FILE_URI)
+
+
 def resolve_path(value: str) -> str:
-    """Absolute local path for a relative one; URIs (s3a://, hdfs://) unchanged."""
-    if _URI.match(value) or value.startswith("dbfs:"):
+    """Absolute local path for a relative one or a ``file://`` URI; remote URIs unchanged."""
+    if is_uri(value):
         return value
+    if value.startswith(_FILE_URI):
+        value = value[len(_FILE_URI):]
     p = Path(os.path.expanduser(value))
     return str(p if p.is_absolute() else (PROJECT_ROOT / p).resolve())
 

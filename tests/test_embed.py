@@ -12,7 +12,8 @@ import pytest
 
 # Python workers must run this interpreter (pandas UDFs need its pyarrow); set before the session starts.
 
-from lfr.embed import EMBEDDINGS_SCHEMA, ModelArtifactMissing, embed_catalog, ship_artifact  # noqa: E402
+from lfr.embed import EMBEDDINGS_SCHEMA, ArtifactMissing, ArtifactRef, embed_catalog, ship_artifact  # noqa: E402
+from lfr.embed.udf import ModelCache  # noqa: E402
 
 
 def _rows(frame: pd.DataFrame) -> list[tuple]:
@@ -23,7 +24,7 @@ def _rows(frame: pd.DataFrame) -> list[tuple]:
 
 
 def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, toy_books):
-    from udfs.embed import embed_column
+    from udfs.embed import embed_column  # the public face re-exports lfr.embed.udf
 
     rows = _rows(toy_movies) + _rows(toy_books)  # includes a None description, [] and None genres
     df = spark.createDataFrame(rows, "id string, title string, description string, genres array<string>").repartition(2)
@@ -31,7 +32,7 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
     assert ref.mode == "archive" and ref.model_version == tiny_model.model_version
     assert ship_artifact(spark, tiny_artifact) is ref  # shipped once per session
     out = df.select("id", embed_column(ref, batch_size=4).alias("e")).toPandas().set_index("id")
-    assert df.select(embed_column(ref)).schema.fields[0].dataType == EMBEDDINGS_SCHEMA["embedding"].dataType
+    assert df.select(embed_column(ref, batch_size=4)).schema.fields[0].dataType == EMBEDDINGS_SCHEMA["embedding"].dataType
     by_id = {r[0]: r for r in rows}
     ids = list(out.index)
     expected = tiny_model.embed([by_id[i][1] for i in ids], [by_id[i][2] for i in ids], [by_id[i][3] for i in ids], batch_size=64)
@@ -42,8 +43,18 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
 
 
 def test_missing_model_is_a_clear_error(spark, tmp_path):
-    with pytest.raises(ModelArtifactMissing, match="jobs/train.py"):
+    with pytest.raises(ArtifactMissing, match="jobs/train.py"):
         ship_artifact(spark, str(tmp_path / "nothing-here"))
+
+
+def test_model_cache_loads_once_and_evicts_the_oldest(tiny_artifact, tiny_model):
+    cache = ModelCache(max_models=1)
+    ref = ArtifactRef(tiny_model.model_version, "path", tiny_artifact)
+    assert cache.get(ref) is cache.get(ref) and cache.loads == 1
+    assert cache.versions() == [tiny_model.model_version]
+    with pytest.raises(RuntimeError, match="changed while the job ran"):
+        cache.get(ArtifactRef("0" * 16, "path", tiny_artifact))
+    assert cache.versions() == [tiny_model.model_version] and cache.loads == 1
 
 
 def _write_catalog(path, rows):

@@ -2,14 +2,18 @@
 
     stats = embed_catalog(spark, cfg, "books", full=False, model_dir=None)
 
-``ship_artifact`` / ``load_cached``: the model artifact to the executors once, loaded once
-per Python worker; the UDF itself is ``udfs.embed.make_embed_udf`` / ``embed_column``.
+Driver side: ``ship_artifact`` sends the model artifact to the executors once
+(``lfr.embed.ship``); ``embed_catalog`` plans and writes the changes (``lfr.embed.pipeline``).
+Worker side: the pandas UDF ``make_embed_udf`` / ``embed_column`` and its per-process model
+cache (``lfr.embed.udf``).
 """
 from lfr.embed.pipeline import EMBEDDING_TABLES, EmbedStats, embed_catalog, sync_table
 from lfr.embed.schema import EMBEDDING_TYPE, EMBEDDINGS_SCHEMA
-from lfr.embed.ship import ArtifactRef, ModelArtifactMissing, load_cached, read_model_version, ship_artifact
+from lfr.embed.ship import ArtifactRef, ship_artifact
+from lfr.embed.udf import embed_column, load_cached, loaded_versions, make_embed_udf
+from lfr.model.artifact import ArtifactMissing
 
 __all__ = [
-    "ArtifactRef", "EMBEDDINGS_SCHEMA", "EMBEDDING_TABLES", "EMBEDDING_TYPE", "EmbedStats", "ModelArtifactMissing",
-    "embed_catalog", "load_cached", "read_model_version", "ship_artifact", "sync_table",
+    "ArtifactMissing", "ArtifactRef", "EMBEDDINGS_SCHEMA", "EMBEDDING_TABLES", "EMBEDDING_TYPE", "EmbedStats",
+    "embed_catalog", "embed_column", "load_cached", "loaded_versions", "make_embed_udf", "ship_artifact", "sync_table",
 ]

@@ -15,7 +15,7 @@ Steps:
 5. ``content_hash`` (sha256 of title, description, genres) is compared with the embeddings
    table on ``(id, content_hash, model_version)``: only new or changed rows -- all rows
    when the model version changed or the table does not exist -- are embedded, by the
-   pandas UDF (``udfs.embed``), on ``embed.partitions`` partitions (default: the cluster's
+   pandas UDF (``lfr.embed.udf``), on ``embed.partitions`` partitions (default: the cluster's
    default parallelism; never more than one partition per ``embed.batch_size`` rows).
 6. One MERGE on ``id`` upserts them and deletes the embeddings of ids that left the
    valid catalog (decision: delete, ``embed.delete_missing``: an item removed from the
@@ -46,6 +46,7 @@ from lfr.data import content_hash_col, load_catalog
 from lfr.data.schema import conform
 from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ship_artifact
+from lfr.embed.udf import embed_column
 from lfr.spark.delta import is_delta_table, merge_changes, register_table, write_table
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,6 @@ def _partitions(spark: SparkSession, cfg: Mapping, n_rows: int, batch_size: int)
 def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, full: bool = False,
                   model_dir: str | None = None) -> EmbedStats:
     """Validate, record rejects, and (re-)embed the new/changed items of ``domain``; see the module doc."""
-    from udfs.embed import embed_column
-
     started = time.time()
     if domain not in EMBEDDING_TABLES:
         raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")

@@ -22,34 +22,25 @@ A remote URI (``s3a://``, ``hdfs://``, ...) is added with ``addFile(recursive=Tr
 executors fetch the folder straight from storage. ``mode="path"`` (local masters, or a
 filesystem every worker mounts) ships nothing and loads from the given path.
 
-Worker side -- ``load_cached(ref)``: a module-level cache keyed by ``model_version`` (at
-most two models: the old one is evicted when a new version arrives). With
-``spark.python.worker.reuse=true`` (Spark's default) a Python worker process serves many
-tasks, so the model is loaded (and its manifest hashes verified) once per worker process.
+Worker side: ``lfr.embed.udf`` (the UDF and its per-worker model cache).
 """
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import shutil
 import tarfile
 import tempfile
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
+
+from lfr.config import is_uri
+from lfr.model.artifact import MANIFEST, artifact_missing, model_version_of, parse_manifest, read_model_version
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 SHIP_MODES = ("archive", "path")
-_URI_PREFIXES = ("s3a://", "s3://", "hdfs://", "abfss://", "gs://", "dbfs:", "wasbs://")
-
-
-class ModelArtifactMissing(FileNotFoundError):
-    """No trained model artifact where the embedding job looks for it."""
 
 
 @dataclass(frozen=True)
@@ -68,22 +59,18 @@ class ArtifactRef:
         return SparkFiles.get(self.location)
 
 
-def is_uri(path: str) -> bool:
-    return str(path).startswith(_URI_PREFIXES)
+def artifact_version(spark, model_dir: str) -> str:
+    """``model_version`` of the artifact; a remote manifest is read through Spark (the driver may
+    not mount the bucket). ``ArtifactMissing`` when there is none."""
+    if not is_uri(model_dir):
+        return read_model_version(model_dir)
+    from pyspark.errors import AnalysisException
 
-
-def read_model_version(model_dir: str) -> str:
-    """``model_version`` from the artifact's manifest; a clear error when there is no artifact."""
-    manifest = Path(model_dir) / MANIFEST
-    if not manifest.is_file():
-        raise ModelArtifactMissing(
-            f"no trained model artifact at {model_dir} (no {MANIFEST}). Train one first: "
-            f"spark-submit jobs/train.py [--model-dir {model_dir}], or pass --model-dir to an existing artifact.")
     try:
-        version = json.loads(manifest.read_text(encoding="utf-8"))["model_version"]
-    except (ValueError, KeyError) as exc:
-        raise ModelArtifactMissing(f"{manifest} is not a LightFusionRec manifest ({exc}); retrain with jobs/train.py") from exc
-    return str(version)
+        rows = spark.read.text(model_dir.rstrip("/") + "/" + MANIFEST, wholetext=True).collect()
+    except AnalysisException as exc:   # PATH_NOT_FOUND
+        raise artifact_missing(model_dir, f"has no readable {MANIFEST} ({exc.getErrorClass() or exc})") from exc
+    return model_version_of(parse_manifest("\n".join(r.value for r in rows), model_dir), model_dir)
 
 
 _shipped: dict[tuple[int, str, str], ArtifactRef] = {}
@@ -104,12 +91,7 @@ def ship_artifact(spark, model_dir: str, mode: str = "archive") -> ArtifactRef:
     if mode not in SHIP_MODES:
         raise ValueError(f"unknown ship mode {mode!r} (have: {', '.join(SHIP_MODES)})")
     sc = spark.sparkContext
-    if is_uri(model_dir):
-        # The manifest is read through Spark (the driver may not mount the bucket).
-        text = "\n".join(r.value for r in spark.read.text(model_dir.rstrip("/") + "/" + MANIFEST, wholetext=True).collect())
-        version = str(json.loads(text)["model_version"])
-    else:
-        version = read_model_version(model_dir)
+    version = artifact_version(spark, model_dir)
     key = (id(sc), model_dir, mode)
     with _ship_lock:
         ref = _shipped.get(key)
@@ -141,31 +123,3 @@ def _list_archives(sc) -> list[str]:
         return list(sc.listArchives)
     except Exception:  # older PySpark
         return []
-
-
-# ------------------------------------------------------------------ worker side
-_MODELS: "OrderedDict[str, object]" = OrderedDict()
-_MAX_MODELS = 2
-_load_lock = threading.Lock()
-LOADS = {"count": 0}   # how many times this process loaded a model (tests and logs)
-
-
-def load_cached(ref: ArtifactRef):
-    """The model for ``ref``, loaded once per process (verified against its manifest)."""
-    with _load_lock:
-        model = _MODELS.get(ref.model_version)
-        if model is not None:
-            _MODELS.move_to_end(ref.model_version)
-            return model
-        from lfr.model import load
-
-        path = ref.local_path()
-        model = load(path)
-        if model.model_version != ref.model_version:
-            raise RuntimeError(f"model at {path} is version {model.model_version}, the job shipped {ref.model_version} "
-                               "(the artifact changed while the job ran?)")
-        _MODELS[ref.model_version] = model
-        while len(_MODELS) > _MAX_MODELS:
-            _MODELS.popitem(last=False)
-        LOADS["count"] += 1
-        return model

@@ -50,6 +50,55 @@ class ArtifactError(ValueError):
     """A model artifact is missing, incomplete, or does not match its manifest."""
 
 
+class ArtifactMissing(ArtifactError):
+    """There is no artifact where one was expected (nothing trained yet): a usage error, not corruption."""
+
+
+def parse_manifest(text: str, where: str) -> dict[str, Any]:
+    """The manifest object from its JSON text (read locally or through Spark); ``where`` names it in errors."""
+    try:
+        manifest = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"model artifact {where}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"model artifact {where}: {MANIFEST} is not a {FORMAT} manifest")
+    return manifest
+
+
+def artifact_missing(root: str | os.PathLike, what: str) -> ArtifactMissing:
+    """The one "nothing trained yet" error, naming the job that makes an artifact."""
+    return ArtifactMissing(
+        f"model artifact not found: {root} {what}. Train one first: spark-submit jobs/train.py "
+        f"[--model-dir {root}], or pass --model-dir to an existing artifact.")
+
+
+def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of the artifact folder ``root`` (not verified against the files: see ``verify_artifact``).
+
+    Raises ``ArtifactMissing`` naming ``jobs/train.py`` when there is no artifact at all."""
+    root = Path(root)
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise artifact_missing(root, "is not a directory" if not root.is_dir() else f"has no {MANIFEST}")
+    try:
+        text = mpath.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"model artifact {root}: {MANIFEST} is not valid JSON ({exc})") from exc
+    return parse_manifest(text, str(root))
+
+
+def model_version_of(manifest: Mapping[str, Any], where: str) -> str:
+    try:
+        return str(manifest["model_version"])
+    except KeyError as exc:
+        raise ArtifactError(f"model artifact {where}: {MANIFEST} has no model_version") from exc
+
+
+def read_model_version(root: str | os.PathLike) -> str:
+    """``model_version`` of the artifact at ``root`` (cheap: reads the manifest only)."""
+    return model_version_of(read_manifest(root), str(root))
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -115,17 +164,7 @@ def write_manifest(root: str | os.PathLike, body: Mapping[str, Any]) -> dict[str
 def verify_artifact(root: str | os.PathLike) -> dict[str, Any]:
     """Check the directory against its manifest; return the manifest or raise ``ArtifactError``."""
     root = Path(root)
-    if not root.is_dir():
-        raise ArtifactError(f"model artifact not found: {root} is not a directory (train a model first: jobs/train.py)")
-    mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise ArtifactError(f"model artifact {root}: missing {MANIFEST}")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"model artifact {root}: {MANIFEST} is not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"model artifact {root}: {MANIFEST} is not a {FORMAT} manifest")
+    manifest = read_manifest(root)
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ArtifactError(f"model artifact {root}: {MANIFEST} lists no files")
