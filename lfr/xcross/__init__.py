@@ -1,0 +1,16 @@
+"""X-Cross (arXiv 2504.20859) as a second model on the LightFusionRec pipeline (docs/XCROSS.md).
+
+Public API::
+
+    model = build_xcross(settings)                       # base encoder + no-op adapters + identity integrator
+    result = train(movies, books, links, cfg)            # adapters (label-free), then the integrator (links)
+    version = result.model.save(path)                    # safetensors + manifest.json ("kind": "xcross")
+    model = load(path)                                   # verifies every sha256; no pickle
+    vecs = model.embed(titles, descriptions, genres, batch_size=64, domain="film")   # float32 unit rows
+    view = model.for_domain("book"); view.embed(titles, descriptions, genres, 64)    # pipeline interface
+"""
+from lfr.xcross.integrator import Integrator, LayerIntegrator
+from lfr.xcross.model import DOMAINS, KIND, MODEL_KEYS, DomainView, XCrossModel, build_xcross, domain_name, load
+
+__all__ = ["DOMAINS", "KIND", "MODEL_KEYS", "DomainView", "Integrator", "LayerIntegrator", "XCrossModel",
+           "build_xcross", "domain_name", "load"]

@@ -1,0 +1,363 @@
+"""``XCrossModel``: one base encoder, a LoRA adapter per domain, the layer-wise integrator.
+
+Why one network with mixed-adapter batches: the domain "models" of X-Cross share every base
+weight and differ only by their LoRA adapters, so the streams are the rows of one batch, each
+row routed to its domain's adapter (peft's ``adapter_names`` mixed-batch forward, injected by a
+pre-hook on every LoRA layer). With integration on, a batch of ``B`` items becomes ``n*B`` rows
+(one copy per domain stream); a forward hook after every transformer layer hands the ``n``
+streams to that layer's integrator and writes the refined states back, so they feed the next
+layer. An item's embedding is the mean-pooled final state of ITS domain's stream, L2-normalised
+(384-d for MiniLM, like LightFusionRec's output). Genres are accepted and ignored: X-Cross is a
+text model.
+
+Same interface as ``LightFusionModel`` where the pipeline touches it (``embed``, ``texts``,
+``encode_text``, ``model_version``, ``output_dim``), plus the item's ``domain`` ('film' or
+'book'), given per call or bound once with ``for_domain``.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import inspect
+import logging
+import os
+import warnings
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
+
+from lfr.model.artifact import ENCODER_DIR, MANIFEST, ArtifactError, sha256_file, verify_artifact, write_manifest
+from lfr.model.lightfusion import make_texts
+from lfr.model.text import encoder_files, resolve_encoder
+from lfr.xcross.integrator import Integrator
+
+log = logging.getLogger(__name__)
+
+KIND = "xcross"
+DOMAINS = ("film", "book")
+DOMAIN_ALIASES = {"film": "film", "movie": "film", "movies": "film", "book": "book", "books": "book"}
+ADAPTER_DIR = "adapters"
+INTEGRATOR_FILE = "integrator.safetensors"
+UNSAVED = "unsaved"
+#: LoRA targets (attention query and value projections) per Hugging Face ``model_type``.
+LORA_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}
+MODEL_KEYS = {
+    "encoder": None,          # None: the config's model.encoder ('default' = the shipped MiniLM)
+    "pooling": "mean",
+    "max_length": 256,        # tokens per item when embedding (training uses train_max_length)
+    "include_title": False,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "target_modules": None,   # None: LORA_TARGETS[model_type]
+    "seed": 13,
+}
+
+
+def domain_name(domain: str | None) -> str:
+    """'film' | 'book' for a domain name (movies/books accepted); a clear error otherwise."""
+    key = DOMAIN_ALIASES.get(str(domain).lower()) if domain is not None else None
+    if key is None:
+        raise ValueError(f"X-Cross embeds an item with its domain's adapter: domain must be one of "
+                         f"{sorted(DOMAIN_ALIASES)}, got {domain!r} (pass domain= or use model.for_domain(...))")
+    return key
+
+
+def _largest_module_list(net: torch.nn.Module) -> torch.nn.ModuleList:
+    best = None
+    for _, module in net.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best)):
+            best = module
+    if best is None:
+        raise ValueError("cannot find the transformer layers of the encoder")
+    return best
+
+
+class XCrossModel:
+    """Build with ``build_xcross``, restore with ``load``; train with ``lfr.xcross.train``."""
+
+    kind = KIND
+
+    def __init__(self, folder: str | os.PathLike, settings: Mapping[str, Any], name: str | None = None,
+                 manifest: Mapping[str, Any] | None = None):
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.settings = {**MODEL_KEYS, **dict(settings)}
+        if self.settings["pooling"] not in ("mean", "cls"):
+            raise ValueError(f"xcross.pooling must be mean or cls, got {self.settings['pooling']!r}")
+        self.folder, self.name = str(folder), name or Path(folder).name
+        self.manifest: dict[str, Any] = dict(manifest or {})
+        self.model_version: str = str(self.manifest.get("model_version", UNSAVED))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        base = AutoModel.from_pretrained(self.folder, dtype=torch.float32, use_safetensors=True)
+        self.model_type = str(getattr(base.config, "model_type", "unknown"))
+        targets = self.settings["target_modules"] or LORA_TARGETS.get(self.model_type)
+        if not targets:
+            raise ValueError(f"no default LoRA targets for model_type {self.model_type!r}: set xcross.target_modules")
+        self.settings["target_modules"] = list(targets)
+        lora = LoraConfig(r=int(self.settings["lora_r"]), lora_alpha=int(self.settings["lora_alpha"]),
+                          lora_dropout=float(self.settings["lora_dropout"]), target_modules=list(targets), bias="none")
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+            torch.manual_seed(int(self.settings["seed"]))
+            peft_model = get_peft_model(base, lora, adapter_name=DOMAINS[0])
+            for d in DOMAINS[1:]:
+                peft_model.add_adapter(d, lora)
+        self.net = peft_model.base_model.model  # the transformer with LoRA layers injected
+        self.net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.dim = int(getattr(base.config, "hidden_size", None) or getattr(base.config, "dim"))
+        self.layers = _largest_module_list(self.net)
+        self.integrator = Integrator(self.dim, len(self.layers), len(DOMAINS))
+        self._accepted = set(inspect.signature(self.net.forward).parameters)
+        self._names: list[str] | None = None
+        self._streams = 1
+        self._install_hooks()
+
+    # -- routing hooks ---------------------------------------------------
+    def _install_hooks(self) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        for module in self.net.modules():
+            if isinstance(module, LoraLayer):
+                module.register_forward_pre_hook(self._route_rows, with_kwargs=True)
+        for i, layer in enumerate(self.layers):
+            layer.register_forward_hook(partial(self._integrate_layer, i))
+
+    def _route_rows(self, module, args, kwargs):
+        if self._names is None:
+            raise RuntimeError("X-Cross layers run only inside XCrossModel.hidden_states (rows need a domain)")
+        kwargs["adapter_names"] = self._names
+        return args, kwargs
+
+    def _integrate_layer(self, index: int, module, args, output):
+        if self._streams == 1:
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        n = self._streams
+        shape = hidden.shape
+        mixed = self.integrator.layers[index](hidden.reshape(n, shape[0] // n, *shape[1:])).reshape(shape)
+        return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
+
+    # -- forward ---------------------------------------------------------
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    @property
+    def include_title(self) -> bool:
+        return bool(self.settings["include_title"])
+
+    def adapter_parameters(self, domain: str) -> dict[str, torch.nn.Parameter]:
+        """The LoRA parameters of one domain's adapter, by name."""
+        tag = f".{domain_name(domain)}."
+        return {n: p for n, p in self.net.named_parameters() if ".lora_" in n and tag in n}
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt",
+                             max_length=int(max_length or self.settings["max_length"]))
+        return {k: v for k, v in enc.items() if k in self._accepted}
+
+    def use_integration(self, integrate: bool | str) -> bool:
+        """``'auto'``: integrate unless the integrator is still the identity (then the domain's own
+        stream alone gives the same states for half the work)."""
+        return (not self.integrator.is_identity()) if integrate == "auto" else bool(integrate)
+
+    def hidden_states(self, enc: Mapping[str, torch.Tensor], domains: Sequence[str],
+                      integrate: bool | str = "auto") -> torch.Tensor:
+        """Final hidden states ``(B, T, dim)`` of each row's own domain stream."""
+        domains = [domain_name(d) for d in domains]
+        n, rows = len(DOMAINS), len(domains)
+        if self.use_integration(integrate):
+            inputs = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in enc.items()}
+            names, streams = [d for d in DOMAINS for _ in range(rows)], n
+        else:
+            inputs, names, streams = dict(enc), domains, 1
+        self._names, self._streams = names, streams
+        try:
+            out = self.net(**inputs).last_hidden_state
+        finally:
+            self._names, self._streams = None, 1
+        if streams > 1:
+            pick = torch.tensor([DOMAINS.index(d) for d in domains])
+            out = out.reshape(n, rows, *out.shape[1:])[pick, torch.arange(rows)]
+        return out
+
+    def pooled(self, enc: Mapping[str, torch.Tensor], domains: Sequence[str],
+               integrate: bool | str = "auto") -> torch.Tensor:
+        """Pooled (un-normalised) features ``(B, dim)``; differentiable when grad is enabled."""
+        hidden = self.hidden_states(enc, domains, integrate)
+        if self.settings["pooling"] == "cls":
+            return hidden[:, 0]
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, texts: Sequence[str], domain: str, integrate: bool | str = "auto",
+                max_length: int | None = None) -> torch.Tensor:
+        """Pooled features of ``texts`` of one domain, with grad (training)."""
+        return self.pooled(self.tokenize(texts, max_length), [domain] * len(texts), integrate)
+
+    # -- inference -------------------------------------------------------
+    def texts(self, titles: Sequence[str | None] | None, descriptions: Sequence[str | None]) -> list[str]:
+        return make_texts(titles, descriptions, self.include_title)
+
+    def encode_text(self, texts: Sequence[str | None], batch_size: int = 64, domain: str | None = None,
+                    integrate: bool | str = "auto") -> np.ndarray:
+        """Pooled float32 ``(n, dim)`` features (not normalised), in input order; batches are
+        formed in token-length order (little padding)."""
+        dom = domain_name(domain)
+        texts = ["" if not isinstance(t, str) else t for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True,
+                                                       max_length=int(self.settings["max_length"]))["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
+        step = max(1, int(batch_size))
+        with torch.inference_mode():
+            for s in range(0, len(order), step):
+                idx = order[s:s + step]
+                enc = self.tokenize([texts[i] for i in idx])
+                out[idx] = self.pooled(enc, [dom] * len(idx), integrate).numpy()
+        return out
+
+    def embed(self, titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
+              genres: Sequence | None = None, batch_size: int = 64, domain: str | None = None,
+              integrate: bool | str = "auto") -> np.ndarray:
+        """Unit-length ``float32 (n, output_dim)`` embeddings of items of one ``domain``."""
+        if genres is not None and len(genres) != len(descriptions):
+            raise ValueError(f"{len(genres)} genre lists for {len(descriptions)} descriptions")
+        vecs = self.encode_text(self.texts(titles, descriptions), batch_size, domain, integrate)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        return (vecs / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def for_domain(self, domain: str, integrate: bool | str = "auto") -> "DomainView":
+        """This model bound to one domain: the plain pipeline interface (``embed(titles,
+        descriptions, genres, batch_size)``) for the items of that catalog."""
+        return DomainView(self, domain_name(domain), integrate)
+
+    # -- persistence -----------------------------------------------------
+    def save(self, path: str | os.PathLike, extra_manifest: Mapping[str, Any] | None = None) -> str:
+        """Write the artifact to ``path`` (new or empty dir); returns ``model_version``."""
+        root = Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise FileExistsError(f"refusing to save the model into non-empty {root}; save to a new directory")
+        (root / ENCODER_DIR).mkdir(parents=True)
+        (root / ADAPTER_DIR).mkdir()
+        for name in encoder_files(self.folder):
+            shutil.copyfile(Path(self.folder) / name, root / ENCODER_DIR / name)
+        for d in DOMAINS:
+            state = {n: p.detach().contiguous().clone() for n, p in self.adapter_parameters(d).items()}
+            save_safetensors(state, str(root / ADAPTER_DIR / f"{d}.safetensors"), metadata={"format": "pt"})
+        state = {k: v.detach().contiguous().clone() for k, v in self.integrator.state_dict().items()}
+        save_safetensors(state, str(root / INTEGRATOR_FILE), metadata={"format": "pt"})
+        body = self._manifest_body()
+        for key, value in (extra_manifest or {}).items():
+            if key in body or key in ("files", "format", "model_version"):
+                raise ValueError(f"extra_manifest key {key!r} is reserved")
+            body[key] = value
+        self.manifest = write_manifest(root, body)
+        self.model_version = self.manifest["model_version"]
+        log.info("saved X-Cross model %s to %s", self.model_version, root)
+        return self.model_version
+
+    def _manifest_body(self) -> dict[str, Any]:
+        src = Path(self.folder)
+        source_hashes = self.manifest.get("encoder", {}).get("source_sha256") or {
+            name: sha256_file(src / name) for name in encoder_files(src)}
+        n_adapter = sum(p.numel() for p in self.adapter_parameters(DOMAINS[0]).values())
+        return {
+            "kind": KIND,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "encoder": {"name": self.name, "model_type": self.model_type, "finetuned": False,
+                        "source_path": self.settings.get("encoder_source_path", str(src)),
+                        "source_sha256": source_hashes},
+            "xcross": {k: self.settings[k] for k in MODEL_KEYS if k != "encoder"},
+            "domains": list(DOMAINS),
+            "precision": "fp32",
+            "dims": {"hidden": self.dim, "output": self.output_dim, "layers": len(self.layers)},
+            "parameters": {"adapter_per_domain": n_adapter, "integrator": self.integrator.n_parameters()},
+        }
+
+
+class DomainView:
+    """An ``XCrossModel`` bound to one domain (what an embedding job for that catalog holds)."""
+
+    def __init__(self, model: XCrossModel, domain: str, integrate: bool | str = "auto"):
+        self.model, self.domain, self.integrate = model, domain, integrate
+        self.kind, self.model_version, self.output_dim = model.kind, model.model_version, model.output_dim
+
+    def texts(self, titles, descriptions) -> list[str]:
+        return self.model.texts(titles, descriptions)
+
+    def encode_text(self, texts, batch_size: int = 64) -> np.ndarray:
+        return self.model.encode_text(texts, batch_size, self.domain, self.integrate)
+
+    def embed(self, titles, descriptions, genres=None, batch_size: int = 64) -> np.ndarray:
+        return self.model.embed(titles, descriptions, genres, batch_size, self.domain, self.integrate)
+
+
+def build_xcross(settings: Mapping[str, Any] | None = None) -> XCrossModel:
+    """A fresh X-Cross model: base encoder, zero-initialised (no-op) LoRA adapters, identity integrator.
+
+    ``settings``: ``MODEL_KEYS`` entries (unknown keys are an error); ``encoder`` None -> 'default'."""
+    s = {**MODEL_KEYS, **dict(settings or {})}
+    unknown = sorted(set(s) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown X-Cross model setting(s): {', '.join(unknown)} (known: {', '.join(MODEL_KEYS)})")
+    name, folder = resolve_encoder(s["encoder"] or "default")
+    s["encoder_source_path"] = folder
+    return XCrossModel(folder, s, name=name)
+
+
+def load(path: str | os.PathLike) -> XCrossModel:
+    """Verify the artifact at ``path`` (every file's sha256, no stray files), then load it (no pickle)."""
+    root = Path(path)
+    m = verify_artifact(root)
+    if m.get("kind") != KIND:
+        raise ArtifactError(f"model artifact {root}: kind {m.get('kind', 'lightfusionrec')!r} is not {KIND!r}")
+    try:
+        settings = {**MODEL_KEYS, **m["xcross"], "encoder": m["encoder"]["name"],
+                    "encoder_source_path": m["encoder"]["source_path"]}
+        model = XCrossModel(root / ENCODER_DIR, settings, name=m["encoder"]["name"], manifest=m)
+        for d in DOMAINS:
+            _load_params(model.adapter_parameters(d), root / ADAPTER_DIR / f"{d}.safetensors", root)
+        model.integrator.load_state_dict(load_safetensors(str(root / INTEGRATOR_FILE)), strict=True)
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"model artifact {root}: {MANIFEST} lacks {exc}") from exc
+    if model.dim != m["dims"]["hidden"]:
+        raise ArtifactError(f"model artifact {root}: encoder width {model.dim} differs from the manifest's {m['dims']}")
+    return model
+
+
+def _load_params(params: Mapping[str, torch.nn.Parameter], file: Path, root: Path) -> None:
+    state = load_safetensors(str(file))
+    if set(state) != set(params):
+        raise ArtifactError(f"model artifact {root}: {file.relative_to(root)} does not hold this model's adapter "
+                            f"({len(set(state) ^ set(params))} mismatched tensor names)")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state[name])
+
+
+@contextlib.contextmanager
+def trainable(params):
+    """Make ``params`` trainable for the block (everything else stays frozen)."""
+    params = list(params)
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield params
+    finally:
+        for p in params:
+            p.requires_grad_(False)

@@ -1,0 +1,144 @@
+"""X-Cross mechanics on the tiny random DistilBERT (tests/fixtures_model.py): adapters, integrator,
+artifact. Embeddings of a random encoder mean nothing: only exact equalities and plumbing are
+asserted here."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lfr.model.artifact import ArtifactError
+from lfr.xcross import DOMAINS, LayerIntegrator, build_xcross, load
+
+FILMS = ["Astronauts and a rogue computer travel to Jupiter.", "Two students fall in love despite their families.",
+         "A gang plans the perfect robbery.", ""]
+BOOKS = ["A spaceship returns to Jupiter to find out what went wrong.", "Love letters exchanged in Paris.",
+         "Thieves break into a bank vault.", "Recipes for every day."]
+
+
+def _randomise(params, seed: int, scale: float = 0.5) -> None:
+    """Non-zero weights (LoRA B starts at zero, the integrator at zero: both would be no-ops)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def _adapters(model, domain):
+    return list(model.adapter_parameters(domain).values())
+
+
+@pytest.fixture()
+def xmodel(tiny_encoder_dir):
+    model = build_xcross({"encoder": tiny_encoder_dir, "max_length": 64})
+    for i, d in enumerate(DOMAINS):
+        _randomise(_adapters(model, d), seed=10 + i)
+    return model
+
+
+def _reference(tiny_encoder_dir, model, domain, texts):
+    """Plain transformers + peft with ONE adapter (no mixed batches, no integrator), mean pooled."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    base = AutoModel.from_pretrained(tiny_encoder_dir, dtype=torch.float32, use_safetensors=True)
+    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_lin", "v_lin"])
+    ref = get_peft_model(base, cfg, adapter_name=domain)
+    own = model.adapter_parameters(domain)
+    with torch.no_grad():
+        for name, p in ref.base_model.model.named_parameters():
+            if ".lora_" in name:
+                p.copy_(own[name])
+    ref.eval()
+    enc = model.tokenize(texts)
+    with torch.inference_mode():
+        hidden = ref.base_model.model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    vec = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).numpy()
+    return vec / np.linalg.norm(vec, axis=1, keepdims=True)
+
+
+def test_adapters_are_lora_rank8_on_query_value(xmodel):
+    names = list(xmodel.adapter_parameters("film"))
+    assert names and all(".q_lin." in n or ".v_lin." in n for n in names)
+    assert {tuple(p.shape) for p in xmodel.adapter_parameters("book").values()} == {(8, 32), (32, 8)}
+    assert not any(p.requires_grad for p in xmodel.net.parameters())
+
+
+def test_untrained_xcross_is_base_encoder_with_the_items_domain_adapter(tiny_encoder_dir, xmodel):
+    assert xmodel.integrator.is_identity()
+    for domain, texts in (("film", FILMS), ("book", BOOKS)):
+        integrated = xmodel.embed(None, texts, None, batch_size=8, domain=domain, integrate=True)
+        own_stream = xmodel.embed(None, texts, None, batch_size=8, domain=domain, integrate=False)
+        np.testing.assert_array_equal(integrated, own_stream)
+        np.testing.assert_allclose(integrated, _reference(tiny_encoder_dir, xmodel, domain, texts), rtol=0, atol=1e-6)
+
+
+def test_adapters_change_only_their_own_domains_outputs(xmodel):
+    before = {d: xmodel.embed(None, FILMS, None, domain=d, integrate=True) for d in DOMAINS}
+    _randomise(_adapters(xmodel, "book"), seed=99)
+    after = {d: xmodel.embed(None, FILMS, None, domain=d, integrate=True) for d in DOMAINS}
+    np.testing.assert_array_equal(after["film"], before["film"])
+    assert np.abs(after["book"] - before["book"]).max() > 1e-3
+    _randomise(_adapters(xmodel, "film"), seed=98)
+    np.testing.assert_array_equal(xmodel.embed(None, FILMS, None, domain="book", integrate=True), after["book"])
+
+
+def test_trained_integrator_mixes_the_other_domains_stream(xmodel):
+    _randomise(xmodel.integrator.parameters(), seed=5, scale=0.01)
+    assert not xmodel.integrator.is_identity()
+    films = xmodel.embed(None, FILMS, None, domain="film")  # 'auto' now integrates
+    assert np.abs(films - xmodel.embed(None, FILMS, None, domain="film", integrate=False)).max() > 1e-4
+    _randomise(_adapters(xmodel, "book"), seed=77)
+    assert np.abs(films - xmodel.embed(None, FILMS, None, domain="film")).max() > 1e-4
+
+
+def test_layer_integrator_formula():
+    torch.manual_seed(0)
+    streams = torch.randn(2, 3, 5, 4)
+    layer = LayerIntegrator(dim=4, n_domains=2)
+    assert torch.equal(layer(streams), streams)
+    with torch.no_grad():
+        layer.mix.bias.copy_(torch.tensor([1.0, -0.5, 0.25, 2.0]))  # s_film-1, s_book-1, g_film<-book, g_book<-film
+    out = layer(streams)
+    torch.testing.assert_close(out[0], 2.0 * streams[0] + 0.25 * streams[1])
+    torch.testing.assert_close(out[1], 0.5 * streams[1] + 2.0 * streams[0])
+
+
+def test_embed_contract_and_domain_view(xmodel):
+    vecs = xmodel.embed(["t"] * 4, BOOKS, [["x"], None, [], ["y"]], batch_size=3, domain="books")
+    assert vecs.dtype == np.float32 and vecs.shape == (4, xmodel.output_dim)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
+    view = xmodel.for_domain("book")
+    np.testing.assert_array_equal(view.embed(["t"] * 4, BOOKS, [None] * 4, 3), vecs)
+    with pytest.raises(ValueError, match="domain"):
+        xmodel.embed(None, BOOKS, None)
+    with pytest.raises(ValueError, match="genre lists"):
+        xmodel.embed(None, BOOKS, [None], domain="book")
+
+
+def test_save_load_round_trip(tmp_path, xmodel):
+    _randomise(xmodel.integrator.parameters(), seed=3, scale=0.01)
+    version = xmodel.save(tmp_path / "x", extra_manifest={"training": {"note": "test"}})
+    loaded = load(tmp_path / "x")
+    assert loaded.model_version == version and loaded.manifest["kind"] == "xcross"
+    assert loaded.for_domain("film").model_version == version
+    for d, texts in (("film", FILMS), ("book", BOOKS)):
+        np.testing.assert_array_equal(loaded.embed(None, texts, None, domain=d), xmodel.embed(None, texts, None, domain=d))
+    with pytest.raises(FileExistsError):
+        xmodel.save(tmp_path / "x")
+
+
+def test_tampered_or_foreign_artifact_is_refused(tmp_path, xmodel, tiny_artifact):
+    xmodel.save(tmp_path / "x")
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "x", bad)
+    data = bytearray((bad / "adapters" / "book.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (bad / "adapters" / "book.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="adapters/book.safetensors"):
+        load(bad)
+    with pytest.raises(ArtifactError, match="kind"):
+        load(tiny_artifact)
