@@ -11,6 +11,7 @@ Public API::
 """
 from lfr.xcross.integrator import Integrator, LayerIntegrator
 from lfr.xcross.model import DOMAINS, KIND, MODEL_KEYS, DomainView, XCrossModel, build_xcross, domain_name, load
+from lfr.xcross.train import TRAIN_KEYS, XCrossTrainResult, train, xcross_settings
 
-__all__ = ["DOMAINS", "KIND", "MODEL_KEYS", "DomainView", "Integrator", "LayerIntegrator", "XCrossModel",
-           "build_xcross", "domain_name", "load"]
+__all__ = ["DOMAINS", "KIND", "MODEL_KEYS", "TRAIN_KEYS", "DomainView", "Integrator", "LayerIntegrator", "XCrossModel",
+           "XCrossTrainResult", "build_xcross", "domain_name", "load", "train", "xcross_settings"]

@@ -1,0 +1,304 @@
+"""X-Cross training: (1) each domain adapter label-free on its own catalog, (2) the integrator on
+the movie->book links with the base encoder and both adapters frozen.
+
+Stage 1 (per domain, InfoNCE with in-batch negatives): positives are two views of one item --
+two spans of one description (first and second half of its words), a second text of the same
+film when the caller has one (``alt_texts``: id -> text, e.g. the Wikipedia summary of an IMDb
+film), and for books two different books by the same (first) author. No link is used, so the
+adapters are the same for every CV fold: they are cached on disk by a digest of their inputs
+(``xcross.cache_dir``) and can be passed in (``adapters_from``).
+
+Stage 2: a batch of links (one per film and per book, so no in-batch negative is a true match)
+is embedded by the integrated model -- films by the film stream, books by the book stream --
+and only the integrator's parameters get InfoNCE gradients.
+
+Cheap on purpose (2 shared CPU cores): few steps, ``train_max_length`` 128 tokens, fp32.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
+
+from lfr.xcross.model import DOMAINS, MODEL_KEYS, XCrossModel, build_xcross, trainable
+
+log = logging.getLogger(__name__)
+
+TRAIN_KEYS: dict[str, Any] = {
+    "train_max_length": 128,
+    "adapter_steps": 30,
+    "adapter_batch_size": 16,
+    "adapter_lr": 1e-3,
+    "integrator_steps": 40,
+    "integrator_batch_size": 16,
+    "integrator_lr": 2e-4,
+    "temperature": 0.05,
+    "min_span_words": 16,
+    "cache_dir": None,        # folder for trained adapters (keyed by a digest of their inputs); None: no cache
+}
+
+
+def xcross_settings(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model settings, training settings)`` from a config's ``xcross`` section (unknown keys are
+    an error); the encoder defaults to the config's ``model.encoder``."""
+    cfg = dict(cfg or {})
+    section = dict(cfg.get("xcross") or {})
+    unknown = sorted(set(section) - set(MODEL_KEYS) - set(TRAIN_KEYS))
+    if unknown:
+        raise ValueError(f"unknown xcross setting(s): {', '.join(unknown)}")
+    model_s = {k: section.get(k, v) for k, v in MODEL_KEYS.items()}
+    if model_s["encoder"] is None:
+        model_s["encoder"] = (cfg.get("model") or {}).get("encoder", "default")
+    return model_s, {k: section.get(k, v) for k, v in TRAIN_KEYS.items()}
+
+
+@dataclass
+class XCrossTrainResult:
+    model: XCrossModel
+    history: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    pair_stats: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def manifest_extra(self) -> dict:
+        return {"training": {"settings": self.settings, "pairs": self.pair_stats, "metrics": self.metrics,
+                             "seconds": round(self.seconds, 1),
+                             "stage_seconds": {k: round(v, 1) for k, v in self.stage_seconds.items()}}}
+
+
+# --------------------------------------------------------------------------- views
+
+
+def _text(value) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def span_pair(text: str, min_words: int) -> tuple[str, str] | None:
+    """(first half, second half) of the words of ``text``; None when it has fewer than ``min_words``."""
+    words = _text(text).split()
+    if len(words) < int(min_words):
+        return None
+    mid = len(words) // 2
+    return " ".join(words[:mid]), " ".join(words[mid:])
+
+
+def film_view_pairs(movies: pd.DataFrame, min_words: int, alt_texts: Mapping[str, str] | None = None
+                    ) -> tuple[list[tuple[str, str]], dict]:
+    """Positive pairs for the film adapter: (description, other text of the same film) when
+    ``alt_texts`` has one, else two spans of the description."""
+    alt = dict(alt_texts or {})
+    pairs, n_alt = [], 0
+    for mid, desc in zip(movies["id"].astype(str), movies["description"]):
+        other = _text(alt.get(mid))
+        if _text(desc) and other and other != _text(desc):
+            pairs.append((_text(desc), other))
+            n_alt += 1
+        elif (span := span_pair(desc, min_words)) is not None:
+            pairs.append(span)
+    return pairs, {"film_pairs": len(pairs), "film_second_text_pairs": n_alt}
+
+
+def book_view_pairs(books: pd.DataFrame, min_words: int) -> tuple[list[tuple[str, str]], dict]:
+    """Positive pairs for the book adapter: consecutive books of the same first author (sorted by
+    id), plus two spans of every description."""
+    pairs: list[tuple[str, str]] = []
+    by_author: dict[str, list[str]] = {}
+    authors = books["authors"] if "authors" in books else [None] * len(books)
+    for bid, desc, auth in sorted(zip(books["id"].astype(str), books["description"], authors), key=lambda r: r[0]):
+        first = auth[0] if isinstance(auth, (list, tuple, np.ndarray)) and len(auth) else None
+        if _text(desc) and isinstance(first, str) and first.strip():
+            by_author.setdefault(first.strip().lower(), []).append(_text(desc))
+    for descs in by_author.values():
+        pairs += [(a, b) for a, b in zip(descs, descs[1:]) if a != b]
+    n_author = len(pairs)
+    pairs += [s for s in (span_pair(d, min_words) for d in books["description"]) if s is not None]
+    return pairs, {"book_pairs": len(pairs), "book_same_author_pairs": n_author}
+
+
+# --------------------------------------------------------------------------- losses and stages
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``a`` matches row i of ``b``; every other row is a negative."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / float(temperature)
+    target = torch.arange(len(a))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def train_adapter(model: XCrossModel, domain: str, pairs: Sequence[tuple[str, str]], s: Mapping[str, Any],
+                  seed: int) -> list[dict]:
+    """Stage 1 for one domain: only that adapter's LoRA weights move."""
+    history: list[dict] = []
+    if len(pairs) < 2:
+        log.warning("xcross: %d positive pairs for the %s adapter: left untrained", len(pairs), domain)
+        return history
+    rng = np.random.default_rng(seed)
+    with trainable(model.adapter_parameters(domain).values()) as params:
+        opt = torch.optim.AdamW(params, lr=float(s["adapter_lr"]))
+        for step in range(int(s["adapter_steps"])):
+            idx = rng.choice(len(pairs), size=min(int(s["adapter_batch_size"]), len(pairs)), replace=False)
+            a = model.forward([pairs[i][0] for i in idx], domain, integrate=False, max_length=s["train_max_length"])
+            b = model.forward([pairs[i][1] for i in idx], domain, integrate=False, max_length=s["train_max_length"])
+            loss = info_nce(a, b, s["temperature"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append({"stage": f"adapter_{domain}", "step": step, "loss": loss.item()})
+    _log_stage(history)
+    return history
+
+
+def link_texts(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame | None) -> list[tuple[str, str, str, str]]:
+    """``(movie_id, book_id, film text, book text)`` of the links whose ends are in the catalogs."""
+    if links is None or len(links) == 0:
+        return []
+    mt = dict(zip(movies["id"].astype(str), movies["description"].map(_text)))
+    bt = dict(zip(books["id"].astype(str), books["description"].map(_text)))
+    out = []
+    for m, b in links[["movie_id", "book_id"]].astype(str).drop_duplicates().itertuples(index=False):
+        if m in mt and b in bt:
+            out.append((m, b, mt[m], bt[b]))
+    return out
+
+
+def _link_batch(pairs, size: int, rng) -> list[int]:
+    """Up to ``size`` links, at most one per film and per book (no false in-batch negatives)."""
+    seen_m, seen_b, out = set(), set(), []
+    for i in rng.permutation(len(pairs)):
+        m, b = pairs[i][0], pairs[i][1]
+        if m not in seen_m and b not in seen_b:
+            seen_m.add(m), seen_b.add(b), out.append(int(i))
+            if len(out) == size:
+                break
+    return out
+
+
+def train_integrator(model: XCrossModel, pairs: Sequence[tuple[str, str, str, str]], s: Mapping[str, Any],
+                     seed: int) -> list[dict]:
+    """Stage 2: only the integrator moves; films through the film stream, books the book stream."""
+    history: list[dict] = []
+    if len(pairs) < 2:
+        log.warning("xcross: %d usable links: the integrator stays the identity", len(pairs))
+        return history
+    rng = np.random.default_rng(seed)
+    with trainable(model.integrator.parameters()) as params:
+        opt = torch.optim.AdamW(params, lr=float(s["integrator_lr"]), weight_decay=0.0)
+        for step in range(int(s["integrator_steps"])):
+            idx = _link_batch(pairs, int(s["integrator_batch_size"]), rng)
+            if len(idx) < 2:
+                break
+            f = model.forward([pairs[i][2] for i in idx], "film", integrate=True, max_length=s["train_max_length"])
+            b = model.forward([pairs[i][3] for i in idx], "book", integrate=True, max_length=s["train_max_length"])
+            loss = info_nce(f, b, s["temperature"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append({"stage": "integrator", "step": step, "loss": loss.item(), "batch": len(idx)})
+    _log_stage(history)
+    return history
+
+
+def _log_stage(history: list[dict]) -> None:
+    if history:
+        first, last = history[0], history[-1]
+        log.info("xcross %s: %d steps, loss %.3f -> %.3f", first["stage"], len(history), first["loss"], last["loss"])
+
+
+# --------------------------------------------------------------------------- adapter cache
+
+
+def adapter_key(model: XCrossModel, domain: str, pairs, s: Mapping[str, Any]) -> str:
+    """Digest of everything a trained adapter depends on (encoder weights, settings, its pairs)."""
+    h = hashlib.sha256()
+    enc = Path(model.folder) / "model.safetensors"
+    h.update(json.dumps({"domain": domain, "encoder_bytes": enc.stat().st_size if enc.is_file() else None,
+                         "model": {k: model.settings[k] for k in MODEL_KEYS if k != "encoder"},
+                         "train": {k: s[k] for k in ("train_max_length", "adapter_steps", "adapter_batch_size",
+                                                     "adapter_lr", "temperature", "min_span_words")}},
+                        sort_keys=True, default=str).encode())
+    h.update(str(model.name).encode())
+    for a, b in pairs:
+        h.update(a.encode("utf-8") + b"\x00" + b.encode("utf-8") + b"\x01")
+    return h.hexdigest()[:24]
+
+
+def _cached_adapter(model: XCrossModel, domain: str, pairs, s, seed: int) -> tuple[list[dict], bool]:
+    cache = s.get("cache_dir")
+    file = Path(cache) / f"xcross-adapter-{domain}-{adapter_key(model, domain, pairs, s)}-{seed}.safetensors" \
+        if cache else None
+    params = model.adapter_parameters(domain)
+    if file is not None and file.is_file():
+        state = load_safetensors(str(file))
+        if set(state) == set(params):
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(state[name])
+            log.info("xcross: %s adapter from cache %s", domain, file.name)
+            return [], True
+    history = train_adapter(model, domain, pairs, s, seed)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".tmp")
+        save_safetensors({n: p.detach().contiguous().clone() for n, p in params.items()}, str(tmp))
+        tmp.replace(file)
+    return history, False
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def train(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame | None, cfg: Mapping[str, Any] | None,
+          *, alt_texts: Mapping[str, str] | None = None, adapters_from: XCrossModel | None = None,
+          train_integrator_stage: bool = True, progress: bool = False) -> XCrossTrainResult:
+    """Train X-Cross on pandas catalogs (``id, description``; books may have ``authors``) and links
+    (``movie_id, book_id``). ``adapters_from``: reuse that model's adapters (stage 1 skipped);
+    ``train_integrator_stage=False``: stop after stage 1 (the "no integration" ablation)."""
+    del progress  # accepted for parity with lfr.train.train; this trainer logs per stage
+    model_s, s = xcross_settings(cfg)
+    seed = int(model_s["seed"])
+    started = time.time()
+    model = build_xcross(model_s)
+    torch.manual_seed(seed)
+    history: list[dict] = []
+    stats: dict[str, Any] = {}
+    stage_seconds: dict[str, float] = {}
+    film_pairs, fstats = film_view_pairs(movies, s["min_span_words"], alt_texts)
+    book_pairs, bstats = book_view_pairs(books, s["min_span_words"])
+    stats.update(fstats, **bstats)
+    for i, (domain, pairs) in enumerate((("film", film_pairs), ("book", book_pairs))):
+        t0 = time.time()
+        if adapters_from is not None:
+            src = adapters_from.adapter_parameters(domain)
+            with torch.no_grad():
+                for name, p in model.adapter_parameters(domain).items():
+                    p.copy_(src[name])
+            stats[f"{domain}_adapter"] = "reused"
+        else:
+            h, hit = _cached_adapter(model, domain, pairs, s, seed + i)
+            history += h
+            stats[f"{domain}_adapter"] = "cache" if hit else "trained"
+        stage_seconds[f"adapter_{domain}"] = time.time() - t0
+    link_pairs = link_texts(movies, books, links)
+    stats["links_used"] = len(link_pairs)
+    if train_integrator_stage:
+        t0 = time.time()
+        history += train_integrator(model, link_pairs, s, seed + len(DOMAINS))
+        stage_seconds["integrator"] = time.time() - t0
+    metrics = {f"final_loss_{stage}": [r["loss"] for r in history if r["stage"] == stage][-1]
+               for stage in dict.fromkeys(r["stage"] for r in history)}
+    return XCrossTrainResult(model=model, history=history, settings={**model_s, **s},
+                             pair_stats=stats, seconds=time.time() - started, stage_seconds=stage_seconds,
+                             metrics=metrics)
