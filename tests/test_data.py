@@ -46,31 +46,51 @@ def test_parse_list_literal():
     assert parse_list_literal("Crime,  Drama", ",") == ["Crime", "Drama"]
 
 
-def test_sample_movies_all_rows_accounted(movies):
+def _wiki_summaries() -> dict:
+    return json.loads((SAMPLE / "movies_wikipedia_summaries.json").read_text(encoding="utf-8"))
+
+
+def test_sample_movies_merged_nothing_lost(movies):
     valid, rejects, vdf = movies
-    n_imdb = len(pd.read_csv(SAMPLE / "movies_imdb_top1000.csv"))
-    n_wiki = len(json.loads((SAMPLE / "movies_wikipedia_summaries.json").read_text(encoding="utf-8")))
-    assert (n_imdb, n_wiki) == (300, 199)
-    assert len(valid) + len(rejects) == n_imdb + n_wiki
+    imdb = pd.read_csv(SAMPLE / "movies_imdb_top1000.csv")
+    wiki = _wiki_summaries()
+    assert (len(imdb), len(wiki)) == (300, 199)
     assert vdf.schema == CATALOG_SCHEMA
     assert valid.id.is_unique
+    # nothing lost: every input row is an item, merged into one (lineage), or a reject with a reason
+    merged = [m for ids in valid.merged_ids for m in ids]
+    assert len(valid) + len(merged) + len(rejects) == len(imdb) + len(wiki)
+    assert set(merged).isdisjoint(valid.id) and len(set(merged)) == len(merged)
+    assert rejects.reason.notna().all() and (rejects.reason != "").all()
+    assert merged and all(m.startswith("wiki:") for m in merged)
     assert (valid.source == "imdb_top1000").sum() == 300
-    # every Wikipedia reject is a cross-source duplicate naming the kept IMDb row
-    assert set(rejects.source) == {"wikipedia_summaries"}
-    assert rejects.reason.str.match(r"^duplicate_of:imdb:").all()
-    kept = rejects.reason.str.removeprefix("duplicate_of:")
-    assert kept.isin(set(valid.id)).all()
+    # lineage: sources name what fed the item, merged_ids the ids folded in
+    for _, r in valid.iterrows():
+        assert list(r.sources)[0] == r.source
+        assert ("wikipedia_summaries" in list(r.sources)) == (len(r.merged_ids) > 0 or r.source == "wikipedia_summaries")
     by_id = valid.set_index("id")
+    psycho = by_id.loc["imdb:psycho-1960"]
+    assert list(psycho.merged_ids) == ["wiki:psycho-1960-film"]
+    assert list(psycho.sources) == ["imdb_top1000", "wikipedia_summaries"]
+    overview = imdb.set_index("Series_Title").loc["Psycho", "Overview"].strip()
+    assert psycho.description == overview + "\n\n" + wiki["Psycho (1960 film)"].strip()
+    assert (psycho.title, psycho.year, list(psycho.genres)) == ("Psycho", 1960, ["Horror", "Mystery", "Thriller"])
+    assert "wiki:psycho-1960-film" not in set(rejects.id)
     assert list(by_id.loc["imdb:the-godfather-1972", "genres"]) == ["Crime", "Drama"]
     assert pd.isna(by_id.loc["imdb:apollo-13", "year"])          # Released_Year 'PG'
     assert {"imdb:drishyam-2013", "imdb:drishyam-2015"} <= set(valid.id)  # same title, two films
-    wiki = valid[valid.source == "wikipedia_summaries"]
-    assert wiki.genres.map(len).eq(0).all() and len(wiki) == 199 - len(rejects)
-    assert not wiki.title.str.contains(r"\(film\)").any()
-    psycho = rejects[rejects.id == "wiki:psycho-1960-film"]
-    assert psycho.reason.tolist() == ["duplicate_of:imdb:psycho-1960"]
-    assert json.loads(psycho.raw.iloc[0]) == {"Psycho (1960 film)": json.loads(
-        (SAMPLE / "movies_wikipedia_summaries.json").read_text(encoding="utf-8"))["Psycho (1960 film)"]}
+    wiki_items = valid[valid.source == "wikipedia_summaries"]
+    assert wiki_items.genres.map(len).eq(0).all() and wiki_items.merged_ids.map(len).eq(0).all()
+    assert not wiki_items.title.str.contains(r"\(film\)").any()
+    unmerged = valid[valid.merged_ids.map(len) == 0]
+    assert unmerged.sources.map(list).eq(unmerged.source.map(lambda x: [x])).all()
+
+
+def test_merged_content_hash_covers_both_texts(spark, movies):
+    vdf = movies[2].filter("id = 'imdb:psycho-1960'")
+    row = vdf.select("title", "description", "genres", content_hash_col(vdf).alias("h")).first()
+    text = "\x1f".join([row.title, row.description, "\x1e".join(row.genres)])
+    assert row.h == hashlib.sha256(text.encode()).hexdigest() and "\n\n" in row.description
 
 
 def test_sample_books_reasons(books):
@@ -97,11 +117,32 @@ def test_sample_pairs_resolve(spark, cfg, movies, books, caplog):
     assert pairs.movie_id.isin(set(movies[0].id)).all() and pairs.book_id.isin(set(books[0].id)).all()
     got = set(map(tuple, pairs.values))
     assert ("imdb:apocalypse-now-1979", books[0].set_index("title").loc["Heart of Darkness", "id"]) in got
-    # a linked Wikipedia film that was merged into its IMDb row resolves to the IMDb id
     assert not pairs.movie_id.str.startswith("wiki:psycho").any()
 
 
-def test_messy_generic_rejects_and_cross_source(spark, tmp_path):
+def test_pairs_naming_a_merged_film_resolve_to_the_item(spark, movies, books, tmp_path):
+    """A link naming the Wikipedia row of a merged film resolves to the merged item's (IMDb) id,
+    by its id (``merged_ids``) and in the adaptations format; ids alone need no title match."""
+    novel = books[0].set_index("title").loc["Heart of Darkness", "id"]
+    ids = tmp_path / "ids.csv"
+    ids.write_text(f"movie_id,book_id\nwiki:psycho-1960-film,{novel}\nwiki:no-such-film,{novel}\n", encoding="utf-8")
+    got = read_pairs(spark, str(ids), movies[2], books[2]).toPandas()
+    assert got.values.tolist() == [["imdb:psycho-1960", novel]]
+    adapt = tmp_path / "adapt.csv"
+    adapt.write_text("movie_source,movie_title,movie_year,book_title,book_author\n"
+                     "wikipedia,Psycho (1960 film),,Heart of Darkness,Joseph Conrad\n", encoding="utf-8")
+    got = read_pairs(spark, str(adapt), movies[2], books[2]).toPandas()
+    assert got.values.tolist() == [["imdb:psycho-1960", novel]]
+    # the same lookup by id fails on a catalog without lineage (the merged id is not an item id)
+    bare = movies[2].drop("merged_ids")
+    assert read_pairs(spark, str(ids), bare, books[2]).count() == 0
+
+
+OTHER_TEXT = "same film, other source " + "z" * 66   # 90 chars: each text <= 100, both together > 100
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_messy_generic_rejects_and_cross_source(spark, tmp_path, merge):
     bad_utf8 = "broken \ufffd"  # what Spark's decoder makes of invalid bytes; the file below holds real invalid bytes
     rows = [
         ("m1", "Good Film", "A fine, \"quoted\"\ndescription.", "Drama|Crime", "1999"),
@@ -112,6 +153,8 @@ def test_messy_generic_rejects_and_cross_source(spark, tmp_path):
         ("m5", "Too Long", "x" * 101, "Drama", ""),
         ("m6", "Control\x07Char", "desc", "Drama", ""),
         ("m7", "Bad Bytes", "@@BAD@@", "Drama", ""),
+        ("t1", "Twin", "one film", "", "1990"),
+        ("t2", "Twin", "its remake", "", "2010"),
     ]
     df = pd.DataFrame(rows, columns=["id", "title", "description", "genres", "year"])
     path = tmp_path / "a.csv"
@@ -119,21 +162,22 @@ def test_messy_generic_rejects_and_cross_source(spark, tmp_path):
     path.write_bytes(data)
     other = tmp_path / "b.json"
     other.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "x1", "title": "good film!", "description": "same film, other source", "genres": ["A"], "year": 1999},
+        {"id": "x1", "title": "good film!", "description": OTHER_TEXT, "genres": ["A"], "year": 1999},
         {"id": "x2", "title": "Good Film", "description": "a remake", "genres": [], "year": 2020},
         {"id": "m2", "title": "Other", "description": "id clash across sources", "genres": None},
+        {"id": "x3", "title": "Twin", "description": "which twin? no year", "genres": []},
     ]), encoding="utf-8")
     cfg = {
         "catalogs": {"movies": [
             {"reader": "generic", "path": str(path), "genres_sep": "|"},
             {"reader": "generic", "path": str(other), "name": "other"},
         ]},
-        "validation": {"max_description_chars": 100, "min_description_chars": 1},
+        "validation": {"max_description_chars": 100, "min_description_chars": 1, "merge_sources": merge},
     }
     valid, rejects = load_catalog(spark, cfg, "movies")
     v, r = valid.toPandas(), rejects.toPandas()
     assert rejects.schema == REJECTS_SCHEMA
-    assert len(v) + len(r) == len(rows) + 3
+    assert len(v) + len(r) + sum(len(ids) for ids in v.merged_ids) == len(rows) + 4
     got = dict(zip(r.title if "title" in r else r.id, r.reason))
     by = {(json.loads(raw).get("title")): reason for raw, reason in zip(r.raw, r.reason)}
     assert by == {
@@ -143,14 +187,24 @@ def test_messy_generic_rejects_and_cross_source(spark, tmp_path):
         "Too Long": "oversized_description",
         "Control\x07Char": "invalid_text",
         "Bad Bytes": "invalid_text",
-        "good film!": "duplicate_of:m1",
+        **({} if merge else {"good film!": "duplicate_of:m1"}),
         "Other": "duplicate_id",
+        "Twin": "duplicate_of:t1",   # fits two films (no year): never merged, rejected as before
     }, got
     assert bad_utf8 in json.loads(r[r.id == "m7"].raw.iloc[0])["description"]
     vv = v.set_index("id")
-    assert list(vv.loc["m1", "genres"]) == ["Drama", "Crime"] and vv.loc["m1", "description"] == 'A fine, "quoted"\ndescription.'
-    assert list(vv.loc["m2", "genres"]) == [] and set(vv.index) == {"m1", "m2", "x2"}  # x2: other year -> not a duplicate
+    assert list(vv.loc["m1", "genres"]) == ["Drama", "Crime"]
+    assert list(vv.loc["m2", "genres"]) == [] and set(vv.index) == {"m1", "m2", "x2", "t1", "t2"}  # x2: other year
     assert vv.loc["x2", "source"] == "other"
+    if merge:   # x1 folded into m1: m1's id, title, year and genres, both texts
+        assert list(vv.loc["m1", "merged_ids"]) == ["x1"] and list(vv.loc["m1", "sources"]) == ["generic", "other"]
+        assert vv.loc["m1", "description"] == 'A fine, "quoted"\ndescription.\n\n' + OTHER_TEXT
+        assert len(vv.loc["m1", "description"]) > 100   # each text within the limit: the merge is never oversized
+        assert (vv.loc["m1", "title"], vv.loc["m1", "year"]) == ("Good Film", 1999)
+    else:
+        assert list(vv.loc["m1", "merged_ids"]) == [] and list(vv.loc["m1", "sources"]) == ["generic"]
+        assert vv.loc["m1", "description"] == 'A fine, "quoted"\ndescription.'
+    assert list(vv.loc["x2", "merged_ids"]) == [] and list(vv.loc["x2", "sources"]) == ["other"]
 
 
 def test_content_hash(spark):

@@ -1,6 +1,7 @@
 """``load_catalog``: read every source of a domain, validate, deduplicate -> (valid, rejects).
 
-Nothing is dropped silently: every input row ends up in exactly one of the two frames.
+Nothing is dropped silently: every input row ends up in exactly one of the two frames, or
+(merged films) in the lineage of a valid item.
 A rejected row has ALL its reasons, comma-joined in the order of
 ``lfr.data.schema.REASON_ORDER`` (e.g. ``"empty_description,unparsable_genres"``).
 
@@ -22,10 +23,22 @@ Rules, in order:
    two films of one title are remakes (Drishyam 2013 / 2015).
 4. Cross-source duplicates: a valid row whose normalised title (lower-case, apostrophes
    removed, other punctuation -> space, Wikipedia's "(film)"/"(YEAR film)" removed) equals
-   that of a row accepted from an EARLIER source in ``cfg['catalogs'][domain]``, with the
-   same year when both have one and the same authors when both have them, gets
-   ``duplicate_of:<kept id>`` (IMDb is listed first, so the IMDb row -- it has genres --
-   is kept). On the real data: 225 of 997 Wikipedia films, giving 1,000 + 772 films.
+   that of an item accepted from an EARLIER source in ``cfg['catalogs'][domain]``, with the
+   same year when both have one and the same authors when both have them, is the same item.
+   Films (``validation.merge_sources``, default on; ``MERGE_DOMAINS``) are MERGED: the row is
+   folded into that item (``merge_items``) -- the item keeps its id, title, year and genres
+   (IMDb is listed first, so the IMDb row, which has genres, is the item), its description
+   becomes both texts (the item's own, a blank line, the merged row's), and the lineage
+   columns ``sources`` / ``merged_ids`` name the sources and the ids merged in. A merged row
+   is not a reject: its text is in the item and its id in ``merged_ids``. The length limits
+   apply to each source's text, so a merged description may exceed
+   ``validation.max_description_chars``. A row that fits several items (a title + year
+   shared by two films) or any duplicate when merging is off (and in book catalogs:
+   publishers' blurbs repeat each other) gets ``duplicate_of:<earliest matching id>``.
+   On the real data: 225 of 997 Wikipedia films, giving 1,000 + 772 films.
+
+Every input row therefore is valid, merged into a valid item (listed in its ``merged_ids``),
+or rejected with its reasons.
 """
 from __future__ import annotations
 
@@ -50,6 +63,10 @@ HASH_LIST_SEP = "\u001e"   # record separator between genre labels
 _NORM = "_nt"
 _AUTH = "_na"
 _CACHED: dict = {}
+# Domains whose cross-source duplicates are merged (validation.merge_sources): a film's IMDb
+# overview and its Wikipedia plot complement each other; two sources' blurbs of one book
+# mostly repeat each other, so book duplicates stay rejects.
+MERGE_DOMAINS = ("movies",)
 
 
 def content_hash_col(df: DataFrame | None = None) -> Column:
@@ -70,6 +87,7 @@ def _vcfg(cfg: Mapping) -> dict:
     v.setdefault("max_description_chars", 20000)
     v.setdefault("min_description_chars", 1)
     v.setdefault("dedupe_editions", True)
+    v.setdefault("merge_sources", True)
     return v
 
 
@@ -92,44 +110,106 @@ def _append(reasons: Column, extra: Column) -> Column:
     return F.when(extra.isNotNull(), F.concat(reasons, F.array(extra))).otherwise(reasons)
 
 
-def _annotate(df: DataFrame, vcfg: dict, n_sources: int, temp: list) -> DataFrame:
-    df = df.withColumn("_reasons", _row_reasons(vcfg))
-    # 2. duplicate ids: keep the first row that passes the row checks.
+def _candidate() -> Column:
+    """A row the dedup rules may match: no reason so far and a non-empty normalised title."""
+    return (F.size("_reasons") == 0) & (F.length(_NORM) > 0)
+
+
+def _rule_row_checks(df: DataFrame, vcfg: dict) -> DataFrame:
+    """Rule 1, plus the normalised title / authors keys the later rules match on."""
+    df = df.withColumn("_reasons", _row_reasons(vcfg)).withColumn(_NORM, norm_title(F.col("title")))
+    return df.withColumn(_AUTH, F.when(F.size("authors") > 0, F.lower(F.array_join(F.transform("authors", norm_title), "|"))))
+
+
+def _rule_duplicate_ids(df: DataFrame) -> DataFrame:
+    """Rule 2: of the rows sharing an id, the first that passes the row checks is kept."""
     w = Window.partitionBy("id").orderBy(F.size("_reasons") > 0, "_src", "_row")
-    df = df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
+    return df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
         F.col("id").isNotNull() & (F.row_number().over(w) > 1), F.lit(S.DUPLICATE_ID))))
-    df = df.withColumn(_NORM, norm_title(F.col("title")))
-    df = df.withColumn(_AUTH, F.when(F.size("authors") > 0, F.lower(F.array_join(F.transform("authors", norm_title), "|"))))
-    cand = (F.size("_reasons") == 0) & (F.length(_NORM) > 0)
-    # 3. editions within a source (rows with authors only).
+
+
+def _rule_editions(df: DataFrame) -> DataFrame:
+    """Rule 3: one source, same normalised title and authors (rows with authors only) -> the first is kept."""
+    ecand = _candidate() & F.col(_AUTH).isNotNull()
+    w = Window.partitionBy(ecand, "_src", _NORM, _AUTH).orderBy("_row")
+    first = F.first("id").over(w)
+    return df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
+        ecand & (first != F.col("id")), F.concat(F.lit(S.DUPLICATE_OF + ":"), first))))
+
+
+def _cross_source_matches(df: DataFrame, n_sources: int, temp: list) -> DataFrame:
+    """``(_src, _row, _kept, _n_kept)``: rows matching an item accepted from an earlier source.
+
+    Source by source against everything accepted so far; ``_kept`` is the earliest match
+    (source order, then file order), ``_n_kept`` the number of accepted items it matches."""
+    keys = df.filter(_candidate()).select("_src", "_row", "id", _NORM, "year", _AUTH).persist()
+    temp.append(keys)  # released by load_catalog once the result is materialised
+    accepted = keys.filter(F.col("_src") == 0)
+    found = []
+    for s in range(1, n_sources):
+        cur = keys.filter(F.col("_src") == s).alias("r")
+        k = accepted.alias("k")
+        cond = ((F.col(f"r.{_NORM}") == F.col(f"k.{_NORM}"))
+                & (F.col("r.year").isNull() | F.col("k.year").isNull() | (F.col("r.year") == F.col("k.year")))
+                & (F.col(f"r.{_AUTH}").isNull() | F.col(f"k.{_AUTH}").isNull() | (F.col(f"r.{_AUTH}") == F.col(f"k.{_AUTH}"))))
+        dup = (cur.join(k, cond).groupBy(F.col("r._src").alias("_src"), F.col("r._row").alias("_row"))
+               .agg(F.min_by(F.col("k.id"), F.struct(F.col("k._src"), F.col("k._row"))).alias("_kept"),
+                    F.count(F.lit(1)).alias("_n_kept")))
+        found.append(dup)
+        accepted = accepted.unionByName(keys.filter(F.col("_src") == s).join(dup, ["_src", "_row"], "left_anti"))
+    return reduce(DataFrame.unionByName, found)
+
+
+def _rule_cross_source(df: DataFrame, n_sources: int, merge: bool, temp: list) -> DataFrame:
+    """Rule 4: a cross-source duplicate is merged into the item it matches (``_into``) or rejected.
+
+    Merged when ``merge`` and it matches exactly one accepted item; otherwise (merging off, or
+    a title + year that fits several items, e.g. a remake without a year) ``duplicate_of:<kept>``."""
+    if n_sources < 2:
+        return df.withColumn("_into", F.lit(None).cast("string"))
+    df = df.join(F.broadcast(_cross_source_matches(df, n_sources, temp)), ["_src", "_row"], "left")
+    merged = F.col("_kept").isNotNull() & F.lit(bool(merge)) & (F.col("_n_kept") == 1)
+    df = df.withColumn("_into", F.when(merged, F.col("_kept")))
+    return df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
+        F.col("_kept").isNotNull() & ~merged, F.concat(F.lit(S.DUPLICATE_OF + ":"), F.col("_kept"))))).drop("_kept", "_n_kept")
+
+
+def _annotate(df: DataFrame, vcfg: dict, n_sources: int, temp: list, merge: bool = False) -> DataFrame:
+    """The rules of the module doc, in order: ``_reason`` (null = valid) and ``_into`` (merged into that id)."""
+    df = _rule_duplicate_ids(_rule_row_checks(df, vcfg))
     if vcfg["dedupe_editions"]:
-        ecand = cand & F.col(_AUTH).isNotNull()
-        w = Window.partitionBy(ecand, "_src", _NORM, _AUTH).orderBy("_row")
-        first = F.first("id").over(w)
-        df = df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
-            ecand & (first != F.col("id")), F.concat(F.lit(S.DUPLICATE_OF + ":"), first))))
-        cand = (F.size("_reasons") == 0) & (F.length(_NORM) > 0)
-    # 4. cross-source duplicates, source by source against everything accepted so far.
-    if n_sources > 1:
-        keys = df.filter(cand).select("_src", "_row", "id", _NORM, "year", _AUTH).persist()
-        temp.append(keys)  # released by load_catalog once the result is materialised
-        accepted = keys.filter(F.col("_src") == 0)
-        found = []
-        for s in range(1, n_sources):
-            cur = keys.filter(F.col("_src") == s).alias("r")
-            k = accepted.alias("k")
-            cond = ((F.col(f"r.{_NORM}") == F.col(f"k.{_NORM}"))
-                    & (F.col("r.year").isNull() | F.col("k.year").isNull() | (F.col("r.year") == F.col("k.year")))
-                    & (F.col(f"r.{_AUTH}").isNull() | F.col(f"k.{_AUTH}").isNull() | (F.col(f"r.{_AUTH}") == F.col(f"k.{_AUTH}"))))
-            dup = (cur.join(k, cond).groupBy(F.col("r._src").alias("_src"), F.col("r._row").alias("_row"))
-                   .agg(F.min_by(F.col("k.id"), F.struct(F.col("k._src"), F.col("k._row"))).alias("_kept")))
-            found.append(dup)
-            accepted = accepted.unionByName(keys.filter(F.col("_src") == s).join(dup, ["_src", "_row"], "left_anti"))
-        dups = reduce(DataFrame.unionByName, found)
-        df = df.join(F.broadcast(dups), ["_src", "_row"], "left")
-        df = df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
-            F.col("_kept").isNotNull(), F.concat(F.lit(S.DUPLICATE_OF + ":"), F.col("_kept"))))).drop("_kept")
+        df = _rule_editions(df)
+    df = _rule_cross_source(df, n_sources, merge, temp)
     return df.withColumn("_reason", F.when(F.size("_reasons") > 0, F.array_join("_reasons", ",")))
+
+
+def _first_non_empty(values: Column, empty: Column) -> Column:
+    return F.element_at(F.filter(values, empty), 1)
+
+
+def merge_items(valid: DataFrame) -> DataFrame:
+    """Valid rows -> one row per item: rows merged into an item (``_into``) are folded into it.
+
+    The item keeps its id, title, authors and source; its description is its own text, then
+    each merged row's (source order, then file order), joined with a blank line; year and
+    genres are its own, else the first merged row's that has them. ``sources`` lists the
+    distinct sources that fed it (its own first), ``merged_ids`` the ids folded in."""
+    part = F.struct("_src", "_row", F.col("id").alias("mid"), "description", "source", "year", "genres")
+    parts = (valid.filter(F.col("_into").isNotNull()).groupBy(F.col("_into").alias("id"))
+             .agg(F.sort_array(F.collect_list(part)).alias("_parts")))
+    items = valid.filter(F.col("_into").isNull()).join(parts, "id", "left")
+    p = F.col("_parts")
+    none = F.array().cast("array<string>")
+    return items.select(
+        *[c for c in items.columns if c not in ("description", "year", "genres", "_parts")],
+        F.concat_ws("\n\n", F.col("description"), F.transform(p, lambda x: x["description"])).alias("description"),
+        F.coalesce(F.col("year"), _first_non_empty(F.transform(p, lambda x: x["year"]), lambda y: y.isNotNull())).alias("year"),
+        F.when(F.size(F.coalesce(F.col("genres"), none)) > 0, F.col("genres")).otherwise(F.coalesce(
+            _first_non_empty(F.transform(p, lambda x: x["genres"]), lambda g: F.size(g) > 0), F.col("genres"))).alias("genres"),
+        F.array_distinct(F.concat(F.array(F.coalesce(F.col("source"), F.lit(""))),
+                                  F.coalesce(F.transform(p, lambda x: x["source"]), none))).alias("sources"),
+        F.coalesce(F.transform(p, lambda x: x["mid"]), none).alias("merged_ids"),
+    )
 
 
 def read_sources(spark: SparkSession, sources: list[Mapping]) -> DataFrame:
@@ -150,8 +230,10 @@ def load_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> tuple[DataFr
     if domain not in catalogs or not isinstance(catalogs[domain], list):
         raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] (have: {sorted(catalogs)})")
     sources = catalogs[domain]
+    vcfg = _vcfg(cfg)
+    merge = bool(vcfg["merge_sources"]) and domain in MERGE_DOMAINS
     temp: list[DataFrame] = []
-    annotated = _annotate(read_sources(spark, sources), _vcfg(cfg), len(sources), temp)
+    annotated = _annotate(read_sources(spark, sources), vcfg, len(sources), temp, merge)
     # Persisted so the files are parsed once for both frames. The nonce column keeps Spark's
     # cache manager from serving an earlier load's rows (same plan) after a source file
     # changed; the previous cache of the same domain is released (its frames stay valid:
@@ -164,7 +246,7 @@ def load_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> tuple[DataFr
     if previous is not None:
         previous.unpersist()
     _CACHED[(id(spark), domain)] = annotated
-    valid = conform(annotated.filter(F.col("_reason").isNull())
+    valid = conform(merge_items(annotated.filter(F.col("_reason").isNull()))
                     .withColumn("id", F.coalesce(F.col("id"), F.lit("")))  # never null here; makes the column NOT NULL
                     .withColumn("genres", F.coalesce(F.col("genres"), F.array().cast("array<string>")))
                     .withColumn("source", F.coalesce(F.col("source"), F.lit(""))),

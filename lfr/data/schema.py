@@ -10,7 +10,11 @@ CATALOG_SCHEMA = StructType([
     StructField("genres", ArrayType(StringType()), nullable=False),   # [] when none
     StructField("year", IntegerType()),
     StructField("authors", ArrayType(StringType())),
-    StructField("source", StringType(), nullable=False),
+    StructField("source", StringType(), nullable=False),   # the source of the item's own row (id, title)
+    # Lineage (validation.merge_sources): the distinct sources that fed the item, its own first, and
+    # the ids of the other sources' rows merged into it (e.g. a film's Wikipedia row). [] when none.
+    StructField("sources", ArrayType(StringType()), nullable=False),
+    StructField("merged_ids", ArrayType(StringType()), nullable=False),
 ])
 
 REJECTS_SCHEMA = StructType([
@@ -34,7 +38,7 @@ OVERSIZED_DESCRIPTION = "oversized_description"  # longer than validation.max_de
 UNPARSABLE_GENRES = "unparsable_genres"        # the genres field is not a list literal / delimited string
 INVALID_TEXT = "invalid_text"                  # U+FFFD (invalid UTF-8 in the file) or control characters
 DUPLICATE_ID = "duplicate_id"                  # same id as an earlier row (source order, then file order)
-DUPLICATE_OF = "duplicate_of"                  # "duplicate_of:<id>": cross-source duplicate / same title+author edition
+DUPLICATE_OF = "duplicate_of"                  # "duplicate_of:<id>": same title+author edition / cross-source duplicate not merged
 
 REASON_ORDER = [NULL_ID, MALFORMED_ROW, EMPTY_DESCRIPTION, OVERSIZED_DESCRIPTION, UNPARSABLE_GENRES,
                 INVALID_TEXT, DUPLICATE_ID, DUPLICATE_OF]
