@@ -3,11 +3,17 @@
     result = train(movies_df, books_df, positives_df_or_None, cfg)   # TrainResult
     result.model.save(path, extra_manifest=result.manifest_extra())
     model = train_model(movies_df, books_df, positives_df_or_None, cfg)  # just the model
+
+``train.recipe``: ``paper`` (CosineEmbeddingLoss on link / genre-disjoint pairs, the paper's
+AdamW 2e-5 x 2 epochs) or ``contrastive`` (InfoNCE with in-batch + mined hard negatives,
+label-free pairs first, early stopping on validation MRR; ``lfr.train.contrastive``).
 """
 from lfr.train.pairs import build_pairs, genre_agreement_positives, sample_negatives, split_by_movie
-from lfr.train.trainer import TRAIN_DEFAULTS, TrainResult, data_fingerprint, train, train_model, train_settings
+from lfr.train.trainer import (
+    RECIPE_DEFAULTS, TRAIN_DEFAULTS, TrainResult, data_fingerprint, train, train_model, train_settings,
+)
 
 __all__ = [
-    "TRAIN_DEFAULTS", "TrainResult", "build_pairs", "data_fingerprint", "genre_agreement_positives",
+    "RECIPE_DEFAULTS", "TRAIN_DEFAULTS", "TrainResult", "build_pairs", "data_fingerprint", "genre_agreement_positives",
     "sample_negatives", "split_by_movie", "train", "train_model", "train_settings",
 ]

@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 
 #: Defaults for the ``train`` config section (conf/lfr.yaml) so partial dicts work.
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 2,
-    "lr": 2.0e-5,
+    "recipe": "paper",       # paper: CosineEmbeddingLoss pairs | contrastive: InfoNCE (lfr.train.contrastive)
+    "epochs": None,          # None: the recipe's default (RECIPE_DEFAULTS)
+    "lr": None,
+    "weight_decay": None,
     "batch_size": 32,
     "margin": 0.0,
     "negatives_per_positive": 3,
@@ -54,7 +56,23 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "min_shared_genres": 2,
     "val_fraction": 0.2,
     "seed": 13,
+    # contrastive recipe
+    "temperature": 0.05,
+    "hard_negatives": 8,
+    "hard_negative_skip": 3,
+    "patience": 10,
+    "pretrain_epochs": 5,
+    "span_pairs": 0,         # label-free pairs: up to this many (first half, second half) of long descriptions
+    "span_min_chars": 600,
+    "val_books": 5000,
 }
+#: What ``None`` means for ``epochs`` / ``lr`` / ``weight_decay`` under each recipe.
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {"epochs": 2, "lr": 2.0e-5, "weight_decay": 0.01},        # the paper's (AdamW's default decay)
+    "contrastive": {"epochs": 100, "lr": 1.0e-3, "weight_decay": 0.01},  # early-stopped on validation MRR
+}
+PAPER_KEYS = ("recipe", "epochs", "lr", "weight_decay", "batch_size", "margin", "negatives_per_positive",
+              "genre_positives_per_movie", "min_shared_genres", "val_fraction", "seed")
 _REQUIRED = ("id", "description", "genres")
 
 
@@ -88,6 +106,11 @@ def train_settings(train_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"unknown train setting(s): {', '.join(unknown)} (known: {', '.join(TRAIN_DEFAULTS)})")
     if not 0 <= float(s["val_fraction"]) < 1:
         raise ValueError(f"train.val_fraction must be in [0, 1), got {s['val_fraction']}")
+    if s["recipe"] not in RECIPE_DEFAULTS:
+        raise ValueError(f"train.recipe must be one of {tuple(RECIPE_DEFAULTS)}, got {s['recipe']!r}")
+    for key, value in RECIPE_DEFAULTS[s["recipe"]].items():
+        if s[key] is None:
+            s[key] = value
     return s
 
 
@@ -210,18 +233,24 @@ class _Trainer:
 
 
 def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Mapping[str, Any],
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, extra_pairs: pd.DataFrame | None = None) -> TrainResult:
     """Build and train a LightFusionModel.
 
     ``movies``/``books``: catalog frames (``id, title, description, genres``; valid rows).
     ``positives``: known links ``movie_id, book_id`` (e.g. from ``lfr.data.read_pairs``),
     or ``None`` for genre-agreement positives. ``cfg``: the full config (sections
-    ``model`` and ``train`` are read; missing keys take the defaults).
+    ``model`` and ``train`` are read; missing keys take the defaults). ``extra_pairs``
+    (contrastive recipe): label-free positives, columns ``text_a, text_b`` and optionally
+    ``genres_a, genres_b`` (e.g. a film's IMDb overview and its Wikipedia summary).
     """
     started = time.time()
     s = train_settings(cfg.get("train"))
     mcfg = model_settings(cfg.get("model"))
     movies, books = _catalog(movies, "movies"), _catalog(books, "books")
+    if s["recipe"] == "contrastive":
+        from lfr.train.recipes import train_contrastive
+
+        return train_contrastive(movies, books, positives, s, mcfg, extra_pairs, started)
     pairs, source = build_pairs(movies, books, positives, s)
     train_pairs, val_pairs = split_by_movie(pairs, float(s["val_fraction"]), int(s["seed"]))
     pair_stats = {
@@ -251,7 +280,7 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     if not frozen:
         params += model.text.unfreeze_last_layers(int(mcfg["finetune_last_layers"]))
         model.text.finetuned = True
-    opt = torch.optim.AdamW(params, lr=float(s["lr"]))
+    opt = torch.optim.AdamW(params, lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
     gen = torch.Generator().manual_seed(int(s["seed"]))
     trainer = _Trainer(model, mf, bf, s, frozen, progress)
 
@@ -276,7 +305,7 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     last, first = history[-1], history[0]
     metrics = {"train_loss": last["train_loss"], "val_loss": last["val_loss"], "val_auc": last["val_auc"],
                "initial_val_loss": first["val_loss"], "initial_val_auc": first["val_auc"]}
-    settings = {**{k: s[k] for k in TRAIN_DEFAULTS}, "freeze_encoder": frozen,
+    settings = {**{k: s[k] for k in PAPER_KEYS}, "freeze_encoder": frozen,
                 "finetune_last_layers": None if frozen else int(mcfg["finetune_last_layers"]),
                 "optimizer": "AdamW", "loss": "CosineEmbeddingLoss", "feature_seconds": round(feature_seconds, 2)}
     split = pd.concat([train_pairs.assign(split="train"), val_pairs.assign(split="val")], ignore_index=True)
