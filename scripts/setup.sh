@@ -78,5 +78,7 @@ mkdir -p "$SPARK_HOME_DIR/conf"
   echo "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension"
   echo "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog"
 } > "$SPARK_HOME_DIR/conf/spark-defaults.conf"
+# Spark's own logs at WARN for every launcher of this environment (spark-submit, spark-sql, beeline).
+cp "$ROOT/conf/log4j2.properties" "$SPARK_HOME_DIR/conf/log4j2.properties"
 
 say "ready in $(( $(date +%s) - start ))s: $(readlink "$ROOT/.venv" 2>/dev/null || echo "$VENV") (activate with: source .venv/bin/activate)"

@@ -6,12 +6,11 @@ each test writes under its own ``tmp_path`` so tests do not see each other's tab
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-# Spark's Python workers must run the project environment's interpreter (pyarrow, torch).
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# No PYSPARK_PYTHON here: lfr.spark.build_session makes the workers run this interpreter
+# (tests/test_session.py checks it from a process without the export).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -28,6 +27,9 @@ def spark(tmp_path_factory):
         "spark.default.parallelism=2",
         "spark.ui.enabled=false",
         f"spark.sql.warehouse.dir={warehouse}",
+        # Session-scoped catalog: parallel test processes never share (or lock) a Derby metastore.
+        # Tests of the persistent catalog start their own process with a tmp paths.metastore_dir.
+        "spark.sql.catalogImplementation=in-memory",
         "spark.driver.memory=2g",
         "spark.databricks.delta.snapshotPartitions=2",
         "spark.sql.adaptive.coalescePartitions.initialPartitionNum=2",
@@ -37,4 +39,7 @@ def spark(tmp_path_factory):
     yield session
     session.stop()
 
-pytest_plugins = ["tests.fixtures_model"]  # model fixtures: tiny_encoder_dir, tiny_artifact, ... (lfr.model)
+pytest_plugins = [
+    "tests.fixtures_model",  # model fixtures: tiny_encoder_dir, tiny_artifact, ... (lfr.model)
+    "tests.warehouse",       # registered_warehouse: a small warehouse + persistent metastore (notebook, JDBC)
+]

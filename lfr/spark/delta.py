@@ -132,7 +132,8 @@ def register_table(spark: SparkSession, database: str, name: str, path: str) -> 
     re-pointed, so a config change of paths does not leave SQL reading stale data.
     """
     qualified = f"{_ident(database)}.{_ident(name)}"
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
+    if not spark.catalog.databaseExists(database):  # once: a repeated CREATE warns "created concurrently"
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
     location = path.replace("'", "\\'")
     if spark.catalog.tableExists(f"{database}.{name}"):
         current = spark.sql(f"DESCRIBE DETAIL {qualified}").first()

@@ -1,4 +1,4 @@
-"""SparkSession factory: Delta enabled, settings from conf/, overridable.
+"""SparkSession factory: Delta enabled, a persistent catalog, quiet logs, settings from conf/.
 
 Why the jar handling: when a job is started with plain ``python`` the JVM is
 launched by the builder, so ``spark.jars`` set here reaches the driver. When it
@@ -8,11 +8,26 @@ from spark-submit itself (``--jars``/``--packages``, or the
 environment's pyspark). Either way we check that Delta's classes are loadable
 and fail with a message that says what to do, instead of a Java stack trace
 at the first table write.
+
+Why the catalog handling: users read the tables from ``spark-sql``, JDBC
+(``scripts/sql_server.sh``) and notebooks, so table registrations must outlive
+the job that made them. With ``spark.sql.catalogImplementation=hive`` and a
+local ``paths.metastore_dir`` the session uses Hive's embedded Derby metastore
+there. Embedded Derby admits ONE process at a time; a session that finds it
+held by another process (a running Thrift server, a notebook) falls back to the
+in-memory catalog with a warning instead of failing: tables are registered by
+location, so nothing is lost, the next session re-registers them.
+
+:func:`session_conf` is the single source of these settings: the builder,
+``scripts/spark_sql.sh`` and ``scripts/sql_server.sh`` all use it
+(``python -m lfr.spark.session`` prints it as ``key=value`` lines).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -25,6 +40,12 @@ log = logging.getLogger(__name__)
 
 DELTA_JAR_DIRNAME = "delta-4.4.0"
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+LOG4J_CONF = Path(__file__).resolve().parents[2] / "conf" / "log4j2.properties"
+DERBY_URL_KEY = "spark.hadoop.javax.jdo.option.ConnectionURL"
+# pyspark 4.2 warns on every pandas >= 3 import; the pandas UDF paths the project uses are
+# covered by its tests, so the warning is noise (workers get the same filter via PYTHONWARNINGS).
+PANDAS3_WARNING = "PySpark does not yet fully support pandas"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 class SparkSetupError(RuntimeError):
@@ -44,7 +65,7 @@ def delta_jars(jars_dir: str | None) -> list[str]:
     if not jars:
         raise SparkSetupError(
             f"no Delta jars in {folder}. Run `make setup` (scripts/setup.sh) once to download "
-            f"{DELTA_PACKAGE} from Maven Central into the cache, or set spark.jars_dir to a folder "
+            f"{DELTA_PACKAGE} from Maven Central into the cache, or set paths.delta_jars_dir to a folder "
             f"holding them (null on a cluster that passes --packages {DELTA_PACKAGE})."
         )
     return jars
@@ -54,29 +75,142 @@ def _jvm_running() -> bool:
     return SparkSession.getActiveSession() is not None or os.environ.get("PYSPARK_GATEWAY_PORT") is not None
 
 
+def _context_started() -> bool:
+    """A SparkContext was started from this process (its JVM may still have the metastore booted)."""
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is not None
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def metastore_dir(cfg: Config) -> str | None:
+    """The local folder of the embedded metastore, or None (no Derby: in-memory or external catalog)."""
+    value = (cfg.get("paths") or {}).get("metastore_dir")
+    if value in (None, "", "null") or _URI.match(str(value)):
+        return None
+    return str(Path(os.path.expanduser(str(value))).resolve())
+
+
+def catalog_conf(cfg: Config, conf: Mapping[str, object]) -> dict[str, str]:
+    """Settings of the embedded Derby metastore, when the catalog is Hive and the folder local.
+
+    An explicit ``spark.hadoop.javax.jdo.option.ConnectionURL`` / ``spark.sql.warehouse.dir`` wins;
+    on a cluster ``paths.metastore_dir`` is null and hive-site.xml (or ``spark.hadoop.hive.metastore.uris``)
+    names the shared metastore."""
+    folder = metastore_dir(cfg)
+    if str(conf.get("spark.sql.catalogImplementation", "in-memory")) != "hive" or folder is None:
+        return {}
+    out = {"spark.sql.warehouse.dir": f"{folder}/spark-warehouse"}
+    out[DERBY_URL_KEY] = f"jdbc:derby:;databaseName={folder}/metastore_db;create=true"
+    return {k: v for k, v in out.items() if k not in conf}
+
+
+def _java_options(conf: Mapping[str, object], folder: str | None) -> str:
+    opts = [_text(conf["spark.driver.extraJavaOptions"])] if conf.get("spark.driver.extraJavaOptions") else []
+    if "log4j2.configurationFile" not in " ".join(opts) and LOG4J_CONF.is_file():
+        opts.append(f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}")
+    if folder and "derby.stream.error.file" not in " ".join(opts):
+        opts.append(f"-Dderby.stream.error.file={folder}/derby.log")
+    return " ".join(opts)
+
+
+def session_conf(cfg: Config, extra_conf: Mapping[str, object] | None = None, *, jars: bool = True) -> dict[str, str]:
+    """Every Spark setting of the project's sessions: ``spark.conf`` of the config, the catalog,
+    the log configuration, the Delta jars (``jars=False``: leave them to spark-submit)."""
+    spark_cfg = cfg.get("spark") or {}
+    conf: dict[str, object] = {k: v for k, v in {**(spark_cfg.get("conf") or {}), **(extra_conf or {})}.items()
+                               if v is not None}
+    conf.update(catalog_conf(cfg, conf))
+    folder = metastore_dir(cfg) if DERBY_URL_KEY in conf and "jdbc:derby:" in str(conf[DERBY_URL_KEY]) else None
+    conf["spark.driver.extraJavaOptions"] = _java_options(conf, folder)
+    conf.setdefault("spark.executorEnv.PYTHONWARNINGS", f"ignore:{PANDAS3_WARNING}:FutureWarning")
+    if jars and "spark.jars" not in conf:
+        found = delta_jars((cfg.get("paths") or {}).get("delta_jars_dir"))
+        if found:
+            conf["spark.jars"] = ",".join(found)
+    return {k: _text(v) for k, v in conf.items() if _text(v) != ""}
+
+
+def derby_in_use(url: str) -> bool:
+    """True when another process has the embedded Derby database of ``url`` booted.
+
+    Derby holds a POSIX lock on ``dbex.lck`` while booted (Java's FileChannel lock = fcntl on
+    Linux), so a non-blocking lock attempt from here tells. The JVM is always another process
+    than this Python driver, so the probe never touches a lock of our own JVM; but it cannot
+    tell our own JVM from a stranger's, hence not called once this process started a context."""
+    import fcntl
+
+    match = re.search(r"databaseName=([^;]+)", url)
+    lock = Path(match.group(1)) / "dbex.lck" if match else None
+    if lock is None or not lock.is_file():
+        return False
+    with open(lock, "a+b") as fh:
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(fh, fcntl.LOCK_UN)
+    return False
+
+
+def _fall_back_if_locked(conf: dict[str, str]) -> None:
+    url = conf.get(DERBY_URL_KEY, "")
+    if conf.get("spark.sql.catalogImplementation") != "hive" or "jdbc:derby:" not in url or _context_started():
+        return
+    if derby_in_use(url):
+        log.warning("the metastore %s is in use by another process (a Thrift server, spark-sql or a notebook: "
+                    "embedded Derby admits one); this session uses an in-memory catalog, so its table "
+                    "registrations last only while it runs", url)
+        conf["spark.sql.catalogImplementation"] = "in-memory"
+        conf.pop(DERBY_URL_KEY)
+
+
+def _python_workers(conf: Mapping[str, str]) -> None:
+    """Python workers run ``PYSPARK_PYTHON`` as the DRIVER process sees it when its SparkContext starts
+    (``spark.pyspark.python`` is applied only by spark-submit), so a plain ``python``/notebook driver
+    must export it or the workers run whatever ``python3`` is on PATH (no pandas, no torch)."""
+    python = conf.get("spark.pyspark.python") or sys.executable
+    os.environ.setdefault("PYSPARK_PYTHON", python)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", conf.get("spark.pyspark.driver.python") or sys.executable)
+
+
 def build_session(cfg: Config, extra_conf: Mapping[str, object] | None = None) -> SparkSession:
     """Create (or reuse) the SparkSession described by ``cfg['spark']``."""
     spark_cfg = cfg.get("spark", {})
     builder = SparkSession.builder.appName(str(spark_cfg.get("app_name", "lightfusionrec")))
-    if spark_cfg.get("master") and not os.environ.get("PYSPARK_GATEWAY_PORT"):
-        builder = builder.master(str(spark_cfg["master"]))
-    conf = {**(spark_cfg.get("conf") or {}), **(extra_conf or {})}
-    if not _jvm_running() and "spark.pyspark.python" not in conf and not os.environ.get("PYSPARK_PYTHON"):
-        # Python workers run this interpreter (the project environment with pyarrow/torch),
-        # not whatever `python3` is first on PATH.
-        conf["spark.pyspark.python"] = sys.executable
-    if not _jvm_running() and "spark.jars" not in conf:
-        jars = delta_jars(spark_cfg.get("jars_dir"))
-        if jars:
-            conf["spark.jars"] = ",".join(jars)
+    master = spark_cfg.get("master")
+    if master and not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        builder = builder.master(str(master))
+    conf = session_conf(cfg, extra_conf, jars=not _jvm_running())
+    local = str(master or "").startswith("local")
+    conf.setdefault("spark.ui.showConsoleProgress", _text(local and sys.stderr.isatty()))
+    _python_workers(conf)
+    _fall_back_if_locked(conf)
+    folder = metastore_dir(cfg)
+    if folder and "jdbc:derby:" in conf.get(DERBY_URL_KEY, ""):
+        Path(folder).mkdir(parents=True, exist_ok=True)  # Derby opens derby.log there before creating the db
     for key, value in conf.items():
-        if value is None:
-            continue
-        builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
+        builder = builder.config(key, value)
+    if conf.get("spark.sql.catalogImplementation") == "hive":
+        builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     _check_delta(spark)
-    log.info("Spark %s session '%s' on %s", spark.version, spark.sparkContext.appName, spark.sparkContext.master)
+    _derby_log(spark, conf)
+    log.info("Spark %s session '%s' on %s (catalog: %s)", spark.version, spark.sparkContext.appName,
+             spark.sparkContext.master, spark.conf.get("spark.sql.catalogImplementation", "in-memory"))
     return spark
+
+
+def _derby_log(spark: SparkSession, conf: Mapping[str, str]) -> None:
+    """Under spark-submit the driver JVM started before our options: point Derby's log at the
+    metastore folder before the (lazy) metastore boots, instead of ``derby.log`` in the cwd."""
+    match = re.search(r"-Dderby.stream.error.file=(\S+)", conf.get("spark.driver.extraJavaOptions", ""))
+    system = spark._jvm.java.lang.System  # type: ignore[union-attr]
+    if match and system.getProperty("derby.stream.error.file") is None:
+        system.setProperty("derby.stream.error.file", match.group(1))
 
 
 def _check_delta(spark: SparkSession) -> None:
@@ -90,3 +224,30 @@ def _check_delta(spark: SparkSession) -> None:
             "from the project's environment (.venv/bin/spark-submit reads the spark-defaults.conf it writes), "
             f"or pass --packages {DELTA_PACKAGE} to spark-submit."
         ) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the project's Spark settings as ``key=value`` lines (for spark-sql / the Thrift server)."""
+    from lfr.config import load_config
+
+    p = argparse.ArgumentParser(prog="python -m lfr.spark.session", description=main.__doc__)
+    p.add_argument("--profile")
+    p.add_argument("--config", help="config file (default conf/lfr.yaml)")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
+    p.add_argument("--get", metavar="KEY", help="print only this config value (dotted path), e.g. paths.metastore_dir")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, profile=args.profile, overrides=args.conf)
+    if args.get:
+        node: object = cfg
+        for part in args.get.split("."):
+            node = node[part]  # type: ignore[index]
+        print("" if node is None else node)
+        return 0
+    master = (cfg.get("spark") or {}).get("master")
+    for key, value in {**({"spark.master": master} if master else {}), **session_conf(cfg)}.items():
+        print(f"{key}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
