@@ -17,6 +17,8 @@ K = 12
 
 
 def _job(name):
+    if str(ROOT / "jobs") not in sys.path:            # jobs import their shared helpers as top-level modules
+        sys.path.insert(0, str(ROOT / "jobs"))
     spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -78,9 +80,11 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys):
     df = spark.read.format("delta").load(path)
     assert [(f.name, f.dataType.simpleString()) for f in df.schema.fields] == [
         ("movie_id", "string"), ("rank", "int"), ("book_id", "string"), ("score", "float"),
-        ("model_version", "string"), ("run_id", "string"), ("scored_at", "timestamp")]
-    meta = df.selectExpr("count(DISTINCT run_id) AS runs", "min(model_version) AS v", "count(*) AS n").first()
-    assert meta.runs == 1 and meta.v == "v1"
+        ("model_version", "string"), ("lexical_version", "string"), ("method", "string"),
+        ("method_params", "string"), ("run_id", "string"), ("scored_at", "timestamp")]
+    meta = df.selectExpr("count(DISTINCT run_id) AS runs", "min(model_version) AS v", "count(*) AS n",
+                         "min(method) AS method", "count(lexical_version) AS lv").first()
+    assert meta.runs == 1 and meta.v == "v1" and meta.method == "dense" and meta.lv == 0
 
     got = _read(spark, path)
     ref = brute_force(movie_ids, mv, book_ids[keep_books], bv[keep_books], K, exclude=excluded)

@@ -4,23 +4,18 @@
 * :func:`run_score` -- the job: tables from the config, exclusions/filters, SQL registration + view.
 * :func:`register_recommendations` / :func:`create_view` -- SQL registration (per session with the
   in-memory catalog; ``jobs/sql.py`` calls it before running queries).
+* ``score.method`` (:class:`Method`): ``dense`` (embedding cosine), ``lexical`` (TF-IDF/BM25 cosine,
+  :mod:`lfr.score.sparse`) or ``hybrid`` (convex fusion of per-movie z-scores, :mod:`lfr.score.hybrid`);
+  every one an exact top-k over all books, recorded per run in the table (``method``, ``method_params``).
 * :mod:`lfr.score.kernel` -- the per-block-pair kernel (numpy/torch), usable without Spark.
 """
-from lfr.score.job import (
-    ModelVersionMismatch,
-    ScoreResult,
-    ScoringError,
-    check_inputs,
-    create_view,
-    load_exclusions,
-    register_recommendations,
-    run_score,
-    score_recommendations,
-)
+from lfr.score.checks import ModelVersionMismatch, ScoringError, check_inputs, check_lexical_inputs
+from lfr.score.job import Method, ScoreResult, load_exclusions, run_score, score_recommendations
 from lfr.score.kernel import block_topk, normalize_rows, topk_local
+from lfr.score.view import create_view, register_recommendations
 
 __all__ = [
-    "ModelVersionMismatch", "ScoreResult", "ScoringError", "block_topk", "check_inputs", "create_view",
-    "load_exclusions", "normalize_rows", "register_recommendations", "run_score", "score_recommendations",
-    "topk_local",
+    "Method", "ModelVersionMismatch", "ScoreResult", "ScoringError", "block_topk", "check_inputs",
+    "check_lexical_inputs", "create_view", "load_exclusions", "normalize_rows", "register_recommendations",
+    "run_score", "score_recommendations", "topk_local",
 ]

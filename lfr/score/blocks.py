@@ -2,7 +2,8 @@
 
 Plan (all lazy until the caller writes the result)::
 
-    movies (id, embedding[, excluded])    books (id, embedding)
+    movies (id, features[, excluded])     books (id, features)          features: embedding and/or
+                                                                        term_indices + term_weights
         | repartition(n_mb, id)               | repartition(n_bb, id)       hash of id, no sort
         | mapInArrow: build_blocks            | mapInArrow: build_blocks    <= block_rows rows per block,
         v                                     v                             normalised, sorted by id
@@ -39,28 +40,97 @@ each partition becomes one block, or is split evenly when it does exceed
 ``block_rows``: the cap is hard. Rows are L2-normalised once here (float64 norm),
 invalid ones (null/NaN/inf/zero vector, null id) dropped and counted, and sorted by id
 (the kernel breaks score ties by column order).
+
+Methods (:class:`BlockSpec`): a block carries a dense part (``vec``: float32 rows), a lexical
+part (``indptr``/``terms``/``weights``: the CSR bytes of its rows, vocabulary size known), or
+both -- the hybrid's dense and lexical rows of the same items in the same order, so one task
+scores both with one pair of blocks. The hybrid first runs :func:`lexical_moments` over the
+pairs (each movie's lexical score sum and sum of squares over all books) and
+:func:`dense_moments` over the book blocks (sum and Gram matrix), then
+:func:`with_coefficients` stores each movie's fusion coefficients in its block.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from lfr.score.kernel import block_topk, blocks_needed
+from lfr.score.kernel import blocks_needed
 
-BLOCK_SCHEMA = "block bigint, n int, n_invalid int, dmin int, dmax int, ids array<string>, vec binary"
+BLOCK_SCHEMA = ("block bigint, n int, n_invalid int, dmin int, dmax int, ids array<string>, vec binary, "
+                "indptr binary, terms binary, weights binary")
 MOVIE_BLOCK_SCHEMA = BLOCK_SCHEMA + ", ex_row array<int>, ex_book array<string>"
 CANDIDATE_SCHEMA = "movie_id string, book_id string, score float"
+BLOCK_COLUMNS = ["block", "n", "n_invalid", "dmin", "dmax", "ids", "vec", "indptr", "terms", "weights"]
+METHODS = ("dense", "lexical", "hybrid")
 
 
-def _block_builder(block_rows: int, with_exclusions: bool) -> Callable:
-    """mapInArrow function: one partition of (id, embedding[, excluded]) rows -> blocks.
+@dataclass(frozen=True)
+class BlockSpec:
+    """What a block carries: ``dense`` (embedding) and/or lexical rows of ``vocab_size`` terms.
 
-    ``dmin``/``dmax``: the embedding lengths seen. A partition whose embeddings disagree in
-    length yields one empty block carrying them (no vectors), and the driver refuses to score.
+    ``require_terms``: a row without any term is invalid (lexical-only scoring: no direction);
+    the hybrid keeps such rows (lexical score 0 against every book).
     """
+    dense: bool = True
+    vocab_size: Optional[int] = None
+
+    @property
+    def lexical(self) -> bool:
+        return self.vocab_size is not None
+
+    @property
+    def require_terms(self) -> bool:
+        return self.lexical and not self.dense
+
+    @property
+    def columns(self) -> list[str]:
+        return ["id"] + (["embedding"] if self.dense else []) + (["term_indices", "term_weights"] if self.lexical else [])
+
+    @classmethod
+    def for_method(cls, method: str, vocab_size: Optional[int]) -> "BlockSpec":
+        if method not in METHODS:
+            raise ValueError(f"score.method must be one of {METHODS}, got {method!r}")
+        return cls(dense=method != "lexical", vocab_size=vocab_size if method != "dense" else None)
+
+
+def _features(table, spec: BlockSpec):
+    """Present rows of one partition -> (ids, dense rows or None, CSR of all rows or None, valid, dmin, dmax).
+
+    ``dmin``/``dmax``: the embedding lengths seen; when they disagree nothing is decoded
+    (``ids is None``) and the driver refuses to score.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from lfr.score.kernel import normalize_rows
+    from lfr.score.sparse import csr_rows
+
+    t = table.filter(_present_mask(table, spec))
+    ids, valid, vecs, csr, dmin, dmax = t.column("id").combine_chunks(), np.ones(t.num_rows, bool), None, None, None, None
+    if spec.dense:
+        emb = t.column("embedding").combine_chunks()
+        lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
+        dmin, dmax = (int(lengths.min()), int(lengths.max())) if len(lengths) else (None, None)
+        if dmin != dmax or dmin is None:
+            return None, None, None, valid[:0], dmin, dmax
+        values = emb.flatten().to_numpy(zero_copy_only=False)   # null elements -> NaN -> invalid row
+        vecs, valid = normalize_rows(values.reshape(len(ids), dmin))
+    if spec.lexical:
+        ti, tw = t.column("term_indices").combine_chunks(), t.column("term_weights").combine_chunks()
+        offsets = ti.offsets.to_numpy() - ti.offsets[0].as_py()
+        mat, ok = csr_rows(offsets, ti.flatten().to_numpy(zero_copy_only=False),
+                           tw.flatten().to_numpy(zero_copy_only=False), spec.vocab_size, spec.require_terms)
+        valid &= ok
+        csr = (mat, np.cumsum(ok) - 1)                                 # row -> CSR row
+    return ids, vecs, csr, valid, dmin, dmax
+
+
+def _block_builder(block_rows: int, spec: BlockSpec, with_exclusions: bool) -> Callable:
+    """mapInArrow function: one partition of (id, features[, excluded]) rows -> blocks (module doc)."""
 
     def build(batches: Iterator) -> Iterator:
         import numpy as np
@@ -68,102 +138,158 @@ def _block_builder(block_rows: int, with_exclusions: bool) -> Callable:
         import pyarrow.compute as pc
         from pyspark import TaskContext
 
-        from lfr.score.kernel import normalize_rows
-
         batches = [b for b in batches if b.num_rows]
         if not batches:
             return
         table = pa.Table.from_batches(batches).combine_chunks()
-        ids, emb = table.column("id").chunk(0), table.column("embedding").chunk(0)
-        present = pc.and_(pc.is_valid(ids), pc.is_valid(emb))
-        ids, emb = ids.filter(present), emb.filter(present)
-        lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
-        dmin, dmax = (int(lengths.min()), int(lengths.max())) if len(lengths) else (None, None)
-        names = ["block", "n", "n_invalid", "dmin", "dmax", "ids", "vec"] + (["ex_row", "ex_book"] if with_exclusions else [])
-
-        def block(j, n_rows, n_bad, ids_list, vec_bytes, ex=None):
-            arrays = [pa.array([pid * 65536 + j], pa.int64()), pa.array([n_rows], pa.int32()),
-                      pa.array([n_bad], pa.int32()), pa.array([dmin], pa.int32()), pa.array([dmax], pa.int32()),
-                      ids_list, pa.array([vec_bytes], pa.binary())]
-            if with_exclusions:
-                arrays += ex or [pa.array([None], pa.list_(pa.int32())), pa.array([None], pa.list_(pa.string()))]
-            return pa.RecordBatch.from_arrays(arrays, names=names)
-
         pid = TaskContext.get().partitionId() if TaskContext.get() else 0
-        if dmin != dmax or dmin is None:          # lengths disagree (driver refuses) or nothing present
-            yield block(0, 0, int(table.num_rows), pa.array([[]], pa.list_(pa.string())), b"")
-            return
-        dim = dmin
-        values = emb.flatten().to_numpy(zero_copy_only=False)   # null elements -> NaN -> invalid row
-        vecs, valid = normalize_rows(values.reshape(len(ids), dim))
+        names = BLOCK_COLUMNS + (["ex_row", "ex_book"] if with_exclusions else [])
+        ids, vecs, csr, valid, dmin, dmax = _features(table, spec)
         n_invalid = int(table.num_rows - valid.sum())
+        if ids is None:                           # embedding lengths disagree (driver refuses) or none present
+            yield _block_batch(names, [pid * 65536, 0, n_invalid, dmin, dmax, [], b"", b"", b"", b""], with_exclusions)
+            return
         keep = np.flatnonzero(valid)
-        ids_kept = ids.take(pa.array(keep, pa.int64()))
-        order = pc.sort_indices(ids_kept).to_numpy()            # binary (UTF-8 byte) order, as Spark SQL
+        order = pc.sort_indices(ids.take(pa.array(keep, pa.int64()))).to_numpy()   # UTF-8 byte order, as Spark SQL
         sel = keep[order]
-        ids_sorted = ids_kept.take(pa.array(order, pa.int64()))
-        vecs = vecs[sel]
+        ids_sorted = ids.take(pa.array(sel, pa.int64())).to_pylist()
+        vecs = vecs[sel] if vecs is not None else None
+        mat = csr[0][csr[1][sel]] if csr is not None else None
         if with_exclusions:
-            ex_lists = table.column("excluded").chunk(0).filter(present).take(pa.array(sel, pa.int64()))
+            ex_lists = table.column("excluded").combine_chunks().filter(_present_mask(table, spec)).take(
+                pa.array(sel, pa.int64()))
             ex_rows_all = pc.list_parent_indices(ex_lists).to_numpy(zero_copy_only=False)
-            ex_books_all = pc.list_flatten(ex_lists)
-        n = len(sel)
-        pieces = max(1, math.ceil(n / block_rows))
-        bounds = np.linspace(0, n, pieces + 1).round().astype(int)
+            ex_books_all = pc.list_flatten(ex_lists).to_pylist()
+        pieces = max(1, math.ceil(len(sel) / block_rows))
+        bounds = np.linspace(0, len(sel), pieces + 1).round().astype(int)
         for j in range(pieces):
             s, e = int(bounds[j]), int(bounds[j + 1])
-            ex = None
+            values = [pid * 65536 + j, e - s, n_invalid if j == 0 else 0, dmin, dmax, ids_sorted[s:e],
+                      np.ascontiguousarray(vecs[s:e]).tobytes() if vecs is not None else b"",
+                      *_csr_bytes(mat[s:e] if mat is not None else None)]
             if with_exclusions:
                 w = (ex_rows_all >= s) & (ex_rows_all < e)
-                ex = [pa.array([(ex_rows_all[w] - s).astype(np.int32)], pa.list_(pa.int32())),
-                      pa.array([ex_books_all.filter(pa.array(w)).to_pylist()], pa.list_(pa.string()))]
-            yield block(j, e - s, n_invalid if j == 0 else 0,
-                        pa.ListArray.from_arrays(pa.array([0, e - s], pa.int32()), ids_sorted.slice(s, e - s)),
-                        np.ascontiguousarray(vecs[s:e]).tobytes(), ex)
+                values += [(ex_rows_all[w] - s).astype(np.int32).tolist(),
+                           [b for b, x in zip(ex_books_all, w) if x]]
+            yield _block_batch(names, values, with_exclusions)
 
     return build
 
 
+def _present_mask(table, spec: BlockSpec):
+    """The rows :func:`_features` decodes (same filter), to align the exclusion lists with them."""
+    import pyarrow.compute as pc
+
+    present = pc.is_valid(table.column("id"))
+    for c in spec.columns[1:]:
+        present = pc.and_(present, pc.is_valid(table.column(c)))
+    if spec.lexical:
+        same = pc.equal(pc.list_value_length(table.column("term_indices")),
+                        pc.list_value_length(table.column("term_weights")))
+        present = pc.and_(present, pc.fill_null(same, False))
+    return present
+
+
+def _csr_bytes(mat) -> list[bytes]:
+    """CSR rows -> [indptr int64, terms int32, weights float32] bytes (empty when no lexical part)."""
+    import numpy as np
+
+    if mat is None:
+        return [b"", b"", b""]
+    return [mat.indptr.astype(np.int64).tobytes(), mat.indices.astype(np.int32).tobytes(),
+            mat.data.astype(np.float32).tobytes()]
+
+
+def _block_batch(names: list[str], values: list, with_exclusions: bool):
+    """One block as a one-row Arrow batch of the block schema."""
+    import pyarrow as pa
+
+    types = [pa.int64(), pa.int32(), pa.int32(), pa.int32(), pa.int32(), pa.list_(pa.string()),
+             pa.binary(), pa.binary(), pa.binary(), pa.binary()]
+    if with_exclusions:
+        types += [pa.list_(pa.int32()), pa.list_(pa.string())]
+        if len(values) == len(BLOCK_COLUMNS):
+            values = values + [None, None]
+    return pa.RecordBatch.from_arrays([pa.array([v], t) for v, t in zip(values, types)], names=names)
+
+
+def decode_csr(indptr: bytes, terms: bytes, weights: bytes, n: int, vocab_size: int):
+    """CSR bytes of a block -> scipy CSR matrix (n x vocab_size), read-only views where possible."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    if not indptr:
+        return sp.csr_matrix((n, vocab_size), dtype=np.float32)
+    return sp.csr_matrix((np.frombuffer(weights, np.float32), np.frombuffer(terms, np.int32),
+                          np.frombuffer(indptr, np.int64)), shape=(n, vocab_size))
+
+
 def build_blocks(df: DataFrame, block_rows: int, n_rows: int, min_blocks: int = 1,
-                 with_exclusions: bool = False) -> DataFrame:
-    """``df`` (id, embedding[, excluded]) -> one row per block (see module doc)."""
+                 with_exclusions: bool = False, spec: BlockSpec = BlockSpec()) -> DataFrame:
+    """``df`` (id, features[, excluded]) -> one row per block (see module doc)."""
     n_blocks = max(min_blocks, blocks_needed(n_rows, block_rows), 1)
-    cols = ["id", "embedding"] + (["excluded"] if with_exclusions else [])
+    cols = spec.columns + (["excluded"] if with_exclusions else [])
     return (df.select(*cols)
               .repartition(n_blocks, "id")
-              .mapInArrow(_block_builder(block_rows, with_exclusions),
+              .mapInArrow(_block_builder(block_rows, spec, with_exclusions),
                           MOVIE_BLOCK_SCHEMA if with_exclusions else BLOCK_SCHEMA))
 
 
-def _pair_scorer(dim: int, k: int, kernel: Optional[Callable]) -> Callable:
-    """mapInArrow function: rows (movie block, book block) -> candidate rows."""
+def _block_arrays(col: dict, i: int, side: str, dim: Optional[int], vocab: Optional[int]):
+    """Row ``i`` of a pair batch -> (ids Arrow array, dense rows or None, CSR or None) of one side."""
+    import numpy as np
+
+    ids = col[f"{side}_ids"][i].values
+    dense = (np.frombuffer(col[f"{side}_vec"][i].as_buffer(), dtype=np.float32).reshape(-1, dim)
+             if dim else None)                          # read-only view of the Arrow buffer (no copy)
+    csr = None
+    if vocab:
+        csr = decode_csr(*(col[f"{side}_{c}"][i].as_py() for c in ("indptr", "terms", "weights")), len(ids), vocab)
+    return ids, dense, csr
+
+
+def _exclusions(col: dict, i: int, b_ids):
+    """Excluded (row, col) pairs of this pair of blocks, or (None, None)."""
+    import pyarrow.compute as pc
+
+    ex_book = col["ex_book"][i].values
+    if ex_book is None or not len(ex_book):
+        return None, None
+    pos = pc.index_in(ex_book, value_set=b_ids)
+    hit = pc.is_valid(pos)
+    if not pc.any(hit).as_py():
+        return None, None
+    return col["ex_row"][i].values.filter(hit).to_numpy(), pos.filter(hit).to_numpy()
+
+
+def _pair_scorer(method: str, dim: Optional[int], vocab: Optional[int], k: int, kernel: Optional[Callable]) -> Callable:
+    """mapInArrow function: rows (movie block, book block) -> candidate rows (the method's kernel)."""
 
     def score(batches: Iterator) -> Iterator:
         import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
         from pyspark import TaskContext
 
-        fn = kernel or block_topk
+        from lfr.score.hybrid import hybrid_topk
+        from lfr.score.kernel import block_topk
+        from lfr.score.sparse import sparse_topk
+
         ctx = TaskContext.get()
         threads = max(1, ctx.cpus()) if ctx else None
         for batch in batches:
             col = {name: batch.column(name) for name in batch.schema.names}
             for i in range(batch.num_rows):
-                m_ids = col["m_ids"][i].values
-                b_ids = col["b_ids"][i].values
-                # read-only views of the Arrow buffers (no copy); the kernel copies what it reshapes
-                q = np.frombuffer(col["m_vec"][i].as_buffer(), dtype=np.float32).reshape(-1, dim)
-                b = np.frombuffer(col["b_vec"][i].as_buffer(), dtype=np.float32).reshape(-1, dim)
-                ex_r = ex_c = None
-                ex_book = col["ex_book"][i].values
-                if ex_book is not None and len(ex_book):
-                    pos = pc.index_in(ex_book, value_set=b_ids)
-                    hit = pc.is_valid(pos)
-                    if pc.any(hit).as_py():
-                        ex_r = col["ex_row"][i].values.filter(hit).to_numpy()
-                        ex_c = pos.filter(hit).to_numpy()
-                r, c, s = fn(q, b, k, exclude_rows=ex_r, exclude_cols=ex_c, threads=threads)
+                m_ids, q, qa = _block_arrays(col, i, "m", dim, vocab)
+                b_ids, b, ba = _block_arrays(col, i, "b", dim, vocab)
+                ex_r, ex_c = _exclusions(col, i, b_ids)
+                kw = dict(exclude_rows=ex_r, exclude_cols=ex_c, threads=threads)
+                if method == "dense":
+                    r, c, s = (kernel or block_topk)(q, b, k, **kw)
+                elif method == "lexical":
+                    r, c, s = (kernel or sparse_topk)(qa, ba, k, **kw)
+                else:
+                    coef = np.frombuffer(col["m_coef"][i].as_py(), np.float64).reshape(-1, 3)
+                    r, c, s = (kernel or hybrid_topk)(q, b, qa, ba, coef, k, **kw)
                 yield pa.RecordBatch.from_arrays(
                     [m_ids.take(pa.array(r, pa.int32())), b_ids.take(pa.array(c, pa.int32())),
                      pa.array(s, pa.float32())],
@@ -174,21 +300,23 @@ def _pair_scorer(dim: int, k: int, kernel: Optional[Callable]) -> Callable:
 
 def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
     """All (movie block, book block) pairs as a cartesian product of the two block tables."""
-    has_ex = "ex_row" in movie_blocks.columns
+    data = ["block", "ids", "vec", "indptr", "terms", "weights"]
+
+    def col_or_null(c: str, t: str):
+        return F.col(c) if c in movie_blocks.columns else F.lit(None).cast(t)
     m = movie_blocks.filter("n > 0").select(
-        F.col("block").alias("m_block"), F.col("ids").alias("m_ids"), F.col("vec").alias("m_vec"),
-        F.col("ex_row") if has_ex else F.lit(None).cast("array<int>").alias("ex_row"),
-        F.col("ex_book") if has_ex else F.lit(None).cast("array<string>").alias("ex_book"))
-    b = book_blocks.filter("n > 0").select(
-        F.col("block").alias("b_block"), F.col("ids").alias("b_ids"), F.col("vec").alias("b_vec"))
+        *[F.col(c).alias(f"m_{c}") for c in data], col_or_null("ex_row", "array<int>").alias("ex_row"),
+        col_or_null("ex_book", "array<string>").alias("ex_book"), col_or_null("coef", "binary").alias("m_coef"))
+    b = book_blocks.filter("n > 0").select(*[F.col(c).alias(f"b_{c}") for c in data])
     # SHUFFLE_REPLICATE_NL = CartesianProduct: task (i, j) reads movie block partition i and
     # book block partition j; never a broadcast of a whole side (see module doc).
     return m.hint("shuffle_replicate_nl").crossJoin(b)
 
 
-def candidates(pairs: DataFrame, dim: int, k: int, kernel: Optional[Callable] = None) -> DataFrame:
+def candidates(pairs: DataFrame, method: str, dim: Optional[int], vocab: Optional[int], k: int,
+               kernel: Optional[Callable] = None) -> DataFrame:
     """Partial top-k per (movie, book block): ``movie_id, book_id, score``."""
-    return pairs.mapInArrow(_pair_scorer(dim, k, kernel), CANDIDATE_SCHEMA)
+    return pairs.mapInArrow(_pair_scorer(method, dim, vocab, k, kernel), CANDIDATE_SCHEMA)
 
 
 def merge_candidates(cands: DataFrame, k: int) -> DataFrame:
@@ -197,3 +325,97 @@ def merge_candidates(cands: DataFrame, k: int) -> DataFrame:
     return (cands.withColumn("rank", F.row_number().over(w))
                  .filter(F.col("rank") <= k)
                  .select("movie_id", F.col("rank").cast("int").alias("rank"), "book_id", "score"))
+
+
+# ---------------------------------------------------------------- hybrid: per-movie statistics
+
+def lexical_moments(pairs: DataFrame, vocab: int) -> DataFrame:
+    """Per movie block: each movie's lexical score sum and sum of squares over ALL books.
+
+    One pass over the pairs (``block, s1, s2``: float64 bytes aligned with the block's rows); the
+    partial sums are added in book-block order, so the statistics do not depend on task timing.
+    """
+    def moments(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        from lfr.score.sparse import sparse_moments
+
+        for batch in batches:
+            col = {name: batch.column(name) for name in batch.schema.names}
+            for i in range(batch.num_rows):
+                _, _, qa = _block_arrays(col, i, "m", None, vocab)
+                _, _, ba = _block_arrays(col, i, "b", None, vocab)
+                s1, s2 = sparse_moments(qa, ba)
+                yield pa.RecordBatch.from_pydict(
+                    {"m_block": [col["m_block"][i].as_py()], "b_block": [col["b_block"][i].as_py()],
+                     "s1": [s1.tobytes()], "s2": [s2.tobytes()]},
+                    schema=pa.schema([("m_block", pa.int64()), ("b_block", pa.int64()),
+                                      ("s1", pa.binary()), ("s2", pa.binary())]))
+
+    def add(pdf):
+        import numpy as np
+        import pandas as pd
+
+        pdf = pdf.sort_values("b_block")
+        s1 = sum(np.frombuffer(x, np.float64) for x in pdf["s1"])
+        s2 = sum(np.frombuffer(x, np.float64) for x in pdf["s2"])
+        return pd.DataFrame({"block": [int(pdf["m_block"].iloc[0])], "s1": [s1.tobytes()], "s2": [s2.tobytes()]})
+
+    return (pairs.mapInArrow(moments, "m_block bigint, b_block bigint, s1 binary, s2 binary")
+                 .groupBy("m_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
+
+
+def dense_moments(book_blocks: DataFrame, dim: int):
+    """(sum of the book rows, Gram matrix B^T B) over all book blocks, on the driver (d + d^2 floats)."""
+    import numpy as np
+
+    def moments(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        from lfr.score.hybrid import dense_book_moments
+
+        for batch in batches:
+            for i in range(batch.num_rows):
+                vec = batch.column("vec")[i].as_buffer()
+                b = np.frombuffer(vec, np.float32).reshape(-1, dim) if vec is not None else np.zeros((0, dim), np.float32)
+                bsum, gram = dense_book_moments(b)
+                yield pa.RecordBatch.from_pydict({"block": [batch.column("block")[i].as_py()],
+                                                  "bsum": [bsum.tobytes()], "gram": [gram.tobytes()]})
+
+    rows = sorted(book_blocks.filter("n > 0").select("block", "vec")
+                  .mapInArrow(moments, "block bigint, bsum binary, gram binary").collect(), key=lambda r: r["block"])
+    bsum = sum(np.frombuffer(r["bsum"], np.float64) for r in rows)
+    gram = sum(np.frombuffer(r["gram"], np.float64).reshape(dim, dim) for r in rows)
+    return bsum, gram
+
+
+def with_coefficients(movie_blocks: DataFrame, lex_stats: DataFrame, alpha: float, n_books: int,
+                      book_sum, gram, dim: int) -> DataFrame:
+    """Movie blocks + ``coef``: each movie's convex-fusion coefficients (a, b, c), float64 bytes."""
+    cols = movie_blocks.columns
+
+    def add(batches: Iterator) -> Iterator:
+        import numpy as np
+        import pyarrow as pa
+
+        from lfr.score.hybrid import convex_coefficients, dense_movie_stats, moments_to_stats
+
+        for batch in batches:
+            coefs = []
+            for i in range(batch.num_rows):
+                vec, s1 = batch.column("vec")[i].as_buffer(), batch.column("s1")[i].as_py()
+                if vec is None or not batch.column("n")[i].as_py():
+                    coefs.append(b"")
+                    continue
+                q = np.frombuffer(vec, np.float32).reshape(-1, dim)
+                mu_l, var_l = moments_to_stats(np.frombuffer(s1, np.float64),
+                                               np.frombuffer(batch.column("s2")[i].as_py(), np.float64), n_books)
+                coefs.append(convex_coefficients(alpha, *dense_movie_stats(q, n_books, book_sum, gram),
+                                                 mu_l, var_l).tobytes())
+            yield pa.RecordBatch.from_arrays([batch.column(c) for c in cols] + [pa.array(coefs, pa.binary())],
+                                             names=cols + ["coef"])
+
+    from pyspark.sql.types import BinaryType, StructField, StructType
+
+    schema = StructType(movie_blocks.schema.fields + [StructField("coef", BinaryType())])
+    return movie_blocks.join(lex_stats, "block", "left").mapInArrow(add, schema)

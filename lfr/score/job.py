@@ -5,17 +5,24 @@
 
 Output table ``recommendations`` (docs/CONTRACTS.md)::
 
-    movie_id string, rank int, book_id string, score float, model_version string, run_id string, scored_at timestamp
+    movie_id string, rank int, book_id string, score float, model_version string, lexical_version string,
+    method string, method_params string, run_id string, scored_at timestamp
 
 * ``rank`` 1..k per movie: score descending, on equal score the smaller ``book_id``
   first (UTF-8 byte order, as Spark SQL compares strings). ``score`` is the cosine of
   the L2-normalised embeddings, computed exactly to float32 (see ``lfr.score.kernel``),
-  so ties are real ties whatever the blocking.
+  so ties are real ties whatever the blocking. ``method`` says which score (``score.method``):
+  ``dense`` -- that cosine; ``lexical`` -- the cosine of the L2-normalised lexical (TF-IDF/BM25)
+  vectors (``lfr.score.sparse``); ``hybrid`` -- ``alpha z_dense + (1 - alpha) z_lexical`` with
+  per-movie z-scores over all scored books (``lfr.score.hybrid``), the exact top-k over all books.
+  ``method_params``: the method's settings as JSON (fusion, alpha, the normalisation), one value per run.
 * A movie gets ``min(k, books left after filters/exclusions)`` rows. Embeddings that
   cannot be normalised (null, NaN/inf element, all-zero vector) are dropped and counted
   in the result (and the log): such a movie gets no rows, such a book is never recommended.
-* ``model_version``: the single version both input tables carry; a run refuses to mix
-  versions (:class:`ModelVersionMismatch`). ``run_id`` and ``scored_at`` are one value per run.
+* ``model_version``: the single version both embedding tables carry (null for ``lexical``);
+  ``lexical_version``: the single version both lexical tables carry (null for ``dense``); a run
+  refuses to mix versions (:class:`ModelVersionMismatch`). The hybrid scores the items present
+  in both the embedding and the lexical table of their side. ``run_id`` and ``scored_at`` are one value per run.
 
 Atomicity: the whole table is replaced by **one** Delta overwrite commit at the end of the
 run. Readers see the previous version until that commit; a run that fails or is killed
@@ -33,6 +40,7 @@ version. Instead the rows are range-partitioned by ``movie_id`` into
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -45,107 +53,28 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lfr.score.blocks import build_blocks, candidates, merge_candidates, pair_blocks
+from lfr.score.blocks import (METHODS, BlockSpec, build_blocks, candidates, dense_moments, lexical_moments,
+                              merge_candidates, pair_blocks, with_coefficients)
+from lfr.score.checks import (ModelVersionMismatch, ScoringError, check_inputs, check_lexical_inputs, dimension,
+                              require_columns)
 from lfr.score.kernel import blocks_needed
-from lfr.spark.delta import is_delta_table, register_table, register_tables, write_table
+from lfr.score.view import create_view, register_recommendations
+from lfr.spark.delta import is_delta_table
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Method", "ModelVersionMismatch", "ScoreResult", "ScoringError", "check_inputs", "create_view",
+           "load_exclusions", "register_recommendations", "run_score", "score_recommendations"]
 
 #: a movie block is not cut below this many rows just to create parallelism
 MIN_PARALLEL_BLOCK_ROWS = 256
 #: when all block pairs together hold at most this many bytes, they are coalesced into
 #: ~2 x parallelism tasks instead of one task per pair (small catalogs: task overhead dominates)
 SMALL_PAIRS_BYTES = 64 << 20
+FUSIONS = ("convex", "rrf")
 
 
-class ScoringError(ValueError):
-    """The inputs cannot be scored (empty, inconsistent dimensions, duplicate ids, ...)."""
-
-
-class ModelVersionMismatch(ScoringError):
-    """Movie and book embeddings come from different models, or a table mixes several."""
-
-
-@dataclass
-class ScoreResult:
-    run_id: str
-    model_version: str
-    k: int
-    dim: int
-    movies: int            # movies scored (valid embeddings)
-    books: int             # books scored (valid embeddings, after the filter)
-    movies_invalid: int    # dropped: null / NaN / inf / zero embedding
-    books_invalid: int
-    movie_blocks: int
-    book_blocks: int
-    pairs: int             # kernel tasks = movie_blocks x book_blocks
-    rows: int              # rows written
-    table_version: Optional[int]
-    seconds_blocks: float
-    seconds_score: float   # kernel + merge + Delta write
-    seconds: float
-    path: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _check_side(rows: list, what: str) -> tuple[str, int]:
-    """(model_version, rows) from the per-version statistics of one side, or a clear error."""
-    if not rows:
-        raise ScoringError(f"{what} embeddings are empty: nothing to score")
-    if len(rows) > 1:
-        versions = sorted(repr(r["model_version"]) for r in rows)
-        raise ModelVersionMismatch(
-            f"{what} embeddings mix {len(rows)} model versions ({', '.join(versions)}); "
-            f"re-embed the whole table with one model before scoring")
-    r = rows[0]
-    if r["model_version"] is None:
-        raise ModelVersionMismatch(f"{what} embeddings have no model_version (null)")
-    if r["ids"] != r["distinct_ids"]:
-        raise ScoringError(f"{what} embeddings have {r['ids'] - r['distinct_ids']} duplicate id(s)")
-    return r["model_version"], int(r["rows"])
-
-
-def check_inputs(movies: DataFrame, books: DataFrame) -> tuple[str, int, int]:
-    """``(model_version, movie_rows, book_rows)``; raises when the tables cannot be scored together.
-
-    One Spark job over the ``id`` and ``model_version`` columns only (the embeddings are not
-    decoded here; their lengths are checked while the blocks are built): per side and
-    model_version, row count and distinct ids.
-    """
-    for what, df in (("movie", movies), ("book", books)):
-        missing = {"id", "embedding", "model_version"} - set(df.columns)
-        if missing:
-            raise ScoringError(f"{what} embeddings lack column(s) {sorted(missing)} (have {df.columns})")
-    both = (movies.select(F.lit("movie").alias("side"), "id", "model_version")
-                  .unionByName(books.select(F.lit("book").alias("side"), "id", "model_version")))
-    stats = (both.groupBy("side", "model_version")
-                 .agg(F.count(F.lit(1)).alias("rows"), F.count("id").alias("ids"),
-                      F.countDistinct("id").alias("distinct_ids"))
-                 .collect())
-    mv, m_rows = _check_side([r for r in stats if r["side"] == "movie"], "movie")
-    bv, b_rows = _check_side([r for r in stats if r["side"] == "book"], "book")
-    if mv != bv:
-        raise ModelVersionMismatch(
-            f"movie embeddings are model_version {mv!r} but book embeddings are {bv!r}: "
-            f"scores across models are meaningless; re-embed both catalogs with the same model")
-    return mv, m_rows, b_rows
-
-
-def _dimension(ms, bs) -> int:
-    """The one embedding length of both sides (from the blocks' dmin/dmax), or a clear error."""
-    for what, st in (("movie", ms), ("book", bs)):
-        if st["dmin"] is None:
-            raise ScoringError(f"{what} embeddings: every embedding (or id) is null: nothing to score")
-        if st["dmin"] != st["dmax"] or st["dmin"] <= 0:
-            raise ScoringError(f"{what} embeddings have lengths {st['dmin']}..{st['dmax']}: one dimension expected")
-    if ms["dmin"] != bs["dmin"]:
-        raise ScoringError(f"movie embeddings have dimension {ms['dmin']}, book embeddings {bs['dmin']}")
-    return int(ms["dmin"])
-
-
-def _delta_version(spark: SparkSession, path: str) -> tuple[Optional[int], Optional[int]]:
+def table_version(spark: SparkSession, path: str) -> tuple[Optional[int], Optional[int]]:
     """(latest version, numOutputRows of that commit) of the Delta table at ``path``."""
     from delta.tables import DeltaTable
 
@@ -156,13 +85,222 @@ def _delta_version(spark: SparkSession, path: str) -> tuple[Optional[int], Optio
     return int(h["version"]), int(rows) if rows is not None else None
 
 
+@dataclass(frozen=True)
+class Method:
+    """``score.method`` and its settings; ``params()`` is what the table records per run."""
+    name: str = "dense"
+    fusion: str = "convex"
+    alpha: float = 0.7          # weight of the dense z-score in the convex fusion
+    rrf_k: int = 60
+
+    def __post_init__(self):
+        if self.name not in METHODS:
+            raise ValueError(f"score.method must be one of {METHODS}, got {self.name!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"score.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if not 0.0 <= float(self.alpha) <= 1.0:
+            raise ValueError(f"score.alpha must be in [0, 1], got {self.alpha}")
+        if self.name == "hybrid" and self.fusion == "rrf":
+            raise ScoringError("score.fusion=rrf is not implemented yet (exact RRF needs global ranks); "
+                               "use score.fusion=convex")
+
+    @property
+    def dense(self) -> bool:
+        return self.name != "lexical"
+
+    @property
+    def lexical(self) -> bool:
+        return self.name != "dense"
+
+    def params(self) -> dict:
+        if self.name == "hybrid":
+            return {"fusion": self.fusion, "alpha": float(self.alpha),
+                    "normalisation": "z-score per movie over all scored books"}
+        return {"score": "cosine"}
+
+
+@dataclass
+class ScoreResult:
+    run_id: str
+    method: str
+    method_params: str     # JSON, as recorded in the table
+    model_version: Optional[str]
+    lexical_version: Optional[str]
+    k: int
+    dim: Optional[int]     # embedding dimension (dense, hybrid)
+    vocab_size: Optional[int]
+    movies: int            # movies scored (valid features)
+    books: int             # books scored (valid features, after the filter)
+    movies_invalid: int    # dropped: null / NaN / inf / zero embedding, malformed or empty lexical row
+    books_invalid: int
+    movie_blocks: int
+    book_blocks: int
+    pairs: int             # kernel tasks = movie_blocks x book_blocks
+    rows: int              # rows written
+    table_version: Optional[int]
+    seconds_blocks: float
+    seconds_score: float   # (hybrid statistics +) kernel + merge + Delta write
+    seconds: float
+    path: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Inputs:
+    """Checked inputs of one run: rows to block (id + features) and their versions."""
+    movies: DataFrame
+    books: DataFrame
+    model_version: Optional[str]
+    lexical_version: Optional[str]
+    vocab_size: Optional[int]
+    movie_rows: int
+    book_rows: int
+
+
+@dataclass
+class _Blocks:
+    """Cached blocks of both sides and their statistics (one Spark job builds them)."""
+    movies: DataFrame
+    books: DataFrame
+    ms: dict
+    bs: dict
+    dim: Optional[int]
+
+    @property
+    def pairs(self) -> int:
+        return int(self.ms["blocks"]) * int(self.bs["blocks"])
+
+    def unpersist(self) -> None:
+        self.movies.unpersist()
+        self.books.unpersist()
+
+
+def _check_and_pair(method: Method, movies, books, movie_lexical, book_lexical,
+                    movie_filter: Optional[str], book_filter: Optional[str]) -> _Inputs:
+    """Phase 1: filters, version checks and, for the hybrid, each item's dense + lexical row paired by id.
+
+    Filters apply to the embedding tables (dense, hybrid) or to the lexical tables (lexical).
+    """
+    from lfr.score.checks import EMBEDDING_COLUMNS, LEXICAL_COLUMNS
+
+    def filtered(df, predicate, first: bool):
+        return df.filter(predicate) if predicate and first else df
+    mv = lv = vocab = None
+    m_rows = b_rows = 0
+    if method.dense:
+        movies = filtered(require_columns(movies, "movie embeddings"), movie_filter, True).select(*EMBEDDING_COLUMNS)
+        books = filtered(require_columns(books, "book embeddings"), book_filter, True).select(*EMBEDDING_COLUMNS)
+        mv, m_rows, b_rows = check_inputs(movies, books)
+    if method.lexical:
+        ml = filtered(require_columns(movie_lexical, "movie lexical features"), movie_filter, not method.dense)
+        bl = filtered(require_columns(book_lexical, "book lexical features"), book_filter, not method.dense)
+        ml, bl = ml.select(*LEXICAL_COLUMNS), bl.select(*LEXICAL_COLUMNS)
+        lv, vocab, lm_rows, lb_rows = check_lexical_inputs(ml, bl)
+        terms = ["id", "term_indices", "term_weights"]
+        if method.dense:                                     # hybrid: items present in both tables
+            movies, books = movies.join(ml.select(*terms), "id"), books.join(bl.select(*terms), "id")
+        else:
+            movies, books, m_rows, b_rows = ml, bl, lm_rows, lb_rows
+    return _Inputs(movies, books, mv, lv, vocab, m_rows, b_rows)
+
+
+def _with_exclusions(movies: DataFrame, exclude: Optional[DataFrame]) -> DataFrame:
+    """Movies + ``excluded``: the book ids never to recommend to each (masked inside the kernel)."""
+    if exclude is None:
+        return movies
+    ex = (exclude.select(F.col("movie_id").cast("string"), F.col("book_id").cast("string"))
+                 .dropna().groupBy("movie_id").agg(F.collect_set("book_id").alias("excluded")))
+    return movies.join(ex, movies["id"] == ex["movie_id"], "left").drop("movie_id")
+
+
+def _plan_blocks(spark: SparkSession, inputs: _Inputs, spec: BlockSpec, movie_block_rows: int,
+                 book_block_rows: int, with_exclusions: bool) -> _Blocks:
+    """Phase 2: both sides cut into cached blocks; one Spark job builds them and returns their statistics."""
+    n_bb = blocks_needed(inputs.book_rows, book_block_rows)
+    parallel = 2 * spark.sparkContext.defaultParallelism          # enough tasks to keep every core busy
+    min_mb = min(math.ceil(parallel / max(n_bb, 1)), max(1, inputs.movie_rows // MIN_PARALLEL_BLOCK_ROWS))
+    mb = build_blocks(inputs.movies, movie_block_rows, inputs.movie_rows, min_blocks=min_mb,
+                      with_exclusions=with_exclusions, spec=spec).persist(StorageLevel.MEMORY_AND_DISK)
+    bb = build_blocks(inputs.books, book_block_rows, inputs.book_rows, spec=spec).persist(StorageLevel.MEMORY_AND_DISK)
+    stats = {r["side"]: r.asDict() for r in (
+        mb.select(F.lit("m").alias("side"), "n", "n_invalid", "dmin", "dmax")
+          .unionByName(bb.select(F.lit("b").alias("side"), "n", "n_invalid", "dmin", "dmax"))
+          .groupBy("side")
+          .agg(F.count(F.when(F.col("n") > 0, 1)).alias("blocks"), F.sum("n").alias("rows"),
+               F.sum("n_invalid").alias("invalid"), F.max("n").alias("largest"),
+               F.min("dmin").alias("dmin"), F.max("dmax").alias("dmax"))
+          .collect())}
+    empty = {"blocks": 0, "rows": 0, "invalid": 0, "largest": 0, "dmin": None, "dmax": None}
+    blocks = _Blocks(mb, bb, stats.get("m", empty), stats.get("b", empty), None)
+    try:
+        blocks.dim = dimension(blocks.ms, blocks.bs) if spec.dense else None
+    except ScoringError:
+        blocks.unpersist()
+        raise
+    return blocks
+
+
+def _pairs(spark: SparkSession, blocks: _Blocks, movie_blocks: DataFrame) -> DataFrame:
+    """The block pairs; coalesced into ~2 tasks per core when they are all small."""
+    pairs = pair_blocks(movie_blocks, blocks.books)
+    parallel = 2 * spark.sparkContext.defaultParallelism
+    row_bytes = 4 * (blocks.dim or 128)                      # lexical rows: ~a hundred terms x 8 bytes
+    if blocks.pairs > parallel and blocks.pairs * (blocks.ms["largest"] + blocks.bs["largest"]) * row_bytes <= SMALL_PAIRS_BYTES:
+        pairs = pairs.coalesce(parallel)
+    return pairs
+
+
+def _score_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Method, k: int,
+                 kernel: Optional[Callable], cached: list) -> DataFrame:
+    """Phase 3: the kernel over every block pair, merged into the top-k per movie (lazy).
+
+    The hybrid first computes each movie's statistics over all books (lexical moments pass + the
+    book side's dense moments) and stores its fusion coefficients in its block (cached, appended
+    to ``cached`` for the caller to release).
+    """
+    movie_blocks = blocks.movies
+    if method.name == "hybrid":
+        lex = lexical_moments(_pairs(spark, blocks, blocks.movies), inputs.vocab_size)
+        book_sum, gram = dense_moments(blocks.books, blocks.dim)
+        movie_blocks = with_coefficients(blocks.movies, lex, float(method.alpha), int(blocks.bs["rows"]),
+                                         book_sum, gram, blocks.dim).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(movie_blocks)
+    cands = candidates(_pairs(spark, blocks, movie_blocks), method.name, blocks.dim, inputs.vocab_size, k, kernel)
+    return merge_candidates(cands, k)
+
+
+def _write(merged: DataFrame, inputs: _Inputs, method: Method, run_id: str, n_rows: int, rows_per_file: int,
+           output_path: str) -> None:
+    """Phase 4: one atomic Delta overwrite, range-partitioned and sorted by movie (module doc).
+
+    ``overwriteSchema``: the table is a full snapshot of one run, its schema is the scorer's
+    (a table written by an older version, without the method columns, is replaced, not merged).
+    """
+    n_files = max(1, math.ceil(n_rows / rows_per_file))
+    out = (merged
+           .withColumn("model_version", F.lit(inputs.model_version).cast("string"))
+           .withColumn("lexical_version", F.lit(inputs.lexical_version).cast("string"))
+           .withColumn("method", F.lit(method.name))
+           .withColumn("method_params", F.lit(json.dumps(method.params(), sort_keys=True)))
+           .withColumn("run_id", F.lit(run_id))
+           .withColumn("scored_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
+           .repartitionByRange(n_files, "movie_id")
+           .sortWithinPartitions("movie_id", "rank"))
+    out.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(output_path)
+
+
 def score_recommendations(
     spark: SparkSession,
-    movies: DataFrame,
-    books: DataFrame,
+    movies: Optional[DataFrame],
+    books: Optional[DataFrame],
     output_path: str,
     *,
     k: int = 10,
+    method: Method = Method(),
+    movie_lexical: Optional[DataFrame] = None,
+    book_lexical: Optional[DataFrame] = None,
     movie_block_rows: int = 16384,
     book_block_rows: int = 16384,
     exclude: Optional[DataFrame] = None,
@@ -172,90 +310,50 @@ def score_recommendations(
     rows_per_file: int = 4_000_000,
     kernel: Optional[Callable] = None,
 ) -> ScoreResult:
-    """Exact top-k books per movie by cosine, written to the Delta table at ``output_path``.
+    """Exact top-k books per movie by ``method``, written to the Delta table at ``output_path``.
 
-    ``movies`` / ``books``: embedding tables (``id, embedding array<float>, model_version``;
-    other columns are ignored). ``exclude``: ``DataFrame(movie_id, book_id)`` of pairs never to
-    recommend (e.g. known adaptations); masked inside the block kernel before the top-k is cut,
-    so every movie still gets k books when k others exist. ``movie_filter`` / ``book_filter``:
-    SQL predicates applied to the inputs before blocking (e.g. ``"year >= 2000"`` when the
-    caller joined catalog columns in). ``kernel``: replaces :func:`lfr.score.kernel.block_topk`
+    ``movies`` / ``books``: embedding tables (``id, embedding array<float>, model_version``; dense
+    and hybrid); ``movie_lexical`` / ``book_lexical``: lexical tables (LEXICAL_CONTRACT schema;
+    lexical and hybrid); other columns are ignored. ``exclude``: ``DataFrame(movie_id, book_id)`` of
+    pairs never to recommend (e.g. known adaptations); masked inside the block kernel before the
+    top-k is cut, so every movie still gets k books when k others exist. ``movie_filter`` /
+    ``book_filter``: SQL predicates applied to the inputs before blocking (e.g. ``"year >= 2000"``
+    when the caller joined catalog columns in). ``kernel``: replaces the method's block kernel
     (same signature) -- for tests and experiments.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     if movie_block_rows <= 0 or book_block_rows <= 0:
         raise ValueError("block sizes must be positive")
+    method = method if isinstance(method, Method) else Method(str(method))
     started = time.time()
     run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    if movie_filter:
-        movies = movies.filter(movie_filter)
-    if book_filter:
-        books = books.filter(book_filter)
-    movies = movies.select("id", "embedding", "model_version")
-    books = books.select("id", "embedding", "model_version")
-    model_version, m_rows, b_rows = check_inputs(movies, books)
+    inputs = _check_and_pair(method, movies, books, movie_lexical, book_lexical, movie_filter, book_filter)
+    inputs.movies = _with_exclusions(inputs.movies, exclude)
     t_check = time.time() - started
-
-    if exclude is not None:
-        ex = (exclude.select(F.col("movie_id").cast("string"), F.col("book_id").cast("string"))
-                     .dropna().groupBy("movie_id").agg(F.collect_set("book_id").alias("excluded")))
-        movies = movies.join(ex, movies["id"] == ex["movie_id"], "left").drop("movie_id")
-
-    n_bb = blocks_needed(b_rows, book_block_rows)
-    parallel = 2 * spark.sparkContext.defaultParallelism          # enough tasks to keep every core busy
-    min_mb = min(math.ceil(parallel / n_bb), max(1, m_rows // MIN_PARALLEL_BLOCK_ROWS))
-    mb = build_blocks(movies, movie_block_rows, m_rows, min_blocks=min_mb,
-                      with_exclusions=exclude is not None).persist(StorageLevel.MEMORY_AND_DISK)
-    bb = build_blocks(books, book_block_rows, b_rows).persist(StorageLevel.MEMORY_AND_DISK)
+    blocks = _plan_blocks(spark, inputs, BlockSpec.for_method(method.name, inputs.vocab_size),
+                          movie_block_rows, book_block_rows, exclude is not None)
+    cached = [blocks.movies, blocks.books]
     try:
-        # one job builds (and caches) both sides' blocks and returns their statistics
-        side_stats = {r["side"]: r for r in (
-            mb.select(F.lit("m").alias("side"), "n", "n_invalid", "dmin", "dmax")
-              .unionByName(bb.select(F.lit("b").alias("side"), "n", "n_invalid", "dmin", "dmax"))
-              .groupBy("side")
-              .agg(F.count(F.when(F.col("n") > 0, 1)).alias("blocks"), F.sum("n").alias("rows"),
-                   F.sum("n_invalid").alias("invalid"), F.max("n").alias("largest"),
-                   F.min("dmin").alias("dmin"), F.max("dmax").alias("dmax"))
-              .collect())}
-        empty = {"blocks": 0, "rows": 0, "invalid": 0, "largest": 0, "dmin": None, "dmax": None}
-        ms, bs = side_stats.get("m", empty), side_stats.get("b", empty)
-        t_blocks = time.time() - started
-        dim = _dimension(ms, bs)
+        ms, bs, t_blocks = blocks.ms, blocks.bs, time.time() - started
         n_movies, n_books = int(ms["rows"] or 0), int(bs["rows"] or 0)
-        log.info("score %s: model_version=%s d=%d k=%d | movies %d (+%d invalid) in %d blocks (largest %s) | "
-                 "books %d (+%d invalid) in %d blocks (largest %s) | %d block pairs | checks %.1fs, blocks built %.1fs",
-                 run_id, model_version, dim, k, n_movies, ms["invalid"] or 0, ms["blocks"], ms["largest"],
-                 n_books, bs["invalid"] or 0, bs["blocks"], bs["largest"], ms["blocks"] * bs["blocks"],
-                 t_check, t_blocks - t_check)
+        _log_plan(run_id, method, inputs, blocks, k, t_check, t_blocks)
         if n_movies == 0 or n_books == 0:
-            raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book embeddings")
-
-        pairs = pair_blocks(mb, bb)
-        n_pairs = int(ms["blocks"]) * int(bs["blocks"])
-        if n_pairs > parallel and n_pairs * (ms["largest"] + bs["largest"]) * dim * 4 <= SMALL_PAIRS_BYTES:
-            pairs = pairs.coalesce(parallel)
-        merged = merge_candidates(candidates(pairs, dim, k, kernel), k)
-        n_files = max(1, math.ceil(n_movies * min(k, n_books) / rows_per_file))
-        out = (merged
-               .withColumn("model_version", F.lit(model_version))
-               .withColumn("run_id", F.lit(run_id))
-               .withColumn("scored_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
-               .repartitionByRange(n_files, "movie_id")
-               .sortWithinPartitions("movie_id", "rank"))
+            raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book rows")
+        merged = _score_pairs(spark, blocks, inputs, method, k, kernel, cached)
         t0 = time.time()
-        write_table(out, output_path, mode="overwrite")
+        _write(merged, inputs, method, run_id, n_movies * min(k, n_books), rows_per_file, output_path)
         t_score = time.time() - t0
     finally:
-        mb.unpersist()
-        bb.unpersist()
-    version, rows = _delta_version(spark, output_path)
+        for df in cached:
+            df.unpersist()
+    version, rows = table_version(spark, output_path)
     result = ScoreResult(
-        run_id=run_id, model_version=model_version, k=k, dim=dim, movies=n_movies, books=n_books,
-        movies_invalid=int(ms["invalid"] or 0), books_invalid=int(bs["invalid"] or 0),
-        movie_blocks=int(ms["blocks"]), book_blocks=int(bs["blocks"]),
-        pairs=int(ms["blocks"]) * int(bs["blocks"]),
-        rows=rows if rows is not None else -1, table_version=version,
+        run_id=run_id, method=method.name, method_params=json.dumps(method.params(), sort_keys=True),
+        model_version=inputs.model_version, lexical_version=inputs.lexical_version, k=k, dim=blocks.dim,
+        vocab_size=inputs.vocab_size, movies=n_movies, books=n_books, movies_invalid=int(ms["invalid"] or 0),
+        books_invalid=int(bs["invalid"] or 0), movie_blocks=int(ms["blocks"]), book_blocks=int(bs["blocks"]),
+        pairs=blocks.pairs, rows=rows if rows is not None else -1, table_version=version,
         seconds_blocks=round(t_blocks, 2), seconds_score=round(t_score, 2),
         seconds=round(time.time() - started, 2), path=output_path)
     log.info("score %s: wrote %d rows to %s (Delta version %s) in %.1fs (kernel+merge+write %.1fs)",
@@ -263,42 +361,15 @@ def score_recommendations(
     return result
 
 
-# ---------------------------------------------------------------- SQL registration
-
-VIEW_SQL = """CREATE OR REPLACE VIEW {view} AS
-SELECT r.movie_id, r.rank, r.book_id, r.score, r.model_version, r.run_id, r.scored_at,
-       m.title AS movie_title, b.title AS book_title
-FROM {recommendations} r
-LEFT JOIN {movie_embeddings} m ON m.id = r.movie_id
-LEFT JOIN {book_embeddings} b ON b.id = r.book_id"""
-
-
-def create_view(spark: SparkSession, view: str, recommendations: str, movie_embeddings: str,
-                book_embeddings: str) -> str:
-    """``CREATE OR REPLACE VIEW``: recommendations with ``movie_title`` and ``book_title``.
-
-    Arguments are qualified table names (``lfr.recommendations``). Idempotent. With Spark's
-    default in-memory catalog the view lives as long as the session (as the table
-    registrations do), so every job that wants SQL re-creates it; with a Hive metastore it persists.
-    """
-    spark.sql(VIEW_SQL.format(view=view, recommendations=recommendations,
-                              movie_embeddings=movie_embeddings, book_embeddings=book_embeddings))
-    return view
-
-
-def register_recommendations(spark: SparkSession, cfg) -> list[str]:
-    """Register every existing table of ``cfg['tables']`` plus the view; returns the names (idempotent)."""
-    names = register_tables(spark, cfg)
-    t = cfg["tables"]
-    db = t["database"]
-    needed = [t["recommendations"], t["movie_embeddings"], t["book_embeddings"]]
-    if all(is_delta_table(spark, spec["path"]) for spec in needed):
-        q = [register_table(spark, db, spec["name"], spec["path"]) for spec in needed]
-        view = create_view(spark, f"`{db}`.`{t['recommendations_view']}`", *q)
-        names.append(view)
-    else:
-        log.info("view %s.%s not created: recommendations or embedding tables missing", db, t["recommendations_view"])
-    return names
+def _log_plan(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: int, t_check: float,
+              t_blocks: float) -> None:
+    ms, bs = blocks.ms, blocks.bs
+    log.info("score %s: method=%s %s model_version=%s lexical_version=%s d=%s vocab=%s k=%d | "
+             "movies %d (+%d invalid) in %d blocks (largest %s) | books %d (+%d invalid) in %d blocks (largest %s) | "
+             "%d block pairs | checks %.1fs, blocks built %.1fs",
+             run_id, method.name, json.dumps(method.params()), inputs.model_version, inputs.lexical_version,
+             blocks.dim, inputs.vocab_size, k, ms["rows"] or 0, ms["invalid"] or 0, ms["blocks"], ms["largest"],
+             bs["rows"] or 0, bs["invalid"] or 0, bs["blocks"], bs["largest"], blocks.pairs, t_check, t_blocks - t_check)
 
 
 # ---------------------------------------------------------------- the job
@@ -336,11 +407,35 @@ def _with_catalog_columns(spark: SparkSession, emb: DataFrame, catalog_path: str
     return emb.join(cat.select(*extra), "id", "left")
 
 
+def _read_tables(spark: SparkSession, t, method: Method) -> dict:
+    """The input tables the method needs, or a clear error naming the job that writes them."""
+    keys = (["movie_embeddings", "book_embeddings"] if method.dense else []) + \
+           (["movie_lexical", "book_lexical"] if method.lexical else [])
+    out = {}
+    for key in keys:
+        spec = t.get(key) if hasattr(t, "get") else None
+        if not spec or not is_delta_table(spark, spec["path"]):
+            where = spec["path"] if spec else f"tables.{key} (not configured)"
+            job = "jobs/embed_lexical.py" if "lexical" in key else "the embedding jobs (jobs/embed_movies.py, jobs/embed_books.py)"
+            raise ScoringError(f"no Delta table at {where} ({key}), needed by score.method={method.name}; run {job} first")
+        out[key] = spark.read.format("delta").load(spec["path"])
+    return out
+
+
+def method_from_settings(sc, method: Optional[str] = None) -> Method:
+    """``score.method`` / ``fusion`` / ``alpha`` / ``rrf_k`` (``method`` overrides the first)."""
+    get = sc.get if hasattr(sc, "get") else (lambda key, default=None: getattr(sc, key, default))
+    return Method(name=str(method or get("method", "dense") or "dense"), fusion=str(get("fusion", "convex") or "convex"),
+                  alpha=float(get("alpha", 0.7) if get("alpha", 0.7) is not None else 0.7),
+                  rrf_k=int(get("rrf_k", 60) or 60))
+
+
 def run_score(
     spark: SparkSession,
     cfg,
     *,
     k: Optional[int] = None,
+    method: Optional[str] = None,
     movie_block_rows: Optional[int] = None,
     book_block_rows: Optional[int] = None,
     exclude_pairs: Optional[str] = None,
@@ -348,32 +443,33 @@ def run_score(
     book_filter: Optional[str] = None,
     kernel: Optional[Callable] = None,
 ) -> ScoreResult:
-    """The job: embedding tables of ``cfg['tables']`` -> ``recommendations`` + view, registered for SQL.
+    """The job: feature tables of ``cfg['tables']`` -> ``recommendations`` + view, registered for SQL.
 
-    Arguments left ``None`` come from ``cfg['score']``. Filters may use the catalog columns
-    (``genres``, ``year``, ``authors``, ...) when the catalog tables exist: they are joined in by id.
+    Arguments left ``None`` come from ``cfg['score']`` (``method``, ``fusion``, ``alpha``,
+    ``rrf_k`` too). Filters may use the catalog columns (``genres``, ``year``, ``authors``, ...)
+    when the catalog tables exist: they are joined in by id.
     """
     sc, t = cfg["score"], cfg["tables"]
+    m = method_from_settings(sc, method)
     k = int(k if k is not None else sc["k"])
     movie_block_rows = int(movie_block_rows or sc["movie_block_rows"])
     book_block_rows = int(book_block_rows or sc["book_block_rows"])
     exclude_pairs = exclude_pairs if exclude_pairs is not None else sc.get("exclude_pairs")
     movie_filter = movie_filter if movie_filter is not None else sc.get("movie_filter")
     book_filter = book_filter if book_filter is not None else sc.get("book_filter")
-    for key in ("movie_embeddings", "book_embeddings"):
-        if not is_delta_table(spark, t[key]["path"]):
-            raise ScoringError(f"no Delta table at {t[key]['path']} ({key}); run the embedding jobs first")
-    movies = spark.read.format("delta").load(t["movie_embeddings"]["path"])
-    books = spark.read.format("delta").load(t["book_embeddings"]["path"])
+    tables = _read_tables(spark, t, m)
+    movie_side, book_side = ("movie_embeddings", "book_embeddings") if m.dense else ("movie_lexical", "book_lexical")
     if movie_filter:
-        movies = _with_catalog_columns(spark, movies, t["movies"]["path"])
+        tables[movie_side] = _with_catalog_columns(spark, tables[movie_side], t["movies"]["path"])
     if book_filter:
-        books = _with_catalog_columns(spark, books, t["books"]["path"])
-    exclude = load_exclusions(spark, cfg, exclude_pairs, movies, books) if exclude_pairs else None
+        tables[book_side] = _with_catalog_columns(spark, tables[book_side], t["books"]["path"])
+    exclude = (load_exclusions(spark, cfg, exclude_pairs, tables[movie_side], tables[book_side])
+               if exclude_pairs else None)
     result = score_recommendations(
-        spark, movies, books, t["recommendations"]["path"], k=k, movie_block_rows=movie_block_rows,
-        book_block_rows=book_block_rows, exclude=exclude, movie_filter=movie_filter,
-        book_filter=book_filter, kernel=kernel)
+        spark, tables.get("movie_embeddings"), tables.get("book_embeddings"), t["recommendations"]["path"], k=k,
+        method=m, movie_lexical=tables.get("movie_lexical"), book_lexical=tables.get("book_lexical"),
+        movie_block_rows=movie_block_rows, book_block_rows=book_block_rows, exclude=exclude,
+        movie_filter=movie_filter, book_filter=book_filter, kernel=kernel)
     names = register_recommendations(spark, cfg)
     log.info("registered for SQL: %s", ", ".join(names))
     return result
