@@ -142,3 +142,13 @@ def test_tampered_or_foreign_artifact_is_refused(tmp_path, xmodel, tiny_artifact
         load(bad)
     with pytest.raises(ArtifactError, match="kind"):
         load(tiny_artifact)
+
+
+def test_catalog_router_sends_each_catalog_to_its_stream(xmodel):
+    from lfr.xcross.evaluate import CatalogRouter
+
+    router = CatalogRouter(xmodel, FILMS, integrate=True)
+    assert router.domain_of(FILMS) == "film" and router.domain_of(BOOKS) == "book"
+    np.testing.assert_array_equal(router.embed(None, BOOKS, None, 4), xmodel.embed(None, BOOKS, None, domain="book"))
+    np.testing.assert_array_equal(router.embed(None, FILMS[:3], None, 4),
+                                  xmodel.embed(None, FILMS[:3], None, domain="film"))

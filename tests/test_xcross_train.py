@@ -33,10 +33,12 @@ def catalogs(toy_movies, toy_books):
 def test_views():
     assert span_pair(LONG, 16) == (" ".join(LONG.split()[:8]), " ".join(LONG.split()[8:]))
     assert span_pair("too short", 4) is None and span_pair(None, 1) is None
-    movies = pd.DataFrame({"id": ["m1", "m2", "m3"], "description": [LONG, "short text", "short too"]})
+    movies = pd.DataFrame({"id": ["m1", "m2", "m3", "m4"],
+                           "description": [LONG, "short text", "short too", "IMDb overview.\n\nWikipedia summary."]})
     pairs, stats = film_view_pairs(movies, 16, alt_texts={"m2": "the wikipedia summary of m2"})
-    assert pairs == [span_pair(LONG, 16), ("short text", "the wikipedia summary of m2")]
-    assert stats == {"film_pairs": 2, "film_second_text_pairs": 1}
+    assert pairs == [span_pair(LONG, 16), ("short text", "the wikipedia summary of m2"),
+                     ("IMDb overview.", "Wikipedia summary.")]
+    assert stats == {"film_pairs": 3, "film_second_text_pairs": 2}
     books = pd.DataFrame({"id": ["b2", "b1", "b3"], "description": ["second", "first", "other"],
                           "authors": [["Ann"], np.array(["ann"]), ["Bob"]]})
     pairs, stats = book_view_pairs(books, 16)

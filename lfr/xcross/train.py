@@ -2,9 +2,9 @@
 the movie->book links with the base encoder and both adapters frozen.
 
 Stage 1 (per domain, InfoNCE with in-batch negatives): positives are two views of one item --
-two spans of one description (first and second half of its words), a second text of the same
-film when the caller has one (``alt_texts``: id -> text, e.g. the Wikipedia summary of an IMDb
-film), and for books two different books by the same (first) author. No link is used, so the
+two spans of one description (first and second half of its words), the two texts of a film
+found in both movie sources (the catalog merges them into one description; or ``alt_texts``:
+id -> another text), and for books two different books by the same (first) author. No link is used, so the
 adapters are the same for every CV fold: they are cached on disk by a digest of their inputs
 (``xcross.cache_dir``) and can be passed in (``adapters_from``).
 
@@ -34,6 +34,9 @@ from safetensors.torch import save_file as save_safetensors
 from lfr.xcross.model import DOMAINS, MODEL_KEYS, XCrossModel, build_xcross, trainable
 
 log = logging.getLogger(__name__)
+
+#: How ``lfr.data`` joins the texts of a film merged from two sources (see lfr/data/catalog.py).
+MERGED_TEXT_SEPARATOR = "\n\n"
 
 TRAIN_KEYS: dict[str, Any] = {
     "train_max_length": 128,
@@ -97,14 +100,17 @@ def span_pair(text: str, min_words: int) -> tuple[str, str] | None:
 
 def film_view_pairs(movies: pd.DataFrame, min_words: int, alt_texts: Mapping[str, str] | None = None
                     ) -> tuple[list[tuple[str, str]], dict]:
-    """Positive pairs for the film adapter: (description, other text of the same film) when
-    ``alt_texts`` has one, else two spans of the description."""
+    """Positive pairs for the film adapter: two texts of the same film when there are two -- the
+    catalog merges a film found in both movie sources into one item whose description is
+    "<IMDb overview>\\n\\n<Wikipedia summary>", or ``alt_texts`` gives one -- else two spans of
+    the description."""
     alt = dict(alt_texts or {})
     pairs, n_alt = [], 0
     for mid, desc in zip(movies["id"].astype(str), movies["description"]):
-        other = _text(alt.get(mid))
-        if _text(desc) and other and other != _text(desc):
-            pairs.append((_text(desc), other))
+        first, _, rest = _text(desc).partition(MERGED_TEXT_SEPARATOR)
+        other = _text(alt.get(mid)) or rest.strip()
+        if first and other and other != first:
+            pairs.append((first, other))
             n_alt += 1
         elif (span := span_pair(desc, min_words)) is not None:
             pairs.append(span)

@@ -1,0 +1,162 @@
+"""X-Cross vs text-only on the bundled sample, and X-Cross's cost (not a test).
+
+    nice -n 5 .venv/bin/python bench/xcross_sample.py                 # inputs -> eval -> cost
+    nice -n 5 .venv/bin/python bench/xcross_sample.py --only cost --n 200
+
+1. inputs: the validated sample catalogs (with book authors; a film found in both movie sources
+   is one item with both texts) and the resolved links, collected once with Spark and cached as
+   parquet under --out.
+2. eval: ``lfr.eval.runner.run_evaluation`` (3-fold CV by film) with X-Cross as the trained row
+   (``lfr.xcross.evaluate.make_train_fn``); the same call gives the text-only, TF-IDF and genre
+   rows. ``--ablation`` adds a second call with the adapters-only model (integrator untrained).
+   Both models truncate at --max-length tokens (the text-only row too, for a fair comparison).
+3. cost: items/s of embedding N book descriptions with the plain encoder (what LightFusionRec's
+   text side runs) vs X-Cross (integrated: 2 streams; own stream only), same threads, and the
+   X-Cross training time per stage (from the eval run).
+Results: --out/{eval.json, eval.md, cost.json}. The machine is shared: say so when quoting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+log = logging.getLogger("bench.xcross")
+
+
+def collect_inputs(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    files = {k: out / f"{k}.parquet" for k in ("movies", "books", "links")}
+    if not all(f.is_file() for f in files.values()):
+        from lfr.config import load_config
+        from lfr.data.catalog import load_catalog
+        from lfr.data.pairs import read_pairs
+        from lfr.spark import build_session
+
+        cfg = load_config(overrides=["spark.driver.memory=1g", "spark.sql.shuffle.partitions=2"])
+        spark = build_session(cfg)
+        movies_df, _ = load_catalog(spark, cfg, "movies")
+        movies_df = movies_df.cache()
+        movies = movies_df.select("id", "title", "description", "genres").toPandas()
+        books_df, _ = load_catalog(spark, cfg, "books")
+        books_df = books_df.cache()
+        links = read_pairs(spark, str(cfg["catalogs"]["pairs"]), movies_df, books_df).toPandas()
+        books = books_df.select("id", "title", "description", "genres", "authors").toPandas()
+        spark.stop()
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in (("movies", movies), ("books", books), ("links", links)):
+            frame.to_parquet(files[name])
+    frames = {k: pd.read_parquet(f) for k, f in files.items()}
+    for k in ("movies", "books"):
+        frames[k]["genres"] = frames[k]["genres"].map(lambda g: list(g) if g is not None else [])
+    frames["books"]["authors"] = frames["books"]["authors"].map(lambda a: list(a) if a is not None else None)
+    return frames["movies"], frames["books"], frames["links"]
+
+
+def eval_cfg(max_length: int) -> dict:
+    """The project's config (every eval key), with both encoders truncating at ``max_length``."""
+    import copy
+
+    from lfr.config import load_config
+
+    cfg = copy.deepcopy(dict(load_config()))
+    cfg["model"] = {**cfg["model"], "max_length": max_length, "precision": "fp32"}
+    cfg["eval"] = {**cfg["eval"], "folds": 3, "ks": [1, 10, 100], "distilbert_path": None}
+    cfg["xcross"] = {"max_length": max_length}
+    return cfg
+
+
+def run_eval(movies, books, links, args, out: Path) -> dict:
+    from lfr.eval.runner import run_evaluation
+    from lfr.xcross.evaluate import make_train_fn
+
+    cfg = eval_cfg(args.max_length)
+    cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
+    results = {}
+    variants = [("xcross", True)] + ([("xcross_adapters_only", False)] if args.ablation else [])
+    for name, integrate in variants:
+        t0 = time.time()
+        res = run_evaluation(movies, books, links, cfg, train_fn=make_train_fn(integrate_stage=integrate),
+                             trained_label=name)
+        table = res.table()
+        results[name] = {"table": json.loads(table.to_json(orient="records")), "training": res.setup["training"],
+                         "train_seconds": res.setup["train_seconds"], "wall_seconds": round(time.time() - t0, 1),
+                         "n_test_movies": res.setup["n_test_movies"], "protocol": res.setup["protocol"]}
+        (out / "eval.json").write_text(json.dumps(results, indent=2, default=str))
+        (out / f"eval_{name}.md").write_text(table.to_markdown(index=False, floatfmt=".3f"))
+        print(table.to_string(index=False), flush=True)
+    return results
+
+
+def run_cost(books: pd.DataFrame, args, out: Path) -> dict:
+    import torch
+
+    from lfr.model.text import TextEncoder, resolve_encoder
+    from lfr.xcross import build_xcross
+    from lfr.xcross.model import DOMAINS
+
+    torch.set_num_threads(args.threads)
+    texts = [d for d in books["description"] if isinstance(d, str) and d][: args.n]
+    name, folder = resolve_encoder("default")
+    plain = TextEncoder(folder, pooling="mean", max_length=args.max_length, precision="fp32", name=name)
+    xc = build_xcross({"encoder": "default", "max_length": args.max_length})
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-trivial weights: a trained model costs the same as these
+        for d in DOMAINS:
+            for p in xc.adapter_parameters(d).values():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.01)
+        for p in xc.integrator.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 1e-4)
+    runs = {"plain_encoder": lambda: plain.encode(texts, batch_size=32),
+            "xcross_integrated": lambda: xc.encode_text(texts, 32, domain="book", integrate=True),
+            "xcross_own_stream": lambda: xc.encode_text(texts, 32, domain="book", integrate=False)}
+    cost = {"n_items": len(texts), "threads": args.threads, "max_length": args.max_length,
+            "load_average": os.getloadavg(), "items_per_s": {}}
+    for label, fn in runs.items():
+        best = min(_timed(fn) for _ in range(args.repeats))
+        cost["items_per_s"][label] = round(len(texts) / best, 1)
+        print(f"{label}: {len(texts) / best:.1f} items/s", flush=True)
+    cost["load_average_after"] = os.getloadavg()
+    (out / "cost.json").write_text(json.dumps(cost, indent=2))
+    return cost
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "work" / "xcross"))
+    ap.add_argument("--only", choices=["inputs", "eval", "cost"], default=None)
+    ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    movies, books, links = collect_inputs(out)
+    n_two = int(movies["description"].str.contains("\n\n", regex=False).sum())
+    print(f"inputs: {len(movies)} films ({n_two} with two texts), {len(books)} books, {len(links)} links")
+    if args.only in (None, "eval"):
+        run_eval(movies, books, links, args, out)
+    if args.only in (None, "cost"):
+        run_cost(books, args, out)
+
+
+if __name__ == "__main__":
+    main()
