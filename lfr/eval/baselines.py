@@ -18,25 +18,49 @@ Methods (``standard_methods``):
 * ``lightfusionrec`` -- the same architecture after training on the *training* links only.
 * ``distilbert_text_only`` / ``lightfusionrec_distilbert`` -- the paper's encoder (DistilBERT,
   [CLS] pooling), when ``eval.distilbert_path`` names a local copy.
+* ``lexical`` -- the product's lexical features (``lfr.lexical``: the Spark job's tokenizer,
+  vocabulary rules and weighting function, ``lexical:`` settings), fitted on all descriptions, cosine.
+* ``hybrid`` -- ``alpha * z(dense) + (1 - alpha) * z(lexical)`` with per-film z-scores over all books
+  (the product's ``score.method: hybrid``); dense = the trained model when there is one, else
+  text-only; ``alpha`` tuned per fold on the TRAINING folds' films and links only (grid, best MRR).
+* ``hybrid_rrf`` -- reciprocal rank fusion ``1/(k + rank_dense) + 1/(k + rank_lexical)``, nothing tuned.
+
+Most methods are one cosine (``embed``); the fusions are not, so a ``Method`` may instead give its
+score matrix directly (``score``); ``method_scores`` runs either kind.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from lfr.eval.metrics import ranking_metrics, resolve_links
+
 Matrix = "np.ndarray | scipy.sparse.spmatrix"
 EmbedFn = Callable[[pd.DataFrame, pd.DataFrame], tuple]
+ScoreFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+ALPHA_GRID = tuple(round(0.05 * i, 2) for i in range(21))   # 0, 0.05, ..., 1
+RRF_K = 60
+VAR_EPS = 1e-12   # as lfr.score.hybrid: a film whose scores do not vary gets z = 0 from that component
 
 
 @dataclass
 class Method:
     name: str
     description: str
-    embed: EmbedFn
+    embed: EmbedFn | None = None        # (movies, books) -> row-normalised (M, B): scores are M @ B.T
+    score: ScoreFn | None = None        # or (movies, books) -> the score matrix itself (fusions)
+    info: dict = field(default_factory=dict)   # choices made while fitting (e.g. the tuned alpha), for the report
+
+
+def method_scores(method: Method, movies: pd.DataFrame, books: pd.DataFrame) -> np.ndarray:
+    """The (n_movies, n_books) float64 score matrix of either kind of method."""
+    if method.score is not None:
+        return np.asarray(method.score(movies, books), dtype=np.float64)
+    return score_matrix(*method.embed(movies, books))
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -83,6 +107,66 @@ def tfidf_method(corpus: Sequence[str]) -> Method:
         return vec.transform(descriptions(movies)), vec.transform(descriptions(books))
 
     return Method("tfidf", "TF-IDF of descriptions (scikit-learn), cosine", embed)
+
+
+def lexical_method(corpus: Sequence[str], settings=None) -> Method:
+    """The product's lexical features (``lfr.lexical``), fitted on ``corpus`` (all catalog descriptions)
+    exactly as ``jobs/embed_lexical.py`` fits them in Spark (tested equal); cosine of the rows."""
+    from lfr.lexical import LexicalModel, LexicalSettings
+
+    settings = settings if settings is not None else LexicalSettings()
+    model = LexicalModel.fit_texts(list(corpus), settings)
+    memo: dict[str, object] = {}
+
+    def features(frame: pd.DataFrame):
+        texts = descriptions(frame)
+        key = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+        if key not in memo:          # the book side is the same in every fold and fusion
+            memo[key] = model.transform(texts)
+        return memo[key]
+
+    def embed(movies: pd.DataFrame, books: pd.DataFrame):
+        return features(movies), features(books)
+
+    return Method("lexical", f"{settings.weighting} lexical features of the product (lfr.lexical), cosine", embed,
+                  info={"weighting": settings.weighting, "vocab_size": len(model.vocabulary),
+                        "lexical_version": model.version})
+
+
+def zscore_rows(scores: np.ndarray) -> np.ndarray:
+    """Per-film z-scores over all books (population sd, as ``lfr.score.hybrid``); a constant row -> 0."""
+    s = np.asarray(scores, dtype=np.float64)
+    mu = s.mean(axis=1, keepdims=True)
+    var = ((s - mu) ** 2).mean(axis=1, keepdims=True)
+    return np.divide(s - mu, np.sqrt(var), out=np.zeros_like(s), where=var > VAR_EPS)
+
+
+def convex_fusion(dense: np.ndarray, lexical: np.ndarray, alpha: float) -> np.ndarray:
+    """``alpha * z(dense) + (1 - alpha) * z(lexical)``: alpha is the weight of the dense side."""
+    return float(alpha) * zscore_rows(dense) + (1.0 - float(alpha)) * zscore_rows(lexical)
+
+
+def rrf_fusion(dense: np.ndarray, lexical: np.ndarray, k: int = RRF_K) -> np.ndarray:
+    """Reciprocal rank fusion ``1/(k + r_dense) + 1/(k + r_lexical)``, ranks from 1 (ties share the best)."""
+    from scipy.stats import rankdata
+
+    def ranks(s):
+        return rankdata(-np.asarray(s, dtype=np.float64), method="min", axis=1)
+
+    return 1.0 / (k + ranks(dense)) + 1.0 / (k + ranks(lexical))
+
+
+def tune_alpha(dense: np.ndarray, lexical: np.ndarray, relevant: Sequence[np.ndarray],
+               grid: Sequence[float] = ALPHA_GRID) -> tuple[float, dict[float, float]]:
+    """The alpha of ``grid`` with the best MRR of ``convex_fusion`` on the given (training) films.
+
+    Ties go to the alpha closest to 0.5 (the least extreme mix). Returns ``(alpha, {alpha: mrr})``."""
+    zd, zl = zscore_rows(dense), zscore_rows(lexical)
+    curve = {float(a): float(ranking_metrics(a * zd + (1 - a) * zl, relevant, ks=[1], ndcg_k=1)["mrr"])
+             for a in grid}
+    best = max(curve.values())
+    alpha = min((a for a, v in curve.items() if v >= best - 1e-12), key=lambda a: (abs(a - 0.5), a))
+    return alpha, curve
 
 
 def genre_method(model) -> Method:
@@ -161,6 +245,41 @@ def fusion_method(model, name: str, label: str, batch_size: int = 64, cache: Fea
     return Method(name, label, embed)
 
 
+def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: pd.DataFrame,
+                   train_links: pd.DataFrame, grid: Sequence[float] = ALPHA_GRID, rrf_k: int = RRF_K) -> list[Method]:
+    """``hybrid`` (convex, alpha tuned on ``train_links``' films only) and ``hybrid_rrf``.
+
+    ``movies``/``books``: the catalogs; the training films are the movies of ``train_links``, scored
+    against all books. The films a fold evaluates are never among them, so alpha is never chosen on
+    the films it is scored on."""
+    movie_ids, book_ids = movies["id"].astype(str).tolist(), books["id"].astype(str).tolist()
+    train_ids = sorted(set(train_links["movie_id"].astype(str)) & set(movie_ids))
+    pos = {m: i for i, m in enumerate(movie_ids)}
+    train_movies = movies.iloc[[pos[m] for m in train_ids]].reset_index(drop=True)
+    relevant, _ = resolve_links(zip(train_links["movie_id"].astype(str), train_links["book_id"].astype(str)),
+                                train_ids, book_ids)
+    if train_ids:
+        alpha, curve = tune_alpha(method_scores(dense, train_movies, books),
+                                  method_scores(lexical, train_movies, books), relevant, grid)
+    else:
+        alpha, curve = 0.5, {}
+
+    def convex(m: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+        return convex_fusion(method_scores(dense, m, b), method_scores(lexical, m, b), alpha)
+
+    def rrf(m: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+        return rrf_fusion(method_scores(dense, m, b), method_scores(lexical, m, b), rrf_k)
+
+    info = {"alpha": alpha, "dense": dense.name, "tuned_on_films": len(train_ids),
+            "tuning_mrr": curve.get(alpha), "mrr_by_alpha": curve}
+    return [
+        Method("hybrid", f"alpha z({dense.name}) + (1 - alpha) z(lexical), per-film z-scores; alpha tuned on the "
+               "training folds' links", score=convex, info=info),
+        Method("hybrid_rrf", f"reciprocal rank fusion of {dense.name} and lexical (k={rrf_k})", score=rrf,
+               info={"dense": dense.name, "rrf_k": rrf_k}),
+    ]
+
+
 def standard_methods(
     corpus: Sequence[str] | Method,
     base_model,
@@ -170,14 +289,22 @@ def standard_methods(
     distilbert_trained=None,
     batch_size: int = 64,
     cache: FeatureCache | None = None,
+    lexical: Method | None = None,
+    train_links: pd.DataFrame | None = None,
+    catalog: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+    alpha_grid: Sequence[float] = ALPHA_GRID,
 ) -> list[Method]:
     """The ablation's rows, in report order. ``None`` models leave their rows out.
 
     ``corpus``: the descriptions TF-IDF is fitted on, or an already fitted TF-IDF ``Method``.
     ``cache``: share one ``FeatureCache`` across calls (e.g. folds) to encode each text once.
+    ``lexical`` (``lexical_method``) adds its row; with ``train_links`` (this fold's training links)
+    and ``catalog`` (all movies, all books) also ``hybrid`` and ``hybrid_rrf`` (``hybrid_methods``).
     """
     cache = cache if cache is not None else FeatureCache()
     methods = [corpus if isinstance(corpus, Method) else tfidf_method(corpus)]
+    if lexical is not None:
+        methods.append(lexical)
     if base_model is not None:
         methods += [
             genre_method(base_model),
@@ -194,4 +321,9 @@ def standard_methods(
         methods.append(fusion_method(distilbert_trained, "lightfusionrec_distilbert",
                                      "LightFusionRec with DistilBERT [CLS], trained on the training links",
                                      batch_size, cache))
+    if lexical is not None and train_links is not None and catalog is not None:
+        by_name = {m.name: m for m in methods}
+        dense = by_name.get("lightfusionrec") or by_name.get("text_only")
+        if dense is not None:
+            methods += hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid)
     return methods

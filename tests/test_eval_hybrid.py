@@ -1,0 +1,126 @@
+"""Evaluation rows lexical / hybrid / hybrid_rrf: fusion formulas, alpha tuned on training links only."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lfr.eval import baselines
+from lfr.eval.baselines import (Method, convex_fusion, hybrid_methods, lexical_method, method_scores, rrf_fusion,
+                                standard_methods, tune_alpha, zscore_rows)
+
+
+def test_zscore_convex_and_rrf_equal_brute_force():
+    rng = np.random.default_rng(1)
+    d, l = rng.normal(size=(3, 7)), rng.normal(size=(3, 7))
+    l[2] = 0.25                       # a film with no lexical signal: that side contributes 0
+    d[1, 3] = d[1, 5]                 # a tie in the dense ranking
+    z = zscore_rows(d)
+    for i in range(3):
+        np.testing.assert_allclose(z[i], (d[i] - d[i].mean()) / d[i].std())
+    np.testing.assert_array_equal(zscore_rows(l)[2], 0.0)
+    np.testing.assert_allclose(convex_fusion(d, l, 0.3), 0.3 * z + 0.7 * zscore_rows(l))
+    r = rrf_fusion(d, l, k=60)
+    for i in range(3):
+        for j in range(7):
+            rank_d = 1 + int((d[i] > d[i, j]).sum())     # ties share the best rank
+            rank_l = 1 + int((l[i] > l[i, j]).sum())
+            assert r[i, j] == pytest.approx(1 / (60 + rank_d) + 1 / (60 + rank_l))
+
+
+def _table_method(name: str, table: dict) -> Method:
+    """A method whose scores are looked up per (movie id, book id)."""
+    return Method(name, name, score=lambda m, b: np.array([[table[(i, j)] for j in b["id"]] for i in m["id"]]))
+
+
+def _conflicting_catalog():
+    """Training films (t*) are found by the lexical scores only, test films (e*) by the dense ones."""
+    books = pd.DataFrame({"id": [f"b{j}" for j in range(6)], "description": [f"book {j}" for j in range(6)],
+                          "genres": [[]] * 6})
+    movies = pd.DataFrame({"id": ["t0", "t1", "t2", "e0", "e1"], "description": ["film"] * 5, "genres": [[]] * 5})
+    target = {"t0": "b0", "t1": "b1", "t2": "b2", "e0": "b3", "e1": "b4"}
+    rng = np.random.default_rng(7)
+    dense, lex = {}, {}
+    for m in movies["id"]:
+        for b in books["id"]:
+            dense[(m, b)], lex[(m, b)] = rng.uniform(0, 0.5), rng.uniform(0, 0.5)
+        good, bad = (lex, dense) if m.startswith("t") else (dense, lex)
+        good[(m, target[m])] = 1.0
+        bad[(m, target[m])] = -1.0
+    links = pd.DataFrame({"movie_id": list(target), "book_id": list(target.values())})
+    return movies, books, links, _table_method("dense", dense), _table_method("lexical", lex)
+
+
+def test_alpha_is_tuned_on_training_links_only():
+    movies, books, links, dense, lex = _conflicting_catalog()
+    train = links[links["movie_id"].str.startswith("t")]
+    test = links[links["movie_id"].str.startswith("e")]
+    hybrid, rrf = hybrid_methods(dense, lex, movies, books, train)
+    assert hybrid.info["alpha"] < 0.5 and hybrid.info["tuned_on_films"] == 3   # lexical wins on t*
+    # the films being scored would have picked the opposite weight: they played no part
+    oracle, _ = hybrid_methods(dense, lex, movies, books, test)
+    assert oracle.info["alpha"] > 0.5
+    eval_movies = movies[movies["id"].str.startswith("e")].reset_index(drop=True)
+    s = method_scores(hybrid, eval_movies, books)
+    np.testing.assert_allclose(s, convex_fusion(method_scores(dense, eval_movies, books),
+                                                method_scores(lex, eval_movies, books), hybrid.info["alpha"]))
+    assert rrf.name == "hybrid_rrf" and method_scores(rrf, eval_movies, books).shape == (2, 6)
+
+
+def test_tune_alpha_picks_the_best_mrr_and_breaks_ties_towards_half():
+    d = np.array([[0.9, 0.1, 0.2], [0.1, 0.2, 0.9]])
+    l = np.array([[0.1, 0.9, 0.2], [0.9, 0.2, 0.1]])
+    alpha, curve = tune_alpha(d, l, [np.array([0]), np.array([2])], grid=[0.0, 0.25, 0.5, 0.75, 1.0])
+    assert curve[1.0] == 1.0 and curve[0.0] < 1.0 and alpha == max(curve, key=lambda a: (curve[a], -abs(a - .5)))
+    alpha, _ = tune_alpha(d, d, [np.array([0]), np.array([2])], grid=[0.0, 0.5, 1.0])   # every alpha ties
+    assert alpha == 0.5
+
+
+def test_lexical_method_is_the_product_model():
+    from lfr.lexical import LexicalModel, LexicalSettings
+
+    movies = pd.DataFrame({"id": ["m0", "m1"], "description": ["The wizard of Hogwarts", "Corleone crime family"]})
+    books = pd.DataFrame({"id": ["b0", "b1", "b2"],
+                          "description": ["Hogwarts wizard school", "A crime family: the Corleone", None]})
+    corpus = baselines.descriptions(movies) + baselines.descriptions(books)
+    s = LexicalSettings(weighting="tfidf", min_df=1)
+    method = lexical_method(corpus, s)
+    model = LexicalModel.fit_texts(corpus, s)
+    expected = (model.transform(corpus[:2]) @ model.transform(corpus[2:]).T).toarray()
+    np.testing.assert_allclose(method_scores(method, movies, books), expected, rtol=1e-6)
+    assert method.info["lexical_version"] == model.version
+    assert np.argmax(expected, axis=1).tolist() == [0, 1]
+
+
+class _FakeModel:
+    """Just enough of LightFusionModel for standard_methods: hashed bag-of-words 'encoder'."""
+
+    def __init__(self, shift: float = 0.0):
+        self.shift = shift
+
+    def encode_text(self, texts, batch_size=64):
+        out = np.zeros((len(texts), 16), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in str(t).lower().split():
+                out[i, hash(w) % 16] += 1.0
+        return out + self.shift
+
+    def genre_vectors(self, genres):
+        return np.zeros((len(genres), 4), dtype=np.float32), np.zeros(len(genres), dtype=bool)
+
+    def embed_features(self, text, gvec):
+        return text
+
+
+def test_standard_methods_add_fusion_rows_on_the_trained_model_else_text_only():
+    movies, books, links, _, _ = _conflicting_catalog()
+    corpus = ["alpha beta gamma", "beta gamma delta"]
+    lex = lexical_method(corpus, None)
+    base = _FakeModel()
+    rows = standard_methods(corpus, base, None, lexical=lex, train_links=links, catalog=(movies, books))
+    names = [m.name for m in rows]
+    assert names == ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained", "hybrid", "hybrid_rrf"]
+    assert rows[-2].info["dense"] == "text_only"
+    rows = standard_methods(corpus, base, _FakeModel(0.5), lexical=lex, train_links=links, catalog=(movies, books))
+    assert rows[-2].info["dense"] == "lightfusionrec"
+    assert [m.name for m in standard_methods(corpus, base, None, lexical=lex)][-1] == "fusion_untrained"
