@@ -8,8 +8,12 @@ import pandas as pd
 import pytest
 
 from lfr.eval.metrics import (
+    bootstrap_interval,
     confidence_error_metrics,
+    paired_difference,
+    per_film_metrics,
     pessimistic_ranks,
+    ranking_intervals,
     ranking_metrics,
     resolve_links,
 )
@@ -160,3 +164,85 @@ def test_eval_pairs_negatives_exclude_relevant():
         assert neg.is_unique
     again = build_eval_pairs(relevant, n_books=8, negatives_per_positive=2, seed=3)
     pd.testing.assert_frame_equal(pairs, again)
+
+
+def _random_scores(seed: int, n_films: int = 40, n_books: int = 60):
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(n_films, n_books))
+    relevant = [rng.choice(n_books, size=1 + (i % 3 == 0), replace=False) for i in range(n_films)]
+    relevant[5] = np.array([], dtype=int)          # a film without links: excluded everywhere
+    return scores, relevant
+
+
+def test_per_film_metrics_mean_is_ranking_metrics():
+    # films with one and with two links: Recall@k and nDCG need every rank, not only the best
+    scores, relevant = _random_scores(3)
+    out = ranking_metrics(scores, relevant, ks=[1, 10, 30], ndcg_k=10, return_ranks=True)
+    per = per_film_metrics(out["ranks"], ks=[1, 10, 30], ndcg_k=10)
+    assert set(per) == {"recall@1", "recall@10", "recall@30", "mrr", "ndcg@10"}
+    assert np.isnan(per["mrr"][5]) and np.isnan(per["recall@10"]).sum() == 1
+    for name, values in per.items():
+        assert np.nanmean(values) == pytest.approx(out[name]), name
+    # hand-computed film: ranks 2 and 4 -> recall@1 0, recall@10 1, RR 1/2
+    hand = per_film_metrics([[2, 4]], ks=[1, 10], ndcg_k=10)
+    assert (hand["recall@1"][0], hand["recall@10"][0], hand["mrr"][0]) == (0.0, 1.0, 0.5)
+
+
+def test_bootstrap_interval_contains_estimate_and_is_seeded():
+    values = np.r_[np.ones(20), np.zeros(45), [np.nan]]        # R@10 of 65 films, one without links
+    mean, lo, hi = bootstrap_interval(values, n_resamples=2000, seed=13)
+    assert mean == pytest.approx(20 / 65)
+    assert lo < mean < hi and 0.0 <= lo and hi <= 1.0
+    assert hi - lo > 0.15   # 65 films: the interval is wide (this is the point of computing it)
+    assert bootstrap_interval(values, 2000, seed=13) == (mean, lo, hi)
+    rr = 1.0 / np.random.default_rng(0).integers(1, 500, size=65)     # reciprocal ranks: continuous values
+    assert bootstrap_interval(rr, 2000, seed=13) == bootstrap_interval(rr, 2000, seed=13)
+    assert bootstrap_interval(rr, 2000, seed=13)[1:] != bootstrap_interval(rr, 2000, seed=14)[1:]
+    assert all(math.isnan(x) for x in bootstrap_interval([np.nan, np.nan]))
+    constant = bootstrap_interval(np.full(10, 0.25), 500, seed=1)
+    assert constant == (0.25, 0.25, 0.25)
+
+
+def test_paired_difference_of_a_method_with_itself_is_exactly_zero():
+    scores, relevant = _random_scores(4)
+    ranks = ranking_metrics(scores, relevant, ks=[10], return_ranks=True)["ranks"]
+    per = per_film_metrics(ranks, ks=[10])
+    same = paired_difference(per["mrr"], per["mrr"], seed=13)
+    assert (same["diff"], same["lo"], same["hi"], same["within_noise"]) == (0.0, 0.0, 0.0, True)
+    assert same["n_films"] == 39
+
+
+def test_paired_difference_detects_a_real_gap_and_flags_noise():
+    a = np.r_[np.ones(30), np.zeros(10)]
+    better = paired_difference(a, np.zeros(40), seed=2)
+    assert better["diff"] == pytest.approx(0.75) and better["lo"] > 0 and not better["within_noise"]
+    # one film of 40 differs: an interval that crosses 0, i.e. noise
+    b = a.copy()
+    b[0] = 0.0
+    tiny = paired_difference(a, b, seed=2)
+    assert tiny["diff"] == pytest.approx(1 / 40) and tiny["lo"] <= 0.0 <= tiny["hi"] and tiny["within_noise"]
+    with pytest.raises(ValueError):
+        paired_difference(np.zeros(3), np.zeros(4))
+
+
+def test_ranking_intervals_per_method_and_against_reference():
+    scores, relevant = _random_scores(5)
+    perfect = np.zeros_like(scores)
+    for i, rel in enumerate(relevant):
+        perfect[i, rel] = 1.0 + np.arange(len(rel))     # every link on top (no ties: ties rank pessimistically)
+    ranks = {m: ranking_metrics(s, relevant, ks=[1, 10], return_ranks=True)["ranks"]
+             for m, s in (("text_only", scores), ("oracle", perfect))}
+    out = ranking_intervals(ranks, reference="text_only", ks=[1, 10], ndcg_k=10, n_resamples=500, seed=7)
+    assert out["metrics"] == ["recall@1", "recall@10", "mrr", "ndcg@10"] and out["reference"] == "text_only"
+    point = ranking_metrics(scores, relevant, ks=[1, 10])
+    for name in out["metrics"]:
+        iv = out["methods"]["text_only"][name]
+        assert iv["value"] == pytest.approx(point[name]) and iv["lo"] <= iv["value"] <= iv["hi"]
+        assert out["paired"]["text_only"][name]["diff"] == 0.0
+        if name != "recall@1":   # a film with two links has only one in its top 1
+            assert out["methods"]["oracle"][name] == {"value": 1.0, "lo": 1.0, "hi": 1.0}
+    assert out["paired"]["oracle"]["mrr"]["lo"] > 0 and not out["paired"]["oracle"]["mrr"]["within_noise"]
+    assert ranking_intervals(ranks, reference="text_only", ks=[1, 10], n_resamples=500, seed=7) == out
+    assert ranking_intervals(ranks, reference=None, ks=[1])["paired"] == {}
+    with pytest.raises(KeyError):
+        ranking_intervals(ranks, reference="missing")

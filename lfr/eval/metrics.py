@@ -28,6 +28,15 @@ highest first, and each relevant book gets a 1-based rank among *all* books.
 * **Links whose movie or book is missing from the catalog** are dropped before ranking by
   ``resolve_links``, which counts them (``LinkStats``) so the report can show them.
 
+Intervals (``ranking_intervals``)
+---------------------------------
+Every mean-over-films ranking metric (Recall@k, MRR, nDCG@k) gets a 95% percentile bootstrap
+interval over films (``BOOTSTRAP_RESAMPLES`` = 2,000 resamples of the films with replacement,
+seeded), computed from the per-film values (``per_film_metrics``). Methods are compared on the
+same films by the bootstrap of the per-film difference (``paired_difference``): a difference
+whose interval contains 0 is within noise. With ~65 linked films one film is 1/65 = 0.015 of
+Recall@k, so a one-point (0.01) change of R@10 is below the resolution of the data.
+
 Error metrics (``confidence_error_metrics``) -- our reading of the paper's MAE/RMSE
 -----------------------------------------------------------------------------------
 The paper reports MAE and RMSE "on the top 20/50/80% predictions" without a full definition.
@@ -56,7 +65,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -233,3 +242,98 @@ def resolve_links(
             stats.n_used += 1
             rel[m_index[movie_id]].add(b_index[book_id])
     return [np.array(sorted(s), dtype=np.int64) for s in rel], stats
+
+
+# --------------------------------------------------------------------------- uncertainty
+# With a few dozen linked films one film moves Recall@k by 1/n, so a table of point estimates
+# cannot tell a better method from a lucky one. Intervals come from the per-film values: the
+# films are resampled with replacement (percentile bootstrap of the mean over films), and two
+# methods are compared on the SAME resampled films (bootstrap of the per-film difference).
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_LEVEL = 0.95
+
+
+def interval_metric_names(ks: Iterable[int] = DEFAULT_KS, ndcg_k: int = 10) -> list[str]:
+    """The metrics that are means over films (median_rank is not: it gets no interval)."""
+    return [*(f"recall@{int(k)}" for k in ks), "mrr", f"ndcg@{ndcg_k}"]
+
+
+def per_film_metrics(ranks: Sequence[Sequence[int]], ks: Iterable[int] = DEFAULT_KS,
+                     ndcg_k: int = 10) -> dict[str, np.ndarray]:
+    """Per film, from the ranks of its relevant books (``ranking_metrics(..., return_ranks=True)``):
+    Recall@k, reciprocal rank and nDCG@k; NaN for a film without relevant books.
+
+    Several links per film are why best ranks alone are not enough (Recall@k counts every link).
+    The NaN-ignoring mean of each array is ``ranking_metrics``' value."""
+    ks = [int(k) for k in ks]
+    names = interval_metric_names(ks, ndcg_k)
+    out = {name: np.full(len(ranks), np.nan) for name in names}
+    for i, r in enumerate(ranks):
+        if len(r) == 0:
+            continue
+        m = per_movie_metrics(np.asarray(r), ks, ndcg_k)
+        for name in names:
+            out[name][i] = m[name]
+    return out
+
+
+def _resample_index(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(int(seed)).integers(0, n, size=(int(n_resamples), n))
+
+
+def bootstrap_interval(values: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 13,
+                       level: float = BOOTSTRAP_LEVEL) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean over films and its percentile bootstrap interval.
+
+    NaN values (films without links) are left out. Deterministic for a seed; with no value
+    everything is NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    means = v[_resample_index(v.size, n_resamples, seed)].mean(axis=1)
+    alpha = (1.0 - float(level)) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(v.mean()), float(lo), float(hi)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 13, level: float = BOOTSTRAP_LEVEL) -> dict:
+    """Mean per-film difference ``a - b`` over the films both evaluate, with its bootstrap interval.
+
+    ``within_noise``: the interval contains 0 (the data cannot tell the two apart). A method
+    compared with itself gives exactly 0 and [0, 0]."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must cover the same films: {a.shape} vs {b.shape}")
+    both = ~np.isnan(a) & ~np.isnan(b)
+    diff, lo, hi = bootstrap_interval(a[both] - b[both], n_resamples, seed, level)
+    noise = bool(lo <= 0.0 <= hi) if not math.isnan(diff) else True
+    return {"diff": diff, "lo": lo, "hi": hi, "within_noise": noise, "n_films": int(both.sum())}
+
+
+def ranking_intervals(ranks: Mapping[str, Sequence[Sequence[int]]], reference: str | None = None,
+                      ks: Iterable[int] = DEFAULT_KS, ndcg_k: int = 10, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 13, level: float = BOOTSTRAP_LEVEL) -> dict:
+    """Intervals of every method's ranking metrics, and paired differences against ``reference``.
+
+    ``ranks``: method -> per film (same films, same order for every method) the ranks of its
+    relevant books. Returns ``{"metrics", "reference", "n_resamples", "level", "seed",
+    "methods": {method: {metric: {value, lo, hi}}}, "paired": {method: {metric: {diff, lo, hi,
+    within_noise, n_films}}}}`` (``paired`` is empty without a reference)."""
+    names = interval_metric_names(ks, ndcg_k)
+    per = {m: per_film_metrics(r, ks, ndcg_k) for m, r in ranks.items()}
+    if reference is not None and reference not in per:
+        raise KeyError(f"reference method {reference!r} not among {sorted(per)}")
+    out: dict = {"metrics": names, "reference": reference, "n_resamples": int(n_resamples), "level": float(level),
+                 "seed": int(seed), "methods": {}, "paired": {}}
+    for m, values in per.items():
+        out["methods"][m] = {}
+        for name in names:
+            value, lo, hi = bootstrap_interval(values[name], n_resamples, seed, level)
+            out["methods"][m][name] = {"value": value, "lo": lo, "hi": hi}
+        if reference is not None:
+            out["paired"][m] = {name: paired_difference(values[name], per[reference][name], n_resamples, seed, level)
+                                for name in names}
+    return out

@@ -1,4 +1,9 @@
-"""Writes the evaluation: ``report.md`` (tables + protocol), ``metrics.png`` and ``metrics.json``."""
+"""Writes the evaluation: ``report.md`` (tables + protocol), ``metrics.png`` and ``metrics.json``.
+
+Every ranking metric is shown with its 95% bootstrap interval over films, and every method
+with its paired difference against text-only on the same films (``lfr.eval.metrics``
+"Intervals"): with a few dozen linked films, point estimates alone overstate what the data
+can tell apart."""
 from __future__ import annotations
 
 import json
@@ -10,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lfr.eval.metrics import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ranking_intervals
 from lfr.eval.runner import EvalResult
 
 REPORT_MD = "report.md"
 REPORT_PNG = "metrics.png"
 REPORT_JSON = "metrics.json"
+REFERENCE_METHOD = "text_only"   # paired differences are against the frozen text encoder alone
 
 
 def _fmt(value) -> str:
@@ -48,10 +55,86 @@ def markdown_table(frame: pd.DataFrame, int_columns: tuple[str, ...] = ()) -> st
     return "\n".join(lines)
 
 
-def ranking_table(result: EvalResult) -> str:
+def _film_ranks(result: EvalResult) -> tuple[dict[str, list[list[int]]], bool]:
+    """Per method, per held-out film, the ranks of its linked books, and whether they are all of them.
+
+    The runner's ``ranks`` when it gives them; else the per-film best ranks of ``per_movie``
+    (exact for every metric when each film has one link, as in the shipped pair files)."""
+    ranks = getattr(result, "ranks", None)
+    if ranks:
+        return {m: [list(r) for r in per] for m, per in ranks.items()}, True
+    methods = [r["method"] for r in result.rows if r["method"] in result.per_movie.columns]
+    best = {m: [[] if pd.isna(v) else [int(v)] for v in result.per_movie[m]] for m in methods}
+    return best, False
+
+
+def compute_intervals(result: EvalResult, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                      level: float = BOOTSTRAP_LEVEL) -> dict:
+    """``lfr.eval.metrics.ranking_intervals`` of the result's per-film ranks (seed: the evaluation's),
+    against ``REFERENCE_METHOD`` when it is one of the rows; plus ``n_films`` and ``exact``."""
+    s = result.setup
+    ranks, exact = _film_ranks(result)
+    reference = REFERENCE_METHOD if REFERENCE_METHOD in ranks else None
+    out = ranking_intervals(ranks, reference, ks=s.get("ks", [1, 10, 100]), ndcg_k=int(s.get("ndcg_k", 10)),
+                            n_resamples=n_resamples, seed=int(s.get("seed", 13)), level=level)
+    out["n_films"] = int(sum(1 for r in next(iter(ranks.values()), []) if r))
+    out["exact"] = exact
+    return out
+
+
+def _ci(iv: dict) -> str:
+    if iv is None or any(math.isnan(float(iv[k])) for k in ("lo", "hi")):
+        return _fmt(None if iv is None else iv.get("value"))
+    return f"{_fmt(iv['value'])} [{_fmt(iv['lo'])}, {_fmt(iv['hi'])}]"
+
+
+def _signed(v: float) -> str:
+    return "n/a" if math.isnan(float(v)) else f"{float(v):+.3f}"
+
+
+def ranking_table(result: EvalResult, intervals: dict | None = None) -> str:
+    """Ranking metrics; a metric averaged over films reads ``value [low, high]`` (95% bootstrap)."""
     cols = ["method", *result.ranking_columns, "n_evaluated"]
-    frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in result.rows], columns=cols)
-    return markdown_table(frame, int_columns=("median_rank", "n_evaluated"))
+    with_ci = set((intervals or {}).get("metrics", []))
+    records = []
+    for r in result.rows:
+        rec = {c: r.get(c) for c in cols}
+        for c in with_ci & set(cols):
+            rec[c] = _ci(intervals["methods"].get(r["method"], {}).get(c))
+        records.append(rec)
+    return markdown_table(pd.DataFrame(records, columns=cols), int_columns=("median_rank", "n_evaluated"))
+
+
+def difference_table(intervals: dict) -> str:
+    """Per method: mean per-film difference to the reference, its 95% interval, "(noise)" when it crosses 0."""
+    ref, names = intervals.get("reference"), intervals["metrics"]
+    records = []
+    for method, diffs in intervals["paired"].items():
+        rec = {"method": method}
+        for c in names:
+            d = diffs[c]
+            if method == ref:
+                rec[f"Δ {c}"] = "reference"
+            else:
+                rec[f"Δ {c}"] = (f"{_signed(d['diff'])} [{_signed(d['lo'])}, {_signed(d['hi'])}]"
+                                 + (" (noise)" if d["within_noise"] else ""))
+        records.append(rec)
+    return markdown_table(pd.DataFrame(records, columns=["method", *[f"Δ {c}" for c in names]]))
+
+
+def noise_lines(intervals: dict) -> list[str]:
+    """What the intervals mean for this evaluation's size, in words."""
+    n = intervals["n_films"]
+    lines = [f"95% percentile bootstrap over the {n} evaluated films ({intervals['n_resamples']} resamples, seed "
+             f"{intervals['seed']}); differences are paired (the same resampled films for both methods)."]
+    if n:
+        lines.append(f"With {n} films one film moves Recall@k by 1/{n} = {1 / n:.3f}: a one-point (0.01) change of "
+                     "R@10 is noise, below what this data can resolve. A difference whose interval contains 0 is "
+                     "marked (noise): the data cannot tell the two methods apart.")
+    if not intervals.get("exact", True):
+        lines.append("Intervals use each film's best-ranked link (the runner gave no full ranks): exact when every "
+                     "film has one link.")
+    return lines
 
 
 def error_table(result: EvalResult) -> str:
@@ -60,16 +143,30 @@ def error_table(result: EvalResult) -> str:
     return markdown_table(frame, int_columns=("n_pairs",))
 
 
-def format_tables(result: EvalResult) -> str:
-    """The two tables as Markdown (what the job prints)."""
+def format_tables(result: EvalResult, intervals: dict | None = None) -> str:
+    """The tables as Markdown (what the job prints): ranking with intervals, paired differences, errors."""
     s = result.setup
+    intervals = intervals if intervals is not None else compute_intervals(result)
     head = (f"Held-out films: {s['n_test_movies']} ({s['n_test_links']} links) of {s['n_links_usable']} usable "
             f"links; ranked against {s['n_books_catalog']} books; seed {s['seed']}.")
-    return "\n\n".join([head, "Ranking (higher is better; median_rank lower is better)", ranking_table(result),
-                        "Error on the most confident pairs (lower is better)", error_table(result)])
+    parts = [head, "Ranking (higher is better; median_rank lower is better; [95% bootstrap interval over films])",
+             ranking_table(result, intervals)]
+    if intervals["paired"]:
+        parts += [f"Paired difference against {intervals['reference']} on the same films (method - "
+                  f"{intervals['reference']}, [95% interval])", difference_table(intervals)]
+    parts += [" ".join(noise_lines(intervals)), "Error on the most confident pairs (lower is better)", error_table(result)]
+    return "\n\n".join(parts)
 
 
-def plot(result: EvalResult, path: str | os.PathLike) -> str:
+def _yerr(intervals: dict | None, method: str, cols: list[str], vals: list[float]):
+    """Error bars (distance to the interval's ends) for the metrics that have an interval."""
+    ivs = ((intervals or {}).get("methods") or {}).get(method) or {}
+    lo = [max(0.0, v - ivs[c]["lo"]) if c in ivs and not math.isnan(ivs[c]["lo"]) else 0.0 for c, v in zip(cols, vals)]
+    hi = [max(0.0, ivs[c]["hi"] - v) if c in ivs and not math.isnan(ivs[c]["hi"]) else 0.0 for c, v in zip(cols, vals)]
+    return [lo, hi] if any(lo) or any(hi) else None
+
+
+def plot(result: EvalResult, path: str | os.PathLike, intervals: dict | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,13 +176,14 @@ def plot(result: EvalResult, path: str | os.PathLike) -> str:
     rank_cols = [c for c in result.ranking_columns if c != "median_rank"]
     err_cols = result.error_columns
     fig, axes = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [len(rank_cols), max(1, len(err_cols))]})
-    for ax, cols, title in ((axes[0], rank_cols, "Ranking over the full book catalog (higher is better)"),
+    for ax, cols, title in ((axes[0], rank_cols, "Ranking over the full book catalog (higher is better; 95% intervals)"),
                             (axes[1], err_cols, "MAE / RMSE on most confident pairs (lower is better)")):
         x = np.arange(len(cols))
         width = 0.8 / max(1, len(methods))
         for i, r in enumerate(result.rows):
             vals = [np.nan_to_num(float(r.get(c, np.nan)), nan=0.0) for c in cols]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=r["method"])
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=r["method"],
+                   yerr=_yerr(intervals, r["method"], cols, vals), capsize=2, error_kw={"elinewidth": 0.8})
         ax.set_xticks(x)
         ax.set_xticklabels(cols, rotation=30, ha="right")
         ax.set_ylim(0, 1.05)
@@ -128,6 +226,27 @@ def _training_lines(training: dict) -> list[str]:
     return lines
 
 
+def _difference_section(intervals: dict) -> list[str]:
+    lines = []
+    if intervals["paired"]:
+        lines = [f"## Paired differences against `{intervals['reference']}`",
+                 f"Per-film difference (method - {intervals['reference']}) averaged over the same films "
+                 "[95% bootstrap interval]; (noise): the interval contains 0.", "", difference_table(intervals), ""]
+    return lines + [*noise_lines(intervals), ""]
+
+
+def _rows_with_intervals(result: EvalResult, intervals: dict) -> list[dict]:
+    """The table rows plus ``ci`` ({metric: [low, high]}) and ``vs_reference`` (paired differences)."""
+    out = []
+    for r in result.rows:
+        ivs = intervals["methods"].get(r["method"], {})
+        row = {**r, "ci": {c: [iv["lo"], iv["hi"]] for c, iv in ivs.items()}}
+        if r["method"] in intervals["paired"]:
+            row["vs_reference"] = intervals["paired"][r["method"]]
+        out.append(row)
+    return out
+
+
 def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, str]:
     """Write ``report.md``, ``metrics.png`` and ``metrics.json`` into ``out_dir`` (local path)."""
     out = Path(out_dir)
@@ -135,6 +254,7 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, st
     s = result.setup
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     links = s["links"]
+    intervals = compute_intervals(result)
     md = [
         "# LightFusionRec evaluation",
         "",
@@ -163,8 +283,11 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, st
         *_training_lines(s.get("training") or {}),
         "",
         "## Ranking metrics",
-        ranking_table(result),
+        "Value [95% bootstrap interval over films].",
         "",
+        ranking_table(result, intervals),
+        "",
+        *_difference_section(intervals),
         "## MAE / RMSE on the most confident predictions",
         error_table(result),
         "",
@@ -180,16 +303,16 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, st
     if s["missing_links"]:
         md += ["## Links not in the catalog", *[f"- {m} -> {b}: {why}" for m, b, why in s["missing_links"]], ""]
     md += [
-        "Small held-out sets make these numbers noisy (one film moves Recall@1 by 1/n); "
-        "compare methods on the same split only.",
+        "Small held-out sets make these numbers noisy (one film moves Recall@1 by 1/n): compare methods on the "
+        "same split only, by their paired differences.",
         "",
         f"![metrics]({REPORT_PNG})",
         "",
     ]
     paths = {"report": str(out / REPORT_MD), "plot": str(out / REPORT_PNG), "json": str(out / REPORT_JSON)}
     Path(paths["report"]).write_text("\n".join(md), encoding="utf-8")
-    plot(result, paths["plot"])
-    payload = {"created": created, "setup": s, "notes": result.notes, "methods": result.rows,
-               "per_movie": result.per_movie.to_dict(orient="records")}
+    plot(result, paths["plot"], intervals)
+    payload = {"created": created, "setup": s, "notes": result.notes, "methods": _rows_with_intervals(result, intervals),
+               "intervals": intervals, "per_movie": result.per_movie.to_dict(orient="records")}
     Path(paths["json"]).write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
     return paths
