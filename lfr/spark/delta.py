@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
@@ -48,23 +48,15 @@ def _check_schema(spark: SparkSession, df: DataFrame, path: str) -> None:
         raise TableSchemaError(f"schema mismatch writing to Delta table {path}: " + "; ".join(diff))
 
 
-def write_table(
-    df: DataFrame,
-    path: str,
-    mode: str = "append",
-    partition_by: Sequence[str] = (),
-    replace_where: str | None = None,
-) -> None:
+def write_table(df: DataFrame, path: str, mode: str = "append", partition_by: Sequence[str] = ()) -> None:
     """Write with schema enforcement. ``overwrite`` is one atomic Delta commit:
     readers see the old version until it succeeds, and a failed run leaves it intact."""
     spark = df.sparkSession
-    if mode != "overwrite" or replace_where:
+    if mode != "overwrite":
         _check_schema(spark, df, path)
     writer = df.write.format("delta").mode(mode)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    if replace_where:
-        writer = writer.option("replaceWhere", replace_where)
     try:
         writer.save(path)
     except AnalysisException as exc:
@@ -73,22 +65,21 @@ def write_table(
         raise
 
 
-def merge_upsert(df: DataFrame, path: str, keys: Iterable[str], partition_by: Sequence[str] = ()) -> None:
-    """MERGE ``df`` into the table at ``path`` on ``keys`` (update all / insert all).
-
-    Creates the table on first use. Rows of the table absent from ``df`` are kept.
-    """
-    if not is_delta_table(df.sparkSession, path):
-        write_table(df, path, mode="overwrite", partition_by=partition_by)
-        return
-    merge_changes(df.sparkSession, path, df, None, list(keys))
+def table_version(spark: SparkSession, path: str) -> tuple[int | None, int | None]:
+    """``(latest version, numOutputRows of that commit)`` of the Delta table at ``path``;
+    ``(None, None)`` for a table without history."""
+    h = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    if h is None:
+        return None, None
+    rows = (h["operationMetrics"] or {}).get("numOutputRows")
+    return int(h["version"]), int(rows) if rows is not None else None
 
 
 DELETE_FLAG = "_lfr_delete"
 
 
 def merge_changes(spark: SparkSession, path: str, upserts: DataFrame | None, deletes: DataFrame | None,
-                   keys: Sequence[str], scope: Mapping[str, str] | None = None, update: bool = True) -> None:
+                   keys: Sequence[str], scope: Mapping[str, str] | None = None) -> None:
     """One MERGE: ``upserts`` (full rows) updated/inserted, ``deletes`` (key columns) deleted.
 
     Creates nothing: the table must exist. Keys compare null-safely (``<=>``); ``scope`` adds ``t.col = 'value'`` conditions (partition pruning)."""
@@ -112,11 +103,11 @@ def merge_changes(spark: SparkSession, path: str, upserts: DataFrame | None, del
     src = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
     cond = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in keys]
                         + [f"t.`{c}` = '{v}'" for c, v in (scope or {}).items()])
-    m = table.alias("t").merge(src.alias("s"), cond).whenMatchedDelete(condition=f"s.`{DELETE_FLAG}`")
-    if update:
-        m = m.whenMatchedUpdate(set={c: f"s.`{c}`" for c in cols})
-    m = m.whenNotMatchedInsert(condition=f"NOT s.`{DELETE_FLAG}`", values={c: f"s.`{c}`" for c in cols})
-    m.execute()
+    (table.alias("t").merge(src.alias("s"), cond)
+     .whenMatchedDelete(condition=f"s.`{DELETE_FLAG}`")
+     .whenMatchedUpdate(set={c: f"s.`{c}`" for c in cols})
+     .whenNotMatchedInsert(condition=f"NOT s.`{DELETE_FLAG}`", values={c: f"s.`{c}`" for c in cols})
+     .execute())
 
 
 def _ident(name: str) -> str:

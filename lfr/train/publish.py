@@ -12,7 +12,7 @@ a temporary sibling directory and swapped in with renames:
 On a local filesystem each rename is atomic; between the two renames (a
 few microseconds) ``model_dir`` does not exist, so a concurrent reader gets a
 clear "artifact not found" error rather than a mixed model. URIs (s3a://,
-hdfs://, file://) are written with Spark's Hadoop FileSystem the same way;
+hdfs://; ``lfr.config.is_uri``) are written with Spark's Hadoop FileSystem the same way;
 on object stores a rename is a copy, so there the swap is not atomic (the
 manifest check in ``lfr.model.load`` still refuses a partial copy).
 """
@@ -20,27 +20,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from lfr.config import is_uri, resolve_path
 from lfr.model import LightFusionModel
 
 log = logging.getLogger(__name__)
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def publish_model(model: LightFusionModel, model_dir: str, extra_manifest: Mapping[str, Any] | None = None,
                   spark: Any = None) -> str:
     """Save ``model`` to ``model_dir`` via a temp dir + rename; returns the model_version."""
-    if _URI.match(model_dir):
+    if is_uri(model_dir):
         if spark is None:
             raise ValueError(f"model_dir {model_dir} is a URI: publishing it needs the SparkSession")
         return _publish_hadoop(model, model_dir, extra_manifest, spark)
-    target = Path(model_dir)
+    target = Path(resolve_path(model_dir))   # file:// is a local path
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     tmp = target.parent / f".{target.name}.tmp-{tag}"
