@@ -71,7 +71,7 @@ def eval_cfg(max_length: int) -> dict:
     cfg = copy.deepcopy(dict(load_config()))
     cfg["model"] = {**cfg["model"], "max_length": max_length, "precision": "fp32"}
     cfg["eval"] = {**cfg["eval"], "folds": 3, "ks": [1, 10, 100], "distilbert_path": None}
-    cfg["xcross"] = {"max_length": max_length}
+    cfg["xcross"] = {"max_length": max_length, "adapter_steps": 20, "integrator_steps": 30}
     return cfg
 
 
@@ -104,7 +104,6 @@ def run_cost(books: pd.DataFrame, args, out: Path) -> dict:
     from lfr.xcross import build_xcross
     from lfr.xcross.model import DOMAINS
 
-    torch.set_num_threads(args.threads)
     texts = [d for d in books["description"] if isinstance(d, str) and d][: args.n]
     name, folder = resolve_encoder("default")
     plain = TextEncoder(folder, pooling="mean", max_length=args.max_length, precision="fp32", name=name)
@@ -147,6 +146,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     movies, books, links = collect_inputs(out)

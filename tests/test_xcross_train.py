@@ -96,3 +96,14 @@ def test_adapter_reuse_cache_and_no_integration_ablation(tiny_encoder_dir, catal
             for name, p in first.model.adapter_parameters(d).items():
                 assert torch.equal(p, other.adapter_parameters(d)[name])
     assert not second.model.integrator.is_identity()
+
+
+def test_subsample_links_keeps_whole_films():
+    from lfr.xcross.evaluate import subsample_links
+
+    links = pd.DataFrame({"movie_id": [f"m{i // 2}" for i in range(20)], "book_id": [f"b{i}" for i in range(20)]})
+    half = subsample_links(links, 0.5, seed=1)
+    assert half["movie_id"].nunique() == 5 and len(half) == 10
+    assert half.equals(subsample_links(links, 0.5, seed=1)) and subsample_links(links, 1.0, 1) is links
+    with pytest.raises(ValueError):
+        subsample_links(links, 0.0, 1)

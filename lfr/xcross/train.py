@@ -163,6 +163,7 @@ def train_adapter(model: XCrossModel, domain: str, pairs: Sequence[tuple[str, st
             loss.backward()
             opt.step()
             history.append({"stage": f"adapter_{domain}", "step": step, "loss": loss.item()})
+            _log_step(history)
     _log_stage(history)
     return history
 
@@ -213,8 +214,14 @@ def train_integrator(model: XCrossModel, pairs: Sequence[tuple[str, str, str, st
             loss.backward()
             opt.step()
             history.append({"stage": "integrator", "step": step, "loss": loss.item(), "batch": len(idx)})
+            _log_step(history)
     _log_stage(history)
     return history
+
+
+def _log_step(history: list[dict], every: int = 10) -> None:
+    if len(history) % every == 0:
+        log.info("xcross %s step %d: loss %.3f", history[-1]["stage"], len(history), history[-1]["loss"])
 
 
 def _log_stage(history: list[dict]) -> None:
