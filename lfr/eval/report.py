@@ -247,20 +247,9 @@ def _rows_with_intervals(result: EvalResult, intervals: dict) -> list[dict]:
     return out
 
 
-def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, str]:
-    """Write ``report.md``, ``metrics.png`` and ``metrics.json`` into ``out_dir`` (local path)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    s = result.setup
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def _protocol_lines(s: dict) -> list[str]:
     links = s["links"]
-    intervals = compute_intervals(result)
-    md = [
-        "# LightFusionRec evaluation",
-        "",
-        f"Generated {created}. Encoder `{s['encoder']}` ({s['pooling']} pooling). "
-        "Every method embeds descriptions and genres only (no titles).",
-        "",
+    return [
         "## Protocol",
         f"- Ground truth: {links['n_links']} distinct movie->book links given, {s['n_links_usable']} usable "
         f"({links['n_missing_movie']} with the movie missing from the catalog, {links['n_missing_book']} with the "
@@ -281,6 +270,23 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, st
         "most confident fraction of the pairs.",
         f"- Training: {s['train_seconds']} s in all.",
         *_training_lines(s.get("training") or {}),
+    ]
+
+
+def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write ``report.md``, ``metrics.png`` and ``metrics.json`` into ``out_dir`` (local path)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = result.setup
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    intervals = compute_intervals(result)
+    md = [
+        "# LightFusionRec evaluation",
+        "",
+        f"Generated {created}. Encoder `{s['encoder']}` ({s['pooling']} pooling). "
+        "Every method embeds descriptions and genres only (no titles).",
+        "",
+        *_protocol_lines(s),
         "",
         "## Ranking metrics",
         "Value [95% bootstrap interval over films].",
