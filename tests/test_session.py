@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cfg(tmp_path, *overrides):
-    return load_config(overrides=[f"paths.work_dir={tmp_path}", "spark.jars_dir=null", *overrides])
+    return load_config(overrides=[f"paths.work_dir={tmp_path}", *overrides])
 
 
 def test_local_profile_uses_embedded_metastore_under_metastore_dir(tmp_path):
@@ -45,7 +45,7 @@ def test_explicit_settings_win_and_in_memory_has_no_metastore(tmp_path):
 
 
 def test_cli_prints_conf_lines(tmp_path, capsys):
-    main(["--conf", f"paths.work_dir={tmp_path}", "--conf", "spark.jars_dir=null"])
+    main(["--conf", f"paths.work_dir={tmp_path}"])
     lines = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
     assert lines["spark.master"] == "local[*]"
     assert lines[DERBY_URL_KEY].endswith(f"{tmp_path}/metastore/metastore_db;create=true")

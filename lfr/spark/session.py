@@ -117,6 +117,12 @@ def _java_options(conf: Mapping[str, object], folder: str | None) -> str:
     return " ".join(opts)
 
 
+def _jars_dir(cfg: Config) -> str | None:
+    """``paths.delta_jars_dir`` (older configs: ``spark.jars_dir``)."""
+    paths = cfg.get("paths") or {}
+    return paths["delta_jars_dir"] if "delta_jars_dir" in paths else (cfg.get("spark") or {}).get("jars_dir")
+
+
 def session_conf(cfg: Config, extra_conf: Mapping[str, object] | None = None, *, jars: bool = True) -> dict[str, str]:
     """Every Spark setting of the project's sessions: ``spark.conf`` of the config, the catalog,
     the log configuration, the Delta jars (``jars=False``: leave them to spark-submit)."""
@@ -128,7 +134,7 @@ def session_conf(cfg: Config, extra_conf: Mapping[str, object] | None = None, *,
     conf["spark.driver.extraJavaOptions"] = _java_options(conf, folder)
     conf.setdefault("spark.executorEnv.PYTHONWARNINGS", f"ignore:{PANDAS3_WARNING}:FutureWarning")
     if jars and "spark.jars" not in conf:
-        found = delta_jars((cfg.get("paths") or {}).get("delta_jars_dir"))
+        found = delta_jars(_jars_dir(cfg))
         if found:
             conf["spark.jars"] = ",".join(found)
     return {k: _text(v) for k, v in conf.items() if _text(v) != ""}
