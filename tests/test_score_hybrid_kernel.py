@@ -33,7 +33,7 @@ def catalog(seed=5, n_movies=70, n_books=90, d=12):
     m_lex, b_lex = lexical_rows(rng, n_movies), lexical_rows(rng, n_books)
     mv = rng.standard_normal((n_movies, d)).astype(np.float32)
     bv = rng.standard_normal((n_books, d)).astype(np.float32)
-    for j in (11, 40, 63):                     # identical books on both sides: exact ties
+    for j in (11, 40, 63)[:2 + (n_books > 63)]:  # identical books on both sides: exact ties
         b_lex[j], bv[j] = b_lex[7], bv[7]
     b_lex[20:26] = [b_lex[5]] * 6              # a lexical cluster wider than k + extra candidates
     m_lex[3], mv[3] = b_lex[7], bv[7]          # a movie equal to the duplicated book

@@ -1,0 +1,107 @@
+"""score.method lexical / hybrid on Spark: exact vs brute force over all books, method recorded, clear refusals."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.test_score_hybrid_kernel import brute_hybrid, brute_lexical, catalog
+
+EMB_SCHEMA = "id string, title string, embedding array<float>, model_version string"
+LEX_SCHEMA = ("id string, title string, term_indices array<int>, term_weights array<float>, "
+              "lexical_version string, vocab_size int")
+K = 7
+
+
+def _lex_rows(ids, lex, prefix, version="lex1", vocab=40):
+    return [(i, f"{prefix} {i}", [int(x) for x in t], [float(x) for x in w], version, vocab)
+            for i, (t, w) in zip(ids, lex)]
+
+
+def _emb_rows(ids, vecs, prefix):
+    return [(i, f"{prefix} {i}", [float(x) for x in v], "v1") for i, v in zip(ids, vecs)]
+
+
+@pytest.fixture(scope="module")
+def env(spark, tmp_path_factory):
+    from lfr.config import load_config
+    from lfr.spark.delta import write_table
+
+    tmp = tmp_path_factory.mktemp("hybrid")
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog(seed=21, n_movies=40, n_books=60)
+    cfg = load_config(overrides=[f"paths.work_dir={tmp}", "tables.database=lfr_hybrid_test"])
+    t = cfg["tables"]
+    for key, rows, schema in (("movie_embeddings", _emb_rows(movie_ids, mv, "Movie"), EMB_SCHEMA),
+                              ("book_embeddings", _emb_rows(book_ids, bv, "Book"), EMB_SCHEMA),
+                              ("movie_lexical", _lex_rows(movie_ids, m_lex, "Movie"), LEX_SCHEMA),
+                              ("book_lexical", _lex_rows(book_ids, b_lex, "Book"), LEX_SCHEMA)):
+        write_table(spark.createDataFrame(rows, schema), t[key]["path"], mode="overwrite")
+    return {"cfg": cfg, "tmp": tmp, "data": (movie_ids, mv, m_lex, book_ids, bv, b_lex)}
+
+
+def _read(spark, path):
+    out = {}
+    for r in spark.read.format("delta").load(path).orderBy("movie_id", "rank").collect():
+        out.setdefault(r.movie_id, []).append((r.book_id, r.score))
+    return out
+
+
+def _assert_same(got, ref):
+    assert set(got) == set(ref)
+    for m in ref:
+        assert [b for b, _ in got[m]] == [b for b, _ in ref[m]], m
+        np.testing.assert_allclose([s for _, s in got[m]], [s for _, s in ref[m]], rtol=1e-6, atol=1e-6)
+
+
+def test_lexical_and_hybrid_runs_equal_brute_force_and_record_the_method(spark, env):
+    from lfr.score import run_score
+
+    cfg = env["cfg"]
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
+    path = cfg["tables"]["recommendations"]["path"]
+
+    res = run_score(spark, cfg, k=K, method="lexical", movie_block_rows=15, book_block_rows=25)
+    assert res.method == "lexical" and res.lexical_version == "lex1" and res.model_version is None
+    _assert_same(_read(spark, path), brute_lexical(movie_ids, m_lex, book_ids, b_lex, K))
+    assert res.movies_invalid == len([1 for t, _ in m_lex if len(t) == 0])      # no terms: dropped, counted
+
+    res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25)
+    assert (res.method, res.model_version, res.lexical_version) == ("hybrid", "v1", "lex1")
+    got = _read(spark, path)
+    _assert_same(got, brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 0.7))
+    dup = sorted(book_ids[[7, 11, 40]])                    # identical books: bit-identical scores, id order
+    assert [b for b, _ in got["m003"][:3]] == dup and len({s for _, s in got["m003"][:3]}) == 1
+
+    rows = spark.sql("SELECT DISTINCT method, method_params, model_version, lexical_version "
+                     "FROM lfr_hybrid_test.movie_book_recommendations").collect()
+    assert len(rows) == 1 and rows[0].method == "hybrid" and rows[0].lexical_version == "lex1"
+    assert json.loads(rows[0].method_params) == {"alpha": 0.7, "fusion": "convex",
+                                                 "normalisation": "z-score per movie over all scored books"}
+    titled = spark.sql("SELECT book_title FROM lfr_hybrid_test.movie_book_recommendations "
+                       "WHERE movie_id = 'm003' ORDER BY rank").collect()
+    assert [r.book_title for r in titled[:3]] == [f"Book {b}" for b in dup]
+
+
+def test_missing_lexical_tables_and_mixed_versions_are_refused(spark, env, tmp_path):
+    from lfr.config import load_config
+    from lfr.score import ModelVersionMismatch, ScoringError, run_score, score_recommendations
+    from lfr.spark.delta import write_table
+
+    cfg = load_config(overrides=[f"paths.work_dir={tmp_path}", "tables.database=lfr_hybrid_empty"])
+    t = cfg["tables"]
+    src = env["cfg"]["tables"]
+    for key in ("movie_embeddings", "book_embeddings"):
+        write_table(spark.read.format("delta").load(src[key]["path"]), t[key]["path"], mode="overwrite")
+    with pytest.raises(ScoringError, match="movie_lexical.*jobs/embed_lexical.py"):
+        run_score(spark, cfg, method="hybrid")
+
+    lex = spark.read.format("delta").load(src["book_lexical"]["path"])
+    mixed = lex.limit(5).unionByName(lex.limit(3).selectExpr("id", "title", "term_indices", "term_weights",
+                                                             "'lex2' AS lexical_version", "vocab_size"))
+    movies = spark.read.format("delta").load(src["movie_lexical"]["path"])
+    with pytest.raises(ModelVersionMismatch, match="book lexical features mix 2 lexical versions"):
+        score_recommendations(spark, None, None, str(tmp_path / "r"), method="lexical",
+                              movie_lexical=movies, book_lexical=mixed)
+    other_vocab = lex.selectExpr("id", "title", "term_indices", "term_weights", "lexical_version", "50 AS vocab_size")
+    with pytest.raises(ScoringError, match="disagree on vocab_size"):
+        score_recommendations(spark, None, None, str(tmp_path / "r"), method="lexical",
+                              movie_lexical=movies, book_lexical=other_vocab)
