@@ -8,6 +8,10 @@ FROM lfr.movie_book_recommendations
 WHERE movie_title = 'Jurassic Park'
 ORDER BY rank;
 
+-- Which scoring method and settings produced the current table (one run = one method)
+SELECT DISTINCT method, method_params, model_version, lexical_version, run_id, scored_at
+FROM lfr.movie_book_recommendations;
+
 -- Top books for a movie, by id (reads one file: the table is clustered by movie_id)
 SELECT rank, book_id, score
 FROM lfr.recommendations
