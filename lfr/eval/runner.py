@@ -38,6 +38,7 @@ import pandas as pd
 
 from lfr.eval import baselines
 from lfr.eval.metrics import confidence_error_metrics, ranking_metrics, resolve_links
+from lfr.lexical.model import LexicalSettings
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,8 @@ def run_evaluation(
     started = time.time()
     base = build_fn(model_cfg, corpus)
     tfidf = baselines.tfidf_method(baselines.descriptions(movies) + baselines.descriptions(books))
+    lexical = baselines.lexical_method(baselines.descriptions(movies) + baselines.descriptions(books),
+                                       LexicalSettings.from_cfg(cfg))
     db_path = settings.get("distilbert_path")
     db_cfg = db_base = None
     if db_path and Path(str(db_path)).is_dir():
@@ -319,16 +322,19 @@ def run_evaluation(
                 training.setdefault("lightfusionrec_distilbert", []).append(info)
         train_seconds += time.time() - t0
         methods = baselines.standard_methods(tfidf, base, trained, trained_label, db_base, db_trained,
-                                             batch_size=batch_size, cache=cache)
+                                             batch_size=batch_size, cache=cache, lexical=lexical,
+                                             train_links=train_links, catalog=(movies, books))
+        fold_alpha: dict = {}   # the hybrid's alpha, tuned on this fold's training links (reported per fold)
         for method in methods:
             t1 = time.time()
-            m, b = method.embed(eval_movies, books)
-            scores.setdefault(method.name, []).append(baselines.score_matrix(m, b))
+            scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
+            if method.name == "hybrid":
+                fold_alpha["hybrid"] = {k: v for k, v in method.info.items() if k != "mrr_by_alpha"}
             descriptions[method.name] = method.description
             seconds[method.name] = seconds.get(method.name, 0.0) + time.time() - t1
         eval_frames.append(eval_movies.assign(fold=f))
         relevant.extend(rel_f)
-        fold_info.append({"fold": f, "train_links": int(len(train_links)),
+        fold_info.append({"fold": f, **fold_alpha, "train_links": int(len(train_links)),
                           "train_movies": int(train_links["movie_id"].nunique()),
                           "test_links": int(len(test_links)), "test_movies": len(test_ids)})
         log.info("eval fold %d/%d: trained on %d links of %d films, scored %d held-out films (%.1fs)", f + 1,
