@@ -19,5 +19,8 @@ setup(
     packages=find_packages(include=["lfr", "lfr.*", "udfs", "udfs.*"]),
     install_requires=pins("requirements.txt"),
     extras_require={"dev": pins("requirements-dev.txt")},
+    # lfr/lfr.yaml is conf/lfr.yaml (a symlink; the wheel holds a copy): the default config of an
+    # installed lfr (lfr.config.default_conf_file).
+    package_data={"lfr": ["lfr.yaml"]},
     include_package_data=True,
 )

@@ -9,7 +9,7 @@ The same N items (real descriptions: half books, half movies, the first valid ro
 
 (a) the Spark path: ``udfs.embed`` on a ``local[T]`` session (``spark.task.cpus=1``: T tasks x 1
     torch thread), the items cached in Spark, partitioned like the pipeline does
-    (``lfr.embed.pipeline._partitions``), timed end to end as a ``noop`` write of the
+    (``lfr.embed.pipeline.embed_partitions``), timed end to end as a ``noop`` write of the
     embedding column. Session start-up is excluded. Pass 1 (cold) also starts the Python
     workers and loads the model in each; the reported number is the best warm pass.
 (b) a plain single-process loop: ``model.embed`` over the same items with
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     import torch
 
     from lfr.data import load_catalog
-    from lfr.embed.pipeline import _partitions
+    from lfr.embed.pipeline import embed_partitions
     from lfr.embed.ship import ship_artifact
     from lfr.model import load
     from udfs.embed import embed_column
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # the driver's torch stays idle while Spark runs
 
     # (a) the Spark path
-    parts = args.partitions or _partitions(spark, cfg, n, batch_size)
+    parts = args.partitions or embed_partitions(spark, n, batch_size, cfg["embed"]["partitions"])
     plain_items = items.astype({"id": object, "title": object, "description": object})  # Arrow-friendly (pandas 3 str dtype)
     df = spark.createDataFrame(plain_items, "id string, title string, description string, genres array<string>")
     df = df.repartition(parts).persist()

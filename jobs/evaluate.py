@@ -23,8 +23,12 @@ def add_args(parser) -> None:
 def main(ctx: JobContext) -> int:
     from lfr.eval.job import evaluate
 
-    artifact = ctx.cfg.path("paths.model_dir") if ctx.args.artifact == MODEL_DIR else ctx.args.artifact
-    evaluate(ctx.spark, ctx.cfg, artifact=artifact, reports_dir=ctx.args.reports_dir)
+    from lfr.config import resolve_path
+
+    paths = ctx.settings.paths
+    artifact = paths.model_dir if ctx.args.artifact == MODEL_DIR else ctx.args.artifact
+    evaluate(ctx.spark, ctx.cfg, artifact=resolve_path(artifact) if artifact else None,
+             reports_dir=resolve_path(ctx.args.reports_dir) if ctx.args.reports_dir else paths.reports_dir)
     return 0
 
 

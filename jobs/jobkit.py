@@ -1,5 +1,8 @@
 """What every job's ``main`` shares: flags, config, logging, the SparkSession, exit codes.
 
+Exit codes, for every job: 0 ok, 1 failure, 2 bad usage or input (bad flags, a bad setting,
+no trained model, an unreadable catalog).
+
 Jobs stay thin: they declare their own flags, then hand a ``JobContext`` to a library
 function. This module lives next to the job scripts (spark-submit puts the script's folder on
 ``sys.path``), so the library never depends on it. Logging goes to stderr with timestamps so
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from lfr.config import Config, add_config_args, config_from_args
+from lfr.settings import Settings
 
 log = logging.getLogger("lfr")
 
@@ -23,7 +27,8 @@ log = logging.getLogger("lfr")
 @dataclass
 class JobContext:
     args: argparse.Namespace
-    cfg: Config
+    cfg: Config             # the merged config (library functions that still take a mapping)
+    settings: Settings      # the same, typed and checked once (unknown keys rejected)
     spark: "object"
 
 
@@ -37,35 +42,82 @@ def setup_logging(level: str | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad usage or input (exit 2): a bad setting, no trained model, an unreadable catalog."""
+    from lfr.config import ConfigError
+    from lfr.data.readers import CatalogReadError
+    from lfr.model.artifact import ArtifactMissing
+
+    return ConfigError, ArtifactMissing, CatalogReadError
+
+
+def exit_code(name: str, run: Callable[[], int | None]) -> int:
+    """Run ``run`` under the one exit-code convention: 0 ok, 1 failure, 2 bad usage/input.
+
+    ``run`` may return its own code (e.g. 2 for an empty SQL script); ``None`` means 0."""
+    started = time.time()
+    try:
+        code = run()
+    except _usage_errors() as exc:
+        log.error("%s: %s", name or "config", exc)
+        return EXIT_USAGE
+    except Exception:
+        log.exception("%s failed after %.1fs", name or "config", time.time() - started)
+        return EXIT_FAILURE
+    if name:
+        log.info("%s finished in %.1fs", name, time.time() - started)
+    return int(code or EXIT_OK)
+
+
+def parse_args(name: str, add_args: Callable[[argparse.ArgumentParser], None] | None,
+               argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The job's flags, or the exit code argparse chose (2 for bad flags, 0 for --help)."""
+    parser = argparse.ArgumentParser(prog=name)
+    add_config_args(parser)
+    if add_args:
+        add_args(parser)
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 def run_job(
     name: str,
     body: Callable[[JobContext], int | None],
     add_args: Callable[[argparse.ArgumentParser], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> int:
-    """Parse flags + config, start Spark, run ``body``; exit code 1 on error."""
+    """Parse flags + config, start Spark, run ``body``; returns the exit code (see ``exit_code``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    parser = argparse.ArgumentParser(prog=name)
-    add_config_args(parser)
-    if add_args:
-        add_args(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(name, add_args, argv)
+    if isinstance(args, int):
+        return args
     setup_logging()
-    from lfr.spark import build_session
+    holder: dict = {}
 
-    cfg = config_from_args(args)
-    started = time.time()
-    spark = build_session(cfg)
-    spark.sparkContext.setLogLevel(os.environ.get("LFR_SPARK_LOG_LEVEL", "WARN"))
-    log.info("%s: profile=%s warehouse=%s", name, cfg["profile"], cfg["paths"]["warehouse"])
-    try:
-        code = body(JobContext(args=args, cfg=cfg, spark=spark)) or 0
-    except Exception:
-        log.exception("%s failed after %.1fs", name, time.time() - started)
-        return 1
-    log.info("%s finished in %.1fs", name, time.time() - started)
-    return int(code)
+    def configure() -> None:
+        holder["cfg"] = config_from_args(args)
+        holder["settings"] = Settings.from_config(holder["cfg"])
+
+    code = exit_code("", configure)   # unnamed: no "finished" line for the config step
+    if code:
+        return code
+    cfg, settings = holder["cfg"], holder["settings"]
+
+    def start_and_run() -> int | None:
+        from lfr.spark import build_session
+
+        spark = build_session(cfg)
+        spark.sparkContext.setLogLevel(os.environ.get("LFR_SPARK_LOG_LEVEL", "WARN"))
+        log.info("%s: profile=%s warehouse=%s", name, cfg["profile"], cfg["paths"]["warehouse"])
+        return body(JobContext(args=args, cfg=cfg, settings=settings, spark=spark))
+
+    return exit_code(name, start_and_run)
 
 
 # ------------------------------------------------------------------ embed jobs (books, movies)
@@ -75,18 +127,17 @@ def add_embed_args(parser: argparse.ArgumentParser) -> None:
 
 
 def embed_job(domain: str) -> Callable[[JobContext], int]:
-    """A job body embedding ``domain``; exit code 2 when no trained model exists."""
+    """A job body embedding ``domain`` (no trained model: ``ArtifactMissing``, exit code 2)."""
     def main(ctx: JobContext) -> int:
         from lfr.config import resolve_path
-        from lfr.embed import ArtifactMissing, embed_catalog
+        from lfr.embed import embed_catalog
 
-        model_dir = resolve_path(ctx.args.model_dir) if ctx.args.model_dir else None
-        try:
-            embed_catalog(ctx.spark, ctx.cfg, domain, full=ctx.args.full, model_dir=model_dir)
-        except ArtifactMissing as exc:
-            log.error("%s", exc)
-            return 2
-        return 0
+        s = ctx.settings
+        embed_catalog(ctx.spark, ctx.cfg, domain, tables=s.tables.as_dict(), full=ctx.args.full,
+                      model_dir=resolve_path(ctx.args.model_dir) if ctx.args.model_dir else s.paths.model_dir,
+                      batch_size=s.embed.batch_size, partitions=s.embed.partitions, ship_model=s.embed.ship_model,
+                      delete_missing=s.embed.delete_missing)
+        return EXIT_OK
 
     return main
 

@@ -27,7 +27,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="SQL predicate on books, may use catalog columns, e.g. \"year >= 2000\" (default score.book_filter)")
 
 
-def main(ctx: JobContext) -> None:
+def main(ctx: JobContext) -> int:
     from lfr.config import resolve_path
     from lfr.score import run_score
 
@@ -37,6 +37,7 @@ def main(ctx: JobContext) -> None:
         exclude_pairs=resolve_path(a.exclude_pairs) if a.exclude_pairs else None,
         movie_filter=a.movie_filter, book_filter=a.book_filter)
     log.info("score_all: %s", json.dumps(result.as_dict()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from jobkit import JobContext, log, run_job
 from lfr.spark.delta import register_table, write_table
 
 
-def main(ctx: JobContext) -> None:
+def main(ctx: JobContext) -> int:
     path = ctx.cfg["paths"]["warehouse"] + "/smoke"
     df = ctx.spark.range(10).selectExpr("id", "id * id AS square")
     write_table(df, path, mode="overwrite")
@@ -15,6 +15,7 @@ def main(ctx: JobContext) -> None:
     log.info("wrote Delta table %s at %s; sum(square) = %s", name, path, total)
     if total != 285:
         raise RuntimeError(f"unexpected sum {total}")
+    return 0
 
 
 if __name__ == "__main__":

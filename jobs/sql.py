@@ -28,6 +28,9 @@ def main(ctx: JobContext) -> int:
 
     names = register_recommendations(ctx.spark, ctx.cfg)
     log.info("registered: %s", ", ".join(names) or "(no tables yet: run the pipeline first)")
+    if ctx.args.file is not None and not Path(ctx.args.file).is_file():
+        log.error("no SQL file %s", ctx.args.file)
+        return 2
     text = ctx.args.sql if ctx.args.sql is not None else Path(ctx.args.file).read_text(encoding="utf-8")
     statements = split_sql(text)
     if not statements:

@@ -22,7 +22,10 @@ def add_args(parser) -> None:
 def main(ctx: JobContext) -> int:
     from lfr.train.job import run_training
 
-    run_training(ctx.spark, ctx.cfg, model_dir=ctx.args.model_dir, use_pairs=not ctx.args.no_pairs,
+    from lfr.config import resolve_path
+
+    model_dir = resolve_path(ctx.args.model_dir) if ctx.args.model_dir else ctx.settings.paths.model_dir
+    run_training(ctx.spark, ctx.cfg, model_dir=model_dir, use_pairs=not ctx.args.no_pairs,
                  progress=not ctx.args.no_progress, force=ctx.args.force)
     return 0
 

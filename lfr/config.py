@@ -1,9 +1,10 @@
-"""Layered configuration: YAML file < profile < environment < command line.
+"""Layered configuration: YAML file < profile < environment < command line, merged by OmegaConf.
 
 Why layered: the same jobs run on a laptop (`local` profile, bundled sample
 data) and with `spark-submit` on a cluster (`cluster` profile, object-store
-paths). Every value a job uses lives in `conf/lfr.yaml`; nothing is hard-coded
-in the jobs, and any value can be overridden without editing the file.
+paths). Every value a job uses lives in `conf/lfr.yaml` (the single place
+defaults are written); nothing is hard-coded in the jobs, and any value can be
+overridden without editing the file.
 
 Override syntax (same on the CLI and in the ``LFR_CONF`` environment variable):
 
@@ -11,15 +12,19 @@ Override syntax (same on the CLI and in the ``LFR_CONF`` environment variable):
 * ``--conf spark.sql.shuffle.partitions=4`` -> keys starting with ``spark.``
   are Spark settings and go to ``spark.conf`` verbatim (like spark-submit).
 
-Values are parsed as YAML scalars (``64`` -> int, ``true`` -> bool).
-``${a.b}`` inside a string is replaced by the value at ``a.b`` (after all
-layers are merged), and relative paths under ``paths`` and table locations are
-resolved against the project root so jobs behave the same from any cwd.
+Values are parsed as YAML scalars (``64`` -> int, ``true`` -> bool). An override of
+a key the file does not have is an error naming the key. ``${a.b}`` refers to the
+value at ``a.b`` after all layers are merged (OmegaConf interpolation), and relative
+paths under ``paths`` and table locations are resolved against the project root
+(the current directory when lfr runs from an installed wheel, whose packaged
+``lfr/lfr.yaml`` is then the default file) so jobs behave the same from any cwd.
+
+``load_config`` returns the merged, resolved tree as a ``Config`` (a plain nested dict);
+``lfr.settings.Settings.from_config`` turns it into typed, frozen per-section settings.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import re
 import shlex
@@ -27,10 +32,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
 DEFAULT_CONF_FILE = PROJECT_ROOT / "conf" / "lfr.yaml"
-_INTERP = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+PACKAGED_CONF_FILE = PACKAGE_DIR / "lfr.yaml"   # the same file, packaged into the wheel
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^dbfs:")
 _FILE_URI = "file://"
 
@@ -65,23 +73,23 @@ def is_uri(value: str | os.PathLike) -> bool:
     return bool(_URI.match(text)) and not text.startswith(_FILE_URI)
 
 
-def resolve_path(value: str) -> str:
-    """Absolute local path for a relative one or a ``file://`` URI; remote URIs unchanged."""
+def default_conf_file() -> tuple[Path, Path]:
+    """``(default config file, root relative paths resolve against)``: the checkout's conf/lfr.yaml
+    and the project root, or -- lfr installed from a wheel -- the packaged copy and the current directory."""
+    if DEFAULT_CONF_FILE.is_file():
+        return DEFAULT_CONF_FILE, PROJECT_ROOT
+    return PACKAGED_CONF_FILE, Path.cwd()
+
+
+def resolve_path(value: str, root: str | os.PathLike | None = None) -> str:
+    """Absolute local path for a relative one (against ``root``, default: see ``default_conf_file``)
+    or a ``file://`` URI; remote URIs unchanged."""
     if is_uri(value):
         return value
     if value.startswith(_FILE_URI):
         value = value[len(_FILE_URI):]
     p = Path(os.path.expanduser(value))
-    return str(p if p.is_absolute() else (PROJECT_ROOT / p).resolve())
-
-
-def _deep_merge(base: dict, extra: Mapping) -> dict:
-    for key, val in extra.items():
-        if isinstance(val, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], val)
-        else:
-            base[key] = copy.deepcopy(val)
-    return base
+    return str(p if p.is_absolute() else (Path(root or default_conf_file()[1]) / p).resolve())
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -101,25 +109,35 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_override(cfg: dict, key: str, value: Any) -> None:
-    """Set one override. ``spark.*`` keys go to the Spark conf map verbatim."""
-    if key.startswith("spark.") and not key.startswith(("spark.master", "spark.app_name", "spark.conf.")):
-        cfg.setdefault("spark", {}).setdefault("conf", {})[key] = value
-        return
+def _spark_conf_key(key: str) -> str | None:
+    """The Spark setting an override names (``spark.sql.x`` / ``spark.conf.spark.sql.x``), else None."""
     if key.startswith("spark.conf."):
-        cfg.setdefault("spark", {}).setdefault("conf", {})[key[len("spark.conf."):]] = value
+        return key[len("spark.conf."):]
+    if key.startswith("spark.") and key not in ("spark.master", "spark.app_name"):
+        return key
+    return None
+
+
+def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
+    """Set one override. ``spark.*`` keys go to the Spark conf map verbatim; other keys must exist."""
+    spark_key = _spark_conf_key(key)
+    if spark_key is not None:
+        if not isinstance(cfg.get("spark"), DictConfig):
+            cfg["spark"] = {}
+        if not isinstance(cfg.spark.get("conf"), DictConfig):
+            cfg.spark["conf"] = {}
+        cfg.spark.conf[spark_key] = value
         return
     parts = key.split(".")
     node = cfg
     for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], DictConfig):
             raise ConfigError(f"override '{key}': '{'.'.join(parts[:i + 1])}' is not a section")
-        node = nxt
+        node = node[part]
     if parts[-1] not in node and not _open_section(parts[:-1]):
-        known = ", ".join(sorted(node)) or "(none)"
+        known = ", ".join(sorted(str(k) for k in node)) or "(none)"
         raise ConfigError(f"override '{key}': unknown key '{parts[-1]}' (known here: {known})")
     node[parts[-1]] = value
 
@@ -129,34 +147,28 @@ def _open_section(parents: list[str]) -> bool:
     return bool(parents) and parents[-1] in {"conf", "extra", "filters"}
 
 
-def _interpolate(cfg: Config) -> None:
-    def lookup(match: re.Match) -> str:
-        return str(cfg.get_path(match.group(1)))
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, str):
-            for _ in range(10):  # nested references resolve in a few passes
-                new = _INTERP.sub(lookup, node)
-                if new == node:
-                    break
-                node = new
-            return node
-        return node
-
-    resolved = walk(dict(cfg))
-    cfg.clear()
-    cfg.update(resolved)
-
-
 def env_overrides(environ: Mapping[str, str] | None = None) -> list[str]:
     """``LFR_CONF="model.batch_size=64 score.k=20"`` (shell-quoted list)."""
     env = os.environ if environ is None else environ
     raw = env.get("LFR_CONF", "").strip()
     return shlex.split(raw) if raw else []
+
+
+def _read_layers(path: Path, profile: str | None, env: Mapping[str, str]) -> DictConfig:
+    """The file merged with the chosen profile (``profile`` records which)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = OmegaConf.create(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    profiles = raw.pop("profiles", None) or {}
+    chosen = profile or env.get("LFR_PROFILE") or raw.get("profile", "local")
+    if chosen not in profiles:
+        raise ConfigError(f"unknown profile '{chosen}' in {path} (have: {', '.join(sorted(profiles))})")
+    cfg = OmegaConf.merge(raw, profiles[chosen] or {})
+    cfg["profile"] = chosen
+    return cfg
 
 
 def load_config(
@@ -165,24 +177,19 @@ def load_config(
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Merge the YAML file, the chosen profile, ``LFR_CONF`` and CLI overrides."""
+    """Merge the YAML file, the chosen profile, ``LFR_CONF`` and CLI overrides; interpolate; resolve paths."""
     env = os.environ if environ is None else environ
-    path = Path(conf_file or env.get("LFR_CONF_FILE") or DEFAULT_CONF_FILE)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
-    profiles = raw.pop("profiles", {}) or {}
-    chosen = profile or env.get("LFR_PROFILE") or raw.get("profile", "local")
-    if chosen not in profiles:
-        raise ConfigError(f"unknown profile '{chosen}' in {path} (have: {', '.join(sorted(profiles))})")
-    cfg: dict = _deep_merge(copy.deepcopy(raw), profiles[chosen] or {})
-    cfg["profile"] = chosen
-    for item in [*env_overrides(env), *overrides]:
-        apply_override(cfg, *_parse_override(item))
-    result = Config(cfg)
-    _interpolate(result)
-    _resolve_paths(result)
+    default_file, root = default_conf_file()
+    path = Path(conf_file or env.get("LFR_CONF_FILE") or default_file)
+    cfg = _read_layers(path, profile, env)
+    try:
+        for item in [*env_overrides(env), *overrides]:
+            apply_override(cfg, *_parse_override(item))
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:   # e.g. ${a.b} naming a key that does not exist
+        raise ConfigError(f"config: {exc}") from exc
+    result = Config(resolved)
+    _resolve_paths(result, root)
     return result
 
 
@@ -190,22 +197,22 @@ _PATH_KEYS = ("path", "pairs", "exclude_pairs")
 _PATH_SUFFIXES = ("_dir", "_file", "_path")
 
 
-def _resolve_paths(node: dict, all_paths: bool = False) -> None:
+def _resolve_paths(node: dict, root: Path, all_paths: bool = False) -> None:
     """Make path-valued settings absolute, so every consumer sees the same path.
 
     Path-valued: everything under ``paths``, and keys named path/pairs or ending
     in _dir/_file/_path elsewhere."""
     for key, value in node.items():
         if isinstance(value, dict):
-            _resolve_paths(value, all_paths=key == "paths")
+            _resolve_paths(value, root, all_paths=key == "paths")
         elif isinstance(value, list):
             for item in value:
                 if isinstance(item, dict):
-                    _resolve_paths(item)
+                    _resolve_paths(item, root)
         elif isinstance(value, str) and value not in ("auto", "default", "") and (
             all_paths or key in _PATH_KEYS or key.endswith(_PATH_SUFFIXES)
         ):
-            node[key] = resolve_path(value)
+            node[key] = resolve_path(value, root)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -91,13 +91,16 @@ def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
     cfg = {
         "catalogs": {"books": [{"reader": "generic", "path": str(src), "genres_sep": "|"}]},
         "validation": {"max_description_chars": 1000, "min_description_chars": 1},
-        "tables": {"database": "lfr_test_embed", **tables},
-        "embed": {"batch_size": 4, "partitions": None},
-        "paths": {"model_dir": tiny_artifact},
     }
+    settings = dict(tables={"database": "lfr_test_embed", **tables}, batch_size=4, partitions=None,
+                    ship_model="archive", delete_missing=True)
+
+    def run(model_dir=tiny_artifact):
+        return embed_catalog(spark, cfg, "books", model_dir=model_dir, **settings)
+
     emb_path = tables["book_embeddings"]["path"]
 
-    s1 = embed_catalog(spark, cfg, "books")
+    s1 = run()
     assert (s1.read, s1.valid, s1.rejected, s1.embedded, s1.unchanged) == (8, 6, 2, 6, 0)
     assert s1.rejected_by_reason == {"empty_description": 1, "duplicate_id": 1}
     t1 = spark.read.format("delta").load(emb_path).toPandas().set_index("id")
@@ -107,7 +110,7 @@ def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
 
     # unchanged rerun: nothing embedded, no Delta commit anywhere
     before = {k: _versions(spark, t["path"]) for k, t in tables.items()}
-    s2 = embed_catalog(spark, cfg, "books")
+    s2 = run()
     assert (s2.embedded, s2.unchanged, s2.deleted, s2.table_written) == (0, 6, 0, False)
     assert {k: _versions(spark, t["path"]) for k, t in tables.items()} == before
 
@@ -115,7 +118,7 @@ def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
     rows2 = [r for r in rows if r[0] != "b5"]
     rows2[2] = ("b2", "Book 2", "A completely new description.", "")
     _write_catalog(src, rows2)
-    s3 = embed_catalog(spark, cfg, "books")
+    s3 = run()
     assert (s3.embedded, s3.deleted, s3.unchanged) == (1, 1, 4)
     assert _versions(spark, emb_path) == before["book_embeddings"] + 1
     t3 = spark.read.format("delta").load(emb_path).toPandas().set_index("id")
@@ -132,7 +135,7 @@ def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
     # a new model version re-embeds everything
     new_dir = str(tmp_path / "model-v2")
     v2 = _new_version_of(tiny_artifact, new_dir)
-    s4 = embed_catalog(spark, cfg, "books", model_dir=new_dir)
+    s4 = run(new_dir)
     assert (s4.embedded, s4.unchanged, s4.model_version) == (5, 0, v2)
     t4 = spark.read.format("delta").load(emb_path).toPandas()
     assert set(t4.model_version) == {v2} and len(t4) == 5

@@ -20,3 +20,36 @@ def test_spark_submit_trivial_job_writes_delta(tmp_path):
     assert proc.returncode == 0, output[-3000:]
     assert "sum(square) = 285" in output
     assert (tmp_path / "warehouse" / "smoke" / "_delta_log").is_dir()
+
+
+# ---------------------------------------------------------------- one exit-code convention (no Spark needed)
+sys.path.insert(0, str(ROOT / "jobs"))   # spark-submit puts the script's folder on sys.path the same way
+import jobkit  # noqa: E402
+
+
+def _raise(exc: BaseException):
+    def run():
+        raise exc
+    return run
+
+
+def test_exit_codes_ok_failure_usage():
+    from lfr.config import ConfigError
+    from lfr.data.readers import CatalogReadError
+    from lfr.model.artifact import ArtifactMissing
+
+    assert jobkit.exit_code("t", lambda: None) == 0
+    assert jobkit.exit_code("t", lambda: 2) == 2                  # a body's own usage verdict
+    assert jobkit.exit_code("t", _raise(RuntimeError("boom"))) == 1
+    for usage in (ConfigError("bad key"), ArtifactMissing("no model"), CatalogReadError("no file")):
+        assert jobkit.exit_code("t", _raise(usage)) == 2
+
+
+def test_bad_flags_and_bad_settings_exit_2_before_spark_starts(monkeypatch):
+    started = []
+    monkeypatch.setattr("lfr.spark.build_session", lambda cfg: started.append(cfg))
+    body = lambda ctx: 0  # noqa: E731
+    assert jobkit.run_job("t", body, argv=["--no-such-flag"]) == 2
+    assert jobkit.run_job("t", body, argv=["--conf", "score.no_such_key=1"]) == 2
+    assert jobkit.run_job("t", body, argv=["--help"]) == 0
+    assert started == []

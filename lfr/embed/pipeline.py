@@ -1,4 +1,4 @@
-"""Incremental embedding of a catalog: ``embed_catalog(spark, cfg, domain, full=False) -> EmbedStats``.
+"""Incremental embedding of a catalog: ``embed_catalog(spark, cfg, domain, tables=..., model_dir=..., ...) -> EmbedStats``.
 
 Steps:
 
@@ -15,7 +15,7 @@ Steps:
 5. ``content_hash`` (sha256 of title, description, genres) is compared with the embeddings
    table on ``(id, content_hash, model_version)``: only new or changed rows -- all rows
    when the model version changed or the table does not exist -- are embedded, by the
-   pandas UDF (``lfr.embed.udf``), on ``embed.partitions`` partitions (default: the cluster's
+   pandas UDF (``lfr.embed.udf``), on ``partitions`` partitions (``embed.partitions``) (default: the cluster's
    default parallelism; never more than one partition per ``embed.batch_size`` rows).
 6. One MERGE on ``id`` upserts them and deletes the embeddings of ids that left the
    valid catalog (decision: delete, ``embed.delete_missing``: an item removed from the
@@ -25,6 +25,10 @@ Steps:
 A rerun with nothing changed makes no Delta commit at all (no table is written when
 there is nothing to insert, update or delete). Every table is registered for SQL in
 ``tables.database``.
+
+Phases (one function each): ``_ship`` -> ``_sync_catalog`` (steps 2-4) -> ``plan_changes``
+(step 5) -> ``_embed`` -> ``_write`` (step 6) -> ``_register``. ``sync_table`` and ``plan_changes``
+share ``_classify`` (one null-safe full outer join, one action column, one counting job).
 
 Upserts and deletions go into ONE MERGE (``lfr.spark.delta.merge_changes``): two commits
 would leave a window in which readers see a half-updated table.
@@ -36,22 +40,25 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import reduce
 from typing import Mapping, Sequence
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lfr.data import content_hash_col, load_catalog
 from lfr.data.schema import conform
 from lfr.embed.schema import EMBEDDINGS_SCHEMA
-from lfr.embed.ship import ship_artifact
+from lfr.embed.ship import ArtifactRef, ship_artifact
 from lfr.embed.udf import embed_column
 from lfr.spark.delta import is_delta_table, merge_changes, register_table, write_table
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_TABLES = {"movies": "movie_embeddings", "books": "book_embeddings"}
+REJECT_KEYS = ["domain", "source", "id", "reason", "raw"]
+_CUR = "_c_"   # prefix of the current table's columns in a change plan
 
 
 @dataclass
@@ -75,13 +82,23 @@ class EmbedStats:
         return asdict(self)
 
 
-def _null_safe_join(left: DataFrame, right: DataFrame, keys: Sequence[str], how: str) -> DataFrame:
-    r = right.select(*[F.col(k).alias(f"_r_{k}") for k in keys])
-    cond = None
-    for k in keys:
-        c = left[k].eqNullSafe(r[f"_r_{k}"])
-        cond = c if cond is None else cond & c
-    return left.join(r, cond, how)
+# ------------------------------------------------------------------ change plans (shared)
+def _classify(new: DataFrame, current: DataFrame, keys: Sequence[str], action: Column) -> tuple[DataFrame, dict]:
+    """Full outer join of ``new`` and ``current`` (its columns prefixed ``_c_``) on ``keys``, null-safe;
+    the rows whose ``action`` is not null, persisted, and how many rows per action (one Spark job).
+
+    ``action`` sees both sides' columns; a row only in ``current`` has every ``new`` column null."""
+    cur = current.select(*[F.col(c).alias(_CUR + c) for c in current.columns])
+    cond = reduce(lambda a, b: a & b, [new[k].eqNullSafe(cur[_CUR + k]) for k in keys])
+    changes = (new.join(cur, cond, "full_outer").select("*", action.alias("_action"))
+               .filter(F.col("_action").isNotNull()).persist())
+    counts = {r["_action"]: r["count"] for r in changes.groupBy("_action").count().collect()}
+    return changes, counts
+
+
+def _current_keys(changes: DataFrame, action: str, keys: Sequence[str]) -> DataFrame:
+    """The current table's keys of the rows planned for ``action`` (e.g. the rows to delete)."""
+    return changes.filter(F.col("_action") == action).select(*[F.col(_CUR + k).alias(k) for k in keys])
 
 
 def sync_table(spark: SparkSession, df: DataFrame, path: str, keys: Sequence[str], *,
@@ -104,50 +121,74 @@ def sync_table(spark: SparkSession, df: DataFrame, path: str, keys: Sequence[str
     compare = [c for c in (compare if compare is not None else df.columns) if c not in keys]
     row_hash = lambda frame: F.xxhash64(*[frame[c] for c in compare]) if compare else F.lit(0)  # noqa: E731
     new = df.select(*df.columns, F.lit(True).alias("_new"), row_hash(df).alias("_h"))
-    cur = current.select(*[F.col(k).alias(f"_c_{k}") for k in keys], row_hash(current).alias("_c_h"))
-    cond = None
-    for k in keys:
-        c = new[k].eqNullSafe(cur[f"_c_{k}"])
-        cond = c if cond is None else cond & c
-    joined = new.join(cur, cond, "full_outer")
-    is_new = F.col("_new").isNotNull()
-    action = (F.when(is_new & (F.col("_c_h").isNull() | (F.col("_h") != F.col("_c_h"))), F.lit("upsert"))
+    cur = current.select(*keys, row_hash(current).alias("h"))
+    is_new, cur_h = F.col("_new").isNotNull(), F.col(_CUR + "h")
+    action = (F.when(is_new & (cur_h.isNull() | (F.col("_h") != cur_h)), F.lit("upsert"))
               .when(~is_new, F.lit("delete")))
-    changes = joined.select("*", action.alias("_action")).filter(F.col("_action").isNotNull()).persist()
-    counts = {r["_action"]: r["count"] for r in changes.groupBy("_action").count().collect()}
+    changes, counts = _classify(new, cur, keys, action)
     n_up, n_del = counts.get("upsert", 0), counts.get("delete", 0)
     if n_up or n_del:
         upserts = changes.filter(F.col("_action") == "upsert").select(*df.columns)
-        deletes = changes.filter(F.col("_action") == "delete").select(*[F.col(f"_c_{k}").alias(k) for k in keys])
-        merge_changes(spark, path, upserts if n_up else None, deletes if n_del else None, keys, scope)
+        merge_changes(spark, path, upserts if n_up else None,
+                      _current_keys(changes, "delete", keys) if n_del else None, keys, scope)
     changes.unpersist()
     return n_up, n_del
 
 
-def _partitions(spark: SparkSession, cfg: Mapping, n_rows: int, batch_size: int) -> int:
-    configured = (cfg.get("embed") or {}).get("partitions")
+@dataclass
+class EmbedPlan:
+    """What one run writes: rows to embed, ids to delete, or a full rebuild."""
+    todo: DataFrame                  # id, title, description, genres, content_hash
+    deletes: DataFrame | None        # id
+    n_embed: int
+    n_delete: int
+    rebuild: bool
+    cached: DataFrame | None = None  # the persisted plan, released by ``release``
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.rebuild and self.n_embed == 0 and self.n_delete == 0
+
+    def release(self) -> None:
+        if self.cached is not None:
+            self.cached.unpersist()
+
+
+def plan_changes(spark: SparkSession, catalog: DataFrame, path: str, model_version: str, *,
+                 rebuild: bool, delete_missing: bool, n_catalog: int) -> EmbedPlan:
+    """Which catalog rows to (re-)embed: new ids, changed ``content_hash``, another model version;
+    and which ids left the catalog. One Spark job classifies every id (``_classify``).
+    ``n_catalog``: the catalog's row count (already known: a rebuild embeds them all)."""
+    cat = catalog.select("id", "title", "description", "genres", content_hash_col(catalog).alias("content_hash"))
+    if rebuild:
+        return EmbedPlan(cat, None, n_catalog, 0, True)
+    existing = spark.read.format("delta").load(path).select("id", "content_hash", "model_version")
+    keep = ((F.col(_CUR + "content_hash") == F.col("content_hash"))
+            & (F.col(_CUR + "model_version") == F.lit(model_version)))
+    action = (F.when(F.col("id").isNull(), F.lit("delete" if delete_missing else None))
+              .when(F.col(_CUR + "id").isNotNull() & keep, F.lit(None)).otherwise(F.lit("embed")))
+    plan, counts = _classify(cat, existing, ["id"], action)
+    todo = plan.filter(F.col("_action") == "embed").select(
+        F.coalesce(F.col("id"), F.lit("")).alias("id"),  # never null for 'embed' rows; keeps the column NOT NULL
+        *[c for c in cat.columns if c != "id"])
+    return EmbedPlan(todo, _current_keys(plan, "delete", ["id"]), counts.get("embed", 0), counts.get("delete", 0),
+                     False, plan)
+
+
+# ------------------------------------------------------------------ phases of embed_catalog
+def embed_partitions(spark: SparkSession, n_rows: int, batch_size: int, configured: int | None = None) -> int:
+    """``configured`` partitions (default: the cluster's parallelism), never more than one per batch."""
     p = int(configured) if configured else spark.sparkContext.defaultParallelism
     return max(1, min(p, math.ceil(n_rows / max(1, batch_size))))
 
 
-def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, full: bool = False,
-                  model_dir: str | None = None) -> EmbedStats:
-    """Validate, record rejects, and (re-)embed the new/changed items of ``domain``; see the module doc."""
-    started = time.time()
-    if domain not in EMBEDDING_TABLES:
-        raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")
-    ecfg = cfg.get("embed") or {}
-    tables = cfg["tables"]
-    database = tables["database"]
-    model_dir = model_dir or cfg["paths"]["model_dir"]
+def _ship(spark: SparkSession, model_dir: str, mode: str) -> ArtifactRef:
     if str(spark.conf.get("spark.python.worker.reuse", "true")).lower() != "true":
         log.warning("spark.python.worker.reuse is false: every task will reload the model")
-    ref = ship_artifact(spark, model_dir, mode=str(ecfg.get("ship_model") or "archive"))
-    stats = EmbedStats(domain=domain, model_version=ref.model_version, full=bool(full))
-    run_ts = datetime.now(timezone.utc)
+    return ship_artifact(spark, model_dir, mode=mode)
 
-    # -- catalog and rejects
-    valid, rejects = load_catalog(spark, cfg, domain)
+
+def _count_rejects(valid: DataFrame, rejects: DataFrame, stats: EmbedStats) -> None:
     stats.valid = valid.count()
     per_reason = rejects.groupBy("reason").count().collect()   # one small job; reasons split on the driver
     stats.rejected = sum(r["count"] for r in per_reason)
@@ -158,74 +199,82 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, full: bool = F
             kinds[kind] = kinds.get(kind, 0) + r["count"]
     stats.rejected_by_reason = dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
     stats.read = stats.valid + stats.rejected
-    log.info("%s: read %d rows, %d valid, %d rejected %s", domain, stats.read, stats.valid, stats.rejected,
+    log.info("%s: read %d rows, %d valid, %d rejected %s", stats.domain, stats.read, stats.valid, stats.rejected,
              stats.rejected_by_reason)
-    rj = tables["rejects"]
-    new_rej, gone_rej = sync_table(spark, rejects, rj["path"], ["domain", "source", "id", "reason", "raw"],
-                                   scope={"domain": domain}, compare=[], partition_by=["domain"])
+
+
+def _sync_catalog(spark: SparkSession, tables: Mapping, valid: DataFrame, rejects: DataFrame,
+                  stats: EmbedStats) -> None:
+    """Steps 2-4 of the module doc: counts, the rejects table (this domain's partition), the catalog table."""
+    _count_rejects(valid, rejects, stats)
+    new_rej, gone_rej = sync_table(spark, rejects, tables["rejects"]["path"], REJECT_KEYS,
+                                   scope={"domain": stats.domain}, compare=[], partition_by=["domain"])
     log.info("rejects table: %d new, %d no longer rejected", new_rej, gone_rej)
-    cat_spec = tables[domain]
+    cat_spec = tables[stats.domain]
     up_cat, del_cat = sync_table(spark, valid, cat_spec["path"], ["id"])
     log.info("catalog table %s: %d rows inserted/updated, %d deleted", cat_spec["name"], up_cat, del_cat)
 
-    # -- what needs embedding
-    emb_spec = tables[EMBEDDING_TABLES[domain]]
-    path = emb_spec["path"]
-    cat = valid.select("id", "title", "description", "genres", content_hash_col(valid).alias("content_hash"))
-    exists = is_delta_table(spark, path)
-    rebuild = bool(full) or not exists
-    deletes = None
-    plan = None
-    if rebuild:
-        todo = cat
-        n_todo = stats.valid
-    else:
-        # One job classifies every id: embed (new, changed, or other model version), delete, or keep.
-        existing = spark.read.format("delta").load(path).select(
-            F.col("id").alias("_e_id"), F.col("content_hash").alias("_e_hash"), F.col("model_version").alias("_e_version"))
-        joined = cat.join(existing, cat["id"] == existing["_e_id"], "full_outer")
-        keep = (F.col("_e_hash") == F.col("content_hash")) & (F.col("_e_version") == F.lit(ref.model_version))
-        action = (F.when(F.col("id").isNull(), F.lit("delete" if ecfg.get("delete_missing", True) else None))
-                  .when(F.col("_e_id").isNotNull() & keep, F.lit(None)).otherwise(F.lit("embed")))
-        plan = joined.select("*", action.alias("_action")).filter(F.col("_action").isNotNull()).persist()
-        counts = {r["_action"]: r["count"] for r in plan.groupBy("_action").count().collect()}
-        n_todo, stats.deleted = counts.get("embed", 0), counts.get("delete", 0)
-        todo = plan.filter(F.col("_action") == "embed").select(
-            F.coalesce(F.col("id"), F.lit("")).alias("id"),  # never null for 'embed' rows; keeps the column NOT NULL
-            *[c for c in cat.columns if c != "id"])
-        deletes = plan.filter(F.col("_action") == "delete").select(F.col("_e_id").alias("id"))
-    stats.unchanged = stats.valid - n_todo
 
-    # -- embed and write
-    if not rebuild and n_todo == 0 and stats.deleted == 0:
+def _embed(spark: SparkSession, plan: EmbedPlan, ref: ArtifactRef, *, batch_size: int,
+           partitions: int | None, stats: EmbedStats) -> DataFrame:
+    """The plan's rows embedded by the UDF, persisted and counted (the write then reads the cache)."""
+    parts = embed_partitions(spark, plan.n_embed, batch_size, partitions)
+    embedded = conform(plan.todo.repartition(parts).select(
+        "id", "title",
+        embed_column(ref, "title", "description", "genres", batch_size=batch_size).alias("embedding"),
+        F.lit(ref.model_version).alias("model_version"), "content_hash",
+        F.lit(datetime.now(timezone.utc)).cast("timestamp").alias("embedded_at"),
+    ), EMBEDDINGS_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    t0 = time.time()
+    stats.embedded = embedded.count()
+    stats.embed_seconds = time.time() - t0
+    stats.items_per_s = stats.embedded / stats.embed_seconds if stats.embed_seconds > 0 else 0.0
+    log.info("embedded %d %s on %d partitions in %.1fs: %.1f items/s", stats.embedded, stats.domain, parts,
+             stats.embed_seconds, stats.items_per_s)
+    return embedded
+
+
+def _write(spark: SparkSession, plan: EmbedPlan, embedded: DataFrame, path: str) -> None:
+    """One atomic overwrite (rebuild) or one MERGE of upserts and deletes."""
+    if plan.rebuild:
+        write_table(embedded, path, mode="overwrite")
+    else:
+        merge_changes(spark, path, embedded if plan.n_embed else None, plan.deletes if plan.n_delete else None, ["id"])
+
+
+def _register(spark: SparkSession, tables: Mapping, domain: str) -> None:
+    for spec in (tables[EMBEDDING_TABLES[domain]], tables[domain], tables["rejects"]):
+        if is_delta_table(spark, spec["path"]):
+            register_table(spark, tables["database"], spec["name"], spec["path"])
+
+
+def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Mapping, model_dir: str,
+                  batch_size: int, partitions: int | None, ship_model: str, delete_missing: bool,
+                  full: bool = False) -> EmbedStats:
+    """Validate, record rejects, and (re-)embed the new/changed items of ``domain``; see the module doc.
+
+    ``cfg``: what ``load_catalog`` reads (``catalogs``, ``validation``); ``tables``: the ``tables``
+    section; the rest are the ``embed`` settings (``lfr.settings.EmbedSettings``)."""
+    started = time.time()
+    if domain not in EMBEDDING_TABLES:
+        raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")
+    ref = _ship(spark, model_dir, ship_model)
+    stats = EmbedStats(domain=domain, model_version=ref.model_version, full=bool(full))
+    valid, rejects = load_catalog(spark, cfg, domain)
+    _sync_catalog(spark, tables, valid, rejects, stats)
+    path = tables[EMBEDDING_TABLES[domain]]["path"]
+    plan = plan_changes(spark, valid, path, ref.model_version, rebuild=bool(full) or not is_delta_table(spark, path),
+                        delete_missing=delete_missing, n_catalog=stats.valid)
+    stats.unchanged, stats.deleted = stats.valid - plan.n_embed, plan.n_delete
+    if plan.is_empty:
         log.info("%s embeddings are up to date (model %s): nothing to embed, no commit", domain, ref.model_version)
     else:
-        batch_size = int(ecfg.get("batch_size") or 64)
-        parts = _partitions(spark, cfg, n_todo, batch_size)
-        embedded = conform(todo.repartition(parts).select(
-            "id", "title",
-            embed_column(ref, "title", "description", "genres", batch_size=batch_size).alias("embedding"),
-            F.lit(ref.model_version).alias("model_version"), "content_hash",
-            F.lit(run_ts).cast("timestamp").alias("embedded_at"),
-        ), EMBEDDINGS_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
-        t0 = time.time()
-        stats.embedded = embedded.count()  # materialises the embeddings once (the MERGE reads the cache)
-        stats.embed_seconds = time.time() - t0
-        stats.items_per_s = stats.embedded / stats.embed_seconds if stats.embed_seconds > 0 else 0.0
-        log.info("embedded %d %s on %d partitions in %.1fs: %.1f items/s", stats.embedded, domain, parts,
-                 stats.embed_seconds, stats.items_per_s)
-        if rebuild:
-            write_table(embedded, path, mode="overwrite")
-        else:
-            merge_changes(spark, path, embedded if stats.embedded else None,
-                           deletes if stats.deleted else None, ["id"])
+        embedded = _embed(spark, plan, ref, batch_size=batch_size, partitions=partitions, stats=stats)
+        _write(spark, plan, embedded, path)
         embedded.unpersist()
         stats.table_written = True
-    if plan is not None:
-        plan.unpersist()
-    for spec in (emb_spec, cat_spec, rj):
-        if is_delta_table(spark, spec["path"]):
-            register_table(spark, database, spec["name"], spec["path"])
+    plan.release()
+    _register(spark, tables, domain)
     stats.seconds = time.time() - started
     log.info("%s: %d read, %d valid, %d rejected, %d unchanged, %d embedded, %d deleted; %.1f items/s; %.1fs total",
              domain, stats.read, stats.valid, stats.rejected, stats.unchanged, stats.embedded, stats.deleted,

@@ -6,15 +6,14 @@ evaluation itself (``lfr.eval.runner``) is plain pandas/numpy/torch on the drive
 from __future__ import annotations
 
 import logging
-import re
 
 import pandas as pd
 
+from lfr.config import ConfigError, is_uri
 from lfr.eval.report import format_tables, write_report
 from lfr.eval.runner import EvalResult, run_evaluation
 
 log = logging.getLogger(__name__)
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def collect_inputs(spark, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
@@ -22,20 +21,20 @@ def collect_inputs(spark, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
     from lfr.data import collect_driver_inputs
 
     if not (cfg.get("catalogs") or {}).get("pairs"):
-        raise ValueError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
+        raise ConfigError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
     inputs = collect_driver_inputs(spark, cfg)
     return inputs.movies, inputs.books, inputs.links, inputs.n_unresolved
 
 
-def evaluate(spark, cfg, artifact: str | None = None, reports_dir: str | None = None) -> tuple[EvalResult, dict]:
-    """Run the evaluation and write ``report.md``/``metrics.png``/``metrics.json``.
+def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tuple[EvalResult, dict]:
+    """Run the evaluation and write ``report.md``/``metrics.png``/``metrics.json`` under ``reports_dir``.
 
     ``artifact``: evaluate this saved model as the trained row instead of training one on the
     split's training links (flagged in the report: it may have seen the held-out links).
     """
-    out_dir = reports_dir or cfg.path("paths.reports_dir")
-    if _URI.match(out_dir):
-        raise ValueError(f"paths.reports_dir must be a local folder for the evaluation report, got {out_dir}")
+    out_dir = reports_dir
+    if is_uri(out_dir):
+        raise ConfigError(f"paths.reports_dir must be a local folder for the evaluation report, got {out_dir}")
     movies, books, links, n_unresolved = collect_inputs(spark, cfg)
     trained = None
     if artifact:

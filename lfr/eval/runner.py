@@ -38,20 +38,11 @@ import pandas as pd
 
 from lfr.eval import baselines
 from lfr.eval.metrics import confidence_error_metrics, ranking_metrics, resolve_links
-from lfr.lexical.model import LexicalSettings
+from lfr.settings import EvalSettings, parse_section
 
 log = logging.getLogger(__name__)
 
 NDCG_K = 10
-DEFAULT_EVAL = {
-    "ks": [1, 10, 100],
-    "confidence_fractions": [0.2, 0.5, 0.8],
-    "distilbert_path": None,
-    "folds": 3,
-    "holdout_fraction": 0.3,
-    "negatives_per_positive": 3,
-    "seed": 13,
-}
 TRAINED_LABEL = "LightFusionRec: fusion trained on the training links"
 
 TrainFn = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict], object]
@@ -65,6 +56,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
     ranking_columns: list[str] = field(default_factory=list)
     error_columns: list[str] = field(default_factory=list)
+    ranks: dict = field(default_factory=dict)   # method -> per held-out film: ranks of its linked books (intervals)
 
     def table(self) -> pd.DataFrame:
         cols = ["method", *self.ranking_columns, "n_evaluated", *self.error_columns]
@@ -72,11 +64,8 @@ class EvalResult:
 
 
 def eval_settings(cfg: dict) -> dict:
-    out = dict(DEFAULT_EVAL)
-    out.update({k: v for k, v in (cfg.get("eval") or {}).items() if v is not None or k == "distilbert_path"})
-    out["ks"] = [int(k) for k in out["ks"]]
-    out["confidence_fractions"] = [float(q) for q in out["confidence_fractions"]]
-    out["folds"] = int(out["folds"])
+    """The ``eval`` section, typed and checked (``lfr.settings.EvalSettings``; defaults live in conf/lfr.yaml)."""
+    out = parse_section(EvalSettings, "eval", cfg["eval"]).as_dict()
     if out["folds"] < 1:
         raise ValueError(f"eval.folds must be >= 1, got {out['folds']}")
     return out
@@ -215,6 +204,171 @@ def _unwrap_trained(out) -> tuple[object, dict]:
     }
 
 
+@dataclass
+class _Models:
+    """The methods' models that do not depend on the split (built once per evaluation)."""
+    model_cfg: dict
+    base: object                     # untrained fusion (text-only and genre-only rows come from it)
+    tfidf: object
+    trained_label: str
+    trained_model: object = None     # a given artifact, used in every fold
+    db_cfg: dict | None = None       # DistilBERT rows, when eval.distilbert_path is a folder
+    db_base: object = None
+
+
+@dataclass
+class _Folds:
+    """Per-fold outputs, pooled over the folds."""
+    scores: dict = field(default_factory=dict)          # method -> [score matrix per fold]
+    descriptions: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    eval_frames: list = field(default_factory=list)     # held-out films per fold (with a ``fold`` column)
+    relevant: list = field(default_factory=list)        # per held-out film: the linked books' columns
+    info: list = field(default_factory=list)
+    training: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+def resolve_usable_links(links: pd.DataFrame, movie_ids: list[str], book_ids: list[str]):
+    """Phase 1: ``(usable links, LinkStats)``: distinct links whose movie and book are in the catalogs."""
+    link_pairs = list(zip(links["movie_id"].astype(str), links["book_id"].astype(str)))
+    _, stats = resolve_links(link_pairs, movie_ids, book_ids)
+    known_m, known_b = set(movie_ids), set(book_ids)
+    usable = (pd.DataFrame(link_pairs, columns=["movie_id", "book_id"]).drop_duplicates()
+              .loc[lambda d: d["movie_id"].isin(known_m) & d["book_id"].isin(known_b)].reset_index(drop=True))
+    if usable.empty:
+        raise ValueError("no ground-truth link resolves to the catalogs: nothing to evaluate")
+    return usable, stats
+
+
+def build_splits(usable: pd.DataFrame, settings: dict) -> tuple[list, str]:
+    """Phase 2: the ``(train_links, test_links)`` splits by film and the protocol's description."""
+    seed = int(settings["seed"])
+    if settings["folds"] >= 2:
+        splits = kfold_links_by_movie(usable, settings["folds"], seed)
+        return splits, f"{len(splits)}-fold cross-validation by film (every linked film held out once)"
+    splits = [split_links_by_movie(usable, float(settings["holdout_fraction"]), seed)]
+    return splits, f"one held-out split by film (fraction {settings['holdout_fraction']})"
+
+
+def _build_models(movies, books, cfg: dict, settings: dict, build_fn: Callable, trained_model,
+                  trained_label: str | None, notes: list[str]) -> _Models:
+    corpus = genre_corpus(movies, books)
+    model_cfg = eval_model_cfg(cfg)
+    models = _Models(model_cfg=model_cfg, base=build_fn(model_cfg, corpus),
+                     tfidf=baselines.tfidf_method(baselines.descriptions(movies) + baselines.descriptions(books)),
+                     trained_label=trained_label or TRAINED_LABEL, trained_model=trained_model)
+    db_path = settings.get("distilbert_path")
+    if db_path and Path(str(db_path)).is_dir():
+        models.db_cfg = eval_model_cfg(cfg, encoder=str(db_path), pooling="cls")
+        models.db_base = build_fn(models.db_cfg, corpus)
+    elif db_path:
+        notes.append(f"DistilBERT rows skipped: eval.distilbert_path={db_path} is not a folder.")
+    else:
+        notes.append("DistilBERT rows skipped: set eval.distilbert_path to a local distilbert-base-uncased "
+                     "folder (nothing is downloaded).")
+    if trained_model is not None:
+        models.trained_label = trained_label or "LightFusionRec: given artifact (may have seen held-out links)"
+        notes.append("The trained row uses a given artifact, not one trained per split: it may have been "
+                     "trained on the held-out links, so its numbers can be optimistic.")
+    return models
+
+
+def _train_fold(movies, books, train_links, cfg: dict, models: _Models, train_fn: TrainFn, acc: _Folds):
+    """The fold's trained models: ``(lightfusionrec, lightfusionrec_distilbert or None)``."""
+    def fit(model_cfg: dict, key: str):
+        train_cfg = copy.deepcopy(dict(cfg))
+        train_cfg["model"] = model_cfg
+        model, info = _unwrap_trained(train_fn(movies, books, train_links, train_cfg))
+        if info:
+            acc.training.setdefault(key, []).append(info)
+        return model
+
+    t0 = time.time()
+    trained = models.trained_model if models.trained_model is not None else fit(models.model_cfg, "lightfusionrec")
+    db_trained = fit(models.db_cfg, "lightfusionrec_distilbert") if models.db_cfg is not None else None
+    acc.train_seconds += time.time() - t0
+    return trained, db_trained
+
+
+def run_fold(f: int, split, movies, books, cfg: dict, models: _Models, train_fn: TrainFn, acc: _Folds, *,
+             batch_size: int, cache) -> None:
+    """Phase 3, one fold: train on the other films' links, score the fold's films against every book."""
+    train_links, test_links = split
+    t0 = time.time()
+    m_pos = {m: i for i, m in enumerate(movies["id"].astype(str))}
+    book_ids = books["id"].astype(str).tolist()
+    test_ids = sorted(test_links["movie_id"].unique())
+    eval_movies = movies.iloc[[m_pos[m] for m in test_ids]].reset_index(drop=True)
+    rel_f, _ = resolve_links(zip(test_links["movie_id"], test_links["book_id"]), test_ids, book_ids)
+    trained, db_trained = _train_fold(movies, books, train_links, cfg, models, train_fn, acc)
+    for method in baselines.standard_methods(models.tfidf, models.base, trained, models.trained_label,
+                                             models.db_base, db_trained, batch_size=batch_size, cache=cache):
+        t1 = time.time()
+        m, b = method.embed(eval_movies, books)
+        acc.scores.setdefault(method.name, []).append(baselines.score_matrix(m, b))
+        acc.descriptions[method.name] = method.description
+        acc.seconds[method.name] = acc.seconds.get(method.name, 0.0) + time.time() - t1
+    acc.eval_frames.append(eval_movies.assign(fold=f))
+    acc.relevant.extend(rel_f)
+    acc.info.append({"fold": f, "train_links": int(len(train_links)),
+                     "train_movies": int(train_links["movie_id"].nunique()),
+                     "test_links": int(len(test_links)), "test_movies": len(test_ids)})
+    log.info("eval fold %d: trained on %d links of %d films, scored %d held-out films (%.1fs)", f + 1,
+             len(train_links), train_links["movie_id"].nunique(), len(test_ids), time.time() - t0)
+
+
+def summarise(acc: _Folds, books, settings: dict) -> tuple[list[dict], dict, pd.DataFrame, pd.DataFrame]:
+    """Phase 4: pooled metrics: ``(table rows, per-method ranks, labelled pairs, per-movie table)``."""
+    ks, fractions = settings["ks"], settings["confidence_fractions"]
+    pairs = build_eval_pairs(acc.relevant, len(books), int(settings["negatives_per_positive"]), int(settings["seed"]))
+    rows, ranks = [], {}
+    for name, parts in acc.scores.items():
+        row, ranks[name] = method_row(name, acc.descriptions[name], np.vstack(parts), acc.relevant, pairs, ks,
+                                      fractions)
+        row["seconds"] = round(acc.seconds[name], 2)
+        rows.append(row)
+        log.info("eval %-26s R@%d=%.3f MRR=%.3f (%d films) in %.1fs", name, ks[-1],
+                 row.get(f"recall@{ks[-1]}", math.nan), row["mrr"], row["n_evaluated"], row["seconds"])
+    eval_movies_all = pd.concat(acc.eval_frames, ignore_index=True)
+    return rows, ranks, pairs, _per_movie_table(eval_movies_all, books, acc.relevant, ranks)
+
+
+def _setup(settings: dict, protocol: str, acc: _Folds, models: _Models, usable, stats, pairs, *,
+           n_movies: int, n_books: int, n_unresolved_pairs: int) -> dict:
+    folds = len(acc.info)
+    return {
+        "protocol": protocol,
+        "folds": folds,
+        "seed": int(settings["seed"]),
+        "holdout_fraction": settings["holdout_fraction"] if folds == 1 else None,
+        "negatives_per_positive": int(settings["negatives_per_positive"]),
+        "ks": settings["ks"],
+        "ndcg_k": NDCG_K,
+        "confidence_fractions": settings["confidence_fractions"],
+        "tie_policy": "pessimistic",
+        "n_movies_catalog": n_movies,
+        "n_books_catalog": n_books,
+        "n_links_usable": int(len(usable)),
+        "n_linked_movies": int(usable["movie_id"].nunique()),
+        "n_test_links": int(sum(fi["test_links"] for fi in acc.info)),
+        "n_test_movies": int(sum(fi["test_movies"] for fi in acc.info)),
+        "fold_sizes": acc.info,
+        "n_eval_pairs": int(len(pairs)),
+        "n_eval_positive_pairs": int(pairs["label"].sum()),
+        "n_unresolved_pairs": int(n_unresolved_pairs),
+        "links": {k: v for k, v in stats.as_dict().items() if k != "missing"},
+        "missing_links": [list(x) for x in stats.missing],
+        "encoder": str(models.model_cfg.get("encoder")),
+        "pooling": str(models.model_cfg.get("pooling")),
+        "trained_model": ("given artifact" if models.trained_model is not None
+                          else "trained per fold on the other folds' links"),
+        "train_seconds": round(acc.train_seconds, 1),
+        "training": acc.training,
+        "test_movie_ids": pd.concat(acc.eval_frames, ignore_index=True)["id"].tolist(),
+    }
+
+
 def run_evaluation(
     movies: pd.DataFrame,
     books: pd.DataFrame,
@@ -237,154 +391,29 @@ def run_evaluation(
     ``lfr.model.build_model``.
     """
     settings = eval_settings(cfg)
-    ks, fractions = settings["ks"], settings["confidence_fractions"]
-    seed, n_folds = int(settings["seed"]), settings["folds"]
-    build_fn = build_fn or default_build
-    train_fn = train_fn or default_train
-    batch_size = int((cfg.get("embed") or {}).get("batch_size", 64))
-    notes: list[str] = []
-
-    movies = movies.reset_index(drop=True)
-    books = books.reset_index(drop=True)
+    movies, books = movies.reset_index(drop=True), books.reset_index(drop=True)
     movie_ids, book_ids = movies["id"].astype(str).tolist(), books["id"].astype(str).tolist()
     if len(set(book_ids)) != len(book_ids) or len(set(movie_ids)) != len(movie_ids):
         raise ValueError("catalog ids must be unique")
-
-    # 1. links -> catalog
-    link_pairs = list(zip(links["movie_id"].astype(str), links["book_id"].astype(str)))
-    _, stats = resolve_links(link_pairs, movie_ids, book_ids)
-    known_m, known_b = set(movie_ids), set(book_ids)
-    usable = (pd.DataFrame(link_pairs, columns=["movie_id", "book_id"]).drop_duplicates()
-              .loc[lambda d: d["movie_id"].isin(known_m) & d["book_id"].isin(known_b)].reset_index(drop=True))
-    if usable.empty:
-        raise ValueError("no ground-truth link resolves to the catalogs: nothing to evaluate")
-
-    # 2. held out by movie
-    if n_folds >= 2:
-        splits = kfold_links_by_movie(usable, n_folds, seed)
-        protocol = f"{len(splits)}-fold cross-validation by film (every linked film held out once)"
-    else:
-        splits = [split_links_by_movie(usable, float(settings["holdout_fraction"]), seed)]
-        protocol = f"one held-out split by film (fraction {settings['holdout_fraction']})"
-    m_pos = {m: i for i, m in enumerate(movie_ids)}
-
-    # models that do not depend on the split
-    corpus = genre_corpus(movies, books)
-    model_cfg = eval_model_cfg(cfg)
+    usable, stats = resolve_usable_links(links, movie_ids, book_ids)
+    splits, protocol = build_splits(usable, settings)
+    notes: list[str] = []
     started = time.time()
-    base = build_fn(model_cfg, corpus)
-    tfidf = baselines.tfidf_method(baselines.descriptions(movies) + baselines.descriptions(books))
-    lexical = baselines.lexical_method(baselines.descriptions(movies) + baselines.descriptions(books),
-                                       LexicalSettings.from_cfg(cfg))
-    db_path = settings.get("distilbert_path")
-    db_cfg = db_base = None
-    if db_path and Path(str(db_path)).is_dir():
-        db_cfg = eval_model_cfg(cfg, encoder=str(db_path), pooling="cls")
-        db_base = build_fn(db_cfg, corpus)
-    elif db_path:
-        notes.append(f"DistilBERT rows skipped: eval.distilbert_path={db_path} is not a folder.")
-    else:
-        notes.append("DistilBERT rows skipped: set eval.distilbert_path to a local distilbert-base-uncased "
-                     "folder (nothing is downloaded).")
-    given = trained_model is not None
-    if given:
-        trained_label = trained_label or "LightFusionRec: given artifact (may have seen held-out links)"
-        notes.append("The trained row uses a given artifact, not one trained per split: it may have been "
-                     "trained on the held-out links, so its numbers can be optimistic.")
-    trained_label = trained_label or TRAINED_LABEL
+    models = _build_models(movies, books, cfg, settings, build_fn or default_build, trained_model, trained_label, notes)
     log.info("eval: %d usable links of %d films; %s; %d books; base models in %.1fs", len(usable),
              usable["movie_id"].nunique(), protocol, len(book_ids), time.time() - started)
-
-    # 3. per fold: train, score the fold's films against all books
-    cache = baselines.FeatureCache()
-    scores: dict[str, list[np.ndarray]] = {}
-    descriptions: dict[str, str] = {}
-    seconds: dict[str, float] = {}
-    eval_frames, relevant, fold_info, training = [], [], [], {}
-    train_seconds = 0.0
-    for f, (train_links, test_links) in enumerate(splits):
-        test_ids = sorted(test_links["movie_id"].unique())
-        eval_movies = movies.iloc[[m_pos[m] for m in test_ids]].reset_index(drop=True)
-        rel_f, _ = resolve_links(zip(test_links["movie_id"], test_links["book_id"]), test_ids, book_ids)
-        t0 = time.time()
-        trained, db_trained = trained_model, None
-        if not given:
-            train_cfg = copy.deepcopy(dict(cfg))
-            train_cfg["model"] = model_cfg
-            trained, info = _unwrap_trained(train_fn(movies, books, train_links, train_cfg))
-            if info:
-                training.setdefault("lightfusionrec", []).append(info)
-        if db_cfg is not None:
-            train_cfg = copy.deepcopy(dict(cfg))
-            train_cfg["model"] = db_cfg
-            db_trained, info = _unwrap_trained(train_fn(movies, books, train_links, train_cfg))
-            if info:
-                training.setdefault("lightfusionrec_distilbert", []).append(info)
-        train_seconds += time.time() - t0
-        methods = baselines.standard_methods(tfidf, base, trained, trained_label, db_base, db_trained,
-                                             batch_size=batch_size, cache=cache, lexical=lexical,
-                                             train_links=train_links, catalog=(movies, books))
-        fold_alpha: dict = {}   # the hybrid's alpha, tuned on this fold's training links (reported per fold)
-        for method in methods:
-            t1 = time.time()
-            scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
-            if method.name == "hybrid":
-                fold_alpha["hybrid"] = {k: v for k, v in method.info.items() if k != "mrr_by_alpha"}
-            descriptions[method.name] = method.description
-            seconds[method.name] = seconds.get(method.name, 0.0) + time.time() - t1
-        eval_frames.append(eval_movies.assign(fold=f))
-        relevant.extend(rel_f)
-        fold_info.append({"fold": f, **fold_alpha, "train_links": int(len(train_links)),
-                          "train_movies": int(train_links["movie_id"].nunique()),
-                          "test_links": int(len(test_links)), "test_movies": len(test_ids)})
-        log.info("eval fold %d/%d: trained on %d links of %d films, scored %d held-out films (%.1fs)", f + 1,
-                 len(splits), len(train_links), train_links["movie_id"].nunique(), len(test_ids), time.time() - t0)
-
-    # 4. pooled metrics
-    eval_movies_all = pd.concat(eval_frames, ignore_index=True)
-    pairs = build_eval_pairs(relevant, len(book_ids), int(settings["negatives_per_positive"]), seed)
-    rows, ranks = [], {}
-    for name, parts in scores.items():
-        row, ranks[name] = method_row(name, descriptions[name], np.vstack(parts), relevant, pairs, ks, fractions)
-        row["seconds"] = round(seconds[name], 2)
-        rows.append(row)
-        log.info("eval %-26s R@%d=%.3f MRR=%.3f (%d films) in %.1fs", name, ks[-1],
-                 row.get(f"recall@{ks[-1]}", math.nan), row["mrr"], row["n_evaluated"], row["seconds"])
-
-    per_movie = _per_movie_table(eval_movies_all, books, relevant, ranks)
-    ranking_columns = [*(f"recall@{k}" for k in ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"]
-    error_columns = [f"{m}@{100 * q:g}%" for q in fractions for m in ("mae", "rmse")]
-    setup = {
-        "protocol": protocol,
-        "folds": len(splits),
-        "seed": seed,
-        "holdout_fraction": settings["holdout_fraction"] if len(splits) == 1 else None,
-        "negatives_per_positive": int(settings["negatives_per_positive"]),
-        "ks": ks,
-        "ndcg_k": NDCG_K,
-        "confidence_fractions": fractions,
-        "tie_policy": "pessimistic",
-        "n_movies_catalog": len(movie_ids),
-        "n_books_catalog": len(book_ids),
-        "n_links_usable": int(len(usable)),
-        "n_linked_movies": int(usable["movie_id"].nunique()),
-        "n_test_links": int(sum(fi["test_links"] for fi in fold_info)),
-        "n_test_movies": int(sum(fi["test_movies"] for fi in fold_info)),
-        "fold_sizes": fold_info,
-        "n_eval_pairs": int(len(pairs)),
-        "n_eval_positive_pairs": int(pairs["label"].sum()),
-        "n_unresolved_pairs": int(n_unresolved_pairs),
-        "links": {k: v for k, v in stats.as_dict().items() if k != "missing"},
-        "missing_links": [list(x) for x in stats.missing],
-        "encoder": str(model_cfg.get("encoder")),
-        "pooling": str(model_cfg.get("pooling")),
-        "trained_model": "given artifact" if given else "trained per fold on the other folds' links",
-        "train_seconds": round(train_seconds, 1),
-        "training": training,
-        "test_movie_ids": eval_movies_all["id"].tolist(),
-    }
-    return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes,
-                      ranking_columns=ranking_columns, error_columns=error_columns)
+    acc, cache = _Folds(), baselines.FeatureCache()
+    batch_size = int(cfg["embed"]["batch_size"])
+    for f, split in enumerate(splits):
+        run_fold(f, split, movies, books, cfg, models, train_fn or default_train, acc, batch_size=batch_size,
+                 cache=cache)
+    rows, ranks, pairs, per_movie = summarise(acc, books, settings)
+    setup = _setup(settings, protocol, acc, models, usable, stats, pairs, n_movies=len(movie_ids),
+                   n_books=len(book_ids), n_unresolved_pairs=n_unresolved_pairs)
+    ks, fractions = settings["ks"], settings["confidence_fractions"]
+    return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes, ranks=ranks,
+                      ranking_columns=[*(f"recall@{k}" for k in ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"],
+                      error_columns=[f"{m}@{100 * q:g}%" for q in fractions for m in ("mae", "rmse")])
 
 
 def _per_movie_table(eval_movies: pd.DataFrame, books: pd.DataFrame, relevant, ranks: dict) -> pd.DataFrame:

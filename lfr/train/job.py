@@ -10,11 +10,12 @@ import hashlib
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from lfr.config import is_uri
+from lfr.model.artifact import ArtifactError, model_version_of, read_manifest
 from lfr.train.publish import publish_model
 from lfr.train.trainer import TrainResult, train
 
@@ -53,19 +54,22 @@ def inputs_key(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFram
     return h.hexdigest()
 
 
-def _published_key(target: str) -> str | None:
-    manifest = Path(target) / "manifest.json"
-    if "://" in target or not manifest.is_file():
+def _published(target: str) -> dict | None:
+    """The manifest of the model published at ``target``; None when there is none (or it is remote)."""
+    if is_uri(target):
         return None
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("inputs_key")
-    except (OSError, ValueError):
+        return read_manifest(target)
+    except ArtifactError:   # missing or unreadable: retrain
         return None
 
 
-def run_training(spark: Any, cfg: Any, model_dir: str | None = None, use_pairs: bool = True,
+def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True,
                  progress: bool = True, force: bool = False) -> tuple[TrainResult | None, str]:
-    """Train on the configured catalogs and publish to ``model_dir`` (default ``paths.model_dir``).
+    """Train on the configured catalogs and publish to ``model_dir`` (the job passes ``paths.model_dir``).
+
+    ``cfg``: what ``collect_driver_inputs`` and ``lfr.train.train`` read (catalogs, validation,
+    model, train sections).
 
     Idempotent: when the published model was trained on the same inputs and settings
     (``inputs_key`` in its manifest) nothing is retrained -- a new model would get a new
@@ -73,12 +77,12 @@ def run_training(spark: Any, cfg: Any, model_dir: str | None = None, use_pairs: 
     Returns ``(result or None when skipped, model_version)``. The previous model stays
     in place if anything fails.
     """
-    started = time.time()
-    target = model_dir or cfg.path("paths.model_dir")
+    started, target = time.time(), model_dir
     movies, books, positives = collect_inputs(spark, cfg, use_pairs=use_pairs)
     key = inputs_key(movies, books, positives, cfg)
-    if not force and _published_key(target) == key:
-        version = json.loads((Path(target) / "manifest.json").read_text(encoding="utf-8"))["model_version"]
+    published = _published(target)
+    if not force and published is not None and published.get("inputs_key") == key:
+        version = model_version_of(published, target)
         log.info("model %s at %s is up to date (same catalogs, links and settings): not retraining "
                  "(--force retrains)", version, target)
         return None, version

@@ -1,0 +1,187 @@
+"""Typed, frozen settings, one dataclass per section of ``conf/lfr.yaml``, parsed once at the job edge.
+
+    settings = Settings.from_config(load_config(...))    # ConfigError naming any unknown/missing key
+    embed_catalog(spark, cfg, "books", batch_size=settings.embed.batch_size, ...)
+
+Why no default values here: ``conf/lfr.yaml`` is the single place defaults are written; a key
+missing from the file is an error naming it, never a silent second default. Fields follow the
+yaml's order, so adding a setting is: a line in the yaml, a field here (same section, same place).
+Types are checked by OmegaConf's structured configs (``"64"`` -> 64, ``"x"`` for an int -> error).
+"""
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, List, Mapping, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lfr.config import ConfigError
+
+
+class _Section:
+    def as_dict(self) -> dict:
+        """A plain dict view, for library functions that still take a section mapping."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PathsSettings(_Section):
+    data_dir: str
+    work_dir: str
+    warehouse: str
+    model_dir: str
+    reports_dir: str
+    metastore_dir: Optional[str]
+    delta_jars_dir: Optional[str]
+
+
+@dataclass(frozen=True)
+class SparkSettings(_Section):
+    app_name: str
+    master: Optional[str]
+    conf: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ValidationSettings(_Section):
+    max_description_chars: int
+    min_description_chars: int
+    dedupe_editions: bool
+    merge_sources: bool
+
+
+@dataclass(frozen=True)
+class TableSpec(_Section):
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class TablesSettings(_Section):
+    database: str
+    movies: TableSpec
+    books: TableSpec
+    movie_embeddings: TableSpec
+    book_embeddings: TableSpec
+    rejects: TableSpec
+    movie_lexical: TableSpec
+    book_lexical: TableSpec
+    recommendations: TableSpec
+    recommendations_view: str
+
+
+@dataclass(frozen=True)
+class ModelSettings(_Section):
+    encoder: str
+    pooling: str
+    max_length: int
+    chunking: str
+    chunk_overlap: int
+    chunk_pooling: str
+    include_title: bool
+    genre_dim: int
+    genre_epochs: int
+    genre_bucket: int
+    head: str
+    output_dim: Optional[int]
+    freeze_encoder: bool
+    finetune_last_layers: int
+    precision: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrainSettings(_Section):
+    epochs: int
+    lr: float
+    batch_size: int
+    margin: float
+    negatives_per_positive: int
+    genre_positives_per_movie: int
+    min_shared_genres: int
+    val_fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class EmbedSettings(_Section):
+    batch_size: int
+    partitions: Optional[int]
+    ship_model: str
+    delete_missing: bool
+
+
+@dataclass(frozen=True)
+class LexicalSettings(_Section):
+    weighting: str
+    min_df: int
+    max_df: float
+    vocab_size: int
+    min_token_length: int
+    k1: float
+    b: float
+
+
+@dataclass(frozen=True)
+class ScoreSettings(_Section):
+    k: int
+    method: str
+    fusion: str
+    alpha: float
+    rrf_k: int
+    movie_block_rows: int
+    book_block_rows: int
+    exclude_pairs: Optional[str]
+    movie_filter: Optional[str]
+    book_filter: Optional[str]
+
+
+@dataclass(frozen=True)
+class EvalSettings(_Section):
+    ks: List[int]
+    confidence_fractions: List[float]
+    distilbert_path: Optional[str]
+    folds: int
+    holdout_fraction: float
+    negatives_per_positive: int
+    seed: int
+
+
+def parse_section(cls: type, name: str, data: Any):
+    """``data`` (one section of the merged config) as a frozen ``cls``; unknown, missing or
+    mistyped keys are a ``ConfigError`` naming the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section '{name}' must be a mapping, got {type(data).__name__}")
+    known = [f.name for f in fields(cls)]
+    unknown = [str(k) for k in data if k not in known]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(f'{name}.{k}' for k in unknown)} "
+                          f"(known in '{name}': {', '.join(known)})")
+    missing = [k for k in known if k not in data]
+    if missing:
+        raise ConfigError(f"missing config key(s) {', '.join(f'{name}.{k}' for k in missing)}: "
+                          "conf/lfr.yaml (the single place defaults are written) must set them")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), dict(data)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"config section '{name}': {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Settings(_Section):
+    profile: str
+    paths: PathsSettings
+    spark: SparkSettings
+    catalogs: Dict[str, Any]
+    validation: ValidationSettings
+    tables: TablesSettings
+    model: ModelSettings
+    train: TrainSettings
+    embed: EmbedSettings
+    lexical: LexicalSettings
+    score: ScoreSettings
+    eval: EvalSettings
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Settings":
+        """Every section of a merged config (``lfr.config.load_config``), typed and checked once."""
+        return parse_section(cls, "(top level)", cfg)
