@@ -91,8 +91,10 @@ class ModelSettings(_Section):
 
 @dataclass(frozen=True)
 class TrainSettings(_Section):
-    epochs: int
-    lr: float
+    recipe: str
+    epochs: Optional[int]
+    lr: Optional[float]
+    weight_decay: Optional[float]
     batch_size: int
     margin: float
     negatives_per_positive: int
@@ -100,6 +102,14 @@ class TrainSettings(_Section):
     min_shared_genres: int
     val_fraction: float
     seed: int
+    temperature: float
+    hard_negatives: int
+    hard_negative_skip: int
+    patience: int
+    pretrain_epochs: int
+    span_pairs: int
+    span_min_chars: int
+    val_books: Optional[int]
 
 
 @dataclass(frozen=True)
