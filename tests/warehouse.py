@@ -104,7 +104,7 @@ def registered_warehouse(spark, tmp_path_factory) -> Warehouse:
     _write_report(work_dir)
     wh = Warehouse(work_dir=work_dir, overrides=small_conf(work_dir))
     proc = subprocess.run([sys.executable, "-c", REGISTER, *wh.overrides], cwd=work_dir, env=plain_env(),
-                          capture_output=True, text=True, timeout=400)
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "catalog: hive" in proc.stdout and "movie_book_recommendations" in proc.stdout, proc.stdout
     return wh
