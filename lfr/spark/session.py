@@ -20,7 +20,7 @@ location, so nothing is lost, the next session re-registers them.
 
 :func:`session_conf` is the single source of these settings: the builder,
 ``scripts/spark_sql.sh`` and ``scripts/sql_server.sh`` all use it
-(``python -m lfr.spark.session`` prints it as ``key=value`` lines).
+(``python -m lfr.spark`` prints it as ``key=value`` lines).
 """
 from __future__ import annotations
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the project's Spark settings as ``key=value`` lines (for spark-sql / the Thrift server)."""
     from lfr.config import load_config
 
-    p = argparse.ArgumentParser(prog="python -m lfr.spark.session", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m lfr.spark", description=main.__doc__)
     p.add_argument("--profile")
     p.add_argument("--config", help="config file (default conf/lfr.yaml)")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
@@ -253,7 +253,3 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in {**({"spark.master": master} if master else {}), **session_conf(cfg)}.items():
         print(f"{key}={value}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
