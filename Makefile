@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   -- set up (cached) and run the whole pipeline on the bundled sample
 #   make test   -- set up (cached) and run the test suite
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean sql-server sql-server-stop spark-sql
 
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -19,5 +19,19 @@ test: setup
 bench: setup
 	$(PY) bench/embed.py && $(PY) bench/score.py
 
+# Querying the tables after `make demo` (persistent catalog: embedded Derby metastore in work/metastore,
+# one process at a time). spark-sql with the project's settings: make spark-sql SQL="SELECT ..."
+# (without SQL: interactive). The JDBC server: make sql-server [LFR_SQL_PORT=10000], then any JDBC/ODBC
+# client (beeline, DBeaver, Tableau, Power BI) on jdbc:hive2://127.0.0.1:10000/lfr; make sql-server-stop.
+spark-sql: setup
+	bash scripts/spark_sql.sh $(if $(SQL),-e "$(SQL)")
+
+sql-server: setup
+	bash scripts/sql_server.sh start
+
+sql-server-stop:
+	bash scripts/sql_server.sh stop
+
 clean:
+	-bash scripts/sql_server.sh stop >/dev/null 2>&1
 	rm -rf work spark-warehouse metastore_db derby.log

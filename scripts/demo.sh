@@ -7,6 +7,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# pyspark 4.2 warns about pandas 3 in every Python process (driver and UDF workers); known harmless here.
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:PySpark does not yet fully support pandas:FutureWarning}"
 [ -x .venv/bin/spark-submit ] || { echo "run 'make setup' first" >&2; exit 1; }
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -20,3 +22,10 @@ spark-submit jobs/sql.py "$@" --max-rows 40 -e "SELECT movie_title, rank, book_t
   FROM lfr.movie_book_recommendations
   WHERE movie_title IN ('Jurassic Park', 'The Godfather', 'Harry Potter and the Goblet of Fire')
   ORDER BY movie_title, rank"
+cat <<EOF
+
+=== Done. The tables stay registered in the persistent catalog (work/metastore); from any shell:
+  make spark-sql SQL="SELECT * FROM lfr.movie_book_recommendations WHERE movie_title = 'Jurassic Park'"
+  make sql-server      # JDBC: jdbc:hive2://127.0.0.1:10000/lfr (beeline, BI tools); make sql-server-stop
+  notebooks/explore_recommendations.ipynb (kernel: .venv/bin/python)
+EOF
