@@ -71,7 +71,7 @@ def eval_cfg(max_length: int) -> dict:
     cfg = copy.deepcopy(dict(load_config()))
     cfg["model"] = {**cfg["model"], "max_length": max_length, "precision": "fp32"}
     cfg["eval"] = {**cfg["eval"], "folds": 3, "ks": [1, 10, 100], "distilbert_path": None}
-    cfg["xcross"] = {"max_length": max_length, "adapter_steps": 20, "integrator_steps": 30}
+    cfg["xcross"] = {"max_length": max_length, "adapter_steps": 20, "integrator_steps": 8, "integrator_batch_size": 12}
     return cfg
 
 
