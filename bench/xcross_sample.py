@@ -13,7 +13,7 @@
 3. cost: items/s of embedding N book descriptions with the plain encoder (what LightFusionRec's
    text side runs) vs X-Cross (integrated: 2 streams; own stream only), same threads, and the
    X-Cross training time per stage (from the eval run).
-Results: --out/{eval.json, eval.md, cost.json}. The machine is shared: say so when quoting.
+Results: --out/{eval.json, eval_<row>.txt, cost.json}. The machine is shared: say so when quoting.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def run_eval(movies, books, links, args, out: Path) -> dict:
                          "train_seconds": res.setup["train_seconds"], "wall_seconds": round(time.time() - t0, 1),
                          "n_test_movies": res.setup["n_test_movies"], "protocol": res.setup["protocol"]}
         (out / "eval.json").write_text(json.dumps(results, indent=2, default=str))
-        (out / f"eval_{name}.md").write_text(table.to_markdown(index=False, floatfmt=".3f"))
+        (out / f"eval_{name}.txt").write_text(table.to_string(index=False))
         print(table.to_string(index=False), flush=True)
     return results
 
