@@ -14,6 +14,18 @@ under --work-dir between runs), then measured in one run, on the same cores:
 (c) achieved GFLOP/s of the job (2 M N d / wall time) vs the machine's measured float32 matmul
     peak (best of a few big torch/numpy matmuls on all cores, timed in the same run).
 Plus how the job's time grows with M x N, and the agreement of its top-k with the torch baseline.
+
+``--method dense,lexical,hybrid`` measures the scoring methods side by side in the same run, on
+the same tables (synthetic lexical rows: ``--terms`` mean terms per movie/book over ``--vocab``
+terms, skewed so that frequent terms are shared by many rows, as in real descriptions): per
+method the job's wall time and its ratio to dense, and per task (one block pair of the
+configured size, in this process) the kernel's time and its peak memory (tracemalloc: the
+numpy/scipy buffers the kernel allocates, plus the two blocks it reads). The hybrid's per-task
+time adds its statistics pass (lexical moments) to the kernel.
+
+    .venv/bin/python bench/score.py --method dense,lexical,hybrid --sizes 50000x100000 --naive-size none --no-torch
+    .venv/bin/python bench/score.py --method dense,lexical,hybrid --sizes 500x1000 --naive-size none --no-torch \
+        --movie-block-rows 256 --book-block-rows 512        # smoke run
 """
 from __future__ import annotations
 
@@ -76,6 +88,94 @@ def write_embeddings(spark, path: Path, prefix: str, vecs: np.ndarray) -> None:
           .select("id", "title", F.col("embedding").cast("array<float>"), "model_version", "content_hash", "embedded_at"))
     write_table(df, str(path), mode="overwrite")
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def lexical_rows(n: int, vocab: int, mean_terms: float, seed: int):
+    """Random CSR rows (offsets, term indices, L2-normalised weights): Poisson(mean_terms) terms per row,
+    term index ~ vocab * u**3 (frequent low indices shared by many rows), strictly increasing per row."""
+    rng = np.random.default_rng(seed)
+    counts = np.maximum(1, rng.poisson(mean_terms, n))
+    row = np.repeat(np.arange(n), counts)
+    term = (vocab * rng.random(len(row)) ** 3).astype(np.int64)
+    order = np.lexsort((term, row))
+    row, term = row[order], term[order]
+    keep = np.r_[True, (term[1:] != term[:-1]) | (row[1:] != row[:-1])]
+    row, term = row[keep], term[keep]
+    w = rng.random(len(term)) + 0.1
+    w /= np.sqrt(np.bincount(row, weights=w * w, minlength=n))[row]
+    offsets = np.r_[0, np.cumsum(np.bincount(row, minlength=n))].astype(np.int32)
+    return offsets, term.astype(np.int32), w.astype(np.float32)
+
+
+def write_lexical(spark, path: Path, prefix: str, rows, vocab: int) -> None:
+    """Lexical table (LEXICAL_CONTRACT schema) at ``path``; reused when it already holds as many rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    from lfr.spark.delta import is_delta_table, write_table
+
+    offsets, terms, weights = rows
+    n = len(offsets) - 1
+    if is_delta_table(spark, str(path)) and spark.read.format("delta").load(str(path)).count() == n:
+        return
+    staging = path.with_name(path.name + "_parquet")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    ti = pa.ListArray.from_arrays(pa.array(offsets), pa.array(terms))
+    tw = pa.ListArray.from_arrays(pa.array(offsets), pa.array(weights))
+    id_arr = pa.array(ids(prefix, n))
+    for i, s in enumerate(range(0, n, 50_000)):
+        e = min(n, s + 50_000)
+        pq.write_table(pa.table({"id": id_arr[s:e], "title": id_arr[s:e], "term_indices": ti[s:e],
+                                 "term_weights": tw[s:e]}), staging / f"part-{i:05d}.parquet")
+    df = (spark.read.parquet(str(staging))
+          .withColumn("lexical_version", F.lit("bench")).withColumn("vocab_size", F.lit(vocab))
+          .withColumn("content_hash", F.lit("")).withColumn("computed_at", F.current_timestamp()))
+    write_table(df, str(path), mode="overwrite")
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _csr(rows, vocab: int, lo: int, hi: int):
+    import scipy.sparse as sp
+
+    offsets, terms, weights = rows
+    o = offsets[lo:hi + 1]
+    return sp.csr_matrix((weights[o[0]:o[-1]], terms[o[0]:o[-1]], o - o[0]), shape=(hi - lo, vocab))
+
+
+def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr: int, k: int, threads: int) -> dict:
+    """One block pair of the configured size, in this process: kernel seconds and peak MiB (tracemalloc)."""
+    import tracemalloc
+
+    from lfr.score.hybrid import convex_coefficients, dense_movie_stats, dense_book_moments, hybrid_topk
+    from lfr.score.kernel import block_topk
+    from lfr.score.sparse import sparse_moments, sparse_topk
+
+    m, n = min(mbr, len(mv)), min(nbr, len(bv))
+    q, b = mv[:m], bv[:n]
+    qa, ba = _csr(m_rows, vocab, 0, m), _csr(b_rows, vocab, 0, n)
+    block_bytes = {"dense": q.nbytes + b.nbytes, "lexical": 0, "hybrid": q.nbytes + b.nbytes}[method]
+    if method != "dense":
+        block_bytes += sum(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes for x in (qa, ba))
+    coef = None
+    if method == "hybrid":
+        bsum, gram = dense_book_moments(b)
+        s1, s2 = sparse_moments(qa, ba)
+        coef = convex_coefficients(0.7, *dense_movie_stats(q, n, bsum, gram), s1 / n, s2 / n - (s1 / n) ** 2)
+    run = {"dense": lambda: block_topk(q, b, k, threads=threads),
+           "lexical": lambda: sparse_topk(qa, ba, k, threads=threads),
+           "hybrid": lambda: hybrid_topk(q, b, qa, ba, coef, k, threads=threads)}[method]
+    t = _timed(run)
+    t_pre = _timed(lambda: sparse_moments(qa, ba)) if method == "hybrid" else 0.0
+    tracemalloc.start()
+    run()
+    if method == "hybrid":
+        sparse_moments(qa, ba)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"seconds": t + t_pre, "stats_seconds": t_pre, "peak_mib": (peak + block_bytes) / 2 ** 20,
+            "pair": f"{m}x{n}"}
 
 
 def torch_baseline(q: np.ndarray, b: np.ndarray, k: int, threads: int, mbr: int, nbr: int):
@@ -166,13 +266,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip (b), the single-process torch baseline")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--conf", action="append", default=[], help="extra config overrides (spark.* or score.*)")
+    p.add_argument("--method", default="dense",
+                   help="comma list of dense|lexical|hybrid measured side by side per size (default %(default)s)")
+    p.add_argument("--vocab", type=int, default=262144, help="lexical vocabulary size (default %(default)s)")
+    p.add_argument("--terms", default="80,40", help="mean lexical terms per movie,book (default %(default)s)")
     a = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "lfr.data.pairs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from lfr.config import load_config
-    from lfr.score import score_recommendations
+    from lfr.score import Method, score_recommendations
     from lfr.spark import build_session
 
     overrides = list(a.conf) + ([f"spark.master={a.master}"] if a.master else [])
@@ -196,17 +300,46 @@ def main(argv=None) -> int:
         write_embeddings(spark, bp, "b", bv)
         return str(mp), str(bp), mv, bv
 
-    def run_job(m: int, n: int, mp: str, bp: str):
-        movies = spark.read.format("delta").load(mp)
-        books = spark.read.format("delta").load(bp)
+    methods = [x.strip() for x in a.method.split(",") if x.strip()]
+    terms_m, terms_b = (float(x) for x in a.terms.split(","))
+
+    def lexical_tables(m: int, n: int):
+        mr = lexical_rows(m, a.vocab, terms_m, a.seed + 2)
+        br = lexical_rows(n, a.vocab, terms_b, a.seed + 3)
+        mp = work / f"movies_lex_{m}_{a.vocab}_{terms_m:g}_{a.seed}"
+        bp = work / f"books_lex_{n}_{a.vocab}_{terms_b:g}_{a.seed}"
+        write_lexical(spark, mp, "m", mr, a.vocab)
+        write_lexical(spark, bp, "b", br, a.vocab)
+        return str(mp), str(bp), mr, br
+
+    def run_job(m: int, n: int, mp: str, bp: str, method: str = "dense", lex=(None, None)):
+        load = lambda path: spark.read.format("delta").load(path) if path else None  # noqa: E731
         t0 = time.perf_counter()
-        res = score_recommendations(spark, movies, books, str(work / f"recs_{m}x{n}"), k=k,
+        res = score_recommendations(spark, load(mp) if method != "lexical" else None,
+                                    load(bp) if method != "lexical" else None, str(work / f"recs_{m}x{n}_{method}"),
+                                    k=k, method=Method(method), movie_lexical=load(lex[0]), book_lexical=load(lex[1]),
                                     movie_block_rows=mbr, book_block_rows=nbr)
         return res, time.perf_counter() - t0
 
+    def compare_methods(m: int, n: int, mp: str, bp: str, mv, bv) -> str:
+        """Every --method on the same tables, one after the other: job time, per-task time and memory."""
+        lmp, lbp, mr, br = lexical_tables(m, n)
+        rows = {}
+        for meth in methods:
+            res, t_job = run_job(m, n, mp, bp, meth, (lmp, lbp))
+            rows[meth] = (t_job, res, task_profile(meth, mv, bv, mr, br, a.vocab, mbr, nbr, k, 1))
+        base = rows.get("dense", next(iter(rows.values())))[0]
+        out = [f"size {m}x{n} (vocab {a.vocab}, mean terms {terms_m:g}/{terms_b:g}, blocks {mbr}x{nbr}):",
+               f"    {'method':8s} {'job s':>8s} {'x dense':>8s} {'pairs':>6s} {'task s':>8s} {'(stats s)':>9s} "
+               f"{'task peak MiB':>13s}  (one {next(iter(rows.values()))[2]['pair']} block pair, 1 thread)"]
+        for meth, (t_job, res, prof) in rows.items():
+            out.append(f"    {meth:8s} {t_job:8.1f} {t_job / base:8.2f} {res.pairs:6d} {prof['seconds']:8.2f} "
+                       f"{prof['stats_seconds']:9.2f} {prof['peak_mib']:13.1f}")
+        return "\n".join(out)
+
     lines = []
-    peak = matmul_peak(cores, d)
-    peak_best = max(peak.values())
+    peak = matmul_peak(cores, d) if methods == ["dense"] else {}     # (c) only: the dense job's efficiency
+    peak_best = max(peak.values(), default=float("nan"))
     for name, g in peak.items():
         print(f"peak  {name:28s} {g:8.1f} GFLOP/s", flush=True)
 
@@ -230,6 +363,11 @@ def main(argv=None) -> int:
         mp, bp, mv, bv = tables(m, n)
         if not growth and a.naive_size.lower() == "none":
             run_job(min(m, 2000), min(n, 5000), *tables(min(m, 2000), min(n, 5000))[:2])   # warm-up
+        if methods != ["dense"]:
+            lines.append(compare_methods(m, n, mp, bp, mv, bv))
+            growth.append((m, n, float("nan")))
+            print(lines[-1], flush=True)
+            continue
         res, t_job = run_job(m, n, mp, bp)
         flops = 2.0 * m * n * d
         g_job = flops / t_job / 1e9
@@ -249,7 +387,7 @@ def main(argv=None) -> int:
         msg += f"\n    (c) job {g_job:.1f} GFLOP/s / measured peak {peak_best:.1f} = {g_job / peak_best:.2f}"
         lines.append(msg)
         print(msg, flush=True)
-    if len(growth) > 1:
+    if len(growth) > 1 and methods == ["dense"]:
         (m0, n0, t0), *rest = growth
         for m, n, t in rest:
             lines.append(f"growth {m0}x{n0} -> {m}x{n}: pairs x{m * n / (m0 * n0):.1f}, time x{t / t0:.2f}")
