@@ -60,7 +60,7 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
         held_out = {id_of[t] for t in fold_films[i // 2]}
         assert held_out.isdisjoint(links["movie_id"]) and len(links) == 5 - len(held_out)
     assert set(s["training"]) == {"lightfusionrec", "lightfusionrec_distilbert"}
-    assert [r["pairs"]["train_positives"] for r in s["training"]["lightfusionrec"]] == [2, 3]
+    assert [r["pairs"]["train_movies"] + r["pairs"]["val_movies"] for r in s["training"]["lightfusionrec"]] == [2, 3]
     for row in result.rows:
         assert row["n_evaluated"] == 5 and row["n_empty"] == 0 and row["n_books"] == 8
         for col in [*result.ranking_columns, *result.error_columns]:

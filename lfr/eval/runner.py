@@ -38,6 +38,7 @@ import pandas as pd
 
 from lfr.eval import baselines
 from lfr.eval.metrics import confidence_error_metrics, ranking_metrics, resolve_links
+from lfr.lexical.model import LexicalSettings
 from lfr.settings import EvalSettings, parse_section
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,7 @@ class _Models:
     trained_model: object = None     # a given artifact, used in every fold
     db_cfg: dict | None = None       # DistilBERT rows, when eval.distilbert_path is a folder
     db_base: object = None
+    lexical: object = None           # the product's lexical features (lfr.lexical); + hybrid rows per fold
 
 
 @dataclass
@@ -257,6 +259,8 @@ def _build_models(movies, books, cfg: dict, settings: dict, build_fn: Callable, 
     model_cfg = eval_model_cfg(cfg)
     models = _Models(model_cfg=model_cfg, base=build_fn(model_cfg, corpus),
                      tfidf=baselines.tfidf_method(baselines.descriptions(movies) + baselines.descriptions(books)),
+                     lexical=baselines.lexical_method(baselines.descriptions(movies) + baselines.descriptions(books),
+                                                      LexicalSettings.from_cfg(cfg)),
                      trained_label=trained_label or TRAINED_LABEL, trained_model=trained_model)
     db_path = settings.get("distilbert_path")
     if db_path and Path(str(db_path)).is_dir():
@@ -302,16 +306,19 @@ def run_fold(f: int, split, movies, books, cfg: dict, models: _Models, train_fn:
     eval_movies = movies.iloc[[m_pos[m] for m in test_ids]].reset_index(drop=True)
     rel_f, _ = resolve_links(zip(test_links["movie_id"], test_links["book_id"]), test_ids, book_ids)
     trained, db_trained = _train_fold(movies, books, train_links, cfg, models, train_fn, acc)
+    fold_alpha: dict = {}   # the hybrid's alpha, tuned on this fold's training links (reported per fold)
     for method in baselines.standard_methods(models.tfidf, models.base, trained, models.trained_label,
-                                             models.db_base, db_trained, batch_size=batch_size, cache=cache):
+                                             models.db_base, db_trained, batch_size=batch_size, cache=cache,
+                                             lexical=models.lexical, train_links=train_links, catalog=(movies, books)):
         t1 = time.time()
-        m, b = method.embed(eval_movies, books)
-        acc.scores.setdefault(method.name, []).append(baselines.score_matrix(m, b))
+        acc.scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
+        if method.name == "hybrid":
+            fold_alpha["hybrid"] = {k: v for k, v in method.info.items() if k != "mrr_by_alpha"}
         acc.descriptions[method.name] = method.description
         acc.seconds[method.name] = acc.seconds.get(method.name, 0.0) + time.time() - t1
     acc.eval_frames.append(eval_movies.assign(fold=f))
     acc.relevant.extend(rel_f)
-    acc.info.append({"fold": f, "train_links": int(len(train_links)),
+    acc.info.append({"fold": f, **fold_alpha, "train_links": int(len(train_links)),
                      "train_movies": int(train_links["movie_id"].nunique()),
                      "test_links": int(len(test_links)), "test_movies": len(test_ids)})
     log.info("eval fold %d: trained on %d links of %d films, scored %d held-out films (%.1fs)", f + 1,

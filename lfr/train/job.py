@@ -91,7 +91,6 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
     extra = {**result.manifest_extra(), "inputs_key": key}
     version = publish_model(result.model, target, extra_manifest=extra, spark=spark)
     print(format_history(result), flush=True)
-    log.info("trained model %s: %d train pairs / %d val pairs, training %.1fs (reading %.1fs), artifact %s",
-             version, result.pair_stats["train_pairs"], result.pair_stats["val_pairs"], result.seconds,
-             read_seconds, target)
+    log.info("trained model %s (%s): %s, training %.1fs (reading %.1fs), artifact %s",
+             version, result.settings.get("recipe", "paper"), result.pair_stats, result.seconds, read_seconds, target)
     return result, version
