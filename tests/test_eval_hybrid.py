@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from lfr.eval import baselines
-from lfr.eval.baselines import (Method, convex_fusion, hybrid_methods, lexical_method, method_scores, rrf_fusion,
-                                standard_methods, tune_alpha, zscore_rows)
+from lfr.eval.baselines import (FeatureCache, Method, convex_fusion, hybrid_methods, lexical_method, method_scores,
+                                rrf_fusion, standard_methods, tune_alpha, zscore_rows)
 
 
 def test_zscore_convex_and_rrf_equal_brute_force():
@@ -122,5 +122,54 @@ def test_standard_methods_add_fusion_rows_on_the_trained_model_else_text_only():
     assert names == ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained", "hybrid", "hybrid_rrf"]
     assert rows[-2].info["dense"] == "text_only"
     rows = standard_methods(corpus, base, _FakeModel(0.5), lexical=lex, train_links=links, catalog=(movies, books))
-    assert rows[-2].info["dense"] == "lightfusionrec"
+    assert [m.name for m in rows][-5:] == ["lightfusionrec", "hybrid_text_only", "hybrid_rrf_text_only", "hybrid",
+                                           "hybrid_rrf"]
+    assert rows[-4].info["dense"] == "text_only" and rows[-3].info["dense"] == "text_only"
+    assert rows[-2].info["dense"] == "lightfusionrec" and rows[-1].info["dense"] == "lightfusionrec"
+    # each convex row equals its formula on its own dense side
+    eval_movies = movies.iloc[:2]
+    dense_scores = {m.name: method_scores(m, eval_movies, books) for m in rows if m.name in ("text_only",
+                                                                                            "lightfusionrec")}
+    lex_scores = method_scores(lex, eval_movies, books)
+    for row, dense in ((rows[-4], "text_only"), (rows[-2], "lightfusionrec")):
+        np.testing.assert_allclose(method_scores(row, eval_movies, books),
+                                   convex_fusion(dense_scores[dense], lex_scores, row.info["alpha"]))
     assert [m.name for m in standard_methods(corpus, base, None, lexical=lex)][-1] == "fusion_untrained"
+
+
+class _Enc:
+    def __init__(self, chunking):
+        self.folder, self.pooling, self.max_length, self.precision = "enc", "mean", 8, "fp32"
+        self.chunking, self.chunk_overlap, self.chunk_pooling, self.finetuned = chunking, 0, "mean", False
+
+
+class _ChunkModel(_FakeModel):
+    """Features depend on the encoder's chunking, as the real TextEncoder's do."""
+
+    def __init__(self, chunking):
+        super().__init__(1.0 if chunking == "on" else 0.0)
+        self.text = _Enc(chunking)
+
+
+def test_feature_cache_keeps_chunked_and_truncated_features_apart():
+    cache, texts = FeatureCache(), ["a b c", "d e"]
+    off = cache.text_features(_ChunkModel("off"), texts)
+    on = cache.text_features(_ChunkModel("on"), texts)
+    assert not np.allclose(off, on) and cache.hits == 0
+    np.testing.assert_array_equal(cache.text_features(_ChunkModel("on"), texts), on)
+    assert cache.hits == 1
+
+
+def test_fusion_differences_against_the_best_single_method():
+    from lfr.eval.runner import fusion_differences
+
+    ranks = {"a": [[1], [5], [2]], "b": [[3], [3], [3]], "hybrid": [[1], [1], [1]]}
+    rows = [{"method": "a", "mrr": (1 + 1 / 5 + 1 / 2) / 3}, {"method": "b", "mrr": 1 / 3},
+            {"method": "hybrid", "mrr": 1.0}]
+    out, lines = fusion_differences(rows, ranks, {"ks": [1, 10], "seed": 13})
+    assert out["best_single"] == "a" and set(out) == {"best_single", "hybrid"}
+    assert out["hybrid"]["recall@1"]["diff"] == pytest.approx(2 / 3)
+    assert out["hybrid"]["mrr"]["diff"] == pytest.approx(1.0 - rows[0]["mrr"])
+    assert out["hybrid"]["recall@10"]["diff"] == 0.0 and out["hybrid"]["recall@10"]["within_noise"]
+    assert len(lines) == 1 and lines[0].startswith("hybrid - a ")
+    assert fusion_differences(rows[:2], ranks, {"ks": [1], "seed": 13}) == ({}, [])

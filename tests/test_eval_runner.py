@@ -20,7 +20,7 @@ LINKS = pd.DataFrame(
     columns=["movie_id", "book_id"],
 )
 ALL_METHODS = ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained", "lightfusionrec",
-               "distilbert_text_only", "lightfusionrec_distilbert", "hybrid", "hybrid_rrf"]
+               "distilbert_text_only", "lightfusionrec_distilbert", "hybrid_text_only", "hybrid_rrf_text_only", "hybrid", "hybrid_rrf"]
 
 
 @pytest.fixture()
@@ -96,7 +96,7 @@ def test_distilbert_rows_skipped_with_note(eval_cfg, toy_movies, toy_books, tiny
     cfg = copy.deepcopy(eval_cfg)
     cfg["eval"].update(distilbert_path=None, folds=1)       # one held-out split: 40% of 5 films
     result = run_evaluation(toy_movies, toy_books, LINKS, cfg, trained_model=tiny_model)
-    assert result.table()["method"].tolist() == ALL_METHODS[:6] + ALL_METHODS[-2:]
+    assert result.table()["method"].tolist() == ALL_METHODS[:6] + ALL_METHODS[-4:]
     assert result.setup["n_test_movies"] == 2 and result.setup["fold_sizes"][0]["train_movies"] == 3
     assert any("DistilBERT rows skipped" in n for n in result.notes)
     assert any("may have" in n for n in result.notes)           # a given artifact is flagged

@@ -24,6 +24,8 @@ Methods (``standard_methods``):
   (the product's ``score.method: hybrid``); dense = the trained model when there is one, else
   text-only; ``alpha`` tuned per fold on the TRAINING folds' films and links only (grid, best MRR).
 * ``hybrid_rrf`` -- reciprocal rank fusion ``1/(k + rank_dense) + 1/(k + rank_lexical)``, nothing tuned.
+* ``hybrid_text_only`` / ``hybrid_rrf_text_only`` -- the same two fusions on the frozen text-only dense side,
+  added when there is a trained model (so the table shows what training adds to the hybrid).
 
 Most methods are one cosine (``embed``); the fusions are not, so a ``Method`` may instead give its
 score matrix directly (``score``); ``method_scores`` runs either kind.
@@ -44,6 +46,8 @@ EmbedFn = Callable[[pd.DataFrame, pd.DataFrame], tuple]
 ScoreFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
 ALPHA_GRID = tuple(round(0.05 * i, 2) for i in range(21))   # 0, 0.05, ..., 1
 RRF_K = 60
+# what makes two frozen encoders' features equal (besides the folder): chunking changes every long text's vector
+ENCODER_KEY_ATTRS = ("pooling", "max_length", "precision", "chunking", "chunk_overlap", "chunk_pooling")
 VAR_EPS = 1e-12   # as lfr.score.hybrid: a film whose scores do not vary gets z = 0 from that component
 
 
@@ -188,7 +192,7 @@ class FeatureCache:
     The text-only, untrained-fusion and trained-fusion rows all run the same frozen encoder
     over the same descriptions; only the fusion head differs. Features are cached under the
     encoder's folder, pooling, length limit and precision and a digest of the texts; a fine-tuned
-    encoder (``model.text.finetuned``) is never cached.
+    encoder (``model.text.finetuned``) is never cached. The key holds the chunking settings too.
     """
 
     def __init__(self):
@@ -200,8 +204,7 @@ class FeatureCache:
         enc = getattr(model, "text", None)
         if enc is None or getattr(enc, "finetuned", True) or not hasattr(enc, "folder"):
             return None
-        return (str(enc.folder), getattr(enc, "pooling", None), getattr(enc, "max_length", None),
-                getattr(enc, "precision", None))
+        return (str(enc.folder), *(getattr(enc, a, None) for a in ENCODER_KEY_ATTRS))
 
     def text_features(self, model, texts: list[str], batch_size: int = 64) -> np.ndarray:
         enc_key = self._encoder_key(model)
@@ -212,8 +215,20 @@ class FeatureCache:
         if key in self._store:
             self.hits += 1
         else:
-            self._store[key] = np.asarray(model.encode_text(texts, batch_size=batch_size), dtype=np.float32)
+            self._store[key] = np.asarray(_encode_shared(model, texts, batch_size), dtype=np.float32)
         return self._store[key]
+
+
+def _encode_shared(model, texts: list[str], batch_size: int) -> np.ndarray:
+    """A LightFusionModel's frozen features through the trainer's process memo (``lfr.train.recipes``):
+    the evaluation and each fold's training then encode the same catalog texts once, not twice."""
+    from lfr.model import LightFusionModel
+
+    if isinstance(model, LightFusionModel):
+        from lfr.train.recipes import encode_memo
+
+        return encode_memo(model, texts)
+    return model.encode_text(texts, batch_size=batch_size)
 
 
 def text_method(model, name: str = "text_only", label: str = "frozen text encoder (no fusion), cosine",
@@ -246,8 +261,9 @@ def fusion_method(model, name: str, label: str, batch_size: int = 64, cache: Fea
 
 
 def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: pd.DataFrame,
-                   train_links: pd.DataFrame, grid: Sequence[float] = ALPHA_GRID, rrf_k: int = RRF_K) -> list[Method]:
-    """``hybrid`` (convex, alpha tuned on ``train_links``' films only) and ``hybrid_rrf``.
+                   train_links: pd.DataFrame, grid: Sequence[float] = ALPHA_GRID, rrf_k: int = RRF_K,
+                   suffix: str = "") -> list[Method]:
+    """``hybrid`` (convex, alpha tuned on ``train_links``' films only) and ``hybrid_rrf`` (+ ``suffix``).
 
     ``movies``/``books``: the catalogs; the training films are the movies of ``train_links``, scored
     against all books. The films a fold evaluates are never among them, so alpha is never chosen on
@@ -273,9 +289,9 @@ def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: 
     info = {"alpha": alpha, "dense": dense.name, "tuned_on_films": len(train_ids),
             "tuning_mrr": curve.get(alpha), "mrr_by_alpha": curve}
     return [
-        Method("hybrid", f"alpha z({dense.name}) + (1 - alpha) z(lexical), per-film z-scores; alpha tuned on the "
-               "training folds' links", score=convex, info=info),
-        Method("hybrid_rrf", f"reciprocal rank fusion of {dense.name} and lexical (k={rrf_k})", score=rrf,
+        Method("hybrid" + suffix, f"alpha z({dense.name}) + (1 - alpha) z(lexical), per-film z-scores; alpha tuned "
+               "on the training folds' links", score=convex, info=info),
+        Method("hybrid_rrf" + suffix, f"reciprocal rank fusion of {dense.name} and lexical (k={rrf_k})", score=rrf,
                info={"dense": dense.name, "rrf_k": rrf_k}),
     ]
 
@@ -322,8 +338,21 @@ def standard_methods(
                                      "LightFusionRec with DistilBERT [CLS], trained on the training links",
                                      batch_size, cache))
     if lexical is not None and train_links is not None and catalog is not None:
-        by_name = {m.name: m for m in methods}
-        dense = by_name.get("lightfusionrec") or by_name.get("text_only")
-        if dense is not None:
-            methods += hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid)
+        methods += _hybrid_rows(methods, lexical, train_links, catalog, alpha_grid)
     return methods
+
+
+def _hybrid_rows(methods: list[Method], lexical: Method, train_links: pd.DataFrame,
+                 catalog: tuple[pd.DataFrame, pd.DataFrame], alpha_grid: Sequence[float]) -> list[Method]:
+    """The fusions of lexical with each dense side: ``hybrid_text_only``/``hybrid_rrf_text_only`` (frozen
+    encoder) and, with a trained model, ``hybrid``/``hybrid_rrf`` on it (what ``score.method: hybrid``
+    fuses: the product's trained embeddings). Without a trained model ``hybrid`` is the text-only one."""
+    by_name = {m.name: m for m in methods}
+    text, trained = by_name.get("text_only"), by_name.get("lightfusionrec")
+    out: list[Method] = []
+    if text is not None and trained is not None:
+        out += hybrid_methods(text, lexical, catalog[0], catalog[1], train_links, alpha_grid, suffix="_text_only")
+    dense = trained or text
+    if dense is not None:
+        out += hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid)
+    return out

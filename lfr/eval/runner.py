@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from lfr.eval import baselines
-from lfr.eval.metrics import confidence_error_metrics, ranking_metrics, resolve_links
+from lfr.eval.metrics import (confidence_error_metrics, paired_difference, per_film_metrics, ranking_metrics,
+                              resolve_links)
 from lfr.lexical.model import LexicalSettings
 from lfr.settings import EvalSettings, parse_section
 
@@ -312,8 +313,8 @@ def run_fold(f: int, split, movies, books, cfg: dict, models: _Models, train_fn:
                                              lexical=models.lexical, train_links=train_links, catalog=(movies, books)):
         t1 = time.time()
         acc.scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
-        if method.name == "hybrid":
-            fold_alpha["hybrid"] = {k: v for k, v in method.info.items() if k != "mrr_by_alpha"}
+        if "alpha" in method.info:
+            fold_alpha[method.name] = {k: v for k, v in method.info.items() if k != "mrr_by_alpha"}
         acc.descriptions[method.name] = method.description
         acc.seconds[method.name] = acc.seconds.get(method.name, 0.0) + time.time() - t1
     acc.eval_frames.append(eval_movies.assign(fold=f))
@@ -417,10 +418,34 @@ def run_evaluation(
     rows, ranks, pairs, per_movie = summarise(acc, books, settings)
     setup = _setup(settings, protocol, acc, models, usable, stats, pairs, n_movies=len(movie_ids),
                    n_books=len(book_ids), n_unresolved_pairs=n_unresolved_pairs)
+    setup["fusion_vs_best_single"], lines = fusion_differences(rows, ranks, settings)
+    notes += lines
     ks, fractions = settings["ks"], settings["confidence_fractions"]
     return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes, ranks=ranks,
                       ranking_columns=[*(f"recall@{k}" for k in ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"],
                       error_columns=[f"{m}@{100 * q:g}%" for q in fractions for m in ("mae", "rmse")])
+
+
+def fusion_differences(rows: list[dict], ranks: dict, settings: dict) -> tuple[dict, list[str]]:
+    """Each fusion row (``hybrid*``) against the best single method (highest MRR among the other rows):
+    paired per-film differences with 95% bootstrap intervals (``{fusion: {metric: {diff, lo, hi, ...}}}``)
+    and one line per fusion for the report's notes. The best single method is picked after the fact, so
+    the comparison is the hardest one for the fusion, not a pre-registered one."""
+    ks, seed = settings["ks"], int(settings["seed"])
+    singles = [r for r in rows if not r["method"].startswith("hybrid") and r["method"] in ranks]
+    fusions = [r["method"] for r in rows if r["method"].startswith("hybrid") and r["method"] in ranks]
+    if not singles or not fusions:
+        return {}, []
+    best = max(singles, key=lambda r: (np.nan_to_num(r["mrr"], nan=-1.0)))["method"]
+    per = {m: per_film_metrics(ranks[m], ks, NDCG_K) for m in [best, *fusions]}
+    shown = [f"recall@{k}" for k in ks] + ["mrr"]
+    out, lines = {"best_single": best}, []
+    for m in fusions:
+        out[m] = {c: paired_difference(per[m][c], per[best][c], seed=seed) for c in shown}
+        parts = [f"{'R@' + c.split('@')[1] if '@' in c else 'MRR'} {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+                 + (" (noise)" if d["within_noise"] else "") for c, d in out[m].items()]
+        lines.append(f"{m} - {best} (best single method by MRR), paired over films: " + "; ".join(parts) + ".")
+    return out, lines
 
 
 def _per_movie_table(eval_movies: pd.DataFrame, books: pd.DataFrame, relevant, ranks: dict) -> pd.DataFrame:
