@@ -71,6 +71,7 @@ class TablesSettings(_Section):
 
 @dataclass(frozen=True)
 class ModelSettings(_Section):
+    kind: str
     encoder: str
     pooling: str
     max_length: int
@@ -110,6 +111,30 @@ class TrainSettings(_Section):
     span_pairs: int
     span_min_chars: int
     val_books: Optional[int]
+
+
+@dataclass(frozen=True)
+class XCrossSettings(_Section):
+    """``lfr.xcross`` (model.kind xcross; keys documented in docs/XCROSS.md)."""
+    encoder: Optional[str]
+    pooling: str
+    max_length: int
+    include_title: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    target_modules: Optional[List[str]]
+    seed: int
+    train_max_length: int
+    adapter_steps: int
+    adapter_batch_size: int
+    adapter_lr: float
+    integrator_steps: int
+    integrator_batch_size: int
+    integrator_lr: float
+    temperature: float
+    min_span_words: int
+    cache_dir: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -186,6 +211,7 @@ class Settings(_Section):
     tables: TablesSettings
     model: ModelSettings
     train: TrainSettings
+    xcross: XCrossSettings
     embed: EmbedSettings
     lexical: LexicalSettings
     score: ScoreSettings

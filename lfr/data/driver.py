@@ -26,8 +26,9 @@ class DriverInputs:
     n_unresolved: int = 0
 
 
-def collect_driver_inputs(spark: Any, cfg: Any, use_pairs: bool = True) -> DriverInputs:
-    """Valid catalog rows (model input columns) and, when ``catalogs.pairs`` is set, the links."""
+def collect_driver_inputs(spark: Any, cfg: Any, use_pairs: bool = True, book_columns: tuple = ()) -> DriverInputs:
+    """Valid catalog rows (model input columns) and, when ``catalogs.pairs`` is set, the links.
+    ``book_columns``: more catalog columns for the books (X-Cross pairs books by ``authors``)."""
     from lfr.data.catalog import load_catalog
     from lfr.data.pairs import read_pairs
     from lfr.data.readers import read_csv
@@ -42,7 +43,7 @@ def collect_driver_inputs(spark: Any, cfg: Any, use_pairs: bool = True) -> Drive
         links = read_pairs(spark, str(pairs_path), movies_df, books_df).toPandas()
         n_unresolved = max(0, read_csv(spark, str(pairs_path)).count() - len(links))
     movies = movies_df.select(*MODEL_INPUT_COLUMNS).toPandas()
-    books = books_df.select(*MODEL_INPUT_COLUMNS).toPandas()
+    books = books_df.select(*MODEL_INPUT_COLUMNS, *book_columns).toPandas()
     log.info("driver inputs: %d movies, %d books, %s", len(movies), len(books),
              f"{len(links)} known links ({n_unresolved} pair-file rows unresolved)" if links is not None
              else "no pair file")

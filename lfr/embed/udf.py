@@ -97,8 +97,11 @@ def _none_if_na(values: pd.Series) -> list:
     return [v if isinstance(v, str) else None for v in values]
 
 
-def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = None):
-    """The pandas UDF for the artifact ``ref``: call it on (title, description, genres) columns."""
+def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = None, domain: str | None = None):
+    """The pandas UDF for the artifact ``ref``: call it on (title, description, genres) columns.
+
+    ``domain`` ('movies' | 'books'): the catalog being embedded; a model with ``for_domain``
+    (X-Cross) embeds each catalog with its own domain's adapter, LightFusionRec ignores it."""
     batch_size = int(batch_size)
 
     @pandas_udf(EMBEDDING_TYPE)
@@ -110,6 +113,8 @@ def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = 
         for titles, descriptions, genres in batches:
             if model is None:  # lazily: an empty partition loads nothing
                 model = load_cached(ref)
+                if domain is not None and hasattr(model, "for_domain"):
+                    model = model.for_domain(domain)
             vecs = model.embed(_none_if_na(titles), _none_if_na(descriptions), genres.tolist(), batch_size=batch_size)
             yield pd.Series(list(np.asarray(vecs, dtype=np.float32)), index=titles.index)
 
@@ -117,6 +122,8 @@ def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = 
 
 
 def embed_column(ref: ArtifactRef, title: Column | str = "title", description: Column | str = "description",
-                 genres: Column | str = "genres", *, batch_size: int, num_threads: int | None = None) -> Column:
-    """``array<float>`` embedding column of the item columns (the UDF applied)."""
-    return make_embed_udf(ref, batch_size, num_threads)(title, description, genres)
+                 genres: Column | str = "genres", *, batch_size: int, num_threads: int | None = None,
+                 domain: str | None = None) -> Column:
+    """``array<float>`` embedding column of the item columns (the UDF applied); ``domain``: the
+    catalog ('movies' | 'books'), needed by X-Cross artifacts."""
+    return make_embed_udf(ref, batch_size, num_threads, domain)(title, description, genres)

@@ -25,7 +25,8 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
 from lfr.model.artifact import (
-    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, ArtifactError, sha256_file, verify_artifact, write_manifest,
+    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, ArtifactError, read_manifest, sha256_file, verify_artifact,
+    write_manifest,
 )
 from lfr.model.fusion import make_head
 from lfr.model.genre import GenreInput, GenreModel
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 #: Defaults for ``model_cfg`` keys (conf/lfr.yaml ``model`` section) so partial dicts work.
 MODEL_DEFAULTS: dict[str, Any] = {
+    "kind": "lightfusionrec",   # lightfusionrec | xcross (lfr.xcross, selected by the train job)
     "encoder": "default",
     "pooling": "mean",
     "max_length": 256,
@@ -241,6 +243,10 @@ def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionMo
     runs fp32 on an AVX2-only executor.
     """
     root = Path(path)
+    if read_manifest(root).get("kind") == "xcross":  # the second model (docs/XCROSS.md); lazy import: no cycle
+        from lfr.xcross.model import load as load_xcross
+
+        return load_xcross(root)
     m = verify_artifact(root)
     try:
         dims = m["dims"]

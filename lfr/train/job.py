@@ -20,13 +20,23 @@ from lfr.train.publish import publish_model
 from lfr.train.trainer import TrainResult, train
 
 log = logging.getLogger(__name__)
+MODEL_KINDS = ("lightfusionrec", "xcross")
 
 
-def collect_inputs(spark: Any, cfg: Any, use_pairs: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+def model_kind(cfg: Any) -> str:
+    """``model.kind``: which model the job trains (lightfusionrec: lfr.train; xcross: lfr.xcross)."""
+    kind = str((cfg.get("model") or {}).get("kind", MODEL_KINDS[0]))
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
+    return kind
+
+
+def collect_inputs(spark: Any, cfg: Any, use_pairs: bool = True, book_columns: tuple = ()
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """``(movies, books, positives or None)`` as pandas (valid catalog rows only)."""
     from lfr.data import collect_driver_inputs
 
-    inputs = collect_driver_inputs(spark, cfg, use_pairs=use_pairs)
+    inputs = collect_driver_inputs(spark, cfg, use_pairs=use_pairs, book_columns=book_columns)
     return inputs.movies, inputs.books, inputs.links
 
 
@@ -39,11 +49,39 @@ def format_history(result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+def format_xcross_history(result: Any) -> str:
+    """One line per X-Cross stage: steps, first and last InfoNCE loss, seconds."""
+    lines = ["stage              steps  first_loss  last_loss  seconds"]
+    for stage, seconds in result.stage_seconds.items():
+        losses = [h["loss"] for h in result.history if h["stage"] == stage]
+        first, last = (f"{losses[0]:.4f}", f"{losses[-1]:.4f}") if losses else ("n/a", "n/a")
+        lines.append(f"{stage:<18} {len(losses):>5}  {first:>10}  {last:>9}  {seconds:>7.1f}")
+    return "\n".join(lines)
+
+
+def _train(kind: str, movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Any,
+           progress: bool) -> tuple[Any, str]:
+    """``(result, printable training log)`` of the ``model.kind`` model; both results have
+    ``model.save(dir, extra_manifest=...)`` and ``manifest_extra()``, so publishing is the same."""
+    if kind == "xcross":
+        from lfr.xcross import train as train_xcross
+
+        result = train_xcross(movies, books, positives, cfg)
+        return result, format_xcross_history(result)
+    result = train(movies, books, positives, cfg, progress=progress)
+    return result, format_history(result)
+
+
 def inputs_key(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Any) -> str:
     """sha256 of everything training depends on: the catalog rows, the known links and
     the ``model``/``train`` settings. Training is seeded, so equal keys give the same model."""
-    h = hashlib.sha256(json.dumps({"model": cfg.get("model"), "train": cfg.get("train")}, sort_keys=True,
-                                  default=str).encode())
+    model = dict(cfg.get("model") or {})
+    sections = {"model": model, "train": cfg.get("train")}
+    if model.get("kind") == "xcross":
+        sections["xcross"] = cfg.get("xcross")
+    elif model.get("kind") == MODEL_KINDS[0]:
+        del model["kind"]  # the default: keys of models published before model.kind existed still match
+    h = hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode())
     for frame in (movies, books, positives):
         if frame is None:
             h.update(b"#none")
@@ -65,11 +103,11 @@ def _published(target: str) -> dict | None:
 
 
 def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True,
-                 progress: bool = True, force: bool = False) -> tuple[TrainResult | None, str]:
+                 progress: bool = True, force: bool = False) -> tuple[Any, str]:
     """Train on the configured catalogs and publish to ``model_dir`` (the job passes ``paths.model_dir``).
 
     ``cfg``: what ``collect_driver_inputs`` and ``lfr.train.train`` read (catalogs, validation,
-    model, train sections).
+    model, train sections; with ``model.kind: xcross``, ``lfr.xcross.train`` and the xcross section).
 
     Idempotent: when the published model was trained on the same inputs and settings
     (``inputs_key`` in its manifest) nothing is retrained -- a new model would get a new
@@ -78,7 +116,9 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
     in place if anything fails.
     """
     started, target = time.time(), model_dir
-    movies, books, positives = collect_inputs(spark, cfg, use_pairs=use_pairs)
+    kind = model_kind(cfg)
+    movies, books, positives = collect_inputs(spark, cfg, use_pairs=use_pairs,
+                                              book_columns=("authors",) if kind == "xcross" else ())
     key = inputs_key(movies, books, positives, cfg)
     published = _published(target)
     if not force and published is not None and published.get("inputs_key") == key:
@@ -87,10 +127,11 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
                  "(--force retrains)", version, target)
         return None, version
     read_seconds = time.time() - started
-    result = train(movies, books, positives, cfg, progress=progress)
+    result, history = _train(kind, movies, books, positives, cfg, progress)
     extra = {**result.manifest_extra(), "inputs_key": key}
     version = publish_model(result.model, target, extra_manifest=extra, spark=spark)
-    print(format_history(result), flush=True)
-    log.info("trained model %s (%s): %s, training %.1fs (reading %.1fs), artifact %s",
-             version, result.settings.get("recipe", "paper"), result.pair_stats, result.seconds, read_seconds, target)
+    print(history, flush=True)
+    log.info("trained model %s (%s): %s, training %.1fs (reading %.1fs), artifact %s", version,
+             kind if kind == "xcross" else result.settings.get("recipe", "paper"), result.pair_stats, result.seconds,
+             read_seconds, target)
     return result, version

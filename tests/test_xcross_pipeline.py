@@ -1,0 +1,112 @@
+"""X-Cross on the unchanged pipeline (model.kind xcross): the train job's path publishes an X-Cross
+artifact, the Spark embedding UDF embeds each catalog with its domain's stream, scoring ranks it.
+
+Tiny random DistilBERT (tests/fixtures_model.py): only equalities and plumbing are asserted."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lfr.config import load_config
+from lfr.embed import embed_catalog
+from lfr.model.artifact import read_manifest
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
+
+
+def _text(i: int, topic: str) -> str:
+    return f"{topic} story number {i}: " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(10))
+
+
+@pytest.fixture(scope="module")
+def job_cfg(tmp_path_factory, tiny_encoder_dir):
+    tmp = tmp_path_factory.mktemp("xcross_pipeline")
+    movies = pd.DataFrame({"id": [f"m{i}" for i in range(6)], "title": [f"Film {i}" for i in range(6)],
+                           "description": [_text(i, "film") for i in range(6)], "genres": "Drama", "year": 2000})
+    books = pd.DataFrame({"id": [f"b{i}" for i in range(8)], "title": [f"Book {i}" for i in range(8)],
+                          "description": [_text(i, "book") for i in range(8)], "genres": "Fiction",
+                          "authors": ["Ann Author" if i < 4 else f"Writer {i}" for i in range(8)]})
+    movies.to_csv(tmp / "movies.csv", index=False)
+    books.to_csv(tmp / "books.csv", index=False)
+    (tmp / "pairs.csv").write_text("movie_id,book_id\n" + "".join(f"m{i},b{i}\n" for i in range(5)))
+    cfg = copy.deepcopy(dict(load_config(environ={})))
+    cfg["catalogs"] = {"movies": [{"reader": "generic", "path": str(tmp / "movies.csv")}],
+                       "books": [{"reader": "generic", "path": str(tmp / "books.csv")}],
+                       "pairs": str(tmp / "pairs.csv")}
+    cfg["model"] = {**cfg["model"], "kind": "xcross", "encoder": tiny_encoder_dir}
+    cfg["xcross"] = {**cfg["xcross"], "max_length": 32, "train_max_length": 32, "adapter_steps": 2,
+                     "adapter_batch_size": 4, "integrator_steps": 3, "integrator_batch_size": 4,
+                     "integrator_lr": 1e-2, "min_span_words": 4}
+    cfg["tables"] = {"database": "lfr_test_xcross",
+                     **{k: {"name": k, "path": str(tmp / "wh" / k)}
+                        for k in ("movies", "books", "movie_embeddings", "book_embeddings", "rejects")}}
+    return cfg, tmp
+
+
+def _embed(spark, cfg, domain: str, model_dir: str) -> pd.DataFrame:
+    stats = embed_catalog(spark, cfg, domain, tables=cfg["tables"], model_dir=model_dir, batch_size=3,
+                          partitions=2, ship_model="archive", delete_missing=True)
+    assert stats.embedded == stats.valid > 0
+    path = cfg["tables"][f"{domain[:-1]}_embeddings"]["path"]
+    return spark.read.format("delta").load(path).toPandas().sort_values("id").reset_index(drop=True)
+
+
+def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
+    from lfr.model import load
+    from lfr.score import score_recommendations
+    from lfr.train.job import run_training
+    from lfr.xcross import XCrossModel
+
+    cfg, tmp = job_cfg
+    model_dir = str(tmp / "model")
+    result, version = run_training(spark, cfg, model_dir=model_dir, progress=False)
+    manifest = read_manifest(model_dir)
+    assert manifest["kind"] == "xcross" and manifest["model_version"] == version and manifest["inputs_key"]
+    stats = manifest["training"]["pairs"]
+    assert stats["links_used"] == 5 and stats["book_same_author_pairs"] == 3  # authors reached the trainer
+    assert run_training(spark, cfg, model_dir=model_dir, progress=False) == (None, version)  # idempotent
+
+    model = load(model_dir)  # lfr.model.load dispatches on the manifest's kind
+    assert isinstance(model, XCrossModel) and model.model_version == version
+    assert not model.integrator.is_identity()  # trained: the UDF runs both streams and the integrators
+
+    movies = _embed(spark, cfg, "movies", model_dir)
+    books = _embed(spark, cfg, "books", model_dir)
+    assert set(movies.model_version) == set(books.model_version) == {version}
+    mv, bv = np.stack(movies.embedding.to_list()), np.stack(books.embedding.to_list())
+    by_id = lambda frame: pd.read_csv(tmp / f"{frame}.csv").set_index("id")  # noqa: E731
+    m_src, b_src = by_id("movies").loc[movies.id], by_id("books").loc[books.id]
+    film = model.embed(list(m_src.title), list(m_src.description), None, 64, domain="film")
+    book = model.embed(list(b_src.title), list(b_src.description), None, 64, domain="book")
+    np.testing.assert_allclose(mv, film, atol=1e-5)
+    np.testing.assert_allclose(bv, book, atol=1e-5)
+    wrong = model.embed(list(b_src.title), list(b_src.description), None, 64, domain="film")
+    assert np.abs(bv - wrong).max() > 1e-3  # the domain matters: books were not embedded as films
+
+    out = str(tmp / "recs")
+    score_recommendations(spark, spark.createDataFrame(movies[["id", "embedding", "model_version"]]),
+                          spark.createDataFrame(books[["id", "embedding", "model_version"]]), out, k=3)
+    recs = spark.read.format("delta").load(out).toPandas()
+    assert set(recs.model_version) == {version}
+    for i, mid in enumerate(movies.id):
+        got = recs[recs.movie_id == mid].sort_values("rank")
+        expected = books.id[np.argsort(-(bv @ mv[i]), kind="stable")[:3]].tolist()
+        assert got.book_id.tolist() == expected, mid
+        np.testing.assert_allclose(got.score, np.sort(bv @ mv[i])[::-1][:3], atol=1e-5)
+
+
+def test_model_kind_is_checked(job_cfg):
+    from lfr.train.job import inputs_key, model_kind
+
+    cfg, _ = job_cfg
+    assert model_kind(cfg) == "xcross" and model_kind({"model": {}}) == "lightfusionrec"
+    with pytest.raises(ValueError, match="model.kind"):
+        model_kind({"model": {"kind": "xcros"}})
+    frames = (pd.DataFrame({"id": ["m"]}), pd.DataFrame({"id": ["b"]}), None)
+    changed = {**cfg, "xcross": {**cfg["xcross"], "integrator_steps": 4}}
+    assert inputs_key(*frames, cfg) != inputs_key(*frames, changed)  # X-Cross settings retrain
+    plain = {**cfg, "model": {**cfg["model"], "kind": "lightfusionrec"}}
+    assert inputs_key(*frames, plain) == inputs_key(*frames, {**plain, "xcross": changed["xcross"]})
