@@ -1,11 +1,13 @@
 # The two commands of the README:
 #   make demo   -- set up (cached) and run the whole pipeline on the bundled sample
 #   make test   -- set up (cached) and run the test suite
-.PHONY: setup demo test bench clean sql-server sql-server-stop spark-sql
+.PHONY: setup demo test bench clean sql-server sql-server-stop spark-sql cluster-up cluster-down
 
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# This clone's library first (the cached .venv is shared by clones and holds no copy of the project).
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 setup:
 	bash scripts/setup.sh
@@ -31,6 +33,14 @@ sql-server: setup
 
 sql-server-stop:
 	bash scripts/sql_server.sh stop
+
+# A local Spark standalone cluster (master + 2 workers, 1 core / 1g each, 127.0.0.1, free ports; state and
+# logs in work/cluster): make cluster-up prints the master URL for spark-submit --master; make cluster-down.
+cluster-up: setup
+	bash scripts/cluster.sh start
+
+cluster-down:
+	bash scripts/cluster.sh stop
 
 clean:
 	-bash scripts/sql_server.sh stop >/dev/null 2>&1

@@ -16,10 +16,18 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
-from lfr.config import Config, add_config_args, config_from_args
-from lfr.settings import Settings
+# This clone's library, whatever else is importable: the cached environment is shared by every clone on
+# the machine and holds no copy of the project (scripts/setup.sh), so a job runs the code next to it.
+# Its executors get the same code from lfr.spark.build_session (shipped with addPyFile).
+_ROOT = Path(__file__).resolve().parent.parent
+if (_ROOT / "lfr" / "__init__.py").is_file() and str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from lfr.config import Config, add_config_args, config_from_args  # noqa: E402
+from lfr.settings import Settings  # noqa: E402
 
 log = logging.getLogger("lfr")
 

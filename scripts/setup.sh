@@ -5,8 +5,8 @@
 # run -- or a fresh clone on the same machine -- reuses it and needs no network:
 #   $LFR_CACHE/venv-py3.11-<hash of requirements*.txt>   the virtual environment (torch is ~4 GB)
 #   $LFR_CACHE/jars/delta-4.4.0/                         Delta Lake jars from Maven Central
-# .venv in the project is a symlink to the cached environment; the project itself
-# is installed into it in editable mode (seconds).
+# .venv in the project is a symlink to the cached environment (shared by clones; the
+# project itself is not installed into it, see below).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,9 +47,13 @@ else
   say "reusing $VENV"
 fi
 ln -sfn "$VENV" "$ROOT/.venv"
-# Editable install of this checkout (lfr, udfs); --no-deps: the pins are already in.
-if ! (cd / && "$VENV/bin/python" -c "import lfr, sys, pathlib; sys.exit(0 if pathlib.Path(lfr.__file__).resolve().parent.parent == pathlib.Path('$ROOT').resolve() else 1)" 2>/dev/null); then
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+# The environment is shared by every clone on this machine, so it holds NO copy of the project: an
+# (editable) install would point at whichever clone ran setup last and the others would silently import
+# its code. Jobs put their own clone on sys.path (jobs/jobkit.py) and ship it to the executors
+# (lfr.spark.ship_library); make, scripts/*.sh and the tests export PYTHONPATH=<clone>.
+if "$VENV/bin/python" -m pip show -q lightfusionrec >/dev/null 2>&1; then
+  say "removing the project's install from the shared environment (each clone uses its own code)"
+  "$VENV/bin/python" -m pip uninstall -q -y lightfusionrec
 fi
 
 # --- Delta Lake jars from Maven Central, once ---------------------------------

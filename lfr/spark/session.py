@@ -21,20 +21,28 @@ location, so nothing is lost, the next session re-registers them.
 :func:`session_conf` is the single source of these settings: the builder,
 ``scripts/spark_sql.sh`` and ``scripts/sql_server.sh`` all use it
 (``python -m lfr.spark`` prints it as ``key=value`` lines).
+
+Why the code shipping: executors import ``lfr`` to run the embedding and scoring UDFs. A job run from a
+source checkout ships that checkout's ``lfr`` to them (:func:`ship_library`, ``addPyFile`` of a zip),
+so workers run exactly the driver's code on any master, and two clones on one machine never mix. An
+installed wheel (``--py-files dist/*.whl``) is shipped by spark-submit instead.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import re
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
 from pyspark.sql import SparkSession
 
-from lfr.config import Config
+from lfr.config import Config, is_uri
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,6 @@ DERBY_URL_KEY = "spark.hadoop.javax.jdo.option.ConnectionURL"
 # pyspark 4.2 warns on every pandas >= 3 import; the pandas UDF paths the project uses are
 # covered by its tests, so the warning is noise (workers get the same filter via PYTHONWARNINGS).
 PANDAS3_WARNING = "PySpark does not yet fully support pandas"
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 class SparkSetupError(RuntimeError):
@@ -89,9 +96,9 @@ def _text(value: object) -> str:
 def metastore_dir(cfg: Config) -> str | None:
     """The local folder of the embedded metastore, or None (no Derby: in-memory or external catalog)."""
     value = (cfg.get("paths") or {}).get("metastore_dir")
-    if value in (None, "", "null") or _URI.match(str(value)):
+    if value in (None, "", "null") or is_uri(str(value)):
         return None
-    return str(Path(os.path.expanduser(str(value))).resolve())
+    return str(Path(os.path.expanduser(str(value).removeprefix("file://"))).resolve())
 
 
 def catalog_conf(cfg: Config, conf: Mapping[str, object]) -> dict[str, str]:
@@ -204,10 +211,41 @@ def build_session(cfg: Config, extra_conf: Mapping[str, object] | None = None) -
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     _check_delta(spark)
+    ship_library(spark)
     _derby_log(spark, conf)
     log.info("Spark %s session '%s' on %s (catalog: %s)", spark.version, spark.sparkContext.appName,
              spark.sparkContext.master, spark.conf.get("spark.sql.catalogImplementation", "in-memory"))
     return spark
+
+
+def _library_files(package: Path) -> list[Path]:
+    return sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and p.suffix in (".py", ".yaml", ".json"))
+
+
+def ship_library(spark: SparkSession) -> str | None:
+    """Ship the driver's ``lfr`` to the executors when it comes from a source checkout (not from an
+    installed wheel); returns the zip shipped, or None. The zip is named by its content, so reruns
+    and concurrent jobs reuse one file."""
+    import lfr
+
+    package = Path(lfr.__file__).resolve().parent
+    if not (package.parent / "setup.py").is_file():
+        return None
+    files = _library_files(package)
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(package.parent)).encode() + b"\0" + f.read_bytes())
+    target = Path(tempfile.gettempdir()) / f"lfr-src-{digest.hexdigest()[:16]}.zip"
+    if not target.is_file():
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, str(f.relative_to(package.parent)))
+        os.replace(partial, target)
+    spark.sparkContext.addPyFile(str(target))
+    log.info("executors run lfr from %s (shipped as %s)", package, target.name)
+    return str(target)
 
 
 def _derby_log(spark: SparkSession, conf: Mapping[str, str]) -> None:
