@@ -40,12 +40,17 @@ def collect_inputs(spark: Any, cfg: Any, use_pairs: bool = True, book_columns: t
     return inputs.movies, inputs.books, inputs.links
 
 
+HISTORY_COLUMNS = ("stage", "train_loss", "val_loss", "val_auc", "val_mrr", "seconds")
+
+
 def format_history(result: TrainResult) -> str:
-    lines = ["epoch  train_loss  val_loss  val_auc  seconds"]
+    """One line per epoch, with the columns the recipe logs: the paper recipe has val_loss/val_auc,
+    the contrastive one stage/val_mrr (a fixed set of columns crashed the job after training)."""
+    cols = [c for c in HISTORY_COLUMNS if any(c in h for h in result.history)]
+    fmt = lambda v: "n/a" if v is None else f"{v:.5f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["epoch  " + "  ".join(f"{c:>10}" for c in cols)]
     for h in result.history:
-        fmt = lambda v, p: "   n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
-        lines.append(f"{h['epoch']:>5}  {fmt(h['train_loss'], 5):>10}  {fmt(h['val_loss'], 5):>8}  "
-                     f"{fmt(h['val_auc'], 4):>7}  {h['seconds']:>7}")
+        lines.append(f"{h['epoch']:>5}  " + "  ".join(f"{fmt(h.get(c)):>10}" for c in cols))
     return "\n".join(lines)
 
 
