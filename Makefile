@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   -- set up (cached) and run the whole pipeline on the bundled sample
 #   make test   -- set up (cached) and run the test suite
-.PHONY: setup demo test bench clean sql-server sql-server-stop spark-sql cluster-up cluster-down cluster-up cluster-down
+.PHONY: setup demo test bench clean sql-server sql-server-stop spark-sql cluster-up cluster-down
 
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -33,14 +33,6 @@ sql-server: setup
 
 sql-server-stop:
 	bash scripts/sql_server.sh stop
-
-# A local Spark standalone cluster (master + 2 workers, 1 core / 1g each, 127.0.0.1, free ports; state and
-# logs in work/cluster): make cluster-up prints the master URL for spark-submit --master; make cluster-down.
-cluster-up: setup
-	bash scripts/cluster.sh start
-
-cluster-down:
-	bash scripts/cluster.sh stop
 
 # A local Spark standalone cluster (master + 2 workers, 1 core / 1g each, 127.0.0.1, free ports; state and
 # logs in work/cluster): make cluster-up prints the master URL for spark-submit --master; make cluster-down.
