@@ -186,6 +186,42 @@ def test_tampered_weights_refused(tiny_artifact, tmp_path):
         load(art)
 
 
+def _resign(art: Path) -> None:
+    """Re-write the manifest over the folder's current files (as a legitimate save would)."""
+    from lfr.model.artifact import write_manifest
+
+    body = json.loads((art / "manifest.json").read_text())
+    (art / "manifest.json").unlink()
+    write_manifest(art, {k: v for k, v in body.items() if k not in ("files", "format", "model_version")})
+
+
+def test_each_part_saves_itself_in_modules_json(tiny_artifact, tmp_path):
+    modules = json.loads((Path(tiny_artifact) / "modules.json").read_text())
+    assert [(e["idx"], e["name"], e["type"], e["path"]) for e in modules] == [
+        (0, "text", "text_encoder", "encoder"), (1, "genre", "fasttext_genre", "genre.bin"),
+        (2, "head", f"head_{load(tiny_artifact).head.kind}", "fusion.safetensors")]
+    text, genre, head = (e["config"] for e in modules)
+    assert text["pooling"] == "cls" and text["max_length"] > 0 and genre == {"dim": 8}
+    assert (head["text_dim"], head["genre_dim"], head["output_dim"]) == (32, 8, 32)
+    args = (None, ["A heist movie.", "Love in Paris."], [["Crime"], ["Romance"]])
+    expected = load(tiny_artifact).embed(*args)
+
+    legacy = _copy(tiny_artifact, tmp_path / "legacy")      # saved before modules.json: same model
+    (legacy / "modules.json").unlink()
+    _resign(legacy)
+    np.testing.assert_array_equal(load(legacy).embed(*args), expected)
+
+    for bad, match in ((dict(modules[2], type="pickle"), "type 'pickle'"),
+                       (dict(modules[2], path="../../etc/passwd"), "path"),
+                       ({k: v for k, v in modules[1].items() if k != "config"}, "not a valid module list")):
+        art = _copy(tiny_artifact, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
+        entries = [bad if e["name"] == bad["name"] else e for e in modules]
+        (art / "modules.json").write_text(json.dumps(entries))
+        _resign(art)
+        with pytest.raises(ArtifactError, match=f"modules.json.*{match}"):
+            load(art)
+
+
 def test_tampered_manifest_missing_and_extra_files_refused(tiny_artifact, tmp_path):
     art = _copy(tiny_artifact, tmp_path / "m")
     manifest = json.loads((art / "manifest.json").read_text())

@@ -3,6 +3,8 @@
 Layout (sentence-transformers-like, no pickle anywhere)::
 
     <dir>/manifest.json          metadata + sha256 of every other file
+    <dir>/modules.json           the parts in order, each with its path, type and own config (each part
+                                 saves and loads itself, as sentence-transformers' modules do)
     <dir>/encoder/               Hugging Face folder: config.json, model.safetensors, tokenizer files
     <dir>/genre.bin              FastText binary model (fasttext.load_model parses it; not pickle)
     <dir>/fusion.safetensors     fusion head weights
@@ -41,6 +43,7 @@ MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
 GENRE_FILE = "genre.bin"
 FUSION_FILE = "fusion.safetensors"
+MODULES = "modules.json"
 FORMAT = "lightfusionrec-artifact/1"
 VERSION_CHARS = 16
 _CHUNK = 1 << 20

@@ -28,6 +28,8 @@ model does not change other code's random streams.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -108,3 +110,20 @@ def make_head(kind: str, text_dim: int, genre_dim: int, output_dim: int | None =
     if kind == "paper":
         return FusionHead(text_dim, genre_dim, output_dim, seed)
     raise ValueError(f"model.head must be one of {HEADS}, got {kind!r}")
+
+
+def save_head(head: nn.Module, path: str | os.PathLike) -> dict:
+    """The head module: its weights as safetensors; its config (kind and dims) goes to modules.json."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in head.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt"})
+    return head.config()
+
+
+def load_head(path: str | os.PathLike, config: dict) -> nn.Module:
+    from safetensors.torch import load_file
+
+    head = make_head(config["kind"], config["text_dim"], config["genre_dim"], config["output_dim"])
+    head.load_state_dict(load_file(str(path)), strict=True)
+    return head

@@ -176,6 +176,18 @@ class GenreModel:
     def save(self, path: str | os.PathLike) -> None:
         self._ft.save_model(str(path))
 
+    def save_module(self, path: str | os.PathLike) -> dict:
+        """The genre module: FastText's own binary file; its config is the vector size."""
+        self.save(path)
+        return {"dim": self.dim}
+
+    @classmethod
+    def load_module(cls, path: str | os.PathLike, config: dict) -> "GenreModel":
+        model = cls.load(path)
+        if model.dim != int(config["dim"]):
+            raise ValueError(f"{path}: a {model.dim}-d FastText model, its module config says {config['dim']}")
+        return model
+
     def vectors(self, genres: Sequence[GenreInput]) -> tuple[np.ndarray, np.ndarray]:
         """``(float32 (n, dim), bool (n,) has_genres)``; no genres -> zero row, False."""
         out = np.zeros((len(genres), self.dim), dtype=np.float32)

@@ -13,24 +13,23 @@ would inflate evaluation, hence ``include_title: false`` by default.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from safetensors.torch import load_file as load_safetensors
-from safetensors.torch import save_file as save_safetensors
 
 from lfr.model.artifact import (
-    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, ArtifactError, read_manifest, sha256_file, verify_artifact,
-    write_manifest,
+    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, MODULES, ArtifactError, read_manifest, sha256_file,
+    verify_artifact, write_manifest,
 )
-from lfr.model.fusion import make_head
+from lfr.model.fusion import load_head, make_head, save_head
 from lfr.model.genre import GenreInput, GenreModel
-from lfr.model.text import TOKENIZER_FILES, TextEncoder, encoder_files, resolve_encoder
+from lfr.model.text import TextEncoder, encoder_files, resolve_encoder
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +161,9 @@ class LightFusionModel:
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise FileExistsError(f"refusing to save the model into non-empty {root}; save to a new directory")
         root.mkdir(parents=True, exist_ok=True)
-        enc_dir = root / ENCODER_DIR
-        enc_dir.mkdir()
-        src = Path(self.text.folder)
-        if self.text.finetuned:
-            self.text.model.save_pretrained(enc_dir, safe_serialization=True)
-            for name in TOKENIZER_FILES:
-                if (src / name).is_file():
-                    shutil.copyfile(src / name, enc_dir / name)
-        else:
-            for name in encoder_files(src):
-                shutil.copyfile(src / name, enc_dir / name)
-        self.genre.save(root / GENRE_FILE)
-        state = {k: v.detach().contiguous().clone() for k, v in self.head.state_dict().items()}
-        save_safetensors(state, str(root / FUSION_FILE), metadata={"format": "pt"})
+        modules = [{"idx": i, "name": name, "type": kind, "path": rel, "config": save(root / rel)}
+                   for i, (name, kind, rel, save) in enumerate(self._modules())]
+        (root / MODULES).write_text(json.dumps(modules, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
         body = self._manifest_body()
         for key, value in (extra_manifest or {}).items():
@@ -186,6 +174,12 @@ class LightFusionModel:
         self.model_version = self.manifest["model_version"]
         log.info("saved LightFusionRec model %s to %s", self.model_version, root)
         return self.model_version
+
+    def _modules(self) -> list[tuple[str, str, str, Any]]:
+        """``(name, type, path in the artifact, save function)`` of each part, in forward order."""
+        return [("text", "text_encoder", ENCODER_DIR, self.text.save_module),
+                ("genre", "fasttext_genre", GENRE_FILE, self.genre.save_module),
+                ("head", f"head_{self.head.kind}", FUSION_FILE, lambda path: save_head(self.head, path))]
 
     def _manifest_body(self) -> dict[str, Any]:
         s = self.settings
@@ -238,9 +232,10 @@ def _text_encoder(folder: str | os.PathLike, s: Mapping[str, Any], name: str) ->
 def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionModel:
     """Verify the artifact at ``path`` against its manifest, then load it (no pickle).
 
-    ``precision`` overrides the saved one; the saved one (default ``auto``) is resolved for this
-    machine's CPU (``lfr.model.text.resolve_precision``), so an artifact trained on an AMX host
-    runs fp32 on an AVX2-only executor.
+    Each part loads itself from its entry in ``modules.json`` (type from a fixed table, never an
+    import path read from the file). ``precision`` overrides the saved one; the saved one (default
+    ``auto``) is resolved for this machine's CPU (``lfr.model.text.resolve_precision``), so an
+    artifact trained on an AMX host runs fp32 on an AVX2-only executor.
     """
     root = Path(path)
     if read_manifest(root).get("kind") == "xcross":  # the second model (docs/XCROSS.md); lazy import: no cycle
@@ -248,10 +243,56 @@ def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionMo
 
         return load_xcross(root)
     m = verify_artifact(root)
+    settings = _settings_of(root, m, precision)
+    if (root / MODULES).is_file():
+        text, genre, head = _load_modules(root, settings["precision"])
+    else:  # saved before modules.json: the layout is fixed, the settings are in the manifest
+        text = _text_encoder(root / ENCODER_DIR, settings, m["encoder"]["name"])
+        genre = GenreModel.load(root / GENRE_FILE)
+        try:
+            head = make_head(settings["head"], text.dim, genre.dim, m["dims"]["output"])
+        except ValueError as exc:
+            raise ArtifactError(f"model artifact {root}: {exc}") from exc
+        head.load_state_dict(load_safetensors(str(root / FUSION_FILE)), strict=True)
+    dims = m["dims"]
+    if (text.dim, genre.dim, head.output_dim) != (dims["text"], dims["genre"], dims["output"]):
+        raise ArtifactError(f"model artifact {root}: dims {text.dim}/{genre.dim}/{head.output_dim} differ from the "
+                            f"manifest's {dims}")
+    return LightFusionModel(text, genre, head, settings, manifest=m)
+
+
+_MODULE_LOADERS = {
+    "text_encoder": lambda path, config, precision: TextEncoder.load_module(path, config, precision),
+    "fasttext_genre": lambda path, config, precision: GenreModel.load_module(path, config),
+    "head_residual": lambda path, config, precision: load_head(path, config),
+    "head_paper": lambda path, config, precision: load_head(path, config),
+}
+
+
+def _load_modules(root: Path, precision: str) -> tuple[TextEncoder, GenreModel, torch.nn.Module]:
+    """The parts listed in ``modules.json`` (text, genre, head), each from its own path and config."""
+    where = f"model artifact {root}: {MODULES}"
     try:
-        dims = m["dims"]
+        entries = {e["name"]: e for e in json.loads((root / MODULES).read_text(encoding="utf-8"))}
+        parts = []
+        for name in ("text", "genre", "head"):
+            e = entries[name]
+            path = (root / e["path"]).resolve()
+            if not path.is_relative_to(root.resolve()) or e["type"] not in _MODULE_LOADERS:
+                raise ArtifactError(f"{where}: module {name!r} has path {e['path']!r} / type {e['type']!r}")
+            parts.append(_MODULE_LOADERS[e["type"]](path, e["config"], precision))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"{where} is not a valid module list ({type(exc).__name__}: {exc})") from exc
+    return parts[0], parts[1], parts[2]
+
+
+def _settings_of(root: Path, m: Mapping[str, Any], precision: str | None) -> dict[str, Any]:
+    """The model settings an artifact was built with, from its manifest (old manifests lack some keys)."""
+    try:
         chunking = m.get("chunking") or {}
-        settings = {
+        return {
             **MODEL_DEFAULTS,
             **LEGACY_SETTINGS,
             "head": (m.get("head") or {}).get("kind", LEGACY_SETTINGS["head"]),
@@ -263,7 +304,7 @@ def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionMo
             "max_length": m["max_length"],
             "include_title": m["include_title"],
             "precision": precision or m["precision"],
-            "output_dim": dims["output"],
+            "output_dim": m["dims"]["output"],
             "seed": m["seed"],
             **m["genre_model"],
             "encoder_source_path": m["encoder"]["source_path"],
@@ -271,13 +312,3 @@ def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionMo
         }
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"model artifact {root}: {MANIFEST} lacks {exc}") from exc
-    text = _text_encoder(root / ENCODER_DIR, settings, m["encoder"]["name"])
-    genre = GenreModel.load(root / GENRE_FILE)
-    if (text.dim, genre.dim) != (dims["text"], dims["genre"]):
-        raise ArtifactError(f"model artifact {root}: dims {text.dim}/{genre.dim} differ from the manifest's {dims}")
-    try:
-        head = make_head(settings["head"], text.dim, genre.dim, dims["output"])
-    except ValueError as exc:
-        raise ArtifactError(f"model artifact {root}: {exc}") from exc
-    head.load_state_dict(load_safetensors(str(root / FUSION_FILE)), strict=True)
-    return LightFusionModel(text, genre, head, settings, manifest=m)

@@ -175,6 +175,33 @@ class TextEncoder:
         self.dim = int(getattr(self.model.config, "hidden_size", None) or getattr(self.model.config, "dim"))
         self.model_type = str(getattr(self.model.config, "model_type", "unknown"))
 
+    # -- module persistence (one folder: Hugging Face files + these settings in modules.json) --
+    def module_config(self) -> dict:
+        return {"name": self.name, "model_type": self.model_type, "pooling": self.pooling,
+                "max_length": self.max_length, "chunking": self.chunking, "chunk_overlap": self.chunk_overlap,
+                "chunk_pooling": self.chunk_pooling}
+
+    def save_module(self, folder: str | os.PathLike) -> dict:
+        """Write the encoder's folder (fine-tuned weights, or the source files copied) and return its config."""
+        import shutil
+
+        folder, src = Path(folder), Path(self.folder)
+        folder.mkdir()
+        if self.finetuned:
+            self.model.save_pretrained(folder, safe_serialization=True)
+            names = [n for n in TOKENIZER_FILES if (src / n).is_file()]
+        else:
+            names = encoder_files(src)
+        for name in names:
+            shutil.copyfile(src / name, folder / name)
+        return self.module_config()
+
+    @classmethod
+    def load_module(cls, folder: str | os.PathLike, config: dict, precision: str) -> "TextEncoder":
+        return cls(folder, pooling=config["pooling"], max_length=config["max_length"], precision=precision,
+                   name=config["name"], chunking=config["chunking"], chunk_overlap=config["chunk_overlap"],
+                   chunk_pooling=config["chunk_pooling"])
+
     # -- forward ---------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
