@@ -97,6 +97,23 @@ def run_eval(movies, books, links, args, out: Path) -> dict:
     return results
 
 
+def run_ablation(movies, books, links, args, out: Path) -> dict:
+    """X-Cross, its ablations and the data-fraction curve (``lfr.xcross.evaluate.evaluate_xcross``),
+    resumable (progress file under --out); report under --out/ablation."""
+    from lfr.xcross.evaluate import evaluate_xcross
+    from lfr.xcross.report import write_xcross_report
+
+    cfg = eval_cfg(args.max_length)  # the adapters as trained for the sample eval (cached)
+    cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
+    fractions = [float(q) for q in args.fractions.split(",")]
+    ev = evaluate_xcross(movies, books, links, cfg, fractions=fractions, candidates=args.candidates or None,
+                         max_length=args.eval_max_length, batch_size=32,
+                         progress_path=out / f"ablation_progress_{args.candidates}_{args.eval_max_length}.jsonl")
+    paths = write_xcross_report(ev, out / "ablation")
+    print(Path(paths["report"]).read_text(), flush=True)
+    return paths
+
+
 def run_cost(books: pd.DataFrame, args, out: Path) -> dict:
     import torch
 
@@ -138,7 +155,10 @@ def _timed(fn) -> float:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "work" / "xcross"))
-    ap.add_argument("--only", choices=["inputs", "eval", "cost"], default=None)
+    ap.add_argument("--only", choices=["inputs", "eval", "cost", "ablation"], default=None)
+    ap.add_argument("--candidates", type=int, default=200, help="ablation: books ranked per film (0: all)")
+    ap.add_argument("--eval-max-length", type=int, default=64, help="ablation: tokens per item")
+    ap.add_argument("--fractions", default="1.0,0.25,0.5,0.75", help="ablation: fractions of the training links")
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--n", type=int, default=200)
@@ -156,6 +176,8 @@ def main(argv=None) -> None:
     print(f"inputs: {len(movies)} films ({n_two} with two texts), {len(books)} books, {len(links)} links")
     if args.only in (None, "eval"):
         run_eval(movies, books, links, args, out)
+    if args.only == "ablation":
+        run_ablation(movies, books, links, args, out)
     if args.only in (None, "cost"):
         run_cost(books, args, out)
 
