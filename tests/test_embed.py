@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import sys
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -139,3 +140,85 @@ def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
     assert (s4.embedded, s4.unchanged, s4.model_version) == (5, 0, v2)
     t4 = spark.read.format("delta").load(emb_path).toPandas()
     assert set(t4.model_version) == {v2} and len(t4) == 5
+
+
+def test_rejects_sync_of_one_domain_leaves_the_other_domain_alone(spark, tmp_path):
+    """Both embed jobs write the one rejects table: a domain's sync inserts, keeps and deletes only its
+    own rows (``scope``), whatever the other domain holds."""
+    from datetime import datetime, timezone
+
+    from lfr.data.schema import REJECTS_SCHEMA
+    from lfr.embed.pipeline import REJECT_KEYS, sync_table
+
+    path = str(tmp_path / "rejects")
+
+    def rejects(domain, ids, when):
+        return spark.createDataFrame(
+            [(domain, "src", i, "empty_description", json.dumps({"id": i}), when) for i in ids], REJECTS_SCHEMA)
+
+    def sync(domain, ids, when):
+        return sync_table(spark, rejects(domain, ids, when), path, REJECT_KEYS, scope={"domain": domain},
+                          compare=[], partition_by=["domain"])
+
+    def table():
+        return {(r["domain"], r["id"]): r["rejected_at"] for r in spark.read.format("delta").load(path).collect()}
+
+    t0, t1 = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 2, 1, tzinfo=timezone.utc)
+    assert sync("movies", ["m1", "m2"], t0) == (2, 0)
+    assert sync("books", ["b1", "b2", "b3"], t0) == (3, 0)
+    movies_before = {k: v for k, v in table().items() if k[0] == "movies"}
+    # books: b1 fixed at the source, b3 kept (first-seen time kept), b4 new; the movies partition untouched
+    assert sync("books", ["b3", "b4", "b2"], t1) == (1, 1)
+    after = table()
+    assert {k: v for k, v in after.items() if k[0] == "movies"} == movies_before
+    assert {k[1] for k in after if k[0] == "books"} == {"b2", "b3", "b4"}
+    assert after[("books", "b3")] == movies_before[("movies", "m1")] and after[("books", "b4")] > after[("books", "b3")]
+    # every book fixed: the books partition empties, the movies rows stay
+    assert sync("books", [], t1) == (0, 3)
+    assert set(table()) == {("movies", "m1"), ("movies", "m2")}
+
+
+def test_model_loaded_once_per_python_worker_across_batches_and_tasks(spark, tiny_artifact):
+    """Many Arrow batches over more tasks than workers: each Python worker process loads the model once.
+
+    The probe is the embedding UDF's own path (``load_cached`` + ``model.embed`` on the shipped
+    artifact) asked for its model on EVERY batch, reporting the worker's pid, its cache's load
+    count and the task: a cache that reloads shows a growing count within one pid."""
+    from pyspark.sql.functions import pandas_udf
+
+    from lfr.embed.udf import load_cached
+
+    ref = ship_artifact(spark, tiny_artifact)
+
+    @pandas_udf("string")
+    def probe(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+        import os
+
+        from pyspark import TaskContext
+
+        from lfr.embed import udf as worker_udf
+
+        task = TaskContext.get().partitionId()
+        for n, (ids, texts) in enumerate(batches):
+            model = load_cached(ref)
+            assert model.embed(list(ids), list(texts), [[]] * len(ids)).shape == (len(ids), 32)
+            yield ids.map(lambda _: f"{os.getpid()} {worker_udf._CACHE.loads} {task}:{n}")
+
+    rows = [(f"x{i}", f"Description number {i} of a book.") for i in range(48)]
+    df = spark.createDataFrame(rows, "id string, description string").repartition(8)
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key)
+    spark.conf.set(key, "3")
+    try:
+        out = [r["p"].split() for r in df.select(probe("id", "description").alias("p")).collect()]
+    finally:
+        spark.conf.set(key, old)
+    loads, batches, tasks = {}, {}, {}
+    for pid, n_loads, batch in out:
+        loads.setdefault(pid, set()).add(int(n_loads))
+        batches.setdefault(pid, set()).add(batch)
+        tasks.setdefault(pid, set()).add(batch.split(":")[0])
+    assert sum(map(len, batches.values())) >= 16          # 48 rows in Arrow batches of <= 3
+    assert max(map(len, tasks.values())) > 1               # a worker served several tasks (worker reuse)
+    for pid in loads:
+        assert len(loads[pid]) == 1 and min(loads[pid]) >= 1, (pid, sorted(loads[pid]), len(batches[pid]))

@@ -50,7 +50,8 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
     # 2-fold cross-validation by film: each of the 5 linked films is evaluated exactly once
     assert s["folds"] == 2 and s["n_test_movies"] == 5 and s["n_books_catalog"] == 8
     assert sorted(s["test_movie_ids"]) == sorted(set(LINKS.movie_id) - {"imdb:missing-1900"})
-    assert [f["test_movies"] for f in s["fold_sizes"]] == [3, 2]
+    sizes = [f["test_movies"] for f in s["fold_sizes"]]      # 5 films in 2 folds: 3 + 2, in either order
+    assert sorted(sizes) == [2, 3] and result.per_movie.groupby("fold")["movie"].nunique().tolist() == sizes
     assert s["n_eval_pairs"] == s["n_test_links"] * 3 == 15
     # two trainings per fold (the configured encoder, DistilBERT); a fold's films never reach its trainer
     assert len(calls) == 4
@@ -60,12 +61,13 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
         held_out = {id_of[t] for t in fold_films[i // 2]}
         assert held_out.isdisjoint(links["movie_id"]) and len(links) == 5 - len(held_out)
     assert set(s["training"]) == {"lightfusionrec", "lightfusionrec_distilbert"}
-    assert [r["pairs"]["train_movies"] + r["pairs"]["val_movies"] for r in s["training"]["lightfusionrec"]] == [2, 3]
+    assert [r["pairs"]["train_movies"] + r["pairs"]["val_movies"] for r in s["training"]["lightfusionrec"]] == [5 - n for n in sizes]
     for row in result.rows:
         assert row["n_evaluated"] == 5 and row["n_empty"] == 0 and row["n_books"] == 8
         for col in [*result.ranking_columns, *result.error_columns]:
             assert np.isfinite(row[col]), (row["method"], col)
-        assert row["recall@100"] == 1.0                              # k beyond the catalog
+        ranks = result.per_movie[row["method"]]                      # each film has one usable link: its rank
+        assert row["recall@3"] == pytest.approx((ranks <= 3).mean()) and row["mrr"] == pytest.approx((1 / ranks).mean())
         assert 0.0 <= row["recall@1"] <= row["recall@3"] <= 1.0
         assert 1.0 / 8 <= row["mrr"] <= 1.0
     assert list(result.per_movie.columns) == ["movie", "book(s)", "fold", *ALL_METHODS]

@@ -120,3 +120,28 @@ def test_merge_topk_orders_by_score_then_id():
     sc = np.array([0.5, 0.9, 0.5, 0.1], dtype=np.float32)
     m, r, b, s = merge_topk(mv, bk, sc, 2)
     assert list(zip(m, r, b)) == [("a", 1, "y"), ("a", 2, "x"), ("b", 1, "q")]
+
+
+@pytest.mark.parametrize("bbr", [1000, 16])
+def test_more_ties_than_the_topk_window_are_rescanned(bbr):
+    """25 identical books (> k + EXTRA_CANDIDATES = 13) that two movies point at exactly: the window
+    of ``torch.topk`` holds only ties, so the row is rescanned in full and the smallest ids win."""
+    from lfr.score.kernel import EXTRA_CANDIDATES
+
+    rng = np.random.default_rng(11)
+    k, n_tied = 5, 25
+    assert n_tied > k + EXTRA_CANDIDATES
+    bv = rng.standard_normal((80, 16)).astype(np.float32)
+    tied_rows = rng.choice(80, n_tied, replace=False)
+    bv[tied_rows] = bv[tied_rows[0]]
+    mv = rng.standard_normal((6, 16)).astype(np.float32)
+    mv[[1, 4]] = bv[tied_rows[0]] * 3.0            # same direction: cosine 1 with every tied book
+    movie_ids = np.array([f"m{i}" for i in range(6)])
+    book_ids = np.array([f"b{(i * 29) % 80:03d}" for i in range(80)])   # ids not in row order
+    got = as_dict(*topk_local(movie_ids, mv, book_ids, bv, k, movie_block_rows=4, book_block_rows=bbr))
+    ref = brute_force(movie_ids, mv, book_ids, bv, k)
+    assert_same(got, ref)
+    smallest_tied = sorted(book_ids[tied_rows])[:k]
+    for m in ("m1", "m4"):
+        assert [b for b, _ in got[m]] == smallest_tied
+        np.testing.assert_allclose([s for _, s in got[m]], 1.0, atol=1e-6)
