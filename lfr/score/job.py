@@ -45,7 +45,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -59,6 +59,7 @@ from lfr.score.checks import (ModelVersionMismatch, ScoringError, check_inputs, 
                               require_columns)
 from lfr.score.kernel import blocks_needed
 from lfr.score.view import create_view, register_recommendations
+from lfr.phases import Phases
 from lfr.spark.delta import is_delta_table
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class ScoreResult:
     seconds_score: float   # (hybrid statistics +) kernel + merge + Delta write
     seconds: float
     path: str
+    phases: dict = field(default_factory=dict)   # seconds per phase (read, check, blocks, score+write, ...)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -309,6 +311,7 @@ def score_recommendations(
     run_id: Optional[str] = None,
     rows_per_file: int = 4_000_000,
     kernel: Optional[Callable] = None,
+    phases: Optional[Phases] = None,
 ) -> ScoreResult:
     """Exact top-k books per movie by ``method``, written to the Delta table at ``output_path``.
 
@@ -319,7 +322,7 @@ def score_recommendations(
     top-k is cut, so every movie still gets k books when k others exist. ``movie_filter`` /
     ``book_filter``: SQL predicates applied to the inputs before blocking (e.g. ``"year >= 2000"``
     when the caller joined catalog columns in). ``kernel``: replaces the method's block kernel
-    (same signature) -- for tests and experiments.
+    (same signature) -- for tests and experiments. ``phases``: the job's phase timer (one INFO line per phase).
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -328,11 +331,14 @@ def score_recommendations(
     method = method if isinstance(method, Method) else Method(str(method))
     started = time.time()
     run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    inputs = _check_and_pair(method, movies, books, movie_lexical, book_lexical, movie_filter, book_filter)
-    inputs.movies = _with_exclusions(inputs.movies, exclude)
+    phases = phases if phases is not None else Phases(f"score {run_id}", log)
+    with phases("check"):
+        inputs = _check_and_pair(method, movies, books, movie_lexical, book_lexical, movie_filter, book_filter)
+        inputs.movies = _with_exclusions(inputs.movies, exclude)
     t_check = time.time() - started
-    blocks = _plan_blocks(spark, inputs, BlockSpec.for_method(method.name, inputs.vocab_size),
-                          movie_block_rows, book_block_rows, exclude is not None)
+    with phases("blocks"):
+        blocks = _plan_blocks(spark, inputs, BlockSpec.for_method(method.name, inputs.vocab_size),
+                              movie_block_rows, book_block_rows, exclude is not None)
     cached = [blocks.movies, blocks.books]
     try:
         ms, bs, t_blocks = blocks.ms, blocks.bs, time.time() - started
@@ -340,14 +346,16 @@ def score_recommendations(
         _log_plan(run_id, method, inputs, blocks, k, t_check, t_blocks)
         if n_movies == 0 or n_books == 0:
             raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book rows")
-        merged = _score_pairs(spark, blocks, inputs, method, k, kernel, cached)
         t0 = time.time()
-        _write(merged, inputs, method, run_id, n_movies * min(k, n_books), rows_per_file, output_path)
+        with phases("score+write"):
+            merged = _score_pairs(spark, blocks, inputs, method, k, kernel, cached)
+            _write(merged, inputs, method, run_id, n_movies * min(k, n_books), rows_per_file, output_path)
         t_score = time.time() - t0
     finally:
         for df in cached:
             df.unpersist()
-    version, rows = table_version(spark, output_path)
+    with phases("history"):
+        version, rows = table_version(spark, output_path)
     result = ScoreResult(
         run_id=run_id, method=method.name, method_params=json.dumps(method.params(), sort_keys=True),
         model_version=inputs.model_version, lexical_version=inputs.lexical_version, k=k, dim=blocks.dim,
@@ -355,7 +363,7 @@ def score_recommendations(
         books_invalid=int(bs["invalid"] or 0), movie_blocks=int(ms["blocks"]), book_blocks=int(bs["blocks"]),
         pairs=blocks.pairs, rows=rows if rows is not None else -1, table_version=version,
         seconds_blocks=round(t_blocks, 2), seconds_score=round(t_score, 2),
-        seconds=round(time.time() - started, 2), path=output_path)
+        seconds=round(time.time() - started, 2), path=output_path, phases=phases.seconds)
     log.info("score %s: wrote %d rows to %s (Delta version %s) in %.1fs (kernel+merge+write %.1fs)",
              run_id, result.rows, output_path, version, result.seconds, t_score)
     return result
@@ -457,7 +465,9 @@ def run_score(
     exclude_pairs = exclude_pairs if exclude_pairs is not None else sc.get("exclude_pairs")
     movie_filter = movie_filter if movie_filter is not None else sc.get("movie_filter")
     book_filter = book_filter if book_filter is not None else sc.get("book_filter")
-    tables = _read_tables(spark, t, m)
+    phases = Phases("score_all", log)
+    with phases("read"):
+        tables = _read_tables(spark, t, m)
     movie_side, book_side = ("movie_embeddings", "book_embeddings") if m.dense else ("movie_lexical", "book_lexical")
     if movie_filter:
         tables[movie_side] = _with_catalog_columns(spark, tables[movie_side], t["movies"]["path"])
@@ -469,7 +479,10 @@ def run_score(
         spark, tables.get("movie_embeddings"), tables.get("book_embeddings"), t["recommendations"]["path"], k=k,
         method=m, movie_lexical=tables.get("movie_lexical"), book_lexical=tables.get("book_lexical"),
         movie_block_rows=movie_block_rows, book_block_rows=book_block_rows, exclude=exclude,
-        movie_filter=movie_filter, book_filter=book_filter, kernel=kernel)
-    names = register_recommendations(spark, cfg)
+        movie_filter=movie_filter, book_filter=book_filter, kernel=kernel, phases=phases)
+    with phases("register"):
+        names = register_recommendations(spark, cfg)
     log.info("registered for SQL: %s", ", ".join(names))
+    result.phases = phases.rounded()
+    log.info("score_all phases: %s", phases.summary())
     return result
