@@ -1,5 +1,6 @@
 """The scoring job on Spark: exact vs brute force, exclusions, filters, atomicity, versions, SQL view."""
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -50,7 +51,10 @@ def env(spark, tmp_path_factory):
     t = cfg["tables"]
     write_table(spark.createDataFrame(movies, EMB_SCHEMA), t["movie_embeddings"]["path"], mode="overwrite")
     write_table(spark.createDataFrame(books, EMB_SCHEMA), t["book_embeddings"]["path"], mode="overwrite")
-    return {"cfg": cfg, "tmp": tmp, "movie_ids": movie_ids, "mv": mv, "book_ids": book_ids, "bv": bv}
+    invalid = lambda rows: {r[0] for r in rows if r[2] is None or not np.all(np.isfinite(np.array(r[2], dtype=float)))  # noqa: E731
+                            or not np.any(np.array(r[2], dtype=float))}
+    return {"cfg": cfg, "tmp": tmp, "movie_ids": movie_ids, "mv": mv, "book_ids": book_ids, "bv": bv,
+            "invalid_movies": invalid(movies), "invalid_books": invalid(books)}
 
 
 def _read(spark, path):
@@ -60,7 +64,7 @@ def _read(spark, path):
     return out
 
 
-def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys):
+def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
     cfg, tmp = env["cfg"], env["tmp"]
     movie_ids, mv, book_ids, bv = env["movie_ids"], env["mv"], env["book_ids"], env["bv"]
     # exclude each movie's unconstrained #1 and #3 (so the kept list must reach deeper than k)
@@ -74,7 +78,10 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys):
             "--k", str(K), "--movie-block-rows", "30", "--book-block-rows", "20",   # ~10-row book blocks < k
             "--exclude-pairs", str(pair_file), "--book-filter", "id NOT LIKE '%5'"]
     score_all = _job("score_all")
-    assert score_all.run_job("score_all", score_all.main, score_all.add_args, argv=argv) == 0
+    with caplog.at_level("INFO", logger="lfr"):
+        assert score_all.run_job("score_all", score_all.main, score_all.add_args, argv=argv) == 0
+    summary = json.loads(next(r.getMessage() for r in caplog.records
+                              if r.getMessage().startswith("score_all: {")).split(": ", 1)[1])
 
     path = cfg["tables"]["recommendations"]["path"]
     df = spark.read.format("delta").load(path)
@@ -89,6 +96,14 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys):
     got = _read(spark, path)
     ref = brute_force(movie_ids, mv, book_ids[keep_books], bv[keep_books], K, exclude=excluded)
     assert set(got) == set(ref) and "m0059" not in got            # zero-vector movie dropped
+    # the run's counts, derived from the fixture: invalid rows dropped and counted, the filter applied first
+    filtered = [b for b in [*book_ids, "bnull"] if not b.endswith("5")]
+    bad_books = env["invalid_books"] & set(filtered)
+    assert env["invalid_movies"] == {"m0059"} and len(bad_books) == 2
+    assert (summary["movies"], summary["movies_invalid"]) == (len(movie_ids) - 1, 1)
+    assert (summary["books"], summary["books_invalid"]) == (len(filtered) - len(bad_books), len(bad_books))
+    assert summary["rows"] == meta.n == sum(len(v) for v in ref.values()) == len(ref) * K
+    assert summary["k"] == K and summary["model_version"] == "v1" and summary["dim"] == 16
     for m in ref:
         assert [b for b, _, _ in got[m]] == [b for b, _ in ref[m]], m
         assert [r for _, _, r in got[m]] == list(range(1, K + 1))
@@ -119,8 +134,13 @@ def test_failed_run_leaves_previous_version_readable(spark, env):
 
     from lfr.score import run_score
 
-    cfg = env["cfg"]
+    from lfr.config import load_config
+
+    # its own table (not the one the previous test wrote): a good run first, then the failing one
+    cfg = load_config(overrides=[f"paths.work_dir={env['tmp']}", "tables.database=lfr_score_atomic",
+                                 f"tables.recommendations.path={env['tmp'] / 'atomic_recommendations'}"])
     path = cfg["tables"]["recommendations"]["path"]
+    run_score(spark, cfg, k=5, movie_block_rows=30, book_block_rows=20)
     before_version = DeltaTable.forPath(spark, path).history(1).first()["version"]
     before = _read(spark, path)
     target = env["bv"][40] / np.linalg.norm(env["bv"][40])
