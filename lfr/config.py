@@ -154,12 +154,24 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> list[str]:
     return shlex.split(raw) if raw else []
 
 
+def _packaged_conf_text() -> str | None:
+    """The wheel's lfr.yaml when ``lfr`` is imported from the zip itself (spark-submit --py-files x.whl):
+    no file on disk then, so it is read through the package's loader."""
+    from importlib import resources
+
+    try:
+        return resources.files("lfr").joinpath("lfr.yaml").read_text(encoding="utf-8")
+    except (OSError, ModuleNotFoundError):
+        return None
+
+
 def _read_layers(path: Path, profile: str | None, env: Mapping[str, str]) -> DictConfig:
     """The file merged with the chosen profile (``profile`` records which)."""
-    if not path.is_file():
+    text = _packaged_conf_text() if path == PACKAGED_CONF_FILE and not path.is_file() else None
+    if text is None and not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = OmegaConf.create(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        raw = OmegaConf.create(yaml.safe_load(text if text is not None else path.read_text(encoding="utf-8")) or {})
     except (yaml.YAMLError, OmegaConfBaseException) as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     profiles = raw.pop("profiles", None) or {}

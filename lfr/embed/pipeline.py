@@ -52,7 +52,8 @@ from lfr.data.schema import conform
 from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ArtifactRef, ship_artifact
 from lfr.embed.udf import embed_column
-from lfr.spark.delta import is_delta_table, merge_changes, register_table, write_table
+from lfr.spark.delta import (TableSchemaError, is_delta_table, merge_changes, register_table, retry_on_conflict,
+                              schema_diff, write_table)
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,41 @@ def sync_table(spark: SparkSession, df: DataFrame, path: str, keys: Sequence[str
     Rows are matched on ``keys`` (null-safe); a matched row is rewritten only when one of
     ``compare`` (default: every other column) differs. One Spark job finds the changes
     (a full outer join, persisted); the MERGE runs only when there are some.
-    Returns ``(upserted, deleted)``."""
+    Returns ``(upserted, deleted)``. A concurrent job's commit to the same table is retried
+    (``retry_on_conflict``: the retry sees the table the other job created)."""
+    return retry_on_conflict(lambda: _sync_table_once(spark, df, path, keys, scope=scope, compare=compare,
+                                                      partition_by=partition_by), f"sync {path}")
+
+
+def _rewrite_if_schema_changed(df: DataFrame, current: DataFrame, path: str, scope: Mapping[str, str] | None,
+                               partition_by: Sequence[str]) -> bool:
+    """A table written by an older version (e.g. a catalog without ``sources``/``merged_ids``).
+
+    Unscoped tables are a pure function of the catalog files, so they are rewritten with the new
+    schema (explicit evolution, one overwrite; the old version stays in the Delta history). A scoped
+    table (``rejects``) also holds other jobs' rows: a clear error naming the fix instead."""
+    diff = schema_diff(df.schema, current.schema)
+    if not diff:
+        return False
+    if scope:
+        raise TableSchemaError(f"Delta table {path} has an older schema ({'; '.join(diff)}). Delete the folder "
+                               f"{path}: embed_movies and embed_books rebuild it from the catalogs")
+    log.warning("Delta table %s has an older schema (%s): rewriting it from the catalog", path, "; ".join(diff))
+    write_table(df, path, mode="overwrite", partition_by=partition_by, overwrite_schema=True)
+    return True
+
+
+def _sync_table_once(spark: SparkSession, df: DataFrame, path: str, keys: Sequence[str], *,
+                     scope: Mapping[str, str] | None, compare: Sequence[str] | None,
+                     partition_by: Sequence[str]) -> tuple[int, int]:
     if not is_delta_table(spark, path):
         # Scoped (a shared table such as rejects): append, so a job of another scope that
         # created the table meanwhile keeps its rows; otherwise one atomic overwrite.
         write_table(df, path, mode="append" if scope else "overwrite", partition_by=partition_by)
         return df.count(), 0
     current = spark.read.format("delta").load(path)
+    if _rewrite_if_schema_changed(df, current, path, scope, partition_by):
+        return df.count(), 0
     for c, v in (scope or {}).items():
         current = current.filter(F.col(c) == v)
     compare = [c for c in (compare if compare is not None else df.columns) if c not in keys]
@@ -236,11 +265,21 @@ def _embed(spark: SparkSession, plan: EmbedPlan, ref: ArtifactRef, *, batch_size
 
 
 def _write(spark: SparkSession, plan: EmbedPlan, embedded: DataFrame, path: str) -> None:
-    """One atomic overwrite (rebuild) or one MERGE of upserts and deletes."""
+    """One atomic overwrite (rebuild, also of an older schema) or one MERGE of upserts and deletes;
+    retried when a concurrent job committed first."""
     if plan.rebuild:
-        write_table(embedded, path, mode="overwrite")
+        retry_on_conflict(lambda: write_table(embedded, path, mode="overwrite", overwrite_schema=True), f"write {path}")
     else:
-        merge_changes(spark, path, embedded if plan.n_embed else None, plan.deletes if plan.n_delete else None, ["id"])
+        retry_on_conflict(lambda: merge_changes(spark, path, embedded if plan.n_embed else None,
+                                                plan.deletes if plan.n_delete else None, ["id"]), f"merge {path}")
+
+
+def check_embeddings_schema(spark: SparkSession, path: str) -> None:
+    """An embeddings table of an older schema cannot take a MERGE: a clear error naming the fix."""
+    diff = schema_diff(EMBEDDINGS_SCHEMA, spark.read.format("delta").load(path).schema)
+    if diff:
+        raise TableSchemaError(f"Delta table {path} has an older schema ({'; '.join(diff)}): rerun the job with "
+                               f"--full (rewrites it) or delete the folder {path}")
 
 
 def _register(spark: SparkSession, tables: Mapping, domain: str) -> None:
@@ -264,7 +303,10 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Map
     valid, rejects = load_catalog(spark, cfg, domain)
     _sync_catalog(spark, tables, valid, rejects, stats)
     path = tables[EMBEDDING_TABLES[domain]]["path"]
-    plan = plan_changes(spark, valid, path, ref.model_version, rebuild=bool(full) or not is_delta_table(spark, path),
+    rebuild = bool(full) or not is_delta_table(spark, path)
+    if not rebuild:
+        check_embeddings_schema(spark, path)
+    plan = plan_changes(spark, valid, path, ref.model_version, rebuild=rebuild,
                         delete_missing=delete_missing, n_catalog=stats.valid)
     stats.unchanged, stats.deleted = stats.valid - plan.n_embed, plan.n_delete
     if plan.is_empty:

@@ -97,6 +97,25 @@ def _none_if_na(values: pd.Series) -> list:
     return [v if isinstance(v, str) else None for v in values]
 
 
+KILL_ONCE_ENV = "LFR_TEST_KILL_WORKER_ONCE"   # test-only fault hook (tests/test_cluster.py)
+
+
+def _test_fault_hook() -> None:
+    """Tests only: with ``spark.executorEnv.LFR_TEST_KILL_WORKER_ONCE=<marker file>`` the first Python
+    worker to get here creates the marker and dies (``os._exit``), so a test sees a real mid-job
+    worker loss and Spark's task retry. Unset (always, outside tests): nothing happens."""
+    import os
+
+    marker = os.environ.get(KILL_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os._exit(13)
+
+
 def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = None, domain: str | None = None):
     """The pandas UDF for the artifact ``ref``: call it on (title, description, genres) columns.
 
@@ -113,6 +132,7 @@ def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = 
         for titles, descriptions, genres in batches:
             if model is None:  # lazily: an empty partition loads nothing
                 model = load_cached(ref)
+                _test_fault_hook()
                 if domain is not None and hasattr(model, "for_domain"):
                     model = model.for_domain(domain)
             vecs = model.embed(_none_if_na(titles), _none_if_na(descriptions), genres.tolist(), batch_size=batch_size)

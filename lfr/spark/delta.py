@@ -8,8 +8,10 @@ implicitly; a write whose schema does not match the table fails with
 from __future__ import annotations
 
 import logging
+import random
 import re
-from typing import Mapping, Sequence
+import time
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
@@ -23,6 +25,36 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class TableSchemaError(ValueError):
     """A DataFrame's schema does not match the Delta table it is written to."""
+
+
+T = TypeVar("T")
+
+
+def _conflicts() -> tuple[type[BaseException], ...]:
+    from delta.exceptions import (ConcurrentAppendException, ConcurrentTransactionException,
+                                  ConcurrentWriteException, MetadataChangedException, ProtocolChangedException)
+
+    return (ConcurrentAppendException, ConcurrentWriteException, ConcurrentTransactionException,
+            MetadataChangedException, ProtocolChangedException)
+
+
+def retry_on_conflict(write: Callable[[], T], what: str, attempts: int = 5) -> T:
+    """Run ``write`` again when a concurrent Delta commit beat it (optimistic concurrency).
+
+    Why: two jobs started at once on an empty warehouse (embed_books + embed_movies) both create
+    ``rejects``; the loser gets ProtocolChanged/MetadataChanged/ConcurrentAppend. ``write`` must
+    decide what to do from the table as it is when called (create vs MERGE), so a retry sees the
+    winner's commit and is correct; after ``attempts`` the conflict is raised as is."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except _conflicts() as exc:
+            if attempt == attempts:
+                raise
+            log.warning("%s: concurrent Delta commit (%s), retry %d/%d", what, type(exc).__name__, attempt,
+                        attempts - 1)
+            time.sleep(0.2 * attempt + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 def is_delta_table(spark: SparkSession, path: str) -> bool:
@@ -48,13 +80,17 @@ def _check_schema(spark: SparkSession, df: DataFrame, path: str) -> None:
         raise TableSchemaError(f"schema mismatch writing to Delta table {path}: " + "; ".join(diff))
 
 
-def write_table(df: DataFrame, path: str, mode: str = "append", partition_by: Sequence[str] = ()) -> None:
+def write_table(df: DataFrame, path: str, mode: str = "append", partition_by: Sequence[str] = (),
+                overwrite_schema: bool = False) -> None:
     """Write with schema enforcement. ``overwrite`` is one atomic Delta commit:
-    readers see the old version until it succeeds, and a failed run leaves it intact."""
+    readers see the old version until it succeeds, and a failed run leaves it intact.
+    ``overwrite_schema`` (overwrite only): replace the table's schema too -- an explicit rebuild."""
     spark = df.sparkSession
     if mode != "overwrite":
         _check_schema(spark, df, path)
     writer = df.write.format("delta").mode(mode)
+    if overwrite_schema and mode == "overwrite":
+        writer = writer.option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     try:

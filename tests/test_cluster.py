@@ -1,0 +1,247 @@
+"""The pipeline on a real Spark standalone cluster (scripts/cluster.sh: a master and two 1-core
+workers, separate JVMs and work dirs, on free loopback ports), and under faults.
+
+- both embed jobs at once on an empty warehouse, each on its own worker, one of them losing a Python
+  worker mid-embedding (test-only hook in lfr.embed.udf): both succeed, the retried task's rows equal
+  the model's own output, the executors loaded the model from the archive Spark shipped into their
+  work dirs;
+- score_all run as the README's cluster command (wheel via --py-files, from outside the checkout):
+  the exact top-k of the embeddings;
+- without a cluster (shared local session): a tampered artifact fails naming the file and writes no
+  embeddings; concurrent creation of ``rejects`` is retried; tables of an older schema.
+Small on purpose: a few dozen rows of the bundled sample, the tiny random DistilBERT artifact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SAMPLE = ROOT / "data" / "sample"
+SMALL_CONF = ["spark.sql.catalogImplementation=in-memory", "spark.sql.shuffle.partitions=2", "spark.ui.enabled=false",
+              "spark.databricks.delta.snapshotPartitions=2", "embed.batch_size=8"]
+
+
+@dataclass
+class Cluster:
+    url: str
+    folder: Path
+
+
+def small_sample(folder: Path, movies: int = 14, wiki: int = 8, books: int = 20) -> Path:
+    """The first rows of each bundled sample file, in the same formats (the readers' real inputs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    imdb = pd.read_csv(SAMPLE / "movies_imdb_top1000.csv", dtype=str, keep_default_na=False)
+    imdb.head(movies).to_csv(folder / "movies_imdb_top1000.csv", index=False)
+    good = pd.read_csv(SAMPLE / "books_goodreads.csv", dtype=str, keep_default_na=False)
+    good.head(books).to_csv(folder / "books_goodreads.csv", index=False)
+    summaries = json.loads((SAMPLE / "movies_wikipedia_summaries.json").read_text(encoding="utf-8"))
+    (folder / "movies_wikipedia_summaries.json").write_text(json.dumps(dict(list(summaries.items())[:wiki])))
+    shutil.copy(SAMPLE / "adaptations_dev.csv", folder / "adaptations_dev.csv")
+    return folder
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """A user's shell with the environment activated: no PYSPARK_*/PYTHONPATH exports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_") and k != "PYTHONPATH"}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               SPARK_LOCAL_IP="127.0.0.1", **extra)
+    return env
+
+
+def cluster_script(folder: Path, action: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable)
+    return subprocess.run(["bash", str(ROOT / "scripts" / "cluster.sh"), action], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    try:
+        proc = cluster_script(folder, "start")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        log = (folder / "logs" / "master.log").read_text()
+        assert log.count("Registering worker 127.0.0.1") == 2, log[-2000:]
+        yield Cluster((folder / "master.url").read_text().strip(), folder)
+    finally:
+        cluster_script(folder, "stop", timeout=120)
+
+
+def submit(cluster: Cluster, script: str, job_conf: list[str], *, spark_conf: list[str] = (), cwd: Path = ROOT,
+           py_files: str | None = None, timeout: int = 400) -> subprocess.Popen:
+    """``spark-submit --master spark://... [--py-files ...] script --conf ...`` (started, not awaited)."""
+    cmd = ["spark-submit", "--master", cluster.url]
+    for c in spark_conf:
+        cmd += ["--conf", c]
+    if py_files:
+        cmd += ["--py-files", py_files]
+    cmd.append(script)
+    for c in job_conf:
+        cmd += ["--conf", c]
+    return subprocess.Popen(cmd, cwd=cwd, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: int = 400) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"spark-submit timed out:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, tiny_artifact) -> dict:
+    base = tmp_path_factory.mktemp("cluster_work")
+    data = small_sample(base / "data")
+    conf = [f"paths.work_dir={base / 'work'}", f"paths.data_dir={data}", f"paths.model_dir={tiny_artifact}",
+            *SMALL_CONF]
+    return {"base": base, "conf": conf, "warehouse": base / "work" / "warehouse"}
+
+
+def read_delta(spark, path: Path) -> pd.DataFrame:
+    return spark.read.format("delta").load(str(path)).toPandas()
+
+
+def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(cluster, work, spark, tiny_model):
+    marker = work["base"] / "killed-once"
+    one_worker_each = ["spark.cores.max=1", "spark.executor.cores=1"]
+    books = submit(cluster, "jobs/embed_books.py", work["conf"],
+                   spark_conf=[*one_worker_each, f"spark.executorEnv.LFR_TEST_KILL_WORKER_ONCE={marker}"])
+    movies = submit(cluster, "jobs/embed_movies.py", work["conf"], spark_conf=one_worker_each)
+    out_books, out_movies = finish(books), finish(movies)
+
+    assert marker.exists(), "the fault hook never ran"
+    assert "Lost task" in out_books, out_books[-3000:]          # the killed worker's task, then retried
+    wh = work["warehouse"]
+    for domain, table in (("books", "book_embeddings"), ("movies", "movie_embeddings")):
+        catalog, emb = read_delta(spark, wh / domain), read_delta(spark, wh / table)
+        assert sorted(emb["id"]) == sorted(catalog["id"]) and len(catalog) > 5
+        expected = tiny_model.embed(list(catalog["title"]), list(catalog["description"]), list(catalog["genres"]))
+        got = np.stack(emb.set_index("id").loc[catalog["id"], "embedding"].to_numpy())
+        np.testing.assert_allclose(got, expected, atol=1e-4)      # a clean run's values: nothing lost or doubled
+        assert set(emb["model_version"]) == {tiny_model.model_version}
+    rejects = read_delta(spark, wh / "rejects")
+    assert not rejects.duplicated(["domain", "source", "id", "reason"]).any()
+    # Each app ran on a worker of its own, and its executor loaded the model from the archive Spark shipped
+    # into that executor's work dir (not from the driver's path).
+    apps = {w: list((cluster.folder / w).glob("app-*")) for w in ("worker-1", "worker-2")}
+    assert all(apps.values()), apps
+    shipped = list(cluster.folder.glob(f"worker-*/app-*/*/lfr-model-{tiny_model.model_version}/manifest.json"))
+    assert len(shipped) == 2, shipped
+
+
+def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, spark, tmp_path):
+    if not (work["warehouse"] / "movie_embeddings").is_dir():
+        pytest.skip("needs the embedding tables of the previous test")
+    src = tmp_path / "src"                        # a copy: no build/ or egg-info left in the checkout
+    for name in ("lfr", "udfs"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), "."], check=True, capture_output=True, timeout=300, cwd=src)
+    shutil.copytree(ROOT / "jobs", tmp_path / "jobs")                    # outside the checkout: the wheel's lfr
+    wheel = "dist/lightfusionrec-0.1.0-py3-none-any.whl"
+    assert (tmp_path / wheel).is_file()
+    out = finish(submit(cluster, "jobs/score_all.py", [*work["conf"], "score.k=3"], cwd=tmp_path, py_files=wheel))
+    assert "executors run lfr from" not in out        # lfr came from the wheel, not shipped from a checkout
+
+    wh = work["warehouse"]
+    movies, books = read_delta(spark, wh / "movie_embeddings"), read_delta(spark, wh / "book_embeddings")
+    recs = read_delta(spark, wh / "recommendations").sort_values(["movie_id", "rank"])
+    m, b = np.stack(movies["embedding"]), np.stack(books["embedding"])
+    scores = m @ b.T
+    for i, movie_id in enumerate(movies["id"]):
+        order = sorted(range(len(books)), key=lambda j: (-scores[i, j], books["id"][j]))[:3]
+        got = recs[recs["movie_id"] == movie_id]
+        assert list(got["book_id"]) == [books["id"][j] for j in order], movie_id
+        np.testing.assert_allclose(got["score"], scores[i, order], atol=1e-5)
+
+
+# ------------------------------------------------------------------ faults without a cluster (local session)
+def embed_cfg(data: Path):
+    from lfr.config import load_config
+
+    return load_config(overrides=[f"paths.data_dir={data}", f"paths.work_dir={data.parent / 'work'}"])
+
+
+def test_tampered_artifact_fails_naming_the_file_and_writes_no_embeddings(spark, tiny_artifact, tmp_path):
+    from lfr.embed import embed_catalog
+    from lfr.settings import Settings
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_artifact, model)
+    weights = model / "fusion.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF                                                    # one flipped byte, manifest untouched
+    weights.write_bytes(bytes(raw))
+    cfg = embed_cfg(small_sample(tmp_path / "data", movies=4, wiki=2, books=6))
+    tables = Settings.from_config(cfg).tables.as_dict()
+    with pytest.raises(Exception) as err:
+        embed_catalog(spark, cfg, "books", tables=tables, model_dir=str(model), batch_size=8, partitions=1,
+                      ship_model="archive", delete_missing=True)
+    assert "fusion.safetensors" in str(err.value) and "tampered" in str(err.value)
+    assert not Path(tables["book_embeddings"]["path"]).exists()
+
+
+def test_concurrent_creation_of_a_shared_table_is_retried(spark, tmp_path):
+    from lfr.data.schema import REJECTS_SCHEMA
+    from lfr.embed.pipeline import REJECT_KEYS, sync_table
+
+    path = str(tmp_path / "rejects")
+    frames = {d: spark.createDataFrame([(d, "src", f"{d}:{i}", "null_id", "{}", None) for i in range(5)],
+                                       REJECTS_SCHEMA) for d in ("movies", "books")}
+    errors: list[BaseException] = []
+
+    def run(domain: str) -> None:
+        try:
+            sync_table(spark, frames[domain], path, REJECT_KEYS, scope={"domain": domain}, compare=[],
+                       partition_by=["domain"])
+        except BaseException as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in frames]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    got = spark.read.format("delta").load(path).groupBy("domain").count().collect()
+    assert {r["domain"]: r["count"] for r in got} == {"movies": 5, "books": 5}
+
+
+def test_older_catalog_table_is_rewritten_and_older_rejects_name_the_fix(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    from lfr.data.schema import CATALOG_SCHEMA, REJECTS_SCHEMA
+    from lfr.embed.pipeline import REJECT_KEYS, sync_table
+    from lfr.spark.delta import TableSchemaError
+
+    rows = [("m1", "T", "d", ["Drama"], 1999, None, "generic", ["generic"], [])]
+    new = spark.createDataFrame(rows, CATALOG_SCHEMA)
+    old_path = str(tmp_path / "movies")
+    new.drop("sources", "merged_ids").write.format("delta").save(old_path)   # as an older version wrote it
+    assert sync_table(spark, new, old_path, ["id"]) == (1, 0)
+    assert spark.read.format("delta").load(old_path).columns == new.columns
+
+    rejects = spark.createDataFrame([("movies", "src", "x", "null_id", "{}", None)], REJECTS_SCHEMA)
+    rej_path = str(tmp_path / "rejects")
+    rejects.drop("raw").withColumn("extra", F.lit(1)).write.format("delta").partitionBy("domain").save(rej_path)
+    with pytest.raises(TableSchemaError, match=r"(?s)rejects.*missing column 'raw'.*Delete the folder"):
+        sync_table(spark, rejects, rej_path, REJECT_KEYS, scope={"domain": "movies"}, compare=[],
+                   partition_by=["domain"])
