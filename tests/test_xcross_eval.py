@@ -72,3 +72,22 @@ def test_every_row_and_fraction_then_resume(toy_movies, toy_books, eval_cfg, tmp
     assert all(f"| {m} " in text for m in METHODS) and "Data-fraction curve" in text
     assert open(paths["curve"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert np.isfinite([r["mrr"]["value"] for r in __import__("json").load(open(paths["metrics"]))["curve"]]).all()
+
+
+def test_job_glue_collects_authors_and_writes_the_report(toy_movies, toy_books, eval_cfg, tmp_path, monkeypatch):
+    """jobs/evaluate.py --xcross without Spark: the collection is replaced, the rest is the job's path."""
+    from lfr.data import DriverInputs
+    from lfr.xcross.job import evaluate_xcross_job
+
+    seen = {}
+
+    def collect(spark, cfg, use_pairs=True, book_columns=()):
+        seen["book_columns"] = tuple(book_columns)
+        return DriverInputs(toy_movies, toy_books, LINKS, 0)
+
+    monkeypatch.setattr("lfr.data.collect_driver_inputs", collect)
+    cfg = {**eval_cfg, "catalogs": {**eval_cfg["catalogs"], "pairs": "pairs.csv"}}
+    paths = evaluate_xcross_job(None, cfg, reports_dir=str(tmp_path), candidates=6, fractions=(1.0,), max_length=16)
+    assert seen["book_columns"] == ("authors",)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("xcross_progress-")) != []
+    assert "| xcross " in open(paths["report"], encoding="utf-8").read()

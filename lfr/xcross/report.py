@@ -38,7 +38,9 @@ def _diff(d: dict) -> str:
 def intervals_at(ev: XCrossEvaluation, fraction: float, reference: str | None) -> dict:
     """``ranking_intervals`` of every method evaluated at ``fraction`` (fold-independent rows count
     at every fraction: they never see links)."""
-    ranks = {m: r for (m, q), r in ev.ranks.items() if q == fraction or (m not in LINK_TRAINED and q == 1.0)}
+    order = {m: i for i, m in enumerate(ev.descriptions)}
+    ranks = {m: r for (m, q), r in sorted(ev.ranks.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0]))
+             if q == fraction or (m not in LINK_TRAINED and q == 1.0)}
     ref = reference if reference in ranks else None
     return ranking_intervals(ranks, ref, ks=ev.setup["ks"], ndcg_k=NDCG_K, seed=ev.setup["seed"])
 
