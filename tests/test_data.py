@@ -93,6 +93,38 @@ def test_merged_content_hash_covers_both_texts(spark, movies):
     assert row.h == hashlib.sha256(text.encode()).hexdigest() and "\n\n" in row.description
 
 
+def _expected_book_reasons(src: pd.DataFrame) -> dict[str, int]:
+    """Reject reasons of a Goodreads file by the rules of lfr.data.catalog, re-stated in plain Python:
+    row checks (no id, empty/oversized description, unparsable genres, bad text), then a repeated id,
+    then a repeated (normalised title, author) edition."""
+    import re
+    from collections import Counter
+
+    from lfr.data.text import BAD_TEXT
+
+    bad = re.compile(BAD_TEXT)
+    ws = lambda s: re.sub(r"\s+", " ", s).strip()  # noqa: E731
+    norm = lambda s: re.sub(r"[\W_]+", " ", re.sub("['\u2019\u2018`]", "", s.lower())).strip()  # noqa: E731
+    seen_ids, seen_editions, reasons = set(), set(), []
+    for r in src.itertuples():
+        desc, genres, m = r.Description.strip(), parse_list_literal(r.Genres), re.search(r"/book/show/(\d+)", r.URL)
+        row = [why for cond, why in [
+            (m is None, "null_id"), (not desc, "empty_description"), (len(desc) > 20000, "oversized_description"),
+            (genres is None, "unparsable_genres"),
+            (any(bad.search(t) for t in (r.Book, r.Description, r.Author, *(genres or []))), "invalid_text")] if cond]
+        edition = (norm(ws(r.Book)), ws(r.Author))
+        if not row and m.group(1) in seen_ids:
+            row = ["duplicate_id"]
+        elif not row and edition[1] and edition in seen_editions:
+            row = ["duplicate_of"]
+        if row:
+            reasons.append(",".join(row))
+        else:
+            seen_ids.add(m.group(1))
+            seen_editions.add(edition)
+    return dict(Counter(reasons))
+
+
 def test_sample_books_reasons(books):
     valid, rejects, vdf = books
     src = pd.read_csv(SAMPLE / "books_goodreads.csv")
@@ -100,7 +132,9 @@ def test_sample_books_reasons(books):
     assert vdf.schema == CATALOG_SCHEMA
     assert valid.id.is_unique and valid.id.str.match(r"^goodreads:\d+$").all()
     reasons = rejects.reason.str.replace(r"duplicate_of:.*", "duplicate_of", regex=True).value_counts().to_dict()
-    assert reasons == {"empty_description": 12, "duplicate_of": 20, "invalid_text": 2}
+    # derived from the file by the documented rules (plain Python), not copied from a run
+    expected = _expected_book_reasons(pd.read_csv(SAMPLE / "books_goodreads.csv", keep_default_na=False, dtype=str))
+    assert reasons == expected and sum(expected.values()) == len(rejects) and len(expected) >= 3
     # '[]' genres are valid; descriptions equal pandas' parse (quotes, commas, newlines)
     assert (valid.genres.map(len) == 0).sum() > 0
     src["id"] = "goodreads:" + src.URL.str.extract(r"/book/show/(\d+)")[0]
@@ -215,3 +249,28 @@ def test_content_hash(spark):
     assert h["a"] == h["b"] and len({h["a"], h["c"], h["d"]}) == 3
     assert h["a"] == hashlib.sha256("T\x1fD\x1fx\x1ey".encode()).hexdigest()
     assert h["e"] == hashlib.sha256("\x1fD\x1f".encode()).hexdigest()
+
+
+def test_malformed_rows_rejected_with_their_text(spark, tmp_path):
+    """A CSV record with more fields than the header and a non-string JSON summary are ``malformed_row``
+    rejects (the record's own text kept in ``raw``); the rows around them stay valid."""
+    csv_path = tmp_path / "movies.csv"
+    csv_path.write_text("id,title,description,genres\n"
+                        "g1,Good One,\"A fine, quoted description.\",Drama\n"
+                        "bad,Too Many,fields here,Drama,EXTRA,MORE\n"
+                        "g2,Good Two,Another description.,Crime\n", encoding="utf-8")
+    wiki_path = tmp_path / "wiki.json"
+    wiki_path.write_text(json.dumps({"Fine (film)": "A summary.", "Numbered (film)": 42}), encoding="utf-8")
+    cfg = {"catalogs": {"movies": [{"reader": "generic", "path": str(csv_path)},
+                                   {"reader": "wikipedia_summaries", "path": str(wiki_path)}]},
+           "validation": {"max_description_chars": 1000, "min_description_chars": 1, "merge_sources": True}}
+    valid, rejects = load_catalog(spark, cfg, "movies")
+    v, r = valid.toPandas(), rejects.toPandas()
+    assert sorted(v.id) == ["g1", "g2", "wiki:fine-film"]
+    by_raw = {raw: reason for raw, reason in zip(r.raw, r.reason)}
+    assert len(by_raw) == 2
+    csv_raw = next(raw for raw in by_raw if "corrupt_record" in json.loads(raw))
+    assert "EXTRA,MORE" in json.loads(csv_raw)["corrupt_record"]         # the record exactly as in the file
+    assert by_raw[csv_raw] == "malformed_row"
+    wiki_raw = json.dumps({"Numbered (film)": 42})
+    assert by_raw[wiki_raw] == "malformed_row,empty_description"        # all its reasons: no text either
