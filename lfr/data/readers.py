@@ -54,6 +54,12 @@ from lfr.data.text import (
 
 CORRUPT = "_corrupt_record"
 STAGED_EXTRA = ["_raw", "_row", "_errors"]
+# Why caps: one damaged or hostile record (a 50 MB description) must not carry its full text through
+# every later shuffle and cache (it ran the driver out of heap). A description is cut at MAX_TEXT_CHARS + 1
+# characters -- still longer than any sane validation.max_description_chars, so it is rejected as
+# oversized -- and the raw copy kept for the rejects table cuts each text field at RAW_FIELD_CHARS.
+MAX_TEXT_CHARS = 1_000_000
+RAW_FIELD_CHARS = 10_000
 
 
 class CatalogReadError(ValueError):
@@ -84,10 +90,13 @@ def _require(df: DataFrame, cols: list[str], path: str, reader: str) -> None:
 
 
 def _raw_json(df: DataFrame) -> Column:
+    types = dict((f.name, f.dataType) for f in df.schema.fields)
+    cut = lambda c: (F.substring(F.col(f"`{c}`"), 1, RAW_FIELD_CHARS).alias(c)  # noqa: E731
+                     if isinstance(types[c], StringType) else F.col(f"`{c}`"))
     cols = [c for c in df.columns if c != CORRUPT]
-    raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in cols]), {"ignoreNullFields": "false"})
-    if CORRUPT in df.columns:  # a malformed record: keep its text exactly as in the file
-        raw = F.when(F.col(CORRUPT).isNotNull(), F.to_json(F.struct(F.col(CORRUPT).alias("corrupt_record")))).otherwise(raw)
+    raw = F.to_json(F.struct(*[cut(c) for c in cols]), {"ignoreNullFields": "false"})
+    if CORRUPT in df.columns:  # a malformed record: keep its text as in the file (up to RAW_FIELD_CHARS)
+        raw = F.when(F.col(CORRUPT).isNotNull(), F.to_json(F.struct(cut(CORRUPT).alias("corrupt_record")))).otherwise(raw)
     return raw
 
 
@@ -109,7 +118,7 @@ def _staged(df: DataFrame, *, id: Column, title: Column, description: Column, ge
     return df.select(
         id.cast("string").alias("id"),
         title.cast("string").alias("title"),
-        description.cast("string").alias("description"),
+        F.substring(description.cast("string"), 1, MAX_TEXT_CHARS + 1).alias("description"),
         genres.cast(ArrayType(StringType())).alias("genres"),
         year.cast("int").alias("year"),
         authors.cast(ArrayType(StringType())).alias("authors"),
@@ -152,10 +161,11 @@ def read_wikipedia_summaries(spark: SparkSession, spec: dict) -> DataFrame:
 
         try:
             pairs = json.loads(doc, object_pairs_hook=lambda kv: kv)
-        except ValueError as exc:
-            raise ValueError(f"wikipedia_summaries: {path} is not valid JSON: {exc}") from None
+        except ValueError as exc:   # a damaged file: one malformed row (a reject with the text), not a crash
+            pairs = f"not valid JSON: {exc}"
         if not isinstance(pairs, list):
-            raise ValueError(f"wikipedia_summaries: {path} must hold one JSON object {{title: summary}}")
+            problem = pairs if isinstance(pairs, str) else "not one JSON object {title: summary}"
+            return [(0, None, None, json.dumps({"corrupt_record": doc[:100000], "error": problem}), False)]
         out = []
         for i, (key, value) in enumerate(pairs):
             ok = value is None or isinstance(value, str)
