@@ -4,7 +4,10 @@
                                    [--exclude-pairs data/sample/adaptations_dev.csv]
                                    [--book-filter "array_contains(genres, 'Fantasy')"] [--conf score.k=20 ...]
 
-Reads `tables.movie_embeddings` / `tables.book_embeddings`, writes `tables.recommendations`
+`score.method` (--conf score.method=dense|lexical|hybrid, score.fusion=convex|rrf, score.alpha, score.rrf_k) says
+what is scored; every method is the exact top-k over all books.
+Reads `tables.movie_embeddings` / `tables.book_embeddings` (dense, hybrid) and `tables.movie_lexical` /
+`tables.book_lexical` (lexical, hybrid: jobs/embed_lexical.py), writes `tables.recommendations`
 (one atomic Delta overwrite per run) and registers it for SQL with the view
 `tables.recommendations_view` (see lfr/score/job.py for the table's layout and guarantees).
 Flags left out come from the `score` section of conf/lfr.yaml.

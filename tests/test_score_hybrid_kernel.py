@@ -195,3 +195,105 @@ def test_coefficients_drop_a_constant_component():
     s1, s2 = sparse_moments(m, m)
     np.testing.assert_allclose(s1, [1, 1, 1])
     np.testing.assert_allclose(s2, [1, 1, 1])
+
+
+# ---------------------------------------------------------------- reciprocal rank fusion
+
+
+def brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, rrf_k, exclude=()):
+    """RRF over all books: competition ranks ('min', ties share the best) of the exact float32 scores."""
+    from scipy.stats import rankdata
+
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    d32 = (qn.astype(np.float64) @ bn.astype(np.float64).T).astype(np.float32)
+    l32 = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32)
+    out = {}
+    for i, m in enumerate(movie_ids):
+        keep = np.array([(m, b) not in exclude for b in book_ids])
+        rd = rankdata(-d32[i, keep].astype(np.float64), method="min")
+        rl = rankdata(-l32[i, keep].astype(np.float64), method="min")
+        f = np.full(len(book_ids), -np.inf, np.float32)
+        f[keep] = (1.0 / (rrf_k + rd) + 1.0 / (rrf_k + rl)).astype(np.float32)
+        out.update(ranked([m], book_ids[keep], f[None, keep], k))
+    return out
+
+
+def blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n, chunk=1 << 20, exclude=()):
+    """The job's RRF plan in plain Python: block candidates, per-movie proof, unproven movies retried with 4n."""
+    from lfr.score.hybrid import rrf_block_candidates, rrf_fuse
+
+    order = np.argsort(book_ids, kind="stable")
+    todo, n_top, out, rounds = list(range(len(movie_ids))), first_n, {}, 0
+    while todo:
+        rounds += 1
+        rows_of = {i: [] for i in todo}
+        for m0 in range(0, len(todo), mbr):
+            ms = np.array(todo[m0:m0 + mbr])
+            for b0 in range(0, len(book_ids), bbr):
+                cs = order[b0:b0 + bbr]
+                ex = [(r, c) for r, mi in enumerate(ms) for c, j in enumerate(cs) if (movie_ids[mi], book_ids[j]) in exclude]
+                ex_r, ex_c = (np.array([e[0] for e in ex]), np.array([e[1] for e in ex])) if ex else (None, None)
+                r, c, sd, sl = rrf_block_candidates(qn[ms], bn[cs], qa[ms], ba[cs], n_top, ex_r, ex_c, chunk_elems=chunk)
+                for rr, cc, x, y in zip(r, c, sd, sl):
+                    rows_of[ms[rr]].append((book_ids[cs[cc]], x, y))
+        complete = n_top >= len(book_ids)
+        left = []
+        for i, rows in rows_of.items():
+            res = rrf_fuse(np.array([b for b, _, _ in rows]), np.array([x for _, x, _ in rows]),
+                           np.array([y for _, _, y in rows]), k, n_top, rrf_k, complete)
+            if res is None:
+                left.append(i)
+            else:
+                out[movie_ids[i]] = list(zip(res[0], res[1]))
+        assert not (left and complete)
+        todo, n_top = left, min(4 * n_top, len(book_ids))
+    return out, rounds
+
+
+@pytest.mark.parametrize("k,mbr,bbr,first_n,rrf_k,chunk", [(5, 1000, 1000, 100, 60, 1 << 20), (5, 13, 17, 5, 60, 64),
+                                                            (12, 30, 7, 12, 1, 1 << 20), (3, 25, 40, 3, 0, 256),
+                                                            (100, 25, 40, 100, 60, 1 << 20)])
+def test_rrf_equals_brute_force_over_all_books_with_ties(k, mbr, bbr, first_n, rrf_k, chunk):
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog()
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    got, rounds = blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n, chunk=chunk)
+    assert_same(got, brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, rrf_k))
+    dup = sorted(book_ids[[7, 11, 40, 63]])[:k]            # identical in both spaces: one shared rank pair
+    assert [b for b, _ in got["m003"][:4]] == dup and len({s for _, s in got["m003"][:4]}) == 1
+    if first_n == 3:
+        assert rounds > 1                                  # a small first n is not enough for every movie
+
+
+def test_rrf_exclusions_and_term_less_movies():
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog(seed=9)
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    first, _ = blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, 4, 60, 1000, 1000, 100)
+    excluded = {(m, b) for m, v in first.items() for b, _ in v[:2]}
+    got, _ = blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, 4, 60, 20, 30, 4, exclude=excluded)
+    assert_same(got, brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, 4, 60, exclude=excluded))
+    assert not excluded & {(m, b) for m, v in got.items() for b, _ in v}
+    assert len(m_lex[0][0]) == 0 and len(got["m000"]) == 4  # no terms: every lexical rank is 1, dense decides
+
+
+def test_rrf_fuse_refuses_what_it_cannot_prove():
+    from lfr.score.hybrid import rrf_fuse
+
+    ids = np.array(["a", "b", "c", "d"])
+    s_d = np.array([0.9, 0.8, 0.1, 0.0], np.float32)      # dense list (n=2): a, b
+    s_l = np.array([0.1, 0.0, 0.9, 0.8], np.float32)      # lexical list (n=2): c, d -- no book in both
+    assert rrf_fuse(ids, s_d, s_l, 1, 2, 60) is None      # every candidate has one rank unknown
+    books, scores = rrf_fuse(ids, s_d, s_l, 1, 2, 60, complete=True)
+    assert books.tolist() == ["a"] and scores.dtype == np.float32   # ranks (1, 3) == (3, 1): tie -> smaller id
+    np.testing.assert_allclose(scores, [1 / 61 + 1 / 63], rtol=1e-6)
+    books, scores = rrf_fuse(ids, s_d, s_l, 3, 2, 60, complete=True)
+    assert books.tolist() == ["a", "c", "b"] and scores[0] == scores[1]   # b (2, 4) ties d (4, 2): smaller id
+    tied = np.array([0.5, 0.5, 0.5, 0.1], np.float32)     # competition ranks: a, b, c share dense rank 1
+    books, scores = rrf_fuse(ids, tied, s_l, 1, 4, 60, complete=True)
+    assert books.tolist() == ["c"]
+    np.testing.assert_allclose(scores, [1 / 61 + 1 / 61], rtol=1e-6)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_score_hybrid_kernel import brute_hybrid, brute_lexical, catalog
+from tests.test_score_hybrid_kernel import brute_hybrid, brute_lexical, brute_rrf, catalog
 
 EMB_SCHEMA = "id string, title string, embedding array<float>, model_version string"
 LEX_SCHEMA = ("id string, title string, term_indices array<int>, term_weights array<float>, "
@@ -105,3 +105,29 @@ def test_missing_lexical_tables_and_mixed_versions_are_refused(spark, env, tmp_p
     with pytest.raises(ScoringError, match="disagree on vocab_size"):
         score_recommendations(spark, None, None, str(tmp_path / "r"), method="lexical",
                               movie_lexical=movies, book_lexical=other_vocab)
+
+
+def test_rrf_run_equals_brute_force_and_retries_unproven_movies(spark, env, monkeypatch, caplog):
+    """score.fusion=rrf: the exact RRF top-k over all books (competition ranks, ties), with exclusions; a
+    tiny first candidate count forces the retry rounds (re-blocked unproven movies)."""
+    import copy
+    import logging
+
+    import pandas as pd
+
+    from lfr.score import rrf, run_score
+
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
+    cfg = copy.deepcopy(env["cfg"])
+    cfg["score"]["fusion"], cfg["score"]["rrf_k"] = "rrf", 30
+    path = cfg["tables"]["recommendations"]["path"]
+    excluded = {(movie_ids[i], book_ids[(5 * i) % len(book_ids)]) for i in range(0, len(movie_ids), 2)}
+    ex_file = env["tmp"] / "rrf_exclude.csv"
+    pd.DataFrame(sorted(excluded), columns=["movie_id", "book_id"]).to_csv(ex_file, index=False)
+    monkeypatch.setattr(rrf, "RRF_FIRST_N", 2)
+    with caplog.at_level(logging.INFO, logger="lfr.score.rrf"):
+        res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25,
+                        exclude_pairs=str(ex_file))
+    _assert_same(_read(spark, path), brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 30, exclude=excluded))
+    assert json.loads(res.method_params)["fusion"] == "rrf" and json.loads(res.method_params)["rrf_k"] == 30
+    assert sum(r.getMessage().startswith("score rrf: round") for r in caplog.records) > 1   # n=7 proved not all

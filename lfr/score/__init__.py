@@ -5,7 +5,8 @@
 * :func:`register_recommendations` / :func:`create_view` -- SQL registration (per session with the
   in-memory catalog; ``jobs/sql.py`` calls it before running queries).
 * ``score.method`` (:class:`Method`): ``dense`` (embedding cosine), ``lexical`` (TF-IDF/BM25 cosine,
-  :mod:`lfr.score.sparse`) or ``hybrid`` (convex fusion of per-movie z-scores, :mod:`lfr.score.hybrid`);
+  :mod:`lfr.score.sparse`) or ``hybrid`` (``score.fusion``: convex fusion of per-movie z-scores,
+  :mod:`lfr.score.hybrid`, or reciprocal rank fusion over global ranks, :mod:`lfr.score.rrf`);
   every one an exact top-k over all books, recorded per run in the table (``method``, ``method_params``).
 * :mod:`lfr.score.kernel` -- the per-block-pair kernel (numpy/torch), usable without Spark.
 """

@@ -123,3 +123,110 @@ def hybrid_topk(
             idx, _ = first_k_per_group(rows, cols, h, kk)
             parts.append((rows[idx] + r0, cols[idx], h[idx]))
     return concat_parts(parts)
+
+
+# ---------------------------------------------------------------- reciprocal rank fusion (score.fusion: rrf)
+#
+# RRF(m, j) = 1 / (rrf_k + r_d(j)) + 1 / (rrf_k + r_l(j)), r = the book's rank among ALL scored books of the
+# movie by that method, competition ranking ("min": 1 + the number of books with a strictly higher score, so
+# tied books share a rank -- as the evaluation's rrf_fusion). Ranks are global, so no block can fuse alone:
+#
+# 1. each (movie block, book block) task emits, per movie, the union of its top-n books by dense and its
+#    top-n by lexical (exact float32 scores, the dense/lexical kernels' own selection), each with BOTH exact
+#    scores (:func:`rrf_block_candidates`);
+# 2. per movie, the union over the book blocks holds the global top-n of each method (a book outside its
+#    block's top-n has n books of that block ranked before it). :func:`rrf_fuse` then knows r(j) exactly
+#    for every emitted book whose score is >= the n-th score of the global list (every strictly better
+#    book is in the list), and only a lower bound (n + 1, or the n-th entry's rank for an unseen book) for
+#    the others. The top-k among books with both ranks exact is THE exact top-k when its k-th fused score
+#    is strictly above every other book's upper bound; else the movie is retried with a larger n (the job
+#    grows n until every movie passes; n >= the number of books makes every rank exact).
+
+
+def rrf_block_candidates(
+    q: np.ndarray, b: np.ndarray, qa, ba, n_top: int,
+    exclude_rows: Optional[np.ndarray] = None,
+    exclude_cols: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
+    chunk_elems: int = CHUNK_ELEMS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per movie row: the union of the block's top-``n_top`` books by dense and by lexical score.
+
+    Returns ``(rows int32, cols int32, dense float32, lexical float32)``: both exact scores of every
+    emitted pair (the same bits as :func:`lfr.score.kernel.block_topk` / :func:`lfr.score.sparse.sparse_topk`
+    give it in any block); excluded pairs are never emitted nor ranked. ``b``/``ba`` ordered by book_id.
+    """
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    m, n = q.shape[0], b.shape[0]
+    if m == 0 or n == 0 or n_top <= 0:
+        e = np.empty(0, np.float32)
+        return np.empty(0, np.int32), np.empty(0, np.int32), e, e
+    kk, take = min(n_top, n), min(n, min(n_top, n) + EXTRA_CANDIDATES)
+    margin = score_margin(q.shape[1])
+    ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
+    bt, qa64, bt64 = np.ascontiguousarray(b.T), qa.astype(np.float64), _book_columns(ba)
+    chunk = chunk_rows(m, n, chunk_elems, 16)              # float32 dense + float64/32 lexical
+    parts = []
+    with compute_settings(threads) as torch:
+        for r0 in range(0, m, chunk):
+            r1 = min(m, r0 + chunk)
+            s_l = lexical_chunk(qa64, bt64, r0, r1)
+            g = q[r0:r1] @ bt
+            mask_excluded(g, r0, r1, ex_r, ex_c)
+            mask_excluded(s_l, r0, r1, ex_r, ex_c)
+            rows, cols = select_candidates(torch, g, kk, take, margin)
+            s_d = _rescore(q, b, rows + r0, cols)
+            idx, _ = first_k_per_group(rows, cols, s_d, kk)
+            d_rows, d_cols = rows[idx], cols[idx]
+            rows, cols = select_candidates(torch, s_l, kk, take, 0.0)
+            idx, _ = first_k_per_group(rows, cols, s_l[rows, cols], kk)
+            key = np.unique(np.r_[d_rows * n + d_cols, rows[idx] * n + cols[idx]])   # union, sorted by row
+            u_rows, u_cols = key // n, key % n
+            parts.append((u_rows + r0, u_cols, _rescore(q, b, u_rows + r0, u_cols), s_l[u_rows, u_cols]))
+    if not parts:
+        e = np.empty(0, np.float32)
+        return np.empty(0, np.int32), np.empty(0, np.int32), e, e
+    return (np.concatenate([p[0] for p in parts]).astype(np.int32), np.concatenate([p[1] for p in parts]).astype(np.int32),
+            np.concatenate([p[2] for p in parts]).astype(np.float32), np.concatenate([p[3] for p in parts]).astype(np.float32))
+
+
+def _list_ranks(scores: np.ndarray, book_ids: np.ndarray, n_top: int, complete: bool):
+    """Competition ranks from one method's global top-``n_top`` list of a movie's emitted books.
+
+    Returns ``(rank float64 per book, exact bool per book, lower bound of an unseen book's rank)``."""
+    order = np.lexsort((book_ids, -scores.astype(np.float64)))
+    top = scores[order[:n_top]] if not complete else scores[order]
+    desc = -top.astype(np.float64)                        # ascending, for searchsorted
+    better = np.searchsorted(desc, -scores.astype(np.float64), side="left")   # list entries strictly better
+    if complete or len(top) < n_top:
+        return better + 1.0, np.ones(len(scores), bool), np.inf
+    last = top[-1]
+    exact = scores >= last
+    rank = np.where(exact, better + 1.0, float(n_top + 1))
+    return rank, exact, float(np.searchsorted(desc, -np.float64(last), side="left") + 1)
+
+
+def rrf_fuse(book_ids: np.ndarray, s_d: np.ndarray, s_l: np.ndarray, k: int, n_top: int, rrf_k: int,
+             complete: bool = False) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """One movie: the exact RRF top-k ``(book_ids, float32 scores)`` ranked by (score desc, book_id asc), or
+    ``None`` when ``n_top`` was too small to prove it (retry with a larger one).
+
+    Inputs: every book the blocks emitted for the movie (:func:`rrf_block_candidates`), once each.
+    ``complete``: the inputs are ALL the movie's books (``n_top`` >= the books scored), so every rank is exact.
+    The published score is the float64 sum rounded to float32; the proof compares float32 values (rounding
+    is monotone, so an upper bound stays one)."""
+    book_ids = np.asarray(book_ids).astype(str)
+    s_d, s_l = np.asarray(s_d, np.float32), np.asarray(s_l, np.float32)
+    if len(book_ids) == 0:
+        return book_ids, np.empty(0, np.float32)
+    r_d, x_d, u_d = _list_ranks(s_d, book_ids, n_top, complete)
+    r_l, x_l, u_l = _list_ranks(s_l, book_ids, n_top, complete)
+    fused = (1.0 / (rrf_k + r_d) + 1.0 / (rrf_k + r_l)).astype(np.float32)    # an upper bound where inexact
+    exact = x_d & x_l
+    unseen = 1.0 / (rrf_k + u_d) + 1.0 / (rrf_k + u_l) if np.isfinite(u_d) and np.isfinite(u_l) else 0.0
+    bound = max(np.float32(unseen), fused[~exact].max(initial=np.float32(0.0)))
+    idx = np.flatnonzero(exact)
+    idx = idx[np.lexsort((book_ids[idx], -fused[idx].astype(np.float64)))][:k]
+    proven = (not (~exact).any() and not unseen) or (len(idx) == k and fused[idx[-1]] > bound)
+    return (book_ids[idx], fused[idx]) if proven else None

@@ -60,7 +60,7 @@ from lfr.score.checks import (ModelVersionMismatch, ScoringError, check_inputs, 
 from lfr.score.kernel import blocks_needed
 from lfr.score.view import create_view, register_recommendations
 from lfr.phases import Phases
-from lfr.spark.delta import is_delta_table
+from lfr.spark.delta import is_delta_table, table_version
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,6 @@ MIN_PARALLEL_BLOCK_ROWS = 256
 #: ~2 x parallelism tasks instead of one task per pair (small catalogs: task overhead dominates)
 SMALL_PAIRS_BYTES = 64 << 20
 FUSIONS = ("convex", "rrf")
-
-
-def table_version(spark: SparkSession, path: str) -> tuple[Optional[int], Optional[int]]:
-    """(latest version, numOutputRows of that commit) of the Delta table at ``path``."""
-    from delta.tables import DeltaTable
-
-    h = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
-    if h is None:
-        return None, None
-    rows = (h["operationMetrics"] or {}).get("numOutputRows")
-    return int(h["version"]), int(rows) if rows is not None else None
 
 
 @dataclass(frozen=True)
@@ -101,9 +90,6 @@ class Method:
             raise ValueError(f"score.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not 0.0 <= float(self.alpha) <= 1.0:
             raise ValueError(f"score.alpha must be in [0, 1], got {self.alpha}")
-        if self.name == "hybrid" and self.fusion == "rrf":
-            raise ScoringError("score.fusion=rrf is not implemented yet (exact RRF needs global ranks); "
-                               "use score.fusion=convex")
 
     @property
     def dense(self) -> bool:
@@ -114,6 +100,9 @@ class Method:
         return self.name != "dense"
 
     def params(self) -> dict:
+        if self.name == "hybrid" and self.fusion == "rrf":
+            return {"fusion": "rrf", "rrf_k": int(self.rrf_k),
+                    "ranks": "competition ranks per method over all scored books (ties share the best)"}
         if self.name == "hybrid":
             return {"fusion": self.fusion, "alpha": float(self.alpha),
                     "normalisation": "z-score per movie over all scored books"}
@@ -263,6 +252,8 @@ def _score_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: 
     to ``cached`` for the caller to release).
     """
     movie_blocks = blocks.movies
+    if method.name == "hybrid" and method.fusion == "rrf":
+        return _rrf_pairs(spark, blocks, inputs, method, k, kernel, cached)
     if method.name == "hybrid":
         lex = lexical_moments(_pairs(spark, blocks, blocks.movies), inputs.vocab_size)
         book_sum, gram = dense_moments(blocks.books, blocks.dim)
@@ -271,6 +262,27 @@ def _score_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: 
         cached.append(movie_blocks)
     cands = candidates(_pairs(spark, blocks, movie_blocks), method.name, blocks.dim, inputs.vocab_size, k, kernel)
     return merge_candidates(cands, k)
+
+
+def _rrf_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Method, k: int,
+               kernel: Optional[Callable], cached: list) -> DataFrame:
+    """Phase 3 for ``fusion: rrf`` (``lfr.score.rrf``): rounds of candidates + per-movie proof; unproven
+    movies are re-blocked (same block settings) and rescored with more candidates."""
+    from lfr.score.rrf import rrf_topk
+
+    spec = BlockSpec.for_method(method.name, inputs.vocab_size)
+    with_ex = "ex_row" in blocks.movies.columns and "excluded" in inputs.movies.columns
+
+    def rebuild(ids: DataFrame, n: int) -> DataFrame:
+        return build_blocks(inputs.movies.join(ids, "id", "left_semi"), int(blocks.ms["largest"] or 1), n,
+                            with_exclusions=with_ex, spec=spec)
+
+    merged, info = rrf_topk(blocks.movies, lambda mb: _pairs(spark, blocks, mb), rebuild, dim=blocks.dim,
+                            vocab=inputs.vocab_size, k=k, rrf_k=int(method.rrf_k), n_books=int(blocks.bs["rows"]),
+                            cached=cached, kernel=kernel)
+    log.info("score rrf: exact top-%d proven in %d round(s) (%d movie(s) retried, last n=%d)", k, info["rounds"],
+             info["retried"], info["n_top"])
+    return merged
 
 
 def _write(merged: DataFrame, inputs: _Inputs, method: Method, run_id: str, n_rows: int, rows_per_file: int,
