@@ -12,11 +12,13 @@ export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:PySpark does not yet fully suppo
 [ -x .venv/bin/spark-submit ] || { echo "run 'make setup' first" >&2; exit 1; }
 
 step() { printf '\n=== %s\n' "$*"; }
-step "1/5 train the fusion model";         spark-submit jobs/train.py "$@"
-step "2/5 embed the book catalog";         spark-submit jobs/embed_books.py "$@"
-step "3/5 embed the movie catalog";        spark-submit jobs/embed_movies.py "$@"
-step "4/5 exact top-k books for every movie"; spark-submit jobs/score_all.py "$@"
-step "5/5 evaluate against known adaptations"; spark-submit jobs/evaluate.py "$@"
+step "1/6 train the fusion model";         spark-submit jobs/train.py "$@"
+step "2/6 embed the book catalog";         spark-submit jobs/embed_books.py "$@"
+step "3/6 embed the movie catalog";        spark-submit jobs/embed_movies.py "$@"
+# score.method hybrid/lexical read the lexical (BM25) tables: built here so the demo works from a fresh clone
+step "4/6 lexical features of both catalogs"; spark-submit jobs/embed_lexical.py "$@"
+step "5/6 exact top-k books for every movie"; spark-submit jobs/score_all.py "$@"
+step "6/6 evaluate against known adaptations"; spark-submit jobs/evaluate.py "$@"
 step "SQL: SELECT ... FROM lfr.movie_book_recommendations"
 spark-submit jobs/sql.py "$@" --max-rows 40 -e "SELECT movie_title, rank, book_title, round(score, 3) AS score
   FROM lfr.movie_book_recommendations
