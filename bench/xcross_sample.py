@@ -100,13 +100,15 @@ def run_eval(movies, books, links, args, out: Path) -> dict:
 def run_ablation(movies, books, links, args, out: Path) -> dict:
     """X-Cross, its ablations and the data-fraction curve (``lfr.xcross.evaluate.evaluate_xcross``),
     resumable (progress file under --out); report under --out/ablation."""
-    from lfr.xcross.evaluate import evaluate_xcross
+    from lfr.xcross.evaluate import METHODS, evaluate_xcross
     from lfr.xcross.report import write_xcross_report
 
     cfg = eval_cfg(args.max_length)  # the adapters as trained for the sample eval (cached)
     cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
     fractions = [float(q) for q in args.fractions.split(",")]
+    methods = args.methods.split(",") if args.methods else list(METHODS)
     ev = evaluate_xcross(movies, books, links, cfg, fractions=fractions, candidates=args.candidates or None,
+                         methods=methods,
                          max_length=args.eval_max_length, batch_size=32,
                          progress_path=out / f"ablation_progress_{args.candidates}_{args.eval_max_length}.jsonl")
     paths = write_xcross_report(ev, out / "ablation")
@@ -159,6 +161,7 @@ def main(argv=None) -> None:
     ap.add_argument("--candidates", type=int, default=200, help="ablation: books ranked per film (0: all)")
     ap.add_argument("--eval-max-length", type=int, default=64, help="ablation: tokens per item")
     ap.add_argument("--fractions", default="1.0,0.25,0.5,0.75", help="ablation: fractions of the training links")
+    ap.add_argument("--methods", default="", help="ablation: comma-separated rows to run (default: all)")
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--n", type=int, default=200)

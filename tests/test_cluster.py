@@ -80,7 +80,7 @@ def cluster(tmp_path_factory):
 
 
 def submit(cluster: Cluster, script: str, job_conf: list[str], *, spark_conf: list[str] = (), cwd: Path = ROOT,
-           py_files: str | None = None, timeout: int = 400) -> subprocess.Popen:
+           py_files: str | None = None) -> subprocess.Popen:
     """``spark-submit --master spark://... [--py-files ...] script --conf ...`` (started, not awaited)."""
     cmd = ["spark-submit", "--master", cluster.url]
     for c in spark_conf:
@@ -93,7 +93,7 @@ def submit(cluster: Cluster, script: str, job_conf: list[str], *, spark_conf: li
     return subprocess.Popen(cmd, cwd=cwd, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc: subprocess.Popen, timeout: int = 400) -> str:
+def finish(proc: subprocess.Popen, timeout: int = 1500) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -141,7 +141,7 @@ def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(c
     # into that executor's work dir (not from the driver's path).
     apps = {w: list((cluster.folder / w).glob("app-*")) for w in ("worker-1", "worker-2")}
     assert all(apps.values()), apps
-    shipped = list(cluster.folder.glob(f"worker-*/app-*/*/lfr-model-{tiny_model.model_version}/manifest.json"))
+    shipped = list(cluster.folder.glob(f"worker-*/app-*/*/lfr-model-{tiny_model.model_version}-*/manifest.json"))
     assert len(shipped) == 2, shipped
 
 

@@ -52,6 +52,7 @@ from lfr.data.schema import conform
 from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ArtifactRef, ship_artifact
 from lfr.embed.udf import embed_column
+from lfr.phases import Phases
 from lfr.spark.delta import (TableSchemaError, is_delta_table, merge_changes, register_table, retry_on_conflict,
                               schema_diff, write_table)
 
@@ -298,10 +299,14 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Map
     started = time.time()
     if domain not in EMBEDDING_TABLES:
         raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")
-    ref = _ship(spark, model_dir, ship_model)
+    phases = Phases(f"embed_{domain}", log)
+    with phases("ship model"):
+        ref = _ship(spark, model_dir, ship_model)
     stats = EmbedStats(domain=domain, model_version=ref.model_version, full=bool(full))
-    valid, rejects = load_catalog(spark, cfg, domain)
-    _sync_catalog(spark, tables, valid, rejects, stats)
+    with phases("read catalog"):
+        valid, rejects = load_catalog(spark, cfg, domain)
+    with phases("sync catalog+rejects"):
+        _sync_catalog(spark, tables, valid, rejects, stats)
     path = tables[EMBEDDING_TABLES[domain]]["path"]
     rebuild = bool(full) or not is_delta_table(spark, path)
     if not rebuild:
@@ -309,16 +314,21 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Map
     plan = plan_changes(spark, valid, path, ref.model_version, rebuild=rebuild,
                         delete_missing=delete_missing, n_catalog=stats.valid)
     stats.unchanged, stats.deleted = stats.valid - plan.n_embed, plan.n_delete
+    phases.lap("plan changes")
     if plan.is_empty:
         log.info("%s embeddings are up to date (model %s): nothing to embed, no commit", domain, ref.model_version)
     else:
-        embedded = _embed(spark, plan, ref, batch_size=batch_size, partitions=partitions, stats=stats)
-        _write(spark, plan, embedded, path)
+        with phases("embed"):
+            embedded = _embed(spark, plan, ref, batch_size=batch_size, partitions=partitions, stats=stats)
+        with phases("write"):
+            _write(spark, plan, embedded, path)
         embedded.unpersist()
         stats.table_written = True
     plan.release()
-    _register(spark, tables, domain)
+    with phases("register"):
+        _register(spark, tables, domain)
     stats.seconds = time.time() - started
+    log.info("embed_%s phases: %s", domain, phases.summary())
     log.info("%s: %d read, %d valid, %d rejected, %d unchanged, %d embedded, %d deleted; %.1f items/s; %.1fs total",
              domain, stats.read, stats.valid, stats.rejected, stats.unchanged, stats.embedded, stats.deleted,
              stats.items_per_s, stats.seconds)

@@ -15,8 +15,8 @@ one uncompressed tar named after its ``model_version`` and registers it with
   writing the files out again -- per worker, not per executor.
 * ``addFile`` of a directory is refused for local directories outside local mode, and two
   artifacts with the same folder name (``.../lightfusionrec``) would collide in SparkFiles;
-  a tar named ``lfr-model-<model_version>.tar`` is content-addressed, so a retrained model in
-  the same session is a different file and a repeated call is a no-op.
+  a tar named ``lfr-model-<model_version>-<sha256 of the tar>.tar`` is content-addressed, so a
+  retrained (or tampered) model in the same session is a different file and a repeated call is a no-op.
 
 A remote URI (``s3a://``, ``hdfs://``, ...) is added with ``addFile(recursive=True)``:
 executors fetch the folder straight from storage. ``mode="path"`` (local masters, or a
@@ -27,6 +27,7 @@ Worker side: ``lfr.embed.udf`` (the UDF and its per-worker model cache).
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import shutil
@@ -103,19 +104,38 @@ def ship_artifact(spark, model_dir: str, mode: str = "archive") -> ArtifactRef:
             sc.addFile(model_dir, recursive=True)
             ref = ArtifactRef(version, "file", os.path.basename(model_dir.rstrip("/")))
         else:
-            name = f"lfr-model-{version}"
-            tmp = tempfile.mkdtemp(prefix="lfr-ship-")
-            _tmp_dirs.append(tmp)
-            tar_path = os.path.join(tmp, name + ".tar")
-            with tarfile.open(tar_path, "w") as tar:   # uncompressed: weights do not compress
-                for entry in sorted(os.listdir(model_dir)):
-                    tar.add(os.path.join(model_dir, entry), arcname=entry)
+            tar_path = _pack(model_dir)
+            # Named by the bytes packed, not only by the manifest's claim: a folder whose files were
+            # changed after publishing (same model_version) must not reuse an archive Spark already
+            # holds under that name -- executors would load the other bytes.
+            name = f"lfr-model-{version}-{_sha256(tar_path)[:12]}"
+            os.replace(tar_path, os.path.join(os.path.dirname(tar_path), name + ".tar"))
+            tar_path = os.path.join(os.path.dirname(tar_path), name + ".tar")
             if not any(a.endswith(f"#{name}") or a.endswith(name + ".tar") for a in _list_archives(sc)):
                 sc.addArchive(f"{tar_path}#{name}")
             ref = ArtifactRef(version, "archive", name)
             log.info("shipping model %s to executors as archive %s (%.1f MB)", version, name, os.path.getsize(tar_path) / 1e6)
         _shipped[key] = ref
         return ref
+
+
+def _pack(model_dir: str) -> str:
+    """The artifact folder as one uncompressed tar (weights do not compress) in a private temp dir."""
+    tmp = tempfile.mkdtemp(prefix="lfr-ship-")
+    _tmp_dirs.append(tmp)
+    tar_path = os.path.join(tmp, "artifact.tar")
+    with tarfile.open(tar_path, "w") as tar:
+        for entry in sorted(os.listdir(model_dir)):
+            tar.add(os.path.join(model_dir, entry), arcname=entry)
+    return tar_path
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _list_archives(sc) -> list[str]:

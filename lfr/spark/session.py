@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -224,12 +225,16 @@ def _library_files(package: Path) -> list[Path]:
 
 
 def ship_library(spark: SparkSession) -> str | None:
-    """Ship the driver's ``lfr`` to the executors when it comes from a source checkout (not from an
-    installed wheel); returns the zip shipped, or None. The zip is named by its content, so reruns
+    """Ship the driver's ``lfr`` to the executors when it comes from a source checkout or from a
+    wheel given to ``--py-files``; returns the zip shipped, or None (an installed package, or a
+    .zip/.egg Spark already puts on the workers' path). The zip is named by its content, so reruns
     and concurrent jobs reuse one file."""
     import lfr
 
     package = Path(lfr.__file__).resolve().parent
+    archive = next((a for a in package.parents if a.is_file()), None)   # imported from inside a zip file
+    if archive is not None:
+        return _ship_wheel(spark, archive)
     if not (package.parent / "setup.py").is_file():
         return None
     files = _library_files(package)
@@ -245,6 +250,23 @@ def ship_library(spark: SparkSession) -> str | None:
         os.replace(partial, target)
     spark.sparkContext.addPyFile(str(target))
     log.info("executors run lfr from %s (shipped as %s)", package, target.name)
+    return str(target)
+
+
+def _ship_wheel(spark: SparkSession, archive: Path) -> str | None:
+    """``--py-files dist/lightfusionrec-*.whl`` puts the wheel on the driver's path only: Spark adds
+    only .zip/.egg/.jar py-files to the Python workers' path (``SparkContext.PACKAGE_EXTENSIONS``).
+    The same bytes under a .zip name are importable there."""
+    if archive.suffix.lower() in (".zip", ".egg", ".jar"):
+        return None
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"lfr-{archive.stem}-{digest}.zip"
+    if not target.is_file():
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        shutil.copyfile(archive, partial)
+        os.replace(partial, target)
+    spark.sparkContext.addPyFile(str(target))
+    log.info("executors import lfr from the wheel %s (shipped as %s)", archive.name, target.name)
     return str(target)
 
 

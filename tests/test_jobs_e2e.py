@@ -1,0 +1,389 @@
+"""Every job entry point as users run it: ``spark-submit jobs/<job>.py`` on a tiny real sample.
+
+Why through spark-submit: the flags, the exit codes, the worker interpreter, shipping the model
+and the library to the executors and the Delta tables the next job reads are what break for
+users, and none of that runs when library functions are called in-process.
+
+One module-scoped pipeline (train -> embed books -> embed movies -> score -> sql -f) writes one
+warehouse; each test then checks a job's output or runs one more job on it (or on a copy, when
+the job changes it). The tiny random DistilBERT (tests/fixtures_model.py) and a few dozen rows of
+data/sample (tests/e2e_data.py) keep every job short; expected counts are derived from the files
+written, never copied from a run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e_data import TinyData, without_books, write_tiny_data
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TINY_DIM = 32     # the tiny encoder's hidden size: the residual head keeps it
+MOVIE_FILTER = "year >= 1970"
+BOOK_FILTER = "array_contains(genres, 'Classics')"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str    # stdout: printed results, and the job's log lines (spark-submit forwards the driver's stderr)
+    err: str    # stderr: the JVM's own lines
+
+    @property
+    def log(self) -> str:
+        return self.out + self.err
+
+    def __str__(self) -> str:   # the tail of both, for assertion messages
+        return f"exit {self.code}\n--- stdout\n{self.out[-6000:]}\n--- stderr\n{self.err[-2000:]}"
+
+
+def user_env() -> dict[str, str]:
+    """A shell after ``source .venv/bin/activate``: the venv first on PATH, no PYSPARK_* exports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(ROOT)
+    env["LFR_SPARK_LOG_LEVEL"] = "ERROR"
+    return env
+
+
+def plain_env() -> dict[str, str]:
+    """No venv on PATH, no PYSPARK_PYTHON/PYTHONPATH: spark-submit found through SPARK_HOME only, so the
+    driver and worker interpreters are the project's own choice (the spark-defaults.conf setup.sh writes)."""
+    import pyspark
+
+    venv = str(BIN)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYSPARK_") and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and Path(p).resolve() != Path(venv).resolve())
+    env["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
+    env["LFR_SPARK_LOG_LEVEL"] = "ERROR"
+    return env
+
+
+def submit(job: str, *args: str, conf: list[str], env: dict | None = None, timeout: int = 1800) -> Run:
+    cmd = [str(BIN / "spark-submit"), str(ROOT / "jobs" / job), *args]
+    for c in conf:
+        cmd += ["--conf", c]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env or user_env(), capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def job_conf(work: Path, data_dir: Path, encoder: str) -> list[str]:
+    return [
+        f"paths.work_dir={work}", f"paths.data_dir={data_dir}", "paths.metastore_dir=null",
+        "spark.master=local[2]", "spark.sql.shuffle.partitions=2", "spark.default.parallelism=2",
+        "spark.ui.enabled=false", "spark.driver.memory=1g", "spark.databricks.delta.snapshotPartitions=1",
+        "spark.sql.catalogImplementation=in-memory",
+        f"model.encoder={encoder}", "model.pooling=cls", "model.max_length=64", "model.chunking=off",
+        "model.genre_dim=8", "model.genre_epochs=5", "model.genre_bucket=1000", "model.precision=fp32",
+        "train.epochs=2", "train.pretrain_epochs=0", "train.hard_negatives=2", "train.patience=1",
+        "embed.batch_size=8", "eval.folds=2",
+    ]
+
+
+def goodreads_id(row: dict) -> str:
+    return "goodreads:" + re.search(r"/book/show/(\d+)", row["URL"]).group(1)
+
+
+@dataclass
+class Pipeline:
+    data: TinyData
+    work: Path
+    conf: list[str]
+    encoder: str
+    runs: dict
+
+    @property
+    def warehouse(self) -> Path:
+        return self.work / "warehouse"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.work / "models" / "lightfusionrec"
+
+    def table(self, spark, name: str):
+        return spark.read.format("delta").load(str(self.warehouse / name))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> TinyData:
+    return write_tiny_data(tmp_path_factory.mktemp("e2e_data") / "data")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
+    data = tiny_data
+    work = tmp_path_factory.mktemp("e2e") / "work"
+    conf = job_conf(work, data.data_dir, tiny_encoder_dir)
+    runs = {}
+    steps = [("train", "train.py", ["--no-progress"]), ("embed_books", "embed_books.py", []),
+             ("embed_movies", "embed_movies.py", []),
+             ("score", "score_all.py", ["--k", str(len(data.books)), "--movie-filter", MOVIE_FILTER,
+                                        "--book-filter", BOOK_FILTER,
+                                        "--exclude-pairs", str(data.data_dir / "adaptations_dev.csv")]),
+             ("sql_file", "sql.py", ["-f", "conf/queries.sql", "--max-rows", "100"])]
+    for name, job, args in steps:
+        runs[name] = submit(job, *args, conf=conf)
+        assert runs[name].code == 0, f"{job} failed:\n{runs[name]}"
+    return Pipeline(data=data, work=work, conf=conf, encoder=tiny_encoder_dir, runs=runs)
+
+
+def _manifest(model_dir: Path) -> dict:
+    return json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------ train
+def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(pipeline.model_dir, model)
+    before = (model / "manifest.json").read_bytes()
+    again = submit("train.py", "--no-progress", "--model-dir", str(model), conf=pipeline.conf)
+    assert again.code == 0, again
+    assert "up to date" in again.log and "trained model" not in again.log, again
+    assert (model / "manifest.json").read_bytes() == before        # nothing republished
+    forced = submit("train.py", "--no-progress", "--force", "--model-dir", str(model), conf=pipeline.conf)
+    assert forced.code == 0, forced
+    assert "trained model" in forced.log and "up to date" not in forced.log, forced
+    assert _manifest(model)["inputs_key"] == json.loads(before)["inputs_key"]   # same inputs, retrained anyway
+    assert re.search(r"^epoch\s+stage\s+train_loss.*val_mrr", forced.out, re.M), forced   # the history table
+
+
+def test_train_no_pairs_publishes_to_model_dir(pipeline, tmp_path):
+    target = tmp_path / "genre_model"
+    published = (pipeline.model_dir / "manifest.json").stat().st_mtime_ns
+    run = submit("train.py", "--no-progress", "--no-pairs", "--model-dir", str(target), conf=pipeline.conf)
+    assert run.code == 0, run
+    manifest, with_pairs = _manifest(target), _manifest(pipeline.model_dir)
+    assert manifest["inputs_key"] != with_pairs["inputs_key"]    # trained without the links
+    assert manifest["model_version"] != with_pairs["model_version"]
+    assert (pipeline.model_dir / "manifest.json").stat().st_mtime_ns == published   # default model untouched
+
+
+# ------------------------------------------------------------------ embed
+def test_embed_without_a_model_exits_2_naming_train(tiny_data, tmp_path):
+    conf = job_conf(tmp_path / "work", tiny_data.data_dir, "unused") + [f"paths.model_dir={tmp_path / 'none'}"]
+    run = submit("embed_books.py", conf=conf)
+    assert run.code == 2, run
+    assert "jobs/train.py" in run.log, run
+    assert not (tmp_path / "work" / "warehouse" / "book_embeddings").exists()   # failed before reading data
+
+
+def _valid_ids(pipeline: Pipeline, spark, domain: str) -> set[str]:
+    return {r["id"] for r in pipeline.table(spark, domain).select("id").collect()}
+
+
+def test_embedding_tables_hold_every_valid_row_of_the_files(pipeline, spark):
+    from pyspark.sql import functions as F
+
+    version = _manifest(pipeline.model_dir)["model_version"]
+    rejects = pipeline.table(spark, "rejects")
+    file_books = {goodreads_id(r) for r in pipeline.data.books}
+    rejected_books = {r["id"] for r in rejects.filter("domain = 'books'").select("id").collect()}
+    books = _valid_ids(pipeline, spark, "books")
+    assert books and books == file_books - rejected_books
+    n_movie_rows = len(pipeline.data.imdb) + len(pipeline.data.wiki)
+    n_movie_rejects = rejects.filter("domain = 'movies'").count()
+    movies = _valid_ids(pipeline, spark, "movies")
+    assert len(movies) + n_movie_rejects == n_movie_rows
+    for domain, ids in (("book_embeddings", books), ("movie_embeddings", movies)):
+        emb = pipeline.table(spark, domain).select("id", "embedding", "model_version").collect()
+        assert {r["id"] for r in emb} == ids and len(emb) == len(ids)
+        assert {r["model_version"] for r in emb} == {version}
+        vecs = np.array([r["embedding"] for r in emb], dtype=np.float64)
+        assert vecs.shape == (len(ids), TINY_DIM)
+        np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+        assert len({tuple(np.round(v, 5)) for v in vecs}) > len(ids) // 2   # not one constant vector
+    assert pipeline.table(spark, "book_embeddings").agg(F.countDistinct("content_hash")).first()[0] == len(books)
+
+
+def test_embed_full_rebuilds_from_a_plain_shell(pipeline, spark):
+    """No PYSPARK_PYTHON, no venv on PATH, no PYTHONPATH: the UDF's workers must still find torch and lfr."""
+    path = str(pipeline.warehouse / "book_embeddings")
+    before = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").agg({"version": "max"}).first()[0]
+    run = submit("embed_books.py", "--full", conf=pipeline.conf, env=plain_env())
+    assert run.code == 0, run
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version", ascending=False).first()
+    assert history["version"] == before + 1
+    assert history["operation"] in ("WRITE", "CREATE OR REPLACE TABLE AS SELECT")   # an overwrite, not a MERGE
+    n_books = len(_valid_ids(pipeline, spark, "books"))
+    assert re.search(rf"embedded {n_books} books", run.log), run
+
+
+def test_embed_delete_missing_false_keeps_rows_that_left_the_catalog(pipeline, spark, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(pipeline.warehouse, work / "warehouse")
+    data_dir, dropped = without_books(pipeline.data, tmp_path / "data", drop=2)
+    gone = {goodreads_id(r) for r in dropped}
+    emb_path = str(work / "warehouse" / "book_embeddings")
+    assert gone <= {r["id"] for r in spark.read.format("delta").load(emb_path).collect()}
+    conf = job_conf(work, data_dir, pipeline.encoder) + ["embed.delete_missing=false"]
+    run = submit("embed_books.py", "--model-dir", str(pipeline.model_dir), conf=conf)
+    assert run.code == 0, run
+    catalog = {r["id"] for r in spark.read.format("delta").load(str(work / "warehouse" / "books")).collect()}
+    kept = {r["id"] for r in spark.read.format("delta").load(emb_path).collect()}
+    assert gone.isdisjoint(catalog)     # they left the catalog table ...
+    assert gone <= kept                 # ... but their embeddings stay
+
+
+# ------------------------------------------------------------------ score
+def _brute_force(pipeline: Pipeline, spark, k: int) -> dict[str, list[tuple[str, float]]]:
+    """Top-k by (score desc, book_id asc) over the embeddings, filters applied on the catalog columns and
+    the fixture's links (resolved by title, year and author) excluded."""
+    def side(emb, catalog, predicate):
+        keep = {r["id"] for r in pipeline.table(spark, catalog).filter(predicate).select("id").collect()}
+        rows = [r for r in pipeline.table(spark, emb).collect() if r["id"] in keep]
+        return [r["id"] for r in rows], np.array([r["embedding"] for r in rows], dtype=np.float64)
+    mids, mv = side("movie_embeddings", "movies", MOVIE_FILTER)
+    bids, bv = side("book_embeddings", "books", BOOK_FILTER)
+    movies = {(r["title"], r["year"]): r["id"] for r in pipeline.table(spark, "movies").collect()}
+    books = {(r["title"], a): r["id"] for r in pipeline.table(spark, "books").collect() for a in (r["authors"] or [])}
+    excluded = {(movies.get((l["movie_title"], int(l["movie_year"]))), books.get((l["book_title"], l["book_author"])))
+                for l in pipeline.data.links}
+    scores = (mv / np.linalg.norm(mv, axis=1, keepdims=True)) @ (bv / np.linalg.norm(bv, axis=1, keepdims=True)).T
+    out = {}
+    for i, m in enumerate(mids):
+        ranked = sorted((-scores[i, j], b) for j, b in enumerate(bids) if (m, b) not in excluded)
+        out[m] = [(b, -s) for s, b in ranked[:k]]
+    return out, excluded
+
+
+def test_score_filters_on_catalog_columns_and_excludes_adaptation_pairs(pipeline, spark):
+    k = len(pipeline.data.books)
+    ref, excluded = _brute_force(pipeline, spark, k)
+    recs = pipeline.table(spark, "recommendations").collect()
+    got: dict[str, list] = {}
+    for r in sorted(recs, key=lambda r: (r["movie_id"], r["rank"])):
+        got.setdefault(r["movie_id"], []).append((r["book_id"], r["score"]))
+    assert got.keys() == ref.keys()
+    for m in ref:
+        # k covers every book: the same books, in an order that is the reference's up to float32
+        # rounding (the tiny random encoder puts many books within 1e-6 of each other)
+        assert sorted(b for b, _ in got[m]) == sorted(b for b, _ in ref[m]), m
+        exact = dict(ref[m])
+        np.testing.assert_allclose([exact[b] for b, _ in got[m]], [s for _, s in ref[m]], atol=1e-5, err_msg=m)
+        np.testing.assert_allclose([s for _, s in got[m]], [s for _, s in ref[m]], atol=1e-5, err_msg=m)
+    # not vacuous: both filters removed items, and excluded links were candidates (k covers every book)
+    assert 0 < len(ref) < pipeline.table(spark, "movie_embeddings").count()
+    n_books = len({b for v in ref.values() for b, _ in v})
+    assert 0 < n_books < pipeline.table(spark, "book_embeddings").count()
+    live = {(m, b) for m, b in excluded if m in ref and b in {x for v in ref.values() for x, _ in v}}
+    assert live and not live & {(r["movie_id"], r["book_id"]) for r in recs}
+    summary = json.loads(re.search(r"score_all: (\{.*\})", pipeline.runs["score"].log).group(1))
+    assert (summary["movies"], summary["books"], summary["rows"]) == (len(ref), n_books, len(recs))
+
+
+@pytest.mark.parametrize("defect,message", [("null_version", "no model_version (null)"),
+                                            ("duplicate_id", "duplicate id(s)")])
+def test_score_refuses_bad_embedding_tables(pipeline, spark, tmp_path, defect, message):
+    from pyspark.sql import functions as F
+
+    movies = pipeline.table(spark, "movie_embeddings")
+    bad = (movies.withColumn("model_version", F.lit(None).cast("string")) if defect == "null_version"
+           else movies.unionByName(movies.limit(1)))
+    bad.write.format("delta").save(str(tmp_path / "bad"))
+    out = tmp_path / "recommendations"
+    run = submit("score_all.py", conf=pipeline.conf + [f"tables.movie_embeddings.path={tmp_path / 'bad'}",
+                                                       f"tables.recommendations.path={out}"])
+    assert run.code != 0, run
+    assert message in run.log, run
+    assert not out.exists()      # nothing written
+
+
+# ------------------------------------------------------------------ sql
+def _sections(out: str, statements) -> dict[str, str]:
+    """The printed result of each statement (from its echo to the next one's)."""
+    starts = [out.index(st.sql + ";") for st in statements]
+    ends = starts[1:] + [len(out)]
+    return {st.sql: out[a:b] for st, a, b in zip(statements, starts, ends)}
+
+
+def _row_count(section: str) -> int:
+    found = re.search(r"^\((\d+) rows?\)$", section, re.M)
+    assert found, section
+    return int(found.group(1))
+
+
+def test_sql_file_runs_every_example_query_on_the_tables(pipeline, spark):
+    from lfr.score.sql import split_sql
+
+    statements = split_sql((ROOT / "conf" / "queries.sql").read_text(encoding="utf-8"))
+    sections = _sections(pipeline.runs["sql_file"].out, statements)
+    recs = pipeline.table(spark, "recommendations")
+    jp = pipeline.table(spark, "movies").filter("title = 'Jurassic Park'").select("id").collect()
+    assert len(jp) == 1
+    n_jp = recs.filter(recs.movie_id == jp[0]["id"]).count()
+    by_title = [st for st in statements if "movie_title = 'Jurassic Park'" in st.sql][0]
+    by_id = [st for st in statements if "movie_id = 'imdb:jurassic-park-1993'" in st.sql][0]
+    assert n_jp > 0 and _row_count(sections[by_title.sql]) == n_jp == _row_count(sections[by_id.sql])
+    run_q = [st for st in statements if "GROUP BY model_version, run_id" in st.sql][0]
+    assert _row_count(sections[run_q.sql]) == 1 and f"| {recs.count()} " in sections[run_q.sql]
+    novel_q = [st for st in statements if "LIKE concat(lower(movie_title)" in st.sql][0]
+    assert _row_count(sections[novel_q.sql]) == min(20, _title_prefix_rows(pipeline, spark))
+    for st in statements:
+        if st.sql.lstrip().upper().startswith(("SELECT", "DESCRIBE")) and st is not novel_q:
+            assert _row_count(sections[st.sql]) > 0, st.sql
+
+
+def _title_prefix_rows(pipeline: Pipeline, spark) -> int:
+    """Recommendations whose book title starts with the film's title (the example query's filter),
+    counted from the tables (the tiny random model may recommend none)."""
+    from pyspark.sql import functions as F
+
+    recs = pipeline.table(spark, "recommendations")
+    movies = pipeline.table(spark, "movies").select(F.col("id").alias("movie_id"), F.col("title").alias("mt"))
+    books = pipeline.table(spark, "books").select(F.col("id").alias("book_id"), F.col("title").alias("bt"))
+    joined = recs.join(movies, "movie_id").join(books, "book_id")
+    return joined.filter(F.lower("bt").startswith(F.lower("mt"))).count()
+
+
+def test_sql_e_runs_statements_against_the_registered_tables(pipeline, spark):
+    run = submit("sql.py", "-e", "SELECT count(*) AS n FROM lfr.recommendations; "
+                                 "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
+                 conf=pipeline.conf)
+    assert run.code == 0, run
+    recs = pipeline.table(spark, "recommendations")
+    movies = pipeline.table(spark, "movies")
+    titles = recs.join(movies, recs.movie_id == movies.id).select("title").distinct().count()
+    assert re.search(rf"^\| {recs.count()}\s+\|$", run.out, re.M), run
+    assert re.search(rf"^\| {titles}\s+\|$", run.out, re.M), run
+
+
+# ------------------------------------------------------------------ evaluate
+def test_evaluate_a_saved_artifact(pipeline, tmp_path):
+    run = submit("evaluate.py", "--artifact", "--reports-dir", str(tmp_path / "reports"), conf=pipeline.conf)
+    assert run.code == 0, run
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "reports" / "report.md").is_file()
+    names = [m["method"] for m in metrics["methods"]]
+    assert "text-only" in names or "text_only" in names, names
+    linked_films = {(l["movie_title"], l["movie_year"]) for l in pipeline.data.links}
+    assert len(metrics["per_movie"]) == len(linked_films)
+
+
+def test_training_history_table_has_the_recipe_columns():
+    """The train job prints the history of either recipe (contrastive epochs have no val_loss/val_auc)."""
+    from types import SimpleNamespace
+
+    from lfr.train.job import format_history
+
+    paper = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_auc": 0.75, "seconds": 1.2}]
+    contrastive = [{"epoch": 0, "stage": "init", "train_loss": None, "val_mrr": 0.1},
+                   {"epoch": 1, "stage": "links", "train_loss": 2.5, "val_mrr": 0.25}]
+    text = format_history(SimpleNamespace(history=paper))
+    assert text.splitlines()[0].split() == ["epoch", "train_loss", "val_loss", "val_auc", "seconds"]
+    assert text.splitlines()[1].split() == ["1", "0.50000", "0.40000", "0.75000", "1.20000"]
+    text = format_history(SimpleNamespace(history=contrastive))
+    assert text.splitlines()[0].split() == ["epoch", "stage", "train_loss", "val_mrr"]
+    assert [line.split() for line in text.splitlines()[1:]] == [["0", "init", "n/a", "0.10000"],
+                                                               ["1", "links", "2.50000", "0.25000"]]
