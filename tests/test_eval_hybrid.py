@@ -67,6 +67,25 @@ def test_alpha_is_tuned_on_training_links_only():
     assert rrf.name == "hybrid_rrf" and method_scores(rrf, eval_movies, books).shape == (2, 6)
 
 
+def test_alpha_of_a_trained_dense_side_is_tuned_with_the_frozen_scores():
+    """A model trained on the training films' links ranks them perfectly (its scores there are
+    optimistic): tuning on them would pick all-dense. tune_dense tunes with the frozen scores."""
+    movies, books, links, frozen, lex = _conflicting_catalog()
+    train = links[links["movie_id"].str.startswith("t")]
+    memorised = {(m, b): float(b == t) for m, t in zip(links["movie_id"], links["book_id"]) for b in books["id"]}
+    trained = _table_method("trained", memorised)
+    naive, _ = hybrid_methods(trained, lex, movies, books, train)
+    assert naive.info["alpha"] >= 0.5 and naive.info["tuning_mrr"] == pytest.approx(1.0)
+    hybrid, _ = hybrid_methods(trained, lex, movies, books, train, tune_dense=frozen)
+    reference, _ = hybrid_methods(frozen, lex, movies, books, train)
+    assert hybrid.info["alpha"] == reference.info["alpha"] < 0.5
+    assert hybrid.info["dense"] == "trained" and hybrid.info["tuned_with"] == "dense"
+    eval_movies = movies[movies["id"].str.startswith("e")].reset_index(drop=True)
+    np.testing.assert_allclose(method_scores(hybrid, eval_movies, books),
+                               convex_fusion(method_scores(trained, eval_movies, books),
+                                             method_scores(lex, eval_movies, books), hybrid.info["alpha"]))
+
+
 def test_tune_alpha_picks_the_best_mrr_and_breaks_ties_towards_half():
     d = np.array([[0.9, 0.1, 0.2], [0.1, 0.2, 0.9]])
     l = np.array([[0.1, 0.9, 0.2], [0.9, 0.2, 0.1]])
@@ -126,6 +145,7 @@ def test_standard_methods_add_fusion_rows_on_the_trained_model_else_text_only():
                                            "hybrid_rrf"]
     assert rows[-4].info["dense"] == "text_only" and rows[-3].info["dense"] == "text_only"
     assert rows[-2].info["dense"] == "lightfusionrec" and rows[-1].info["dense"] == "lightfusionrec"
+    assert rows[-2].info["tuned_with"] == "text_only"      # not the model trained on those films
     # each convex row equals its formula on its own dense side
     eval_movies = movies.iloc[:2]
     dense_scores = {m.name: method_scores(m, eval_movies, books) for m in rows if m.name in ("text_only",

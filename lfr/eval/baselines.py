@@ -262,12 +262,14 @@ def fusion_method(model, name: str, label: str, batch_size: int = 64, cache: Fea
 
 def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: pd.DataFrame,
                    train_links: pd.DataFrame, grid: Sequence[float] = ALPHA_GRID, rrf_k: int = RRF_K,
-                   suffix: str = "") -> list[Method]:
+                   suffix: str = "", tune_dense: Method | None = None) -> list[Method]:
     """``hybrid`` (convex, alpha tuned on ``train_links``' films only) and ``hybrid_rrf`` (+ ``suffix``).
 
     ``movies``/``books``: the catalogs; the training films are the movies of ``train_links``, scored
     against all books. The films a fold evaluates are never among them, so alpha is never chosen on
-    the films it is scored on."""
+    the films it is scored on. ``tune_dense``: the dense scores alpha is tuned with (default
+    ``dense``). A model trained on ``train_links`` has seen those films' links, so its scores on them
+    are optimistic and pull alpha to 1 (all dense); tune with the frozen encoder it started from."""
     movie_ids, book_ids = movies["id"].astype(str).tolist(), books["id"].astype(str).tolist()
     train_ids = sorted(set(train_links["movie_id"].astype(str)) & set(movie_ids))
     pos = {m: i for i, m in enumerate(movie_ids)}
@@ -275,7 +277,7 @@ def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: 
     relevant, _ = resolve_links(zip(train_links["movie_id"].astype(str), train_links["book_id"].astype(str)),
                                 train_ids, book_ids)
     if train_ids:
-        alpha, curve = tune_alpha(method_scores(dense, train_movies, books),
+        alpha, curve = tune_alpha(method_scores(tune_dense or dense, train_movies, books),
                                   method_scores(lexical, train_movies, books), relevant, grid)
     else:
         alpha, curve = 0.5, {}
@@ -286,7 +288,7 @@ def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: 
     def rrf(m: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
         return rrf_fusion(method_scores(dense, m, b), method_scores(lexical, m, b), rrf_k)
 
-    info = {"alpha": alpha, "dense": dense.name, "tuned_on_films": len(train_ids),
+    info = {"alpha": alpha, "dense": dense.name, "tuned_with": (tune_dense or dense).name, "tuned_on_films": len(train_ids),
             "tuning_mrr": curve.get(alpha), "mrr_by_alpha": curve}
     return [
         Method("hybrid" + suffix, f"alpha z({dense.name}) + (1 - alpha) z(lexical), per-film z-scores; alpha tuned "
@@ -354,5 +356,5 @@ def _hybrid_rows(methods: list[Method], lexical: Method, train_links: pd.DataFra
         out += hybrid_methods(text, lexical, catalog[0], catalog[1], train_links, alpha_grid, suffix="_text_only")
     dense = trained or text
     if dense is not None:
-        out += hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid)
+        out += hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid, tune_dense=text)
     return out
