@@ -84,6 +84,8 @@ echo "| fault | what happened | data lost |" >"$WORK/drill.md"; echo "|---|---|-
 echo "== 0. reference run"
 job ref_books jobs/embed_books.py; wait $JOB_PID; rc_b=$?
 job ref_movies jobs/embed_movies.py; wait $JOB_PID; rc_m=$?
+job ref_lexical jobs/embed_lexical.py; wait $JOB_PID; rc_l=$?   # score.method hybrid (the default) reads them
+[ "$rc_l" = 0 ] || { echo "embed_lexical failed, see $WORK/logs" >&2; exit 1; }
 job ref_score jobs/score_all.py; wait $JOB_PID; rc_s=$?
 [ $rc_b$rc_m$rc_s = 000 ] || { echo "reference run failed ($rc_b $rc_m $rc_s), see $WORK/logs" >&2; exit 1; }
 read -r bv brows bsum <<<"$(state "$WH/book_embeddings")"

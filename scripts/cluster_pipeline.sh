@@ -32,6 +32,7 @@ run() {  # run SIDE NAME SCRIPT ARGS...: one job, stops the script on failure
 for side in cluster local; do
   run "$side" embed_books jobs/embed_books.py
   run "$side" embed_movies jobs/embed_movies.py
+  run "$side" embed_lexical jobs/embed_lexical.py   # score.method hybrid (the default) reads the lexical tables
   run "$side" score_all jobs/score_all.py
 done
 run cluster sql jobs/sql.py --max-rows 5 -e "SELECT movie_id, rank, book_id, round(score, 3) AS score FROM delta.\`$OUT/cluster/warehouse/recommendations\` ORDER BY movie_id, rank"

@@ -129,7 +129,8 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
     runs = {}
     steps = [("train", "train.py", ["--no-progress"]), ("embed_books", "embed_books.py", []),
              ("embed_movies", "embed_movies.py", []),
-             ("score", "score_all.py", ["--k", str(len(data.books)), "--movie-filter", MOVIE_FILTER,
+             # dense: checked against a dense brute force here (hybrid: tests/test_score_hybrid_spark.py)
+             ("score", "score_all.py", ["--conf", "score.method=dense", "--k", str(len(data.books)), "--movie-filter", MOVIE_FILTER,
                                         "--book-filter", BOOK_FILTER,
                                         "--exclude-pairs", str(data.data_dir / "adaptations_dev.csv")]),
              ("sql_file", "sql.py", ["-f", "conf/queries.sql", "--max-rows", "100"])]
@@ -293,7 +294,7 @@ def test_score_refuses_bad_embedding_tables(pipeline, spark, tmp_path, defect, m
            else movies.unionByName(movies.limit(1)))
     bad.write.format("delta").save(str(tmp_path / "bad"))
     out = tmp_path / "recommendations"
-    run = submit("score_all.py", conf=pipeline.conf + [f"tables.movie_embeddings.path={tmp_path / 'bad'}",
+    run = submit("score_all.py", conf=pipeline.conf + ["score.method=dense", f"tables.movie_embeddings.path={tmp_path / 'bad'}",
                                                        f"tables.recommendations.path={out}"])
     assert run.code != 0, run
     assert message in run.log, run

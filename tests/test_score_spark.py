@@ -74,7 +74,7 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
     pair_file.write_text("movie_id,book_id\n" + "".join(f"{m},{b}\n" for m, b in sorted(excluded)))
     keep_books = np.array([not b.endswith("5") for b in book_ids])   # book_filter drops ids ending in 5
 
-    argv = ["--conf", f"paths.work_dir={tmp}", "--conf", "tables.database=lfr_score_test",
+    argv = ["--conf", f"paths.work_dir={tmp}", "--conf", "tables.database=lfr_score_test", "--conf", "score.method=dense",
             "--k", str(K), "--movie-block-rows", "30", "--book-block-rows", "20",   # ~10-row book blocks < k
             "--exclude-pairs", str(pair_file), "--book-filter", "id NOT LIKE '%5'"]
     score_all = _job("score_all")
@@ -140,7 +140,7 @@ def test_failed_run_leaves_previous_version_readable(spark, env):
     cfg = load_config(overrides=[f"paths.work_dir={env['tmp']}", "tables.database=lfr_score_atomic",
                                  f"tables.recommendations.path={env['tmp'] / 'atomic_recommendations'}"])
     path = cfg["tables"]["recommendations"]["path"]
-    run_score(spark, cfg, k=5, movie_block_rows=30, book_block_rows=20)
+    run_score(spark, cfg, k=5, method="dense", movie_block_rows=30, book_block_rows=20)
     before_version = DeltaTable.forPath(spark, path).history(1).first()["version"]
     before = _read(spark, path)
     target = env["bv"][40] / np.linalg.norm(env["bv"][40])
@@ -153,7 +153,7 @@ def test_failed_run_leaves_previous_version_readable(spark, env):
         return out
 
     with pytest.raises(Exception, match="injected failure"):
-        run_score(spark, cfg, k=5, movie_block_rows=30, book_block_rows=20, kernel=failing_kernel)
+        run_score(spark, cfg, k=5, method="dense", movie_block_rows=30, book_block_rows=20, kernel=failing_kernel)
     assert DeltaTable.forPath(spark, path).history(1).first()["version"] == before_version
     assert _read(spark, path) == before
 
