@@ -67,14 +67,15 @@ def test_lexical_and_hybrid_runs_equal_brute_force_and_record_the_method(spark, 
     res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25)
     assert (res.method, res.model_version, res.lexical_version) == ("hybrid", "v1", "lex1")
     got = _read(spark, path)
-    _assert_same(got, brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 0.7))
+    alpha = float(cfg["score"]["alpha"])                   # the configured default
+    _assert_same(got, brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, alpha))
     dup = sorted(book_ids[[7, 11, 40]])                    # identical books: bit-identical scores, id order
     assert [b for b, _ in got["m003"][:3]] == dup and len({s for _, s in got["m003"][:3]}) == 1
 
     rows = spark.sql("SELECT DISTINCT method, method_params, model_version, lexical_version "
                      "FROM lfr_hybrid_test.movie_book_recommendations").collect()
     assert len(rows) == 1 and rows[0].method == "hybrid" and rows[0].lexical_version == "lex1"
-    assert json.loads(rows[0].method_params) == {"alpha": 0.7, "fusion": "convex",
+    assert json.loads(rows[0].method_params) == {"alpha": alpha, "fusion": "convex",
                                                  "normalisation": "z-score per movie over all scored books"}
     titled = spark.sql("SELECT book_title FROM lfr_hybrid_test.movie_book_recommendations "
                        "WHERE movie_id = 'm003' ORDER BY rank").collect()

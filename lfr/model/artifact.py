@@ -151,9 +151,16 @@ def file_table(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in list_files(root)}
 
 
-def write_manifest(root: str | os.PathLike, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Add ``format``, ``files`` and ``model_version`` to ``body``; write ``manifest.json``."""
-    manifest = jsonable(dict(body))
+def write_manifest(root: str | os.PathLike, body: Mapping[str, Any],
+                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Add ``format``, ``files`` and ``model_version`` to ``body``; write ``manifest.json``.
+    ``extra``: caller's keys (e.g. training metrics); a key of ``body`` or of the format is refused."""
+    body = dict(body)
+    for key, value in (extra or {}).items():
+        if key in body or key in ("files", "format", "model_version"):
+            raise ValueError(f"extra_manifest key {key!r} is reserved")
+        body[key] = value
+    manifest = jsonable(body)
     manifest["format"] = FORMAT
     manifest["files"] = file_table(root)
     manifest.pop("model_version", None)

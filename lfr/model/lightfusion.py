@@ -165,12 +165,7 @@ class LightFusionModel:
                    for i, (name, kind, rel, save) in enumerate(self._modules())]
         (root / MODULES).write_text(json.dumps(modules, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
-        body = self._manifest_body()
-        for key, value in (extra_manifest or {}).items():
-            if key in body or key in ("files", "format", "model_version"):
-                raise ValueError(f"extra_manifest key {key!r} is reserved")
-            body[key] = value
-        self.manifest = write_manifest(root, body)
+        self.manifest = write_manifest(root, self._manifest_body(), extra_manifest)
         self.model_version = self.manifest["model_version"]
         log.info("saved LightFusionRec model %s to %s", self.model_version, root)
         return self.model_version

@@ -268,34 +268,58 @@ def _pair_scorer(method: str, dim: Optional[int], vocab: Optional[int], k: int, 
     def score(batches: Iterator) -> Iterator:
         import numpy as np
         import pyarrow as pa
-        from pyspark import TaskContext
 
         from lfr.score.hybrid import hybrid_topk
         from lfr.score.kernel import block_topk
         from lfr.score.sparse import sparse_topk
 
-        ctx = TaskContext.get()
-        threads = max(1, ctx.cpus()) if ctx else None
-        for batch in batches:
-            col = {name: batch.column(name) for name in batch.schema.names}
-            for i in range(batch.num_rows):
-                m_ids, q, qa = _block_arrays(col, i, "m", dim, vocab)
-                b_ids, b, ba = _block_arrays(col, i, "b", dim, vocab)
-                ex_r, ex_c = _exclusions(col, i, b_ids)
-                kw = dict(exclude_rows=ex_r, exclude_cols=ex_c, threads=threads)
-                if method == "dense":
-                    r, c, s = (kernel or block_topk)(q, b, k, **kw)
-                elif method == "lexical":
-                    r, c, s = (kernel or sparse_topk)(qa, ba, k, **kw)
-                else:
-                    coef = np.frombuffer(col["m_coef"][i].as_py(), np.float64).reshape(-1, 3)
-                    r, c, s = (kernel or hybrid_topk)(q, b, qa, ba, coef, k, **kw)
-                yield pa.RecordBatch.from_arrays(
-                    [m_ids.take(pa.array(r, pa.int32())), b_ids.take(pa.array(c, pa.int32())),
-                     pa.array(s, pa.float32())],
-                    names=["movie_id", "book_id", "score"])
+        for p in iter_block_pairs(batches, dim, vocab):
+            kw = dict(exclude_rows=p.ex_rows, exclude_cols=p.ex_cols, threads=p.threads)
+            if method == "dense":
+                r, c, s = (kernel or block_topk)(p.q, p.b, k, **kw)
+            elif method == "lexical":
+                r, c, s = (kernel or sparse_topk)(p.qa, p.ba, k, **kw)
+            else:
+                coef = np.frombuffer(p.col["m_coef"][p.i].as_py(), np.float64).reshape(-1, 3)
+                r, c, s = (kernel or hybrid_topk)(p.q, p.b, p.qa, p.ba, coef, k, **kw)
+            yield pa.RecordBatch.from_arrays(
+                [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
+                 pa.array(s, pa.float32())],
+                names=["movie_id", "book_id", "score"])
 
     return score
+
+
+@dataclass
+class BlockPair:
+    """One (movie block, book block) row of a paired-blocks batch, decoded for a kernel."""
+
+    m_ids: object        # pyarrow array of movie ids
+    q: object            # dense movie vectors (or None)
+    qa: object           # sparse movie rows (or None)
+    b_ids: object
+    b: object
+    ba: object
+    ex_rows: object      # excluded (row, col) positions, or None
+    ex_cols: object
+    threads: Optional[int]
+    col: dict            # the batch's columns and the row index (method-specific extras)
+    i: int
+
+
+def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]) -> Iterator[BlockPair]:
+    """The block pairs of a mapInArrow input, with the task's CPU count (one torch thread each)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    threads = max(1, ctx.cpus()) if ctx else None
+    for batch in batches:
+        col = {name: batch.column(name) for name in batch.schema.names}
+        for i in range(batch.num_rows):
+            m_ids, q, qa = _block_arrays(col, i, "m", dim, vocab)
+            b_ids, b, ba = _block_arrays(col, i, "b", dim, vocab)
+            ex_r, ex_c = _exclusions(col, i, b_ids)
+            yield BlockPair(m_ids, q, qa, b_ids, b, ba, ex_r, ex_c, threads, col, i)
 
 
 def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:

@@ -28,7 +28,7 @@ all books, not a re-rank of two truncated lists.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -107,22 +107,27 @@ def hybrid_topk(
     margin = hybrid_margin(coef, q.shape[1])
     coef32 = coef[:, :2].astype(np.float32)
     ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
-    bt, qa64, bt64 = np.ascontiguousarray(b.T), qa.astype(np.float64), _book_columns(ba)
-    chunk = chunk_rows(m, n, chunk_elems, 20)              # float32 dense + float64/32 lexical + float32 g
     parts = []
-    with compute_settings(threads) as torch:
-        for r0 in range(0, m, chunk):
-            r1 = min(m, r0 + chunk)
-            s_l = lexical_chunk(qa64, bt64, r0, r1)
-            g = q[r0:r1] @ bt
-            g *= coef32[r0:r1, 0:1]
-            g += coef32[r0:r1, 1:2] * s_l
-            mask_excluded(g, r0, r1, ex_r, ex_c)
-            rows, cols = select_candidates(torch, g, kk, take, margin[r0:r1])
-            h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols])
-            idx, _ = first_k_per_group(rows, cols, h, kk)
-            parts.append((rows[idx] + r0, cols[idx], h[idx]))
+    # 20 bytes per pair: float32 dense + float64/32 lexical + float32 g
+    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(m, n, chunk_elems, 20)):
+        g *= coef32[r0:r1, 0:1]
+        g += coef32[r0:r1, 1:2] * s_l
+        mask_excluded(g, r0, r1, ex_r, ex_c)
+        rows, cols = select_candidates(torch, g, kk, take, margin[r0:r1])
+        h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols])
+        idx, _ = first_k_per_group(rows, cols, h, kk)
+        parts.append((rows[idx] + r0, cols[idx], h[idx]))
     return concat_parts(parts)
+
+
+def _chunk_scores(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], chunk: int) -> Iterator:
+    """``(torch, r0, r1, dense scores, lexical scores)`` of the movie rows ``r0:r1``, ``chunk`` rows at a
+    time, so a task's memory depends on the block sizes only (torch: the kernels' compute settings)."""
+    bt, qa64, bt64 = np.ascontiguousarray(b.T), qa.astype(np.float64), _book_columns(ba)
+    with compute_settings(threads) as torch:
+        for r0 in range(0, q.shape[0], chunk):
+            r1 = min(q.shape[0], r0 + chunk)
+            yield torch, r0, r1, q[r0:r1] @ bt, lexical_chunk(qa64, bt64, r0, r1)
 
 
 # ---------------------------------------------------------------- reciprocal rank fusion (score.fusion: rrf)
@@ -165,25 +170,20 @@ def rrf_block_candidates(
     kk, take = min(n_top, n), min(n, min(n_top, n) + EXTRA_CANDIDATES)
     margin = score_margin(q.shape[1])
     ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
-    bt, qa64, bt64 = np.ascontiguousarray(b.T), qa.astype(np.float64), _book_columns(ba)
-    chunk = chunk_rows(m, n, chunk_elems, 16)              # float32 dense + float64/32 lexical
     parts = []
-    with compute_settings(threads) as torch:
-        for r0 in range(0, m, chunk):
-            r1 = min(m, r0 + chunk)
-            s_l = lexical_chunk(qa64, bt64, r0, r1)
-            g = q[r0:r1] @ bt
-            mask_excluded(g, r0, r1, ex_r, ex_c)
-            mask_excluded(s_l, r0, r1, ex_r, ex_c)
-            rows, cols = select_candidates(torch, g, kk, take, margin)
-            s_d = _rescore(q, b, rows + r0, cols)
-            idx, _ = first_k_per_group(rows, cols, s_d, kk)
-            d_rows, d_cols = rows[idx], cols[idx]
-            rows, cols = select_candidates(torch, s_l, kk, take, 0.0)
-            idx, _ = first_k_per_group(rows, cols, s_l[rows, cols], kk)
-            key = np.unique(np.r_[d_rows * n + d_cols, rows[idx] * n + cols[idx]])   # union, sorted by row
-            u_rows, u_cols = key // n, key % n
-            parts.append((u_rows + r0, u_cols, _rescore(q, b, u_rows + r0, u_cols), s_l[u_rows, u_cols]))
+    # 16 bytes per pair: float32 dense + float64/32 lexical
+    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(m, n, chunk_elems, 16)):
+        mask_excluded(g, r0, r1, ex_r, ex_c)
+        mask_excluded(s_l, r0, r1, ex_r, ex_c)
+        rows, cols = select_candidates(torch, g, kk, take, margin)
+        s_d = _rescore(q, b, rows + r0, cols)
+        idx, _ = first_k_per_group(rows, cols, s_d, kk)
+        d_rows, d_cols = rows[idx], cols[idx]
+        rows, cols = select_candidates(torch, s_l, kk, take, 0.0)
+        idx, _ = first_k_per_group(rows, cols, s_l[rows, cols], kk)
+        key = np.unique(np.r_[d_rows * n + d_cols, rows[idx] * n + cols[idx]])   # union, sorted by row
+        u_rows, u_cols = key // n, key % n
+        parts.append((u_rows + r0, u_cols, _rescore(q, b, u_rows + r0, u_cols), s_l[u_rows, u_cols]))
     if not parts:
         e = np.empty(0, np.float32)
         return np.empty(0, np.int32), np.empty(0, np.int32), e, e

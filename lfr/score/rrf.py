@@ -23,7 +23,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lfr.score.blocks import _block_arrays, _exclusions
+from lfr.score.blocks import iter_block_pairs
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +39,16 @@ def _rrf_scorer(dim: int, vocab: int, n_top: int, kernel: Optional[Callable]) ->
 
     def score(batches: Iterator) -> Iterator:
         import pyarrow as pa
-        from pyspark import TaskContext
 
         from lfr.score.hybrid import rrf_block_candidates
 
-        ctx = TaskContext.get()
-        threads = max(1, ctx.cpus()) if ctx else None
-        for batch in batches:
-            col = {name: batch.column(name) for name in batch.schema.names}
-            for i in range(batch.num_rows):
-                m_ids, q, qa = _block_arrays(col, i, "m", dim, vocab)
-                b_ids, b, ba = _block_arrays(col, i, "b", dim, vocab)
-                ex_r, ex_c = _exclusions(col, i, b_ids)
-                r, c, s_d, s_l = (kernel or rrf_block_candidates)(q, b, qa, ba, n_top, exclude_rows=ex_r,
-                                                                  exclude_cols=ex_c, threads=threads)
-                yield pa.RecordBatch.from_arrays(
-                    [m_ids.take(pa.array(r, pa.int32())), b_ids.take(pa.array(c, pa.int32())),
-                     pa.array(s_d, pa.float32()), pa.array(s_l, pa.float32())],
-                    names=["movie_id", "book_id", "s_d", "s_l"])
+        for p in iter_block_pairs(batches, dim, vocab):
+            r, c, s_d, s_l = (kernel or rrf_block_candidates)(p.q, p.b, p.qa, p.ba, n_top, exclude_rows=p.ex_rows,
+                                                              exclude_cols=p.ex_cols, threads=p.threads)
+            yield pa.RecordBatch.from_arrays(
+                [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
+                 pa.array(s_d, pa.float32()), pa.array(s_l, pa.float32())],
+                names=["movie_id", "book_id", "s_d", "s_l"])
 
     return score
 

@@ -251,18 +251,7 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
         from lfr.train.recipes import train_contrastive
 
         return train_contrastive(movies, books, positives, s, mcfg, extra_pairs, started)
-    pairs, source = build_pairs(movies, books, positives, s)
-    train_pairs, val_pairs = split_by_movie(pairs, float(s["val_fraction"]), int(s["seed"]))
-    pair_stats = {
-        "positive_source": source,
-        "rule": ("known links" if source == "pairs" else
-                 f">= {s['min_shared_genres']} shared normalised genres, {s['genre_positives_per_movie']} per movie"),
-        "train_pairs": len(train_pairs), "train_positives": int((train_pairs["label"] > 0).sum()),
-        "train_movies": int(train_pairs["movie_id"].nunique()),
-        "val_pairs": len(val_pairs), "val_positives": int((val_pairs["label"] > 0).sum()),
-        "val_movies": int(val_pairs["movie_id"].nunique()),
-    }
-    log.info("training pairs (%s): %s", source, pair_stats)
+    pairs, train_pairs, val_pairs, pair_stats = _paper_pairs(movies, books, positives, s)
 
     corpus = list(movies["genres"]) + list(books["genres"])
     model = build_model(mcfg, corpus)
@@ -284,19 +273,7 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     gen = torch.Generator().manual_seed(int(s["seed"]))
     trainer = _Trainer(model, mf, bf, s, frozen, progress)
 
-    history: list[dict[str, float]] = []
-    tr_loss, _ = trainer.evaluate(train_pairs)
-    val_loss, val_auc = trainer.evaluate(val_pairs)
-    history.append({"epoch": 0, "train_loss": tr_loss, "val_loss": val_loss, "val_auc": val_auc, "seconds": 0.0})
-    log.info("epoch 0 (init): train_loss=%.5f val_loss=%.5f val_auc=%.4f", tr_loss, val_loss, val_auc)
-    for epoch in range(1, int(s["epochs"]) + 1):
-        t0 = time.time()
-        tr_loss = trainer.fit_epoch(train_pairs, opt, gen, epoch)
-        val_loss, val_auc = trainer.evaluate(val_pairs)
-        history.append({"epoch": epoch, "train_loss": tr_loss, "val_loss": val_loss, "val_auc": val_auc,
-                        "seconds": round(time.time() - t0, 3)})
-        log.info("epoch %d: train_loss=%.5f val_loss=%.5f val_auc=%.4f (%.1fs)", epoch, tr_loss, val_loss,
-                 val_auc, time.time() - t0)
+    history = _run_epochs(trainer, train_pairs, val_pairs, opt, gen, int(s["epochs"]))
     if not frozen:
         for p in model.text.model.parameters():
             p.requires_grad_(False)
@@ -313,6 +290,42 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     return TrainResult(model=model, history=_finite(history), metrics=_finite(metrics), pair_stats=pair_stats,
                        data_fingerprint=data_fingerprint(movies, books, pairs), settings=settings,
                        seconds=seconds, pairs=split)
+
+
+def _paper_pairs(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, s: Mapping[str, Any]):
+    """The paper recipe's labelled pairs, split by movie: ``(pairs, train, val, stats)``."""
+    pairs, source = build_pairs(movies, books, positives, s)
+    train_pairs, val_pairs = split_by_movie(pairs, float(s["val_fraction"]), int(s["seed"]))
+    pair_stats = {
+        "positive_source": source,
+        "rule": ("known links" if source == "pairs" else
+                 f">= {s['min_shared_genres']} shared normalised genres, {s['genre_positives_per_movie']} per movie"),
+        "train_pairs": len(train_pairs), "train_positives": int((train_pairs["label"] > 0).sum()),
+        "train_movies": int(train_pairs["movie_id"].nunique()),
+        "val_pairs": len(val_pairs), "val_positives": int((val_pairs["label"] > 0).sum()),
+        "val_movies": int(val_pairs["movie_id"].nunique()),
+    }
+    log.info("training pairs (%s): %s", source, pair_stats)
+    return pairs, train_pairs, val_pairs, pair_stats
+
+
+def _run_epochs(trainer: "_Trainer", train_pairs: pd.DataFrame, val_pairs: pd.DataFrame, opt, gen,
+                epochs: int) -> list[dict[str, float]]:
+    """Epoch 0 (the initial model) and ``epochs`` training epochs: losses and validation AUC per epoch."""
+    history: list[dict[str, float]] = []
+    tr_loss, _ = trainer.evaluate(train_pairs)
+    val_loss, val_auc = trainer.evaluate(val_pairs)
+    history.append({"epoch": 0, "train_loss": tr_loss, "val_loss": val_loss, "val_auc": val_auc, "seconds": 0.0})
+    log.info("epoch 0 (init): train_loss=%.5f val_loss=%.5f val_auc=%.4f", tr_loss, val_loss, val_auc)
+    for epoch in range(1, epochs + 1):
+        t0 = time.time()
+        tr_loss = trainer.fit_epoch(train_pairs, opt, gen, epoch)
+        val_loss, val_auc = trainer.evaluate(val_pairs)
+        history.append({"epoch": epoch, "train_loss": tr_loss, "val_loss": val_loss, "val_auc": val_auc,
+                        "seconds": round(time.time() - t0, 3)})
+        log.info("epoch %d: train_loss=%.5f val_loss=%.5f val_auc=%.4f (%.1fs)", epoch, tr_loss, val_loss,
+                 val_auc, time.time() - t0)
+    return history
 
 
 def train_model(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,

@@ -261,12 +261,7 @@ class XCrossModel:
             save_safetensors(state, str(root / ADAPTER_DIR / f"{d}.safetensors"), metadata={"format": "pt"})
         state = {k: v.detach().contiguous().clone() for k, v in self.integrator.state_dict().items()}
         save_safetensors(state, str(root / INTEGRATOR_FILE), metadata={"format": "pt"})
-        body = self._manifest_body()
-        for key, value in (extra_manifest or {}).items():
-            if key in body or key in ("files", "format", "model_version"):
-                raise ValueError(f"extra_manifest key {key!r} is reserved")
-            body[key] = value
-        self.manifest = write_manifest(root, body)
+        self.manifest = write_manifest(root, self._manifest_body(), extra_manifest)
         self.model_version = self.manifest["model_version"]
         log.info("saved X-Cross model %s to %s", self.model_version, root)
         return self.model_version
