@@ -42,6 +42,20 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
+    # the embed job's model.precision travels with the ref and the executors run it (here bf16,
+    # explicit, so on any CPU): equal to the driver's bf16 model, not to the artifact's fp32
+    from lfr.embed.pipeline import _ship
+    from lfr.model import load
+
+    bf16_ref = _ship(spark, tiny_artifact, "archive", "bf16")
+    assert bf16_ref.precision == "bf16" and bf16_ref.model_version == ref.model_version
+    got16 = np.stack(df.select("id", embed_column(bf16_ref, batch_size=4).alias("e")).toPandas()
+                     .set_index("id").loc[ids, "e"].to_list()).astype(np.float32)
+    driver16 = load(tiny_artifact, precision="bf16").embed(
+        [by_id[i][1] for i in ids], [by_id[i][2] for i in ids], [by_id[i][3] for i in ids], batch_size=4)
+    np.testing.assert_allclose(got16, driver16, atol=1e-5)
+    assert np.abs(got16 - expected).max() > 3e-5   # bf16 did run: fp32 would match to ~1e-7
+
 
 def test_missing_model_is_a_clear_error(spark, tmp_path):
     with pytest.raises(ArtifactMissing, match="jobs/train.py"):
@@ -56,6 +70,21 @@ def test_model_cache_loads_once_and_evicts_the_oldest(tiny_artifact, tiny_model)
     with pytest.raises(RuntimeError, match="changed while the job ran"):
         cache.get(ArtifactRef("0" * 16, "path", tiny_artifact))
     assert cache.versions() == [tiny_model.model_version] and cache.loads == 1
+
+
+def test_the_runs_precision_wins_over_the_artifacts(tiny_artifact, tiny_model):
+    """``--conf model.precision=...`` of an embed job reaches the executors' model (the manifest
+    keeps the training run's value); one cached model per (version, precision)."""
+    from lfr.model.artifact import read_manifest
+
+    assert read_manifest(tiny_artifact)["precision"] != "bf16"
+    cache = ModelCache()
+    saved = cache.get(ArtifactRef(tiny_model.model_version, "path", tiny_artifact))
+    bf16 = cache.get(ArtifactRef(tiny_model.model_version, "path", tiny_artifact, precision="bf16"))
+    fp32 = cache.get(ArtifactRef(tiny_model.model_version, "path", tiny_artifact, precision="fp32"))
+    assert bf16.text.precision == "bf16" and fp32.text.precision == "fp32"
+    assert saved.text.requested_precision == read_manifest(tiny_artifact)["precision"]
+    assert cache.loads == 3 and cache.versions() == [tiny_model.model_version] * 2  # max_models=2: oldest evicted
 
 
 def _write_catalog(path, rows):

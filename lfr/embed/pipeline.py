@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import reduce
 from typing import Mapping, Sequence
@@ -212,10 +212,11 @@ def embed_partitions(spark: SparkSession, n_rows: int, batch_size: int, configur
     return max(1, min(p, math.ceil(n_rows / max(1, batch_size))))
 
 
-def _ship(spark: SparkSession, model_dir: str, mode: str) -> ArtifactRef:
+def _ship(spark: SparkSession, model_dir: str, mode: str, precision: str | None) -> ArtifactRef:
     if str(spark.conf.get("spark.python.worker.reuse", "true")).lower() != "true":
         log.warning("spark.python.worker.reuse is false: every task will reload the model")
-    return ship_artifact(spark, model_dir, mode=mode)
+    ref = ship_artifact(spark, model_dir, mode=mode)
+    return replace(ref, precision=precision) if precision else ref
 
 
 def _count_rejects(valid: DataFrame, rejects: DataFrame, stats: EmbedStats) -> None:
@@ -291,17 +292,19 @@ def _register(spark: SparkSession, tables: Mapping, domain: str) -> None:
 
 def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Mapping, model_dir: str,
                   batch_size: int, partitions: int | None, ship_model: str, delete_missing: bool,
-                  full: bool = False) -> EmbedStats:
+                  full: bool = False, precision: str | None = None) -> EmbedStats:
     """Validate, record rejects, and (re-)embed the new/changed items of ``domain``; see the module doc.
 
     ``cfg``: what ``load_catalog`` reads (``catalogs``, ``validation``); ``tables``: the ``tables``
-    section; the rest are the ``embed`` settings (``lfr.settings.EmbedSettings``)."""
+    section; the rest are the ``embed`` settings (``lfr.settings.EmbedSettings``). ``precision``: the
+    run's ``model.precision`` (auto|bf16|fp32), applied on the executors over the artifact's own
+    (None: the artifact's); an inference setting, so the embeddings keep their model_version."""
     started = time.time()
     if domain not in EMBEDDING_TABLES:
         raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")
     phases = Phases(f"embed_{domain}", log)
     with phases("ship model"):
-        ref = _ship(spark, model_dir, ship_model)
+        ref = _ship(spark, model_dir, ship_model, precision)
     stats = EmbedStats(domain=domain, model_version=ref.model_version, full=bool(full))
     with phases("read catalog"):
         valid, rejects = load_catalog(spark, cfg, domain)

@@ -35,6 +35,7 @@ import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass
+from typing import Optional
 
 from lfr.config import is_uri
 from lfr.model.artifact import MANIFEST, artifact_missing, model_version_of, parse_manifest, read_model_version
@@ -51,6 +52,7 @@ class ArtifactRef:
     model_version: str
     mode: str          # "archive" (SparkFiles name of the unpacked tar) | "file" (SparkFiles folder) | "path"
     location: str      # SparkFiles name or filesystem path
+    precision: Optional[str] = None  # model.precision of the run (auto|bf16|fp32); None: the artifact's own
 
     def local_path(self) -> str:
         if self.mode == "path":

@@ -30,7 +30,8 @@ from lfr.embed.ship import ArtifactRef
 
 
 class ModelCache:
-    """Models loaded in this process, by ``model_version`` (the oldest evicted beyond ``max_models``).
+    """Models loaded in this process, by ``model_version`` and the run's precision (the oldest
+    evicted beyond ``max_models``).
 
     Why at most two: during a model change a worker may still serve a task of the old version;
     keeping more would hold hundreds of MB per Python worker for nothing."""
@@ -42,17 +43,18 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def versions(self) -> list[str]:
-        return list(self._models)
+        return [version for version, _ in self._models]
 
     def get(self, ref: ArtifactRef):
         """The model for ``ref``, loaded (and its manifest hashes verified) once per process."""
         with self._lock:
-            model = self._models.get(ref.model_version)
+            key = (ref.model_version, ref.precision)
+            model = self._models.get(key)
             if model is not None:
-                self._models.move_to_end(ref.model_version)
+                self._models.move_to_end(key)
                 return model
             model = self._load(ref)
-            self._models[ref.model_version] = model
+            self._models[key] = model
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)
             self.loads += 1
@@ -63,7 +65,7 @@ class ModelCache:
         from lfr.model import load
 
         path = ref.local_path()
-        model = load(path)
+        model = load(path, precision=ref.precision)   # the run's model.precision wins over the manifest's
         if model.model_version != ref.model_version:
             raise RuntimeError(f"model at {path} is version {model.model_version}, the job shipped {ref.model_version} "
                                "(the artifact changed while the job ran?)")

@@ -40,7 +40,7 @@ def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tu
     if artifact:
         from lfr.model import load
 
-        trained = load(artifact)
+        trained = load(artifact, precision=(cfg.get("model") or {}).get("precision"))  # the run's, as embed jobs
     result = run_evaluation(movies, books, links, cfg, trained_model=trained, n_unresolved_pairs=n_unresolved)
     paths = write_report(result, out_dir)
     print(format_tables(result), flush=True)
