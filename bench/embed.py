@@ -237,7 +237,7 @@ def report(a, env: dict, plain: dict, spark_res: dict | None) -> dict:
     print(f"# bench/embed.py  cpu capability {env['cpu_capability']}  torch {env['torch']}  precision "
           f"{env['precision']}  {env['n']} {a.domain} ({env['tokens_mean']:.0f} tokens on average, max "
           f"{env['tokens_max']})  batch {env['batch_size']}  Arrow batch {env['chunk']} rows  P={a.procs}  "
-          f"load avg {os.getloadavg()[0]:.1f} (shared machine: other processes distort timings)")
+          f"load avg {os.getloadavg()[0]:.1f} (includes this run's own P processes; more means other jobs shared the cores)")
     row = "{:44s} {:>10s} {:>10s}   {}"
     print(row.format("", "cold it/s", "warm it/s", "pass seconds"))
     print(row.format(f"plain sorted   ({a.procs} procs x 1 thread)", f"{s['cold_items_per_s']:.1f}",
