@@ -351,34 +351,51 @@ def score_recommendations(
     with phases("blocks"):
         blocks = _plan_blocks(spark, inputs, BlockSpec.for_method(method.name, inputs.vocab_size),
                               movie_block_rows, book_block_rows, exclude is not None)
+    t_blocks = time.time() - started
+    _log_plan(run_id, method, inputs, blocks, k, t_check, t_blocks)
+    t_score = _score_and_write(spark, blocks, inputs, method, k, kernel, run_id, rows_per_file, output_path, phases)
+    with phases("history"):
+        version, rows = table_version(spark, output_path)
+    result = _result(run_id, method, inputs, blocks, k, version, rows, output_path, phases,
+                     seconds=(t_blocks, t_score, time.time() - started))
+    log.info("score %s: wrote %d rows to %s (Delta version %s) in %.1fs (kernel+merge+write %.1fs)",
+             run_id, result.rows, output_path, version, result.seconds, t_score)
+    return result
+
+
+def _score_and_write(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Method, k: int,
+                     kernel: Optional[Callable], run_id: str, rows_per_file: int, output_path: str,
+                     phases: Phases) -> float:
+    """Phase 3: the block kernel over every block pair, the k-bounded merge and the Delta write;
+    the cached blocks are released whatever happens. Returns its seconds."""
     cached = [blocks.movies, blocks.books]
     try:
-        ms, bs, t_blocks = blocks.ms, blocks.bs, time.time() - started
-        n_movies, n_books = int(ms["rows"] or 0), int(bs["rows"] or 0)
-        _log_plan(run_id, method, inputs, blocks, k, t_check, t_blocks)
+        n_movies, n_books = int(blocks.ms["rows"] or 0), int(blocks.bs["rows"] or 0)
         if n_movies == 0 or n_books == 0:
             raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book rows")
         t0 = time.time()
         with phases("score+write"):
             merged = _score_pairs(spark, blocks, inputs, method, k, kernel, cached)
             _write(merged, inputs, method, run_id, n_movies * min(k, n_books), rows_per_file, output_path)
-        t_score = time.time() - t0
+        return time.time() - t0
     finally:
         for df in cached:
             df.unpersist()
-    with phases("history"):
-        version, rows = table_version(spark, output_path)
-    result = ScoreResult(
+
+
+def _result(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: int, version, rows,
+            output_path: str, phases: Phases, seconds: tuple[float, float, float]) -> ScoreResult:
+    """The run's summary from its plan, its table version and ``seconds`` = (blocks, score, total)."""
+    ms, bs = blocks.ms, blocks.bs
+    t_blocks, t_score, total = seconds
+    return ScoreResult(
         run_id=run_id, method=method.name, method_params=json.dumps(method.params(), sort_keys=True),
         model_version=inputs.model_version, lexical_version=inputs.lexical_version, k=k, dim=blocks.dim,
-        vocab_size=inputs.vocab_size, movies=n_movies, books=n_books, movies_invalid=int(ms["invalid"] or 0),
-        books_invalid=int(bs["invalid"] or 0), movie_blocks=int(ms["blocks"]), book_blocks=int(bs["blocks"]),
-        pairs=blocks.pairs, rows=rows if rows is not None else -1, table_version=version,
-        seconds_blocks=round(t_blocks, 2), seconds_score=round(t_score, 2),
-        seconds=round(time.time() - started, 2), path=output_path, phases=phases.seconds)
-    log.info("score %s: wrote %d rows to %s (Delta version %s) in %.1fs (kernel+merge+write %.1fs)",
-             run_id, result.rows, output_path, version, result.seconds, t_score)
-    return result
+        vocab_size=inputs.vocab_size, movies=int(ms["rows"] or 0), books=int(bs["rows"] or 0),
+        movies_invalid=int(ms["invalid"] or 0), books_invalid=int(bs["invalid"] or 0),
+        movie_blocks=int(ms["blocks"]), book_blocks=int(bs["blocks"]), pairs=blocks.pairs,
+        rows=rows if rows is not None else -1, table_version=version, seconds_blocks=round(t_blocks, 2),
+        seconds_score=round(t_score, 2), seconds=round(total, 2), path=output_path, phases=phases.seconds)
 
 
 def _log_plan(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: int, t_check: float,
