@@ -132,6 +132,14 @@ def test_precision_auto_decision():
     assert resolve_precision("auto", sapphire) == ("bf16", "auto: CPU capability AVX512 with native amx_bf16+avx512_bf16")
     assert resolve_precision("auto", cooper)[0] == "bf16"
     assert "AVX2" in resolve_precision("auto", avx2)[1]
+    # Native flags but the dispatch capped below them (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA): emulated.
+    assert resolve_precision("auto", {**cooper, "capability": "AVX2"}) == (
+        "fp32", "auto: CPU capability AVX2, native avx512_bf16 unused (torch dispatch capped at AVX2): "
+                "emulated bf16 is slower")
+    assert resolve_precision("auto", {**sapphire, "onednn_max_isa": "AVX2"})[0] == "fp32"
+    assert resolve_precision("auto", {**sapphire, "onednn_max_isa": "AVX512_CORE_VNNI"})[0] == "fp32"
+    assert resolve_precision("auto", {**sapphire, "onednn_max_isa": "AVX512_CORE_AMX"})[0] == "bf16"
+    assert resolve_precision("auto", {**cooper, "onednn_max_isa": "ALL"})[0] == "bf16"
     # Explicit settings win whatever the CPU.
     assert resolve_precision("bf16", avx2)[0] == "bf16" and resolve_precision("fp32", sapphire)[0] == "fp32"
     with pytest.raises(ValueError, match="model.precision"):

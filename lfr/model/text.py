@@ -94,9 +94,11 @@ def cpu_bf16_capability() -> dict[str, object]:
     """What this process's CPU offers for bf16, as torch sees it.
 
     ``capability``: torch's dispatch level (``AVX2``, ``AVX512``, ...); ``avx512_bf16`` /
-    ``amx_bf16``: native bf16 instructions (torch's cpuinfo, else ``/proc/cpuinfo`` flags).
+    ``amx_bf16``: native bf16 instructions (torch's cpuinfo, else ``/proc/cpuinfo`` flags);
+    ``onednn_max_isa``: the ``ONEDNN_MAX_CPU_ISA`` cap on oneDNN (which runs bf16 matmuls), if set.
     """
-    cap: dict[str, object] = {"capability": str(torch.backends.cpu.get_cpu_capability())}
+    cap: dict[str, object] = {"capability": str(torch.backends.cpu.get_cpu_capability()),
+                              "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
     flags: dict = {}
     try:
         flags = dict(torch._C._cpu._get_cpu_capability())
@@ -125,9 +127,28 @@ def resolve_precision(requested: str, capability: dict[str, object] | None = Non
     cap = cpu_bf16_capability() if capability is None else capability
     native = [k for k in ("amx_bf16", "avx512_bf16") if cap.get(k)]
     where = f"CPU capability {cap.get('capability', '?')}"
+    capped = _bf16_capped(cap)
+    if native and capped:
+        return "fp32", f"auto: {where}, native {'+'.join(native)} unused ({capped}): emulated bf16 is slower"
     if native:
         return "bf16", f"auto: {where} with native {'+'.join(native)}"
     return "fp32", f"auto: {where} without native bf16 (no AVX512_BF16/AMX): emulated bf16 is slower"
+
+
+def _bf16_capped(cap: dict[str, object]) -> str:
+    """Why the native bf16 units are off limits despite the CPU flags ('' when they are not).
+
+    ``ATEN_CPU_CAPABILITY=avx2`` caps torch's kernels below AVX-512 and ``ONEDNN_MAX_CPU_ISA``
+    below ``AVX512_CORE_BF16`` caps the bf16 matmuls: either way bf16 runs emulated, as on an
+    AVX2-only CPU (clusters pin these to get one numeric path on mixed hardware).
+    """
+    level = str(cap.get("capability", "")).upper()
+    if level and not level.startswith("AVX512"):
+        return f"torch dispatch capped at {level}"
+    isa = str(cap.get("onednn_max_isa") or "").upper()
+    if isa and isa != "ALL" and "BF16" not in isa and "AMX" not in isa and "AVX10" not in isa:
+        return f"ONEDNN_MAX_CPU_ISA={isa}"
+    return ""
 
 
 def _log_precision_once(requested: str, resolved: str, why: str) -> None:
