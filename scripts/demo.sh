@@ -11,16 +11,11 @@ export PATH="$ROOT/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:PySpark does not yet fully support pandas:FutureWarning}"
 [ -x .venv/bin/spark-submit ] || { echo "run 'make setup' first" >&2; exit 1; }
 
-step() { printf '\n=== %s\n' "$*"; }
-step "1/6 train the fusion model";         spark-submit jobs/train.py "$@"
-step "2/6 embed the book catalog";         spark-submit jobs/embed_books.py "$@"
-step "3/6 embed the movie catalog";        spark-submit jobs/embed_movies.py "$@"
-# score.method hybrid/lexical read the lexical (BM25) tables: built here so the demo works from a fresh clone
-step "4/6 lexical features of both catalogs"; spark-submit jobs/embed_lexical.py "$@"
-step "5/6 exact top-k books for every movie"; spark-submit jobs/score_all.py "$@"
-step "6/6 evaluate against known adaptations"; spark-submit jobs/evaluate.py "$@"
-step "SQL: SELECT ... FROM lfr.movie_book_recommendations"
-spark-submit jobs/sql.py "$@" --max-rows 40 -e "SELECT movie_title, rank, book_title, round(score, 3) AS score
+# One spark-submit, one Spark session for every step (jobs/pipeline.py): each step is the same library
+# call as its own job (spark-submit jobs/train.py, jobs/embed_books.py, ...), without paying a JVM start,
+# a session and a cold first query per step. --from STEP resumes after a failed step.
+printf '\n=== train -> embed books -> embed movies -> lexical features -> score_all -> evaluate -> SQL\n'
+spark-submit jobs/pipeline.py "$@" --max-rows 40 --sql "SELECT movie_title, rank, book_title, round(score, 3) AS score
   FROM lfr.movie_book_recommendations
   WHERE movie_title IN ('Jurassic Park', 'The Godfather', 'Harry Potter and the Goblet of Fire')
   ORDER BY movie_title, rank"

@@ -388,3 +388,25 @@ def test_training_history_table_has_the_recipe_columns():
     assert text.splitlines()[0].split() == ["epoch", "stage", "train_loss", "val_mrr"]
     assert [line.split() for line in text.splitlines()[1:]] == [["0", "init", "n/a", "0.10000"],
                                                                ["1", "links", "2.50000", "0.25000"]]
+
+
+# ------------------------------------------------------------------ the pipeline job (one session)
+def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, tmp_path):
+    """jobs/pipeline.py on a copy of the fixture's work: a failing step stops the run with its exit code and
+    names the steps not run; ``--from`` resumes there and every step after it runs in ONE Spark session."""
+    work = tmp_path / "work"
+    shutil.copytree(pipeline.work, work)
+    conf = [c for c in pipeline.conf if not c.startswith("paths.work_dir=")] + [f"paths.work_dir={work}"]
+    failed = submit("pipeline.py", "--steps", "embed_movies,embed_lexical,score_all",
+                    conf=conf + [f"paths.model_dir={tmp_path / 'no_model'}"])
+    assert failed.code == 2, failed
+    assert "pipeline stopped: embed_movies exited with 2; not run: embed_lexical, score_all " \
+           "(resume with --from embed_movies)" in failed.log, failed
+    assert "score_all finished" not in failed.log
+
+    run = submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
+                 "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method", conf=conf)
+    assert run.code == 0, run
+    assert re.search(r"embed_lexical finished .*score_all finished .*sql finished .*pipeline finished", run.log, re.S), run
+    assert len(re.findall(r"Spark \S+ session ", run.log)) == 1, run      # one session for all steps
+    assert re.search(r"^\| hybrid\s+\| (\d+)\s+\|$", run.out, re.M), run   # the default method, scored just now

@@ -37,3 +37,22 @@ def test_bad_flags_and_bad_settings_exit_2_before_spark_starts(monkeypatch):
     assert jobkit.run_job("t", body, argv=["--conf", "score.no_such_key=1"]) == 2
     assert jobkit.run_job("t", body, argv=["--help"]) == 0
     assert started == []
+
+
+# ---------------------------------------------------------------- jobs/pipeline.py: which steps, in what order
+def test_pipeline_selects_steps_in_pipeline_order():
+    import pytest
+
+    import pipeline
+    from lfr.config import ConfigError
+
+    assert pipeline.selected_steps(",".join(pipeline.STEPS)) == list(pipeline.STEPS)
+    assert pipeline.selected_steps("score_all,train") == ["train", "score_all"]     # pipeline order, not flag order
+    assert pipeline.selected_steps(",".join(pipeline.STEPS), start="embed_lexical") == [
+        "embed_lexical", "score_all", "evaluate"]
+    assert pipeline.selected_steps("train,evaluate", start="embed_books") == ["evaluate"]
+    with pytest.raises(ConfigError, match="unknown step.*'score'"):
+        pipeline.selected_steps("train,score")
+    # every step runs with its job's own default flags (no flag of a step is required)
+    for step in pipeline.STEPS:
+        assert not isinstance(jobkit.parse_args(step, pipeline.STEPS[step][1], []), int), step
