@@ -20,6 +20,10 @@ The same N items (real descriptions of ``--domain``, default books: the first va
 (b) the Spark path: ``lfr.embed.udf`` on ``local[P]`` (``spark.task.cpus=1``: P tasks x 1 torch
     thread), items cached in Spark, P partitions, timed as a ``noop`` write of the embedding column.
 
+An AVX2-only CPU can be emulated on an AVX-512 one (both sides and every executor inherit it):
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``; the header
+shows the caps.
+
 Cold vs warm, the same on both sides: pass 1 is cold (Spark: Python workers start and load the
 model; plain: the model load is added to pass 1's time; process start-up is excluded on both);
 passes 2.. are warm and the best warm pass is reported. Session start-up is excluded.
@@ -308,7 +312,10 @@ def main(argv=None) -> int:
     model_dir = a.model_dir or default_model(cfg, spark, os.path.join(tempfile.mkdtemp(prefix="lfr-bench-"), "model"))
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     requested = str(manifest.get("precision", cfg["model"]["precision"]))
-    env = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+    caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+            if os.environ.get(k)}
+    env = {"cpu_capability": torch.backends.cpu.get_cpu_capability() + (f" (capped: {caps})" if caps else ""),
+           "torch": torch.__version__,
            "precision": f"{requested} -> {resolve_precision(requested)[0]}", "n": len(items["id"]),
            "batch_size": batch_size, "chunk": chunk, **text_stats(model_dir, items["description"])}
     log.info("%s", env)

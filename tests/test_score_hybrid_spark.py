@@ -107,6 +107,35 @@ def test_missing_lexical_tables_and_mixed_versions_are_refused(spark, env, tmp_p
         score_recommendations(spark, None, None, str(tmp_path / "r"), method="lexical",
                               movie_lexical=movies, book_lexical=other_vocab)
 
+    # The hybrid checks all four tables in ONE query (fewer Spark jobs than the two single checks),
+    # with the same results and errors.
+    from pyspark.sql import functions as F
+
+    from lfr.score.checks import check_hybrid_inputs, check_inputs, check_lexical_inputs
+
+    emb = {key: spark.read.format("delta").load(src[key]["path"]) for key in ("movie_embeddings", "book_embeddings")}
+
+    def jobs(run) -> tuple[int, object]:
+        before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+        out = run()
+        return len(spark.sparkContext.statusTracker().getJobIdsForGroup()) - before, out
+    n_single, single = jobs(lambda: (check_inputs(emb["movie_embeddings"], emb["book_embeddings"]),
+                                     check_lexical_inputs(movies, lex)))
+    n_hybrid, (dense_check, lexical_check) = jobs(lambda: check_hybrid_inputs(
+        emb["movie_embeddings"], emb["book_embeddings"], movies, lex))
+    assert (dense_check, lexical_check) == single and 0 < n_hybrid < n_single
+    (mv, m_rows, b_rows), (lv, vocab, lm_rows, lb_rows) = dense_check, lexical_check
+    assert (m_rows, b_rows) == (emb["movie_embeddings"].count(), emb["book_embeddings"].count())
+    assert (lm_rows, lb_rows, vocab) == (movies.count(), lex.count(), lex.first()["vocab_size"])
+    assert mv == emb["book_embeddings"].first()["model_version"] and lv == lex.first()["lexical_version"]
+    with pytest.raises(ModelVersionMismatch, match="book lexical features mix 2 lexical versions"):
+        check_hybrid_inputs(emb["movie_embeddings"], emb["book_embeddings"], movies, mixed)
+    with pytest.raises(ScoringError, match="disagree on vocab_size"):
+        check_hybrid_inputs(emb["movie_embeddings"], emb["book_embeddings"], movies, other_vocab)
+    with pytest.raises(ModelVersionMismatch, match="movie embeddings are model_version .* but book embeddings"):
+        check_hybrid_inputs(emb["movie_embeddings"].withColumn("model_version", F.lit("other")),
+                            emb["book_embeddings"], movies, lex)
+
 
 def test_rrf_run_equals_brute_force_and_retries_unproven_movies(spark, env, monkeypatch, caplog):
     """score.fusion=rrf: the exact RRF top-k over all books (competition ranks, ties), with exclusions; a

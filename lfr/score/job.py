@@ -55,8 +55,8 @@ from pyspark.sql import functions as F
 
 from lfr.score.blocks import (METHODS, BlockSpec, build_blocks, candidates, dense_moments, lexical_moments,
                               merge_candidates, pair_blocks, with_coefficients)
-from lfr.score.checks import (ModelVersionMismatch, ScoringError, check_inputs, check_lexical_inputs, dimension,
-                              require_columns)
+from lfr.score.checks import (ModelVersionMismatch, ScoringError, check_hybrid_inputs, check_inputs,
+                              check_lexical_inputs, dimension, require_columns)
 from lfr.score.kernel import blocks_needed
 from lfr.score.view import create_view, register_recommendations
 from lfr.phases import Phases
@@ -183,17 +183,19 @@ def _check_and_pair(method: Method, movies, books, movie_lexical, book_lexical,
     if method.dense:
         movies = filtered(require_columns(movies, "movie embeddings"), movie_filter, True).select(*EMBEDDING_COLUMNS)
         books = filtered(require_columns(books, "book embeddings"), book_filter, True).select(*EMBEDDING_COLUMNS)
-        mv, m_rows, b_rows = check_inputs(movies, books)
     if method.lexical:
         ml = filtered(require_columns(movie_lexical, "movie lexical features"), movie_filter, not method.dense)
         bl = filtered(require_columns(book_lexical, "book lexical features"), book_filter, not method.dense)
         ml, bl = ml.select(*LEXICAL_COLUMNS), bl.select(*LEXICAL_COLUMNS)
-        lv, vocab, lm_rows, lb_rows = check_lexical_inputs(ml, bl)
-        terms = ["id", "term_indices", "term_weights"]
-        if method.dense:                                     # hybrid: items present in both tables
-            movies, books = movies.join(ml.select(*terms), "id"), books.join(bl.select(*terms), "id")
-        else:
-            movies, books, m_rows, b_rows = ml, bl, lm_rows, lb_rows
+    if method.name == "hybrid":                              # one check job over the four tables
+        (mv, m_rows, b_rows), (lv, vocab, _, _) = check_hybrid_inputs(movies, books, ml, bl)
+        terms = ["id", "term_indices", "term_weights"]       # items present in both tables
+        movies, books = movies.join(ml.select(*terms), "id"), books.join(bl.select(*terms), "id")
+    elif method.dense:
+        mv, m_rows, b_rows = check_inputs(movies, books)
+    else:
+        lv, vocab, m_rows, b_rows = check_lexical_inputs(ml, bl)
+        movies, books = ml, bl
     return _Inputs(movies, books, mv, lv, vocab, m_rows, b_rows)
 
 
