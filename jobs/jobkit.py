@@ -144,7 +144,8 @@ def embed_job(domain: str) -> Callable[[JobContext], int]:
         embed_catalog(ctx.spark, ctx.cfg, domain, tables=s.tables.as_dict(), full=ctx.args.full,
                       model_dir=resolve_path(ctx.args.model_dir) if ctx.args.model_dir else s.paths.model_dir,
                       batch_size=s.embed.batch_size, partitions=s.embed.partitions, ship_model=s.embed.ship_model,
-                      delete_missing=s.embed.delete_missing, precision=s.model.precision)
+                      delete_missing=s.embed.delete_missing, precision=s.model.precision,
+                      rows_per_partition=s.embed.rows_per_partition, progress_seconds=s.embed.progress_seconds)
         return EXIT_OK
 
     return main

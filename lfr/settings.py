@@ -141,6 +141,8 @@ class XCrossSettings(_Section):
 class EmbedSettings(_Section):
     batch_size: int
     partitions: Optional[int]
+    rows_per_partition: Optional[int]
+    progress_seconds: float
     ship_model: str
     delete_missing: bool
 

@@ -53,6 +53,7 @@ from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ArtifactRef, ship_artifact
 from lfr.embed.udf import embed_column
 from lfr.phases import Phases
+from lfr.spark.progress import progress
 from lfr.spark.delta import (TableSchemaError, is_delta_table, merge_changes, register_table, retry_on_conflict,
                               schema_diff, write_table)
 
@@ -206,9 +207,18 @@ def plan_changes(spark: SparkSession, catalog: DataFrame, path: str, model_versi
 
 
 # ------------------------------------------------------------------ phases of embed_catalog
-def embed_partitions(spark: SparkSession, n_rows: int, batch_size: int, configured: int | None = None) -> int:
-    """``configured`` partitions (default: the cluster's parallelism), never more than one per batch."""
+def embed_partitions(spark: SparkSession, n_rows: int, batch_size: int, configured: int | None = None,
+                     rows_per_partition: int | None = None) -> int:
+    """``configured`` partitions, else the cluster's parallelism or one per ``rows_per_partition`` rows,
+    whichever is more; never more than one per batch.
+
+    Bounded partitions keep a large run observable and cheap to retry: a task is the unit of the
+    progress log and of what a lost executor or Python worker makes Spark redo (the model loads once
+    per reused Python worker, not per task).
+    """
     p = int(configured) if configured else spark.sparkContext.defaultParallelism
+    if not configured and rows_per_partition:
+        p = max(p, math.ceil(n_rows / int(rows_per_partition)))
     return max(1, min(p, math.ceil(n_rows / max(1, batch_size))))
 
 
@@ -247,9 +257,10 @@ def _sync_catalog(spark: SparkSession, tables: Mapping, valid: DataFrame, reject
 
 
 def _embed(spark: SparkSession, plan: EmbedPlan, ref: ArtifactRef, *, batch_size: int,
-           partitions: int | None, stats: EmbedStats) -> DataFrame:
+           partitions: int | None, rows_per_partition: int | None, progress_seconds: float,
+           stats: EmbedStats) -> DataFrame:
     """The plan's rows embedded by the UDF, persisted and counted (the write then reads the cache)."""
-    parts = embed_partitions(spark, plan.n_embed, batch_size, partitions)
+    parts = embed_partitions(spark, plan.n_embed, batch_size, partitions, rows_per_partition)
     embedded = conform(plan.todo.repartition(parts).select(
         "id", "title",
         embed_column(ref, "title", "description", "genres", batch_size=batch_size,
@@ -258,7 +269,9 @@ def _embed(spark: SparkSession, plan: EmbedPlan, ref: ArtifactRef, *, batch_size
         F.lit(datetime.now(timezone.utc)).cast("timestamp").alias("embedded_at"),
     ), EMBEDDINGS_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     t0 = time.time()
-    stats.embedded = embedded.count()
+    log.info("embedding %d %s on %d partitions", plan.n_embed, stats.domain, parts)
+    with progress(spark, f"embed {stats.domain}", interval=progress_seconds):
+        stats.embedded = embedded.count()
     stats.embed_seconds = time.time() - t0
     stats.items_per_s = stats.embedded / stats.embed_seconds if stats.embed_seconds > 0 else 0.0
     log.info("embedded %d %s on %d partitions in %.1fs: %.1f items/s", stats.embedded, stats.domain, parts,
@@ -292,13 +305,15 @@ def _register(spark: SparkSession, tables: Mapping, domain: str) -> None:
 
 def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Mapping, model_dir: str,
                   batch_size: int, partitions: int | None, ship_model: str, delete_missing: bool,
-                  full: bool = False, precision: str | None = None) -> EmbedStats:
+                  full: bool = False, precision: str | None = None, rows_per_partition: int | None = 5000,
+                  progress_seconds: float = 60.0) -> EmbedStats:
     """Validate, record rejects, and (re-)embed the new/changed items of ``domain``; see the module doc.
 
     ``cfg``: what ``load_catalog`` reads (``catalogs``, ``validation``); ``tables``: the ``tables``
     section; the rest are the ``embed`` settings (``lfr.settings.EmbedSettings``). ``precision``: the
     run's ``model.precision`` (auto|bf16|fp32), applied on the executors over the artifact's own
-    (None: the artifact's); an inference setting, so the embeddings keep their model_version."""
+    (None: the artifact's); an inference setting, so the embeddings keep their model_version.
+    ``rows_per_partition`` / ``progress_seconds``: see ``embed_partitions`` and ``lfr.spark.progress``."""
     started = time.time()
     if domain not in EMBEDDING_TABLES:
         raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")
@@ -322,7 +337,8 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Map
         log.info("%s embeddings are up to date (model %s): nothing to embed, no commit", domain, ref.model_version)
     else:
         with phases("embed"):
-            embedded = _embed(spark, plan, ref, batch_size=batch_size, partitions=partitions, stats=stats)
+            embedded = _embed(spark, plan, ref, batch_size=batch_size, partitions=partitions,
+                              rows_per_partition=rows_per_partition, progress_seconds=progress_seconds, stats=stats)
         with phases("write"):
             _write(spark, plan, embedded, path)
         embedded.unpersist()
