@@ -55,12 +55,9 @@ def selected_steps(steps: str, start: str | None = None) -> list[str]:
     return [s for s in order[first:] if s in wanted]
 
 
-def step_context(ctx: JobContext, step: str, argv: list[str]) -> JobContext:
+def step_context(ctx: JobContext, step: str) -> JobContext:
     """The context a step's body gets: the session and settings of the run, the step's own default flags."""
-    _, add_step_args = STEPS[step]
-    args = parse_args(step, add_step_args, argv)
-    if isinstance(args, int):   # a step whose own flags are required (none today)
-        raise SystemExit(args)
+    args = parse_args(step, STEPS[step][1], [])
     return JobContext(args=args, cfg=ctx.cfg, settings=ctx.settings, spark=ctx.spark)
 
 
@@ -71,7 +68,7 @@ def main(ctx: JobContext) -> int:
     for i, step in enumerate(steps):
         started = time.time()
         body = STEPS[step][0]
-        code = exit_code(step, lambda: body(step_context(ctx, step, [])))
+        code = exit_code(step, lambda: body(step_context(ctx, step)))
         seconds[step] = round(time.time() - started, 1)
         if code:
             log.error("pipeline stopped: %s exited with %d; not run: %s (resume with --from %s)",

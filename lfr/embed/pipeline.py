@@ -305,15 +305,16 @@ def _register(spark: SparkSession, tables: Mapping, domain: str) -> None:
 
 def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Mapping, model_dir: str,
                   batch_size: int, partitions: int | None, ship_model: str, delete_missing: bool,
-                  full: bool = False, precision: str | None = None, rows_per_partition: int | None = 5000,
-                  progress_seconds: float = 60.0) -> EmbedStats:
+                  full: bool = False, precision: str | None = None, rows_per_partition: int | None = None,
+                  progress_seconds: float = 0.0) -> EmbedStats:
     """Validate, record rejects, and (re-)embed the new/changed items of ``domain``; see the module doc.
 
     ``cfg``: what ``load_catalog`` reads (``catalogs``, ``validation``); ``tables``: the ``tables``
     section; the rest are the ``embed`` settings (``lfr.settings.EmbedSettings``). ``precision``: the
     run's ``model.precision`` (auto|bf16|fp32), applied on the executors over the artifact's own
     (None: the artifact's); an inference setting, so the embeddings keep their model_version.
-    ``rows_per_partition`` / ``progress_seconds``: see ``embed_partitions`` and ``lfr.spark.progress``."""
+    ``rows_per_partition`` / ``progress_seconds``: see ``embed_partitions`` and ``lfr.spark.progress``
+    (off when not given: their values live in conf/lfr.yaml, passed by the jobs)."""
     started = time.time()
     if domain not in EMBEDDING_TABLES:
         raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")
