@@ -57,9 +57,10 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad usage or input (exit 2): a bad setting, no trained model, an unreadable catalog."""
     from lfr.config import ConfigError
     from lfr.data.readers import CatalogReadError
+    from lfr.errors import UsageError
     from lfr.model.artifact import ArtifactMissing
 
-    return ConfigError, ArtifactMissing, CatalogReadError
+    return ConfigError, ArtifactMissing, CatalogReadError, UsageError
 
 
 def exit_code(name: str, run: Callable[[], int | None]) -> int:

@@ -50,6 +50,15 @@ class ValidationSettings(_Section):
 
 
 @dataclass(frozen=True)
+class GuardsSettings(_Section):
+    """``lfr.spark.guards``: how much a run may shrink a table, and whether a source may be empty."""
+    max_delete_fraction: float
+    max_delete_rows: Optional[int]
+    allow_deletes: bool
+    allow_empty_sources: bool
+
+
+@dataclass(frozen=True)
 class TableSpec(_Section):
     name: str
     path: str
@@ -210,6 +219,7 @@ class Settings(_Section):
     spark: SparkSettings
     catalogs: Dict[str, Any]
     validation: ValidationSettings
+    guards: GuardsSettings
     tables: TablesSettings
     model: ModelSettings
     train: TrainSettings

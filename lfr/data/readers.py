@@ -41,6 +41,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, BooleanType, LongType, StringType, StructField, StructType
 
 from lfr.data import schema as S
+from lfr.errors import UsageError
 from lfr.data.text import (
     collapse_ws,
     film_disambiguator_year,
@@ -62,7 +63,7 @@ MAX_TEXT_CHARS = 1_000_000
 RAW_FIELD_CHARS = 10_000
 
 
-class CatalogReadError(ValueError):
+class CatalogReadError(UsageError):
     """A source cannot be read at all (missing file, wrong columns, unknown reader)."""
 
 
