@@ -15,12 +15,15 @@ from typing import Any
 import pandas as pd
 
 from lfr.config import is_uri
+from lfr.digest import code_digest
 from lfr.model.artifact import ArtifactError, model_version_of, read_manifest
 from lfr.train.publish import publish_model
 from lfr.train.trainer import TrainResult, train
 
 log = logging.getLogger(__name__)
 MODEL_KINDS = ("lightfusionrec", "xcross")
+# The code a model of each kind is made by: a change to any of these files retrains (inputs_key).
+TRAINING_CODE = {"lightfusionrec": ("lfr.model", "lfr.train"), "xcross": ("lfr.model", "lfr.train", "lfr.xcross")}
 
 
 def model_kind(cfg: Any) -> str:
@@ -77,16 +80,25 @@ def _train(kind: str, movies: pd.DataFrame, books: pd.DataFrame, positives: pd.D
     return result, format_history(result)
 
 
+def training_code_digest(kind: str) -> str:
+    """sha256 of the sources of the packages that train a ``kind`` model (``TRAINING_CODE``)."""
+    return code_digest(TRAINING_CODE[kind])
+
+
 def inputs_key(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Any) -> str:
-    """sha256 of everything training depends on: the catalog rows, the known links and
-    the ``model``/``train`` settings. Training is seeded, so equal keys give the same model."""
+    """sha256 of everything training depends on: the catalog rows, the known links, the
+    ``model``/``train`` settings (the recipe among them) and the training code
+    (``training_code_digest``). Training is seeded, so equal keys give the same model; a fix to the
+    training code gives a new key, so the next run retrains without ``--force``."""
     model = dict(cfg.get("model") or {})
+    kind = model_kind(cfg)
     sections = {"model": model, "train": cfg.get("train")}
-    if model.get("kind") == "xcross":
+    if kind == "xcross":
         sections["xcross"] = cfg.get("xcross")
     elif model.get("kind") == MODEL_KINDS[0]:
-        del model["kind"]  # the default: keys of models published before model.kind existed still match
+        del model["kind"]  # the default: the key does not depend on whether model.kind is spelled out
     h = hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode())
+    h.update(b"#code" + training_code_digest(kind).encode())
     for frame in (movies, books, positives):
         if frame is None:
             h.update(b"#none")
@@ -114,8 +126,8 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
     ``cfg``: what ``collect_driver_inputs`` and ``lfr.train.train`` read (catalogs, validation,
     model, train sections; with ``model.kind: xcross``, ``lfr.xcross.train`` and the xcross section).
 
-    Idempotent: when the published model was trained on the same inputs and settings
-    (``inputs_key`` in its manifest) nothing is retrained -- a new model would get a new
+    Idempotent: when the published model was trained on the same inputs, settings and training
+    code (``inputs_key`` in its manifest) nothing is retrained -- a new model would get a new
     ``model_version`` and force every embedding to be recomputed -- unless ``force``.
     Returns ``(result or None when skipped, model_version)``. The previous model stays
     in place if anything fails.
@@ -128,12 +140,15 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
     published = _published(target)
     if not force and published is not None and published.get("inputs_key") == key:
         version = model_version_of(published, target)
-        log.info("model %s at %s is up to date (same catalogs, links and settings): not retraining "
+        log.info("model %s at %s is up to date (same catalogs, links, settings and training code): not retraining "
                  "(--force retrains)", version, target)
         return None, version
+    code = training_code_digest(kind)
+    if not force and published is not None and published.get("training_code") not in (None, code):
+        log.info("the training code changed since model %s was trained: retraining", published.get("model_version"))
     read_seconds = time.time() - started
     result, history = _train(kind, movies, books, positives, cfg, progress)
-    extra = {**result.manifest_extra(), "inputs_key": key}
+    extra = {**result.manifest_extra(), "inputs_key": key, "training_code": code}
     version = publish_model(result.model, target, extra_manifest=extra, spark=spark)
     print(history, flush=True)
     log.info("trained model %s (%s): %s, training %.1fs (reading %.1fs), artifact %s", version,
