@@ -32,10 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger("bench.xcross")
+ABLATION_BATCH_SIZE = 32
+INPUT_FILES = ("movies", "books", "links")
+# What computes a (method, fraction, fold) result of the ablation: a change to any of it is a new resume file.
+ABLATION_CODE = ("lfr.eval", "lfr.model", "lfr.train", "lfr.xcross")
 
 
 def collect_inputs(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    files = {k: out / f"{k}.parquet" for k in ("movies", "books", "links")}
+    files = {k: out / f"{k}.parquet" for k in INPUT_FILES}
     if not all(f.is_file() for f in files.values()):
         from lfr.config import load_config
         from lfr.data.catalog import load_catalog
@@ -97,6 +101,25 @@ def run_eval(movies, books, links, args, out: Path) -> dict:
     return results
 
 
+def ablation_key(out: Path, cfg: dict, args, batch_size: int) -> str:
+    """The ablation's resume-file key: a digest of the input files, every setting that changes a
+    result (the config with its seeds, candidates, tokens per item, batch size), this script and
+    the library code that computes the ranks. A rerun after any change starts a new file instead of
+    reusing ranks computed from other data, settings or code. Not in it: --methods and --fractions,
+    which only choose rows (the file holds one entry per method, fraction and fold)."""
+    from lfr.digest import code_digest, files_digest, settings_digest
+
+    settings = {**cfg, "xcross": {k: v for k, v in cfg["xcross"].items() if k != "cache_dir"}}  # a location only
+    parts = {
+        "data": files_digest(out / f"{name}.parquet" for name in INPUT_FILES),
+        "settings": settings_digest({"cfg": settings, "candidates": args.candidates,
+                                     "eval_max_length": args.eval_max_length, "batch_size": batch_size}),
+        "code": code_digest(ABLATION_CODE),
+        "script": files_digest([Path(__file__)]),
+    }
+    return settings_digest(parts)[:16]
+
+
 def run_ablation(movies, books, links, args, out: Path) -> dict:
     """X-Cross, its ablations and the data-fraction curve (``lfr.xcross.evaluate.evaluate_xcross``),
     resumable (progress file under --out); report under --out/ablation."""
@@ -107,10 +130,11 @@ def run_ablation(movies, books, links, args, out: Path) -> dict:
     cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
     fractions = [float(q) for q in args.fractions.split(",")]
     methods = args.methods.split(",") if args.methods else list(METHODS)
+    key = ablation_key(out, cfg, args, batch_size=ABLATION_BATCH_SIZE)
     ev = evaluate_xcross(movies, books, links, cfg, fractions=fractions, candidates=args.candidates or None,
                          methods=methods,
-                         max_length=args.eval_max_length, batch_size=32,
-                         progress_path=out / f"ablation_progress_{args.candidates}_{args.eval_max_length}.jsonl")
+                         max_length=args.eval_max_length, batch_size=ABLATION_BATCH_SIZE,
+                         progress_path=out / f"ablation_progress_{key}.jsonl")
     paths = write_xcross_report(ev, out / "ablation")
     print(Path(paths["report"]).read_text(), flush=True)
     return paths

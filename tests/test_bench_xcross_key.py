@@ -1,0 +1,45 @@
+"""bench/xcross_sample.py: the ablation's resume file is keyed by everything its ranks depend on."""
+import importlib.util
+from argparse import Namespace
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("xcross_sample", ROOT / "bench" / "xcross_sample.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_resume_key_changes_with_data_settings_seeds_and_code(tmp_path, monkeypatch):
+    mod = _bench()
+    for name in mod.INPUT_FILES:
+        pd.DataFrame({"id": [f"{name}1", f"{name}2"], "description": ["a", "b"]}).to_parquet(tmp_path / f"{name}.parquet")
+    cfg = mod.eval_cfg(64)
+    cfg["xcross"]["cache_dir"] = str(tmp_path / "adapter_cache")
+    args = Namespace(candidates=200, eval_max_length=64, fractions="1.0", methods="")
+
+    def key(cfg=cfg, args=args, batch_size=32):
+        return mod.ablation_key(tmp_path, cfg, args, batch_size)
+
+    base = key()
+    assert key() == base and len(base) == 16
+    moved = {**cfg, "xcross": {**cfg["xcross"], "cache_dir": "/elsewhere"}}
+    assert key(cfg=moved) == base                                          # a location, not a setting
+    assert key(args=Namespace(**{**vars(args), "methods": "text_only"})) == base   # only chooses rows
+    changed = [
+        key(cfg={**cfg, "eval": {**cfg["eval"], "seed": int(cfg["eval"]["seed"]) + 1}}),        # a seed
+        key(cfg={**cfg, "xcross": {**cfg["xcross"], "adapter_steps": 21}}),                     # a setting
+        key(args=Namespace(**{**vars(args), "candidates": 0})),
+        key(args=Namespace(**{**vars(args), "eval_max_length": 32})),
+        key(batch_size=16),
+    ]
+    pd.DataFrame({"id": ["links1"], "description": ["a"]}).to_parquet(tmp_path / "links.parquet")
+    changed.append(key())                                                  # the data
+    monkeypatch.setattr("lfr.digest.code_digest", lambda packages: "changed")
+    changed.append(key())                                                  # the code
+    assert len({base, *changed}) == len(changed) + 1
