@@ -221,14 +221,15 @@ def test_messy_generic_rejects_and_cross_source(spark, tmp_path, merge):
         "Too Long": "oversized_description",
         "Control\x07Char": "invalid_text",
         "Bad Bytes": "invalid_text",
-        **({} if merge else {"good film!": "duplicate_of:m1"}),
+        **({} if merge else {"good film!": "duplicate_of:m1", "Twin": "duplicate_of:t1"}),
         "Other": "duplicate_id",
-        "Twin": "duplicate_of:t1",   # fits two films (no year): never merged, rejected as before
+        # Twin x3 (no year) fits two films: merging needs a known, equal year, so it stays its own item
     }, got
     assert bad_utf8 in json.loads(r[r.id == "m7"].raw.iloc[0])["description"]
     vv = v.set_index("id")
     assert list(vv.loc["m1", "genres"]) == ["Drama", "Crime"]
-    assert list(vv.loc["m2", "genres"]) == [] and set(vv.index) == {"m1", "m2", "x2", "t1", "t2"}  # x2: other year
+    assert list(vv.loc["m2", "genres"]) == [] and set(vv.index) == {"m1", "m2", "x2", "t1", "t2"} | (
+        {"x3"} if merge else set())  # x2: other year
     assert vv.loc["x2", "source"] == "other"
     if merge:   # x1 folded into m1: m1's id, title, year and genres, both texts
         assert list(vv.loc["m1", "merged_ids"]) == ["x1"] and list(vv.loc["m1", "sources"]) == ["generic", "other"]
@@ -239,6 +240,40 @@ def test_messy_generic_rejects_and_cross_source(spark, tmp_path, merge):
         assert list(vv.loc["m1", "merged_ids"]) == [] and list(vv.loc["m1", "sources"]) == ["generic"]
         assert vv.loc["m1", "description"] == 'A fine, "quoted"\ndescription.'
     assert list(vv.loc["x2", "merged_ids"]) == [] and list(vv.loc["x2", "sources"]) == ["other"]
+
+
+def test_films_merge_only_on_a_known_equal_year(spark, tmp_path):
+    """A Wikipedia title matching an IMDb film merges only when both years are known and equal (the
+    disambiguator or the summary's first sentence gives it); no year on one side, or another year, keeps
+    both items apart, and the case is counted and logged."""
+    from lfr.data.catalog import read_catalog
+
+    imdb = tmp_path / "imdb.csv"
+    pd.DataFrame([("Casablanca", "1942", "Drama", "A cynical expatriate runs a nightclub."),
+                  ("Psycho", "1960", "Horror", "A secretary steals money and hides at a motel."),
+                  ("Vertigo", "1958", "Mystery", "A detective with a fear of heights follows a woman."),
+                  ("A Star Is Born", "2018", "Drama", "A musician helps a young singer find fame.")],
+                 columns=["Series_Title", "Released_Year", "Genres", "Overview"]).to_csv(imdb, index=False)
+    wiki = tmp_path / "wiki.json"
+    wiki.write_text(json.dumps({
+        "Casablanca": "Casablanca is the largest city of Morocco.",                       # no year: another thing
+        "Psycho (1960 film)": "Psycho is a psychological horror film.",                  # the disambiguator's year
+        "Vertigo": "Vertigo is a 1958 American film noir directed by Alfred Hitchcock.",  # the lead's year
+        "A Star Is Born": "A Star Is Born is a 1954 American musical film.",             # another year: the 1954 film
+    }), encoding="utf-8")
+    cfg = {"catalogs": {"movies": [{"reader": "imdb_top1000", "path": str(imdb)},
+                                   {"reader": "wikipedia_summaries", "path": str(wiki)}]},
+           "validation": {"max_description_chars": 1000, "min_description_chars": 1, "merge_sources": True}}
+    load = read_catalog(spark, cfg, "movies")
+    v = load.valid.toPandas().set_index("id")
+    merged = {i: list(m) for i, m in v.merged_ids.items() if len(m)}
+    assert merged == {"imdb:psycho-1960": ["wiki:psycho-1960-film"], "imdb:vertigo-1958": ["wiki:vertigo"]}
+    assert {"wiki:casablanca", "wiki:a-star-is-born"} <= set(v.index) and len(v) == 6
+    assert "Morocco" not in v.loc["imdb:casablanca-1942", "description"]
+    assert v.loc["wiki:a-star-is-born", "year"] == 1954 and pd.isna(v.loc["wiki:casablanca", "year"])
+    assert (load.merged, load.near, load.records) == (2, 2, {str(imdb): 4, str(wiki): 4})
+    assert sorted(load.near_sample) == ["wiki:a-star-is-born ~ imdb:a-star-is-born-2018",
+                                        "wiki:casablanca ~ imdb:casablanca-1942"]
 
 
 def test_content_hash(spark):

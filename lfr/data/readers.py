@@ -12,13 +12,20 @@ into the header's columns lands in ``_corrupt_record`` and becomes ``malformed_r
 multiLine CSV files are not splittable, so a file is one partition and
 ``monotonically_increasing_id`` is its row order.
 
+File-level errors (``CatalogReadError`` naming the file and where): a CSV whose quotes do not
+balance (a file cut inside a quoted field, or a stray quote: either makes the parser swallow the
+following records into one field), a Wikipedia document that is not one valid JSON object (a cut
+file). ``lfr.data.catalog`` adds the checks that need the parsed records (a file that ends inside
+a record, a source with no record at all).
+
 Readers (``reader:`` in ``cfg['catalogs'][domain]``):
 
 * ``imdb_top1000`` -- IMDb Top 1000 CSV. id ``imdb:<slug>-<year>`` (``imdb:<slug>`` when
   the year is not a year, e.g. 'PG'); genres from ``Genres`` ("Crime,  Drama").
 * ``wikipedia_summaries`` -- one JSON object ``{wikipedia_title: summary}``. id
   ``wiki:<slug of the full key>``; title without "(film)"/"(YEAR film)"; year from the
-  disambiguator when present; genres ``[]``. Duplicate keys are kept (-> ``duplicate_id``).
+  disambiguator, else the one the summary's first sentence states ("is a 1960 American ... film";
+  ``lfr.data.text.summary_film_year``); genres ``[]``. Duplicate keys are kept (-> ``duplicate_id``).
 * ``goodreads`` -- Goodreads best-books CSV. id ``goodreads:<digits of /book/show/<digits>>``;
   genres from the Python-list literal (``ast.literal_eval``/JSON, never ``eval``);
   authors ``[Author]`` with whitespace collapsed.
@@ -47,10 +54,12 @@ from lfr.data.text import (
     film_disambiguator_year,
     parse_list_literal,
     parse_year,
+    regex_quote,
     slug,
     split_labels,
     strip_film_disambiguator,
     strip_text,
+    summary_film_year,
 )
 
 CORRUPT = "_corrupt_record"
@@ -75,13 +84,53 @@ def _csv_reader(spark: SparkSession, extra: dict | None = None):
 
 
 def read_csv(spark: SparkSession, path: str, options: dict | None = None) -> DataFrame:
-    """All-string CSV read with a ``_corrupt_record`` column (header names kept; a blank one is ``_c0``)."""
+    """All-string CSV read with a ``_corrupt_record`` column (header names kept; a blank one is ``_c0``).
+
+    The file's quoting is checked first (``check_csv_quotes``): a parse of unbalanced quotes is not
+    a set of records but a guess."""
     try:
         header = _csv_reader(spark, options).csv(path).schema
     except Exception as exc:  # AnalysisException: path does not exist
         raise CatalogReadError(f"cannot read CSV catalog {path}: {exc}") from exc
+    check_csv_quotes(spark, path, str((options or {}).get("quote", '"')))
     fields = [StructField(f.name, StringType()) for f in header.fields if f.name != CORRUPT]
     return _csv_reader(spark, options).schema(StructType(fields + [StructField(CORRUPT, StringType())])).csv(path)
+
+
+def _unclosed_quote_line(lines: DataFrame, quotes: Column) -> tuple[int, int]:
+    """(line number, character offset) of the quote that opens the last never-closed quoted field
+    of one file's lines (read in file order). Runs only on the error path: one ordered pass."""
+    from pyspark.sql import Window
+
+    w = Window.orderBy("_ln").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    scan = (lines.withColumn("_ln", F.monotonically_increasing_id()).withColumn("_q", quotes)
+            .withColumn("_line", F.row_number().over(Window.orderBy("_ln")))
+            .withColumn("_cum", F.sum("_q").over(w))
+            .withColumn("_start", F.sum(F.length("value") + 1).over(w) - F.length("value") - 1))
+    row = scan.filter((F.col("_cum") % 2 == 1) & ((F.col("_cum") - F.col("_q")) % 2 == 0)) \
+        .orderBy(F.desc("_ln")).select("_line", "_start").first()
+    return (int(row["_line"]), int(row["_start"])) if row else (0, 0)
+
+
+def check_csv_quotes(spark: SparkSession, path: str, quote: str = '"') -> None:
+    """Every quote of a CSV file must be closed: RFC 4180 doubles a quote inside a quoted field,
+    so a well-formed file holds an even number of them. An odd count is a file cut inside a quoted
+    field or a stray quote -- the parser would fold the records after it into one field -- so it
+    is a file-level ``CatalogReadError`` naming the file and the line of the unclosed quote."""
+    if not quote:
+        return
+    lines = spark.read.text(path).withColumn("_file", F.input_file_name())
+    # split, not a length difference: length() of a line with invalid UTF-8 bytes counts a
+    # malformed lead byte and the quote after it as one character
+    quotes = F.size(F.split(F.col("value"), regex_quote(quote), -1)) - 1
+    odd = (lines.groupBy("_file").agg(F.sum(quotes).alias("n")).filter(F.col("n") % 2 == 1)
+           .select("_file").collect())
+    for row in odd:
+        line, offset = _unclosed_quote_line(lines.filter(F.col("_file") == row["_file"]), quotes)
+        raise CatalogReadError(
+            f"{row['_file'] or path}: a quoted field opened on line {line} (character {offset}) is never closed "
+            "(the file is cut inside a record, or holds a stray quote that would fold the following records "
+            "into one field); fix or re-export the file")
 
 
 def _require(df: DataFrame, cols: list[str], path: str, reader: str) -> None:
@@ -145,6 +194,30 @@ def read_imdb_top1000(spark: SparkSession, spec: dict) -> DataFrame:
     )
 
 
+def _json_problem(doc: str) -> str | None:
+    """Why a Wikipedia summaries document is unusable as a whole (None: it is one JSON object)."""
+    import json
+
+    try:
+        pairs = json.loads(doc, object_pairs_hook=lambda kv: kv)
+    except ValueError as exc:
+        where = (f"line {exc.lineno}, column {exc.colno} (character {exc.pos} of {len(doc)})"
+                 if isinstance(exc, json.JSONDecodeError) else "")
+        return f"not valid JSON at {where}: {getattr(exc, 'msg', exc)} (a file cut short or damaged)"
+    if not isinstance(pairs, list):
+        return f"not one JSON object {{title: summary}} (the document is a {type(pairs).__name__})"
+    return None
+
+
+def _check_json_documents(text: DataFrame, path: str) -> None:
+    """A document that does not parse as a whole is a file-level error naming the file and the offset
+    (one malformed row would hide that the rest of the file is missing)."""
+    check = F.udf(lambda doc: _json_problem(doc), StringType())  # a plain UDF (type hints would make it a pandas one)
+    for row in text.select(F.input_file_name().alias("file"), check("value").alias("problem")).collect():
+        if row["problem"]:
+            raise CatalogReadError(f"wikipedia_summaries: {row['file'] or path} is {row['problem']}")
+
+
 def read_wikipedia_summaries(spark: SparkSession, spec: dict) -> DataFrame:
     """The file is one JSON object; it is parsed in one task with the order and any duplicate keys kept."""
     path = spec["path"]
@@ -152,6 +225,7 @@ def read_wikipedia_summaries(spark: SparkSession, spec: dict) -> DataFrame:
         text = spark.read.text(path, wholetext=True)
     except Exception as exc:
         raise CatalogReadError(f"cannot read wikipedia_summaries {path}: {exc}") from exc
+    _check_json_documents(text, path)
     entry = StructType([StructField("pos", LongType()), StructField("key", StringType()),
                         StructField("value", StringType()), StructField("raw", StringType()),
                         StructField("ok", BooleanType())])
@@ -160,15 +234,8 @@ def read_wikipedia_summaries(spark: SparkSession, spec: dict) -> DataFrame:
     def entries(doc):
         import json
 
-        try:
-            pairs = json.loads(doc, object_pairs_hook=lambda kv: kv)
-        except ValueError as exc:   # a damaged file: one malformed row (a reject with the text), not a crash
-            pairs = f"not valid JSON: {exc}"
-        if not isinstance(pairs, list):
-            problem = pairs if isinstance(pairs, str) else "not one JSON object {title: summary}"
-            return [(0, None, None, json.dumps({"corrupt_record": doc[:100000], "error": problem}), False)]
         out = []
-        for i, (key, value) in enumerate(pairs):
+        for i, (key, value) in enumerate(json.loads(doc, object_pairs_hook=lambda kv: kv)):
             ok = value is None or isinstance(value, str)
             out.append((i, key, value if isinstance(value, str) else None, json.dumps({key: value}, ensure_ascii=False), ok))
         return out
@@ -180,7 +247,7 @@ def read_wikipedia_summaries(spark: SparkSession, spec: dict) -> DataFrame:
         strip_film_disambiguator(key).alias("title"),
         strip_text(F.col("value")).alias("description"),
         F.array().cast(ArrayType(StringType())).alias("genres"),
-        film_disambiguator_year(key).alias("year"),
+        F.coalesce(film_disambiguator_year(key), summary_film_year(F.col("value"))).alias("year"),
         F.lit(None).cast(ArrayType(StringType())).alias("authors"),
         F.lit("wikipedia_summaries").alias("source"),
         F.col("raw").alias("_raw"),

@@ -45,6 +45,22 @@ def film_disambiguator_year(c: Column) -> Column:
     return F.when(y != "", y.cast("int"))
 
 
+# The film's year in a Wikipedia lead ("Psycho is a 1960 American psychological horror film"): the first
+# "is/was a|an|the YYYY" of the first 300 characters, unless a novel/book/play follows it ("is a 1927
+# adventure novel": the article is about the book, not the film).
+SUMMARY_FILM_YEAR = (r"(?s)^.{0,300}?\b(?:is|was) (?:a|an|the) (\d{4})\b"
+                     r"(?![^.]{0,60}?\b(?:novel|book|play|novella|story|poem)\b)")
+
+
+def summary_film_year(c: Column) -> Column:
+    """The release year a Wikipedia film summary states in its first sentence, else null.
+
+    Why: most Wikipedia titles carry no year, so without it a title match with an IMDb film is
+    no evidence (the file's "Casablanca" is the city, "Stalker" the behaviour)."""
+    y = F.regexp_extract(c, SUMMARY_FILM_YEAR, 1)
+    return F.when(y != "", y.cast("int"))
+
+
 def parse_year(c: Column) -> Column:
     """'1972' -> 1972; anything else ('PG', '', null) -> null (a bad year is not a reject reason)."""
     t = F.trim(c.cast("string"))
@@ -66,7 +82,7 @@ def collapse_ws(c: Column) -> Column:
 
 def split_labels(c: Column, sep: str) -> Column:
     """'Crime,  Drama' -> ['Crime', 'Drama'] (trimmed, empties dropped); null -> []."""
-    parts = F.transform(F.split(F.coalesce(c, F.lit("")), _regex_quote(sep)), lambda x: F.trim(x))
+    parts = F.transform(F.split(F.coalesce(c, F.lit("")), regex_quote(sep)), lambda x: F.trim(x))
     return F.filter(parts, lambda x: x != "")
 
 
@@ -74,7 +90,8 @@ def has_bad_text(c: Column) -> Column:
     return F.coalesce(c.rlike(BAD_TEXT), F.lit(False))
 
 
-def _regex_quote(sep: str) -> str:
+def regex_quote(sep: str) -> str:
+    """``sep`` as a regular expression matching it literally."""
     return "".join("\\" + ch if not ch.isalnum() else ch for ch in sep)
 
 
