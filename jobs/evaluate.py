@@ -7,7 +7,10 @@ Reads the catalogs and the pair file (``catalogs.pairs``) with Spark, collects t
 driver, holds out films (k-fold by film, ``eval.folds``/``eval.seed``), trains the fusion model
 on the other films' links, scores every method on the held-out films against the full book
 catalog, and writes ``report.md``, ``metrics.png`` and ``metrics.json`` under
-``paths.reports_dir``. See ``lfr.eval`` for the metric definitions.
+``paths.reports_dir``. It does all of this once per ``eval.protocols`` entry (default: ``open``,
+the texts as given, and ``strict``, the linked books' titles and authors removed from their films'
+texts and the films' titles from their books' texts; ``--conf 'eval.protocols=[strict]'`` runs one).
+See ``lfr.eval`` for the metric definitions.
 """
 from jobkit import JobContext, run_job
 

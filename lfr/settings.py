@@ -190,6 +190,7 @@ class EvalSettings(_Section):
     holdout_fraction: float
     negatives_per_positive: int
     seed: int
+    protocols: List[str]
 
 
 def parse_section(cls: type, name: str, data: Any):

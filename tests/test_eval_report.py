@@ -90,3 +90,42 @@ def test_no_text_only_row_gives_intervals_without_differences():
     iv = compute_intervals(result)
     assert iv["reference"] is None and iv["paired"] == {} and set(iv["methods"]) == {"tfidf", "same_as_text", "better"}
     assert "Paired difference" not in format_tables(result)
+
+
+def test_report_holds_both_protocols_rows_and_strict_minus_open(tmp_path):
+    """``write_report({open, strict})``: one table with every method under both protocols (with intervals),
+    strict - open paired over the films, each protocol's sections and figure; the json keeps both."""
+    import copy
+
+    from lfr.eval.report import protocol_differences
+
+    opened, strict = _result(True), _result(True)
+    opened.setup.update(text_protocol="open", masking=None, test_movie_ids=list(range(65)))
+    strict.setup = {**copy.deepcopy(strict.setup), "text_protocol": "strict", "test_movie_ids": list(range(65)),
+                    "masking": {"films_masked": 21, "films_linked": 65, "film_removals": 80, "books_masked": 30,
+                                "books_linked": 65, "book_removals": 40}}
+    strict.ranks["better"] = strict.ranks["text_only"]            # masking took away what "better" found
+    for row in strict.rows:
+        if row["method"] == "better":
+            row.update({k: v for k, v in next(r for r in strict.rows if r["method"] == "text_only").items()
+                        if k not in ("method", "description")})
+    results = {"open": opened, "strict": strict}
+    paths = write_report(results, tmp_path)
+    md = open(paths["report"], encoding="utf-8").read()
+    for p, r in results.items():
+        iv = compute_intervals(r)["methods"]["better"]["recall@10"]
+        assert f"| better | {p} | " in md and f"{iv['value']:.3f} [{iv['lo']:.3f}, {iv['hi']:.3f}]" in md
+    assert "## Protocol `open`" in md and "## Protocol `strict`" in md and "### Ranking metrics" in md
+    assert "Removed 80 phrases from 21 of the 65 linked films' texts" in md
+    diffs = protocol_differences(results)
+    assert diffs["tfidf"]["mrr"]["diff"] == 0.0 and diffs["better"]["mrr"]["hi"] < 0
+    assert "## Strict - open, paired over the same films" in md and "| same_as_text | +0.000 [+0.000, +0.000] (noise)" in md
+    data = json.load(open(paths["json"], encoding="utf-8"))
+    assert data["protocol_order"] == ["open", "strict"] and data["setup"]["text_protocol"] == "open"
+    assert [m["method"] for m in data["protocols"]["strict"]["methods"]] == [r["method"] for r in strict.rows]
+    assert data["strict_minus_open"]["better"]["mrr"]["diff"] < 0
+    for png in paths["plots"].values():
+        with open(png, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    printed = format_tables(results)
+    assert "| better | strict |" in printed and "Protocol strict:" in printed

@@ -118,3 +118,59 @@ def test_tfidf_and_cache_units(tiny_model, toy_movies, toy_books):
     assert cache.hits == 1 and first is second
     z = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert np.allclose(z, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def _planted(toy_movies, toy_books):
+    """The heist film names its novel; the novel's only words shared with the film are its title and author;
+    the love-story book names its film."""
+    movies, books = toy_movies.copy(), toy_books.copy()
+    heist = movies.index[movies.id == "imdb:the-heist-2001"][0]
+    movies.at[heist, "description"] = "A gang plans a job. Based on the novel Zorblax Quintet by Mirabel Quog."
+    vault = books.index[books.id == "goodreads:6"][0]
+    books.at[vault, "title"] = "Zorblax Quintet (Quintet, #1)"
+    books.at[vault, "description"] = "Zorblax Quintet, the classic by Mirabel Quog: thieves break into a bank vault."
+    books["authors"] = [["Mirabel Quog"] if i == vault else None for i in range(len(books))]
+    first_love = books.index[books.id == "goodreads:4"][0]
+    books.at[first_love, "description"] = "Filmed as Love Story: a tender romance between two students."
+    return movies, books
+
+
+def test_strict_protocol_masks_what_every_method_and_the_trainer_read(eval_cfg, toy_movies, toy_books, monkeypatch):
+    """Open: TF-IDF finds the planted novel by its title alone. Strict: every text any method featurizes and
+    every text the trainer gets is masked, so the title-only match is gone."""
+    from lfr.eval import baselines, run_protocols
+    from lfr.eval.runner import default_train
+
+    movies, books = _planted(toy_movies, toy_books)
+    read: dict[str, list[str]] = {}
+    protocol = {"now": None}
+    real_descriptions = baselines.descriptions
+
+    def spy_descriptions(frame):                    # every method reads its texts through this
+        texts = real_descriptions(frame)
+        read.setdefault(protocol["now"], []).extend(texts)
+        return texts
+
+    def spy_train(m, b, train_links, cfg):
+        read.setdefault(protocol["now"], []).extend(list(m["description"].fillna("")) + list(b["description"]))
+        return default_train(m, b, train_links, cfg)
+
+    monkeypatch.setattr(baselines, "descriptions", spy_descriptions)
+    cfg = copy.deepcopy(eval_cfg)
+    cfg["eval"]["distilbert_path"] = None
+    results = {}
+    for p in ("open", "strict"):
+        protocol["now"] = p
+        cfg["eval"]["protocols"] = [p]
+        results.update(run_protocols(movies, books, LINKS, cfg, train_fn=spy_train))
+    leaks = ("zorblax", "quog", "love story")
+    assert all(any(w in t.lower() for t in read["open"]) for w in leaks)
+    assert not [t for t in read["strict"] if "love story" in t.lower()]
+    # the novel's title and author stay only in the novel's own text (no film text names them any more)
+    assert not [t for t in read["strict"] if ("zorblax" in t.lower() or "quog" in t.lower()) and "thieves" not in t]
+    assert any("A gang plans a job. Based on the novel by ." == t for t in read["strict"])
+    rank = {p: dict(zip(r.per_movie["movie"], r.per_movie["tfidf"])) for p, r in results.items()}
+    assert rank["open"]["The Heist"] == 1 and rank["strict"]["The Heist"] > 1
+    assert results["strict"].setup["text_protocol"] == "strict" and results["open"].setup["masking"] is None
+    assert results["strict"].setup["masking"]["films_masked"] >= 1
+    assert results["open"].setup["test_movie_ids"] == results["strict"].setup["test_movie_ids"]

@@ -155,3 +155,19 @@ def test_default_minilm_related_texts_score_higher(toy_movies, toy_books):
     emb = model.embed(None, texts, [["Sci-Fi"], ["Science Fiction"], ["Cooking"]])
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_paper_recipe_keeps_the_epoch_with_the_lowest_validation_loss(toy_movies, toy_books, tiny_model_cfg):
+    """The validation films choose the model: the kept weights are those of the best validation epoch,
+    i.e. the model a run stopped at that epoch ends with (same seed, same batches)."""
+    cfg = _cfg(tiny_model_cfg, epochs=6, lr=0.2, val_fraction=0.4, recipe="paper", batch_size=4)
+    r = train(toy_movies, toy_books, None, cfg, progress=False)
+    losses = {h["epoch"]: h["val_loss"] for h in r.history if h["epoch"] >= 1}
+    best = min(losses, key=lambda e: (losses[e], e))
+    assert r.metrics["best_epoch"] == best and r.metrics["epochs_run"] == 6
+    assert r.metrics["val_loss"] == pytest.approx(losses[best])
+    stopped = train(toy_movies, toy_books, None, {**cfg, "train": {**cfg["train"], "epochs": best}}, progress=False)
+    args = (None, list(toy_books.description), list(toy_books.genres))
+    np.testing.assert_allclose(r.model.embed(*args), stopped.model.embed(*args), atol=1e-6)
+    no_val = train(toy_movies, toy_books, None, _cfg(tiny_model_cfg, epochs=3), progress=False)
+    assert no_val.metrics["best_epoch"] == 3          # no validation film: the last epoch

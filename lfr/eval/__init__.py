@@ -4,7 +4,9 @@
   most confident predictions; link resolution with missing-item counts.
 * ``lfr.eval.baselines`` -- the ablation's methods (TF-IDF, genre-only, text-only, untrained and
   trained fusion, DistilBERT), all producing cosine scores.
-* ``lfr.eval.runner``    -- the protocol: held-out split by movie, training on the rest, scoring.
+* ``lfr.eval.runner``    -- the protocol: held-out split by movie, training on the rest, scoring;
+  once per text protocol (``open`` / ``strict``).
+* ``lfr.eval.masking``   -- the strict protocol: links' titles and author names removed from the texts.
 * ``lfr.eval.report``    -- ``report.md`` + ``metrics.png`` + ``metrics.json``.
 """
 from lfr.eval.metrics import (  # noqa: F401
@@ -14,5 +16,6 @@ from lfr.eval.metrics import (  # noqa: F401
     ranking_metrics,
     resolve_links,
 )
-from lfr.eval.runner import EvalResult, build_eval_pairs, run_evaluation, split_links_by_movie  # noqa: F401
+from lfr.eval.runner import (EvalResult, build_eval_pairs, run_evaluation, run_protocols,  # noqa: F401
+                             split_links_by_movie)
 from lfr.eval.report import format_tables, write_report  # noqa: F401

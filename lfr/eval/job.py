@@ -11,23 +11,25 @@ import pandas as pd
 
 from lfr.config import ConfigError, is_uri
 from lfr.eval.report import format_tables, write_report
-from lfr.eval.runner import EvalResult, run_evaluation
+from lfr.eval.runner import EvalResult, run_protocols
 
 log = logging.getLogger(__name__)
 
 
 def collect_inputs(spark, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
-    """``(movies, books, links, n_unresolved)`` as pandas; the evaluation needs a pair file."""
+    """``(movies, books, links, n_unresolved)`` as pandas; the evaluation needs a pair file. The books
+    keep ``authors``: the strict protocol removes their names from the linked films' texts."""
     from lfr.data import collect_driver_inputs
 
     if not (cfg.get("catalogs") or {}).get("pairs"):
         raise ConfigError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
-    inputs = collect_driver_inputs(spark, cfg)
+    inputs = collect_driver_inputs(spark, cfg, book_columns=("authors",))
     return inputs.movies, inputs.books, inputs.links, inputs.n_unresolved
 
 
-def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tuple[EvalResult, dict]:
-    """Run the evaluation and write ``report.md``/``metrics.png``/``metrics.json`` under ``reports_dir``.
+def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tuple[dict[str, EvalResult], dict]:
+    """Run the evaluation under every ``eval.protocols`` entry and write ``report.md``/``metrics.png``/
+    ``metrics.json`` under ``reports_dir``; returns ``({protocol: EvalResult}, paths)``.
 
     ``artifact``: evaluate this saved model as the trained row instead of training one on the
     split's training links (flagged in the report: it may have seen the held-out links).
@@ -41,10 +43,11 @@ def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tu
         from lfr.model import load
 
         trained = load(artifact, precision=(cfg.get("model") or {}).get("precision"))  # the run's, as embed jobs
-    result = run_evaluation(movies, books, links, cfg, trained_model=trained, n_unresolved_pairs=n_unresolved)
-    paths = write_report(result, out_dir)
-    print(format_tables(result), flush=True)
-    for note in result.notes:
-        print(f"note: {note}", flush=True)
+    results = run_protocols(movies, books, links, cfg, trained_model=trained, n_unresolved_pairs=n_unresolved)
+    paths = write_report(results, out_dir)
+    print(format_tables(results), flush=True)
+    for protocol, result in results.items():
+        for note in result.notes:
+            print(f"note ({protocol}): {note}", flush=True)
     log.info("evaluation report: %s", paths["report"])
-    return result, paths
+    return results, paths

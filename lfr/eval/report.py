@@ -3,7 +3,14 @@
 Every ranking metric is shown with its 95% bootstrap interval over films, and every method
 with its paired difference against text-only on the same films (``lfr.eval.metrics``
 "Intervals"): with a few dozen linked films, point estimates alone overstate what the data
-can tell apart."""
+can tell apart.
+
+With several text protocols (``eval.protocols``: ``open``, ``strict``; ``run_protocols``) the
+report opens with one table holding every method under every protocol and the paired
+difference strict - open per method, then each protocol's full sections. ``metrics.json`` keeps
+the first protocol's payload at the top level (what older readers expect) and every protocol's
+under ``protocols``; ``metrics.png`` is the first protocol's figure, ``metrics_<protocol>.png``
+the others'."""
 from __future__ import annotations
 
 import json
@@ -15,13 +22,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lfr.eval.metrics import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ranking_intervals
+from lfr.eval.metrics import (BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, paired_difference, per_film_metrics,
+                              ranking_intervals)
 from lfr.eval.runner import EvalResult
 
 REPORT_MD = "report.md"
 REPORT_PNG = "metrics.png"
 REPORT_JSON = "metrics.json"
 REFERENCE_METHOD = "text_only"   # paired differences are against the frozen text encoder alone
+HEADLINE_COLUMNS = ("recall@1", "recall@10", "recall@100", "mrr")
+PROTOCOL_TEXT = {
+    "open": "descriptions as the catalogs give them (a film's text may name its book and author)",
+    "strict": "each linked film's text without its book's title and author names, each linked book's text "
+              "without its film's title (lfr.eval.masking), for every method, model and fold",
+}
 
 
 def _fmt(value) -> str:
@@ -143,8 +157,74 @@ def error_table(result: EvalResult) -> str:
     return markdown_table(frame, int_columns=("n_pairs",))
 
 
-def format_tables(result: EvalResult, intervals: dict | None = None) -> str:
-    """The tables as Markdown (what the job prints): ranking with intervals, paired differences, errors."""
+def as_protocols(results) -> dict[str, EvalResult]:
+    """One ``EvalResult`` or ``{protocol: EvalResult}`` as the latter (a single result is keyed by its
+    setup's ``text_protocol``), so every writer handles both."""
+    if isinstance(results, EvalResult):
+        return {results.setup.get("text_protocol") or "open": results}
+    return dict(results)
+
+
+def protocol_differences(results: dict[str, EvalResult]) -> dict:
+    """Per method: the paired per-film difference strict - open of the headline metrics with its 95%
+    interval (``{method: {metric: {diff, lo, hi, within_noise, n_films}}}``); ``{}`` unless both
+    protocols ran on the same films in the same order (they do: same links, folds and seed)."""
+    if not {"open", "strict"} <= set(results):
+        return {}
+    o, st = results["open"], results["strict"]
+    if o.setup.get("test_movie_ids") != st.setup.get("test_movie_ids"):
+        return {}
+    (ro, _), (rs, _) = _film_ranks(o), _film_ranks(st)
+    ks, ndcg_k, seed = o.setup.get("ks", [1, 10, 100]), int(o.setup.get("ndcg_k", 10)), int(o.setup.get("seed", 13))
+    out = {}
+    for m in [m for m in ro if m in rs]:
+        po, ps = per_film_metrics(ro[m], ks, ndcg_k), per_film_metrics(rs[m], ks, ndcg_k)
+        out[m] = {c: paired_difference(ps[c], po[c], seed=seed) for c in HEADLINE_COLUMNS if c in po}
+    return out
+
+
+def headline_table(results: dict[str, EvalResult], intervals: dict[str, dict]) -> str:
+    """Every method under every protocol, one row each: the headline metrics ``value [low, high]``."""
+    order: list[str] = []
+    for r in results.values():
+        order += [row["method"] for row in r.rows if row["method"] not in order]
+    cols = [c for c in HEADLINE_COLUMNS if c in next(iter(intervals.values()))["metrics"]]
+    records = []
+    for method in order:
+        for p, iv in intervals.items():
+            if method in iv["methods"]:
+                records.append({"method": method, "protocol": p,
+                                **{c: _ci(iv["methods"][method].get(c)) for c in cols}})
+    return markdown_table(pd.DataFrame(records, columns=["method", "protocol", *cols]))
+
+
+def _summary_lines(results: dict[str, EvalResult], intervals: dict[str, dict], diffs: dict) -> list[str]:
+    """The opening of a report with several protocols: what each one reads, the joint table, strict - open."""
+    lines = ["## Protocols", *[f"- `{p}`: {PROTOCOL_TEXT.get(p, p)}." for p in results], "",
+             "## Ranking by protocol", "Value [95% bootstrap interval over films]; the same films, folds and seed "
+             "under every protocol.", "", headline_table(results, intervals), ""]
+    if diffs:
+        cols = list(next(iter(diffs.values())))
+        lines += ["## Strict - open, paired over the same films",
+                  "What each method loses when the texts no longer name the answer [95% interval]; (noise): the "
+                  "interval contains 0.", "", difference_table({"metrics": cols, "paired": diffs, "reference": None}),
+                  ""]
+    return lines
+
+
+def format_tables(result, intervals: dict | None = None) -> str:
+    """The tables as Markdown (what the job prints): ranking with intervals, paired differences, errors;
+    with several protocols the joint table and strict - open first, then each protocol's tables."""
+    results = as_protocols(result)
+    if len(results) == 1:
+        return _format_one(next(iter(results.values())), intervals)
+    ivs = {p: compute_intervals(r) for p, r in results.items()}
+    parts = ["\n".join(_summary_lines(results, ivs, protocol_differences(results)))]
+    parts += [f"Protocol {p}:\n\n" + _format_one(r, ivs[p]) for p, r in results.items()]
+    return "\n\n".join(parts)
+
+
+def _format_one(result: EvalResult, intervals: dict | None = None) -> str:
     s = result.setup
     intervals = intervals if intervals is not None else compute_intervals(result)
     head = (f"Held-out films: {s['n_test_movies']} ({s['n_test_links']} links) of {s['n_links_usable']} usable "
@@ -191,7 +271,8 @@ def plot(result: EvalResult, path: str | os.PathLike, intervals: dict | None = N
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="upper left")
     s = result.setup
-    fig.suptitle(f"LightFusionRec ablation: {s['n_test_movies']} held-out films, {s['n_books_catalog']} books", fontsize=11)
+    fig.suptitle(f"LightFusionRec ablation ({s.get('text_protocol') or 'open'} texts): {s['n_test_movies']} held-out "
+                 f"films, {s['n_books_catalog']} books", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -270,55 +351,70 @@ def _protocol_lines(s: dict) -> list[str]:
         "most confident fraction of the pairs.",
         f"- Training: {s['train_seconds']} s in all.",
         *_training_lines(s.get("training") or {}),
+        *_text_protocol_lines(s),
     ]
 
 
-def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, str]:
-    """Write ``report.md``, ``metrics.png`` and ``metrics.json`` into ``out_dir`` (local path)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _text_protocol_lines(s: dict) -> list[str]:
+    p, m = s.get("text_protocol") or "open", s.get("masking")
+    line = f"- Texts (`{p}` protocol): {PROTOCOL_TEXT.get(p, p)}."
+    if m:
+        line += (f" Removed {m['film_removals']} phrases from {m['films_masked']} of the {m['films_linked']} linked "
+                 f"films' texts and {m['book_removals']} from {m['books_masked']} of the {m['books_linked']} linked "
+                 "books' texts.")
+    return [line]
+
+
+def _result_sections(result: EvalResult, intervals: dict, png: str) -> list[str]:
+    """One protocol's sections: protocol, ranking, paired differences, errors, methods, per film, notes."""
     s = result.setup
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    intervals = compute_intervals(result)
-    md = [
-        "# LightFusionRec evaluation",
-        "",
-        f"Generated {created}. Encoder `{s['encoder']}` ({s['pooling']} pooling). "
-        "Every method embeds descriptions and genres only (no titles).",
-        "",
-        *_protocol_lines(s),
-        "",
-        "## Ranking metrics",
-        "Value [95% bootstrap interval over films].",
-        "",
-        ranking_table(result, intervals),
-        "",
-        *_difference_section(intervals),
-        "## MAE / RMSE on the most confident predictions",
-        error_table(result),
-        "",
-        "## Methods",
-        *[f"- `{r['method']}`: {r['description']} ({r['seconds']} s)" for r in result.rows],
-        "",
-        "## Per held-out film: rank of the linked book (best rank if several)",
-        markdown_table(result.per_movie, int_columns=tuple(r["method"] for r in result.rows)),
-        "",
-    ]
+    md = [*_protocol_lines(s), "", "## Ranking metrics", "Value [95% bootstrap interval over films].", "",
+          ranking_table(result, intervals), "", *_difference_section(intervals),
+          "## MAE / RMSE on the most confident predictions", error_table(result), "",
+          "## Methods", *[f"- `{r['method']}`: {r['description']} ({r['seconds']} s)" for r in result.rows], "",
+          "## Per held-out film: rank of the linked book (best rank if several)",
+          markdown_table(result.per_movie, int_columns=tuple(r["method"] for r in result.rows)), ""]
     if result.notes:
         md += ["## Notes", *[f"- {n}" for n in result.notes], ""]
     if s["missing_links"]:
         md += ["## Links not in the catalog", *[f"- {m} -> {b}: {why}" for m, b, why in s["missing_links"]], ""]
-    md += [
-        "Small held-out sets make these numbers noisy (one film moves Recall@1 by 1/n): compare methods on the "
-        "same split only, by their paired differences.",
-        "",
-        f"![metrics]({REPORT_PNG})",
-        "",
-    ]
-    paths = {"report": str(out / REPORT_MD), "plot": str(out / REPORT_PNG), "json": str(out / REPORT_JSON)}
+    return md + ["Small held-out sets make these numbers noisy (one film moves Recall@1 by 1/n): compare methods "
+                 "on the same split only, by their paired differences.", "", f"![metrics]({png})", ""]
+
+
+def _payload(result: EvalResult, intervals: dict) -> dict:
+    return {"setup": result.setup, "notes": result.notes, "methods": _rows_with_intervals(result, intervals),
+            "intervals": intervals, "per_movie": result.per_movie.to_dict(orient="records")}
+
+
+def write_report(results, out_dir: str | os.PathLike) -> dict:
+    """Write ``report.md``, ``metrics.png`` (+ ``metrics_<protocol>.png``) and ``metrics.json`` into
+    ``out_dir`` (local path) for one ``EvalResult`` or ``{protocol: EvalResult}`` (``run_protocols``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = as_protocols(results)
+    first = next(iter(results))
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    ivs = {p: compute_intervals(r) for p, r in results.items()}
+    diffs = protocol_differences(results)
+    pngs = {p: REPORT_PNG if p == first else f"metrics_{p}.png" for p in results}
+    s = results[first].setup
+    md = ["# LightFusionRec evaluation", "", f"Generated {created}. Encoder `{s['encoder']}` ({s['pooling']} "
+          "pooling). Every method embeds descriptions and genres only (no titles).", ""]
+    if len(results) > 1:
+        md += _summary_lines(results, ivs, diffs)
+    for p, r in results.items():
+        part = _result_sections(r, ivs[p], pngs[p])
+        if len(results) > 1:   # each protocol's sections one level down
+            part = [f"## Protocol `{p}`", "", *[("#" + x if x.startswith("## ") else x) for x in part]]
+        md += part
+    paths = {"report": str(out / REPORT_MD), "plot": str(out / REPORT_PNG), "json": str(out / REPORT_JSON),
+             "plots": {p: str(out / name) for p, name in pngs.items()}}
     Path(paths["report"]).write_text("\n".join(md), encoding="utf-8")
-    plot(result, paths["plot"], intervals)
-    payload = {"created": created, "setup": s, "notes": result.notes, "methods": _rows_with_intervals(result, intervals),
-               "intervals": intervals, "per_movie": result.per_movie.to_dict(orient="records")}
-    Path(paths["json"]).write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
+    for p, r in results.items():
+        plot(r, paths["plots"][p], ivs[p])
+    payloads = {p: _payload(r, ivs[p]) for p, r in results.items()}
+    doc = {"created": created, **payloads[first], "protocol_order": list(results), "protocols": payloads,
+           "strict_minus_open": diffs}
+    Path(paths["json"]).write_text(json.dumps(_json_safe(doc), indent=2), encoding="utf-8")
     return paths

@@ -22,6 +22,14 @@ Methods that do not learn from links (TF-IDF, genre-only, text-only, untrained f
 same scores whichever fold a film is in. Unsupervised parts see the whole catalogs (TF-IDF
 vocabulary and idf, the FastText genre model): descriptions and genre labels, never links.
 Titles are never embedded.
+
+Text protocols (``eval.protocols``, ``run_protocols``): ``open`` reads the descriptions as given;
+``strict`` first removes, from every linked film's text, its book's title and author and, from every
+linked book's text, its film's title (``lfr.eval.masking``). The masking happens once, right after
+phase 1 and before any method is fitted or any model trained, so TF-IDF, BM25, the encoders, the
+trainer and the hybrids all read the same masked catalogs. The descriptions can name the answer
+(the links were found by title, and merged film texts say "based on the novel X by Y"); strict
+measures what a method finds without being told.
 """
 from __future__ import annotations
 
@@ -37,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from lfr.eval import baselines
+from lfr.eval.masking import check_protocols, mask_catalogs
 from lfr.eval.metrics import (confidence_error_metrics, paired_difference, per_film_metrics, ranking_metrics,
                               resolve_links)
 from lfr.lexical.model import LexicalSettings
@@ -70,6 +79,7 @@ def eval_settings(cfg: dict) -> dict:
     out = parse_section(EvalSettings, "eval", cfg["eval"]).as_dict()
     if out["folds"] < 1:
         raise ValueError(f"eval.folds must be >= 1, got {out['folds']}")
+    out["protocols"] = check_protocols(out["protocols"])
     return out
 
 
@@ -388,22 +398,27 @@ def run_evaluation(
     train_fn: TrainFn | None = None,
     build_fn: Callable | None = None,
     n_unresolved_pairs: int = 0,
+    protocol: str = "open",
 ) -> EvalResult:
-    """Run the whole ablation (see module doc) and return the table + setup.
+    """Run the whole ablation (see module doc) under one text ``protocol`` and return the table + setup.
 
     ``movies``/``books``: catalog frames (``id, title, description, genres``; titles are only
     used for display). ``links``: ``movie_id, book_id``. ``trained_model``: evaluate this model as
     the trained row in every fold instead of training one (it may have seen the held-out links:
     flagged). ``train_fn(movies, books, train_links, cfg) -> model | TrainResult`` and
     ``build_fn(model_cfg, corpus)`` can be swapped (tests); they default to ``lfr.train.train`` /
-    ``lfr.model.build_model``.
+    ``lfr.model.build_model``. ``protocol``: ``open`` or ``strict`` (``lfr.eval.masking``; a books
+    frame with an ``authors`` column lets strict mask author names too).
     """
-    settings = eval_settings(cfg)
+    settings, text_protocol = eval_settings(cfg), check_protocols([protocol])[0]
     movies, books = movies.reset_index(drop=True), books.reset_index(drop=True)
     movie_ids, book_ids = movies["id"].astype(str).tolist(), books["id"].astype(str).tolist()
     if len(set(book_ids)) != len(book_ids) or len(set(movie_ids)) != len(movie_ids):
         raise ValueError("catalog ids must be unique")
     usable, stats = resolve_usable_links(links, movie_ids, book_ids)
+    masking = None
+    if text_protocol == "strict":   # the one place texts are masked: before any method or model sees them
+        movies, books, masking = mask_catalogs(movies, books, usable)
     splits, protocol = build_splits(usable, settings)
     notes: list[str] = []
     started = time.time()
@@ -418,12 +433,22 @@ def run_evaluation(
     rows, ranks, pairs, per_movie = summarise(acc, books, settings)
     setup = _setup(settings, protocol, acc, models, usable, stats, pairs, n_movies=len(movie_ids),
                    n_books=len(book_ids), n_unresolved_pairs=n_unresolved_pairs)
+    setup["text_protocol"], setup["masking"] = text_protocol, masking.as_dict() if masking else None
     setup["fusion_vs_best_single"], lines = fusion_differences(rows, ranks, settings)
     notes += lines
     ks, fractions = settings["ks"], settings["confidence_fractions"]
     return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes, ranks=ranks,
                       ranking_columns=[*(f"recall@{k}" for k in ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"],
                       error_columns=[f"{m}@{100 * q:g}%" for q in fractions for m in ("mae", "rmse")])
+
+
+def run_protocols(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, cfg: dict,
+                  **kwargs) -> dict[str, EvalResult]:
+    """``run_evaluation`` once per ``eval.protocols`` entry (same folds, seeds and films), in that order:
+    ``{protocol: EvalResult}``. Reporting both shows how much of a method's score came from texts
+    that name the answer."""
+    return {p: run_evaluation(movies, books, links, cfg, protocol=p, **kwargs)
+            for p in eval_settings(cfg)["protocols"]}
 
 
 def fusion_differences(rows: list[dict], ranks: dict, settings: dict) -> tuple[dict, list[str]]:

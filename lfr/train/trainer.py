@@ -20,6 +20,11 @@ overfits within ~3 epochs (train loss -> 0.002, val AUC swinging 0.77-0.93).
 The paper's setting stays the default; ``train.lr`` / ``train.epochs`` are
 the knobs, and the returned history shows what the curve does.
 
+Validation films: ``train.val_fraction`` of the linked films (by film) are held out of the
+training pairs and select the result: the trainer keeps the weights of the trained epoch with
+the lowest validation loss (``metrics.best_epoch``; ties: the earliest), as the contrastive recipe
+keeps its best validation MRR. Without validation films it keeps the last epoch.
+
 Everything is seeded (``train.seed``): pair sampling, the validation split,
 batch order; the head's init uses ``model.seed``.
 """
@@ -273,15 +278,16 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     gen = torch.Generator().manual_seed(int(s["seed"]))
     trainer = _Trainer(model, mf, bf, s, frozen, progress)
 
-    history = _run_epochs(trainer, train_pairs, val_pairs, opt, gen, int(s["epochs"]))
+    history, best_epoch = _run_epochs(trainer, train_pairs, val_pairs, opt, gen, int(s["epochs"]), params)
     if not frozen:
         for p in model.text.model.parameters():
             p.requires_grad_(False)
     model.head.eval()
 
-    last, first = history[-1], history[0]
+    last, first = history[best_epoch], history[0]
     metrics = {"train_loss": last["train_loss"], "val_loss": last["val_loss"], "val_auc": last["val_auc"],
-               "initial_val_loss": first["val_loss"], "initial_val_auc": first["val_auc"]}
+               "initial_val_loss": first["val_loss"], "initial_val_auc": first["val_auc"], "best_epoch": best_epoch,
+               "epochs_run": history[-1]["epoch"]}
     settings = {**{k: s[k] for k in PAPER_KEYS}, "freeze_encoder": frozen,
                 "finetune_last_layers": None if frozen else int(mcfg["finetune_last_layers"]),
                 "optimizer": "AdamW", "loss": "CosineEmbeddingLoss", "feature_seconds": round(feature_seconds, 2)}
@@ -310,9 +316,13 @@ def _paper_pairs(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFr
 
 
 def _run_epochs(trainer: "_Trainer", train_pairs: pd.DataFrame, val_pairs: pd.DataFrame, opt, gen,
-                epochs: int) -> list[dict[str, float]]:
-    """Epoch 0 (the initial model) and ``epochs`` training epochs: losses and validation AUC per epoch."""
+                epochs: int, params: Sequence[torch.nn.Parameter]) -> tuple[list[dict[str, float]], int]:
+    """Epoch 0 (the initial model) and ``epochs`` training epochs: losses and validation AUC per epoch, and
+    the kept epoch: the one with the lowest validation loss (its weights are restored into ``params``), or
+    the last one when there is no validation film. The validation films thus choose the model instead of
+    being computed and ignored."""
     history: list[dict[str, float]] = []
+    best_epoch, best_loss, best_state = epochs, math.inf, None
     tr_loss, _ = trainer.evaluate(train_pairs)
     val_loss, val_auc = trainer.evaluate(val_pairs)
     history.append({"epoch": 0, "train_loss": tr_loss, "val_loss": val_loss, "val_auc": val_auc, "seconds": 0.0})
@@ -325,7 +335,16 @@ def _run_epochs(trainer: "_Trainer", train_pairs: pd.DataFrame, val_pairs: pd.Da
                         "seconds": round(time.time() - t0, 3)})
         log.info("epoch %d: train_loss=%.5f val_loss=%.5f val_auc=%.4f (%.1fs)", epoch, tr_loss, val_loss,
                  val_auc, time.time() - t0)
-    return history
+        if math.isfinite(val_loss) and val_loss < best_loss:
+            best_epoch, best_loss = epoch, val_loss
+            best_state = [p.detach().clone() for p in params] if epoch < epochs else None
+    if best_state is not None:           # a later epoch did worse on the validation films: go back
+        with torch.no_grad():
+            for p, saved in zip(params, best_state):
+                p.copy_(saved)
+    if epochs and best_epoch != epochs:
+        log.info("kept epoch %d of %d (lowest validation loss %.5f)", best_epoch, epochs, best_loss)
+    return history, best_epoch
 
 
 def train_model(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,
