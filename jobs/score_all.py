@@ -2,7 +2,8 @@
 
     spark-submit jobs/score_all.py [--k 10] [--movie-block-rows 4096] [--book-block-rows 16384]
                                    [--exclude-pairs data/sample/adaptations_dev.csv]
-                                   [--book-filter "array_contains(genres, 'Fantasy')"] [--conf score.k=20 ...]
+                                   [--book-filter "array_contains(genres, 'Fantasy')"] [--allow-deletes]
+                                   [--conf score.k=20 ...]
 
 `score.method` (--conf score.method=dense|lexical|hybrid, score.fusion=convex|rrf, score.alpha, score.rrf_k) says
 what is scored; every method is the exact top-k over all books.
@@ -11,6 +12,11 @@ Reads `tables.movie_embeddings` / `tables.book_embeddings` (dense, hybrid) and `
 (one atomic Delta overwrite per run) and registers it for SQL with the view
 `tables.recommendations_view` (see lfr/score/job.py for the table's layout and guarantees).
 Flags left out come from the `score` section of conf/lfr.yaml.
+
+Nothing shrinks silently: a run that would cover fewer films than the table it replaces, beyond the `guards`
+limits, is refused before anything is written (exit code 2; `--allow-deletes` accepts it), and the hybrid's
+ids with an embedding but no lexical row (or the reverse) are refused unless `score.missing_side=use_present`.
+The counts of both are in the log, the summary line and the Delta commit (`DESCRIBE HISTORY lfr.recommendations`).
 """
 import argparse
 import json
@@ -28,17 +34,21 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--movie-filter", default=None, metavar="SQL", help="SQL predicate on movies (default score.movie_filter)")
     p.add_argument("--book-filter", default=None, metavar="SQL",
                    help="SQL predicate on books, may use catalog columns, e.g. \"year >= 2000\" (default score.book_filter)")
+    p.add_argument("--allow-deletes", action="store_true",
+                   help="accept a table that covers fewer films than the guards allow (default guards.allow_deletes)")
 
 
 def main(ctx: JobContext) -> int:
     from lfr.config import resolve_path
     from lfr.score import run_score
+    from lfr.spark.guards import Guards
 
     a = ctx.args
     result = run_score(
         ctx.spark, ctx.cfg, k=a.k, movie_block_rows=a.movie_block_rows, book_block_rows=a.book_block_rows,
         exclude_pairs=resolve_path(a.exclude_pairs) if a.exclude_pairs else None,
-        movie_filter=a.movie_filter, book_filter=a.book_filter)
+        movie_filter=a.movie_filter, book_filter=a.book_filter,
+        guards=Guards.from_settings(ctx.settings.guards, allow_deletes=a.allow_deletes))
     log.info("score_all: %s", json.dumps(result.as_dict()))
     return 0
 

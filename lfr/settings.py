@@ -174,6 +174,7 @@ class ScoreSettings(_Section):
     fusion: str
     alpha: float
     rrf_k: int
+    missing_side: str
     movie_block_rows: int
     book_block_rows: int
     exclude_pairs: Optional[str]

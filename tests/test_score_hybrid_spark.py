@@ -161,3 +161,82 @@ def test_rrf_run_equals_brute_force_and_retries_unproven_movies(spark, env, monk
     _assert_same(_read(spark, path), brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 30, exclude=excluded))
     assert json.loads(res.method_params)["fusion"] == "rrf" and json.loads(res.method_params)["rrf_k"] == 30
     assert sum(r.getMessage().startswith("score rrf: round") for r in caplog.records) > 1   # n=7 proved not all
+
+
+def _one_sided(spark, env):
+    """The fixture's four tables with ids on one side only: m005, m006 and book #2 lose their embedding,
+    m007 and book #3 their lexical row; the arrays the brute force sees (the missing side empty)."""
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
+    mv, bv, m_lex, b_lex = mv.copy(), bv.copy(), list(m_lex), list(b_lex)
+    no_emb_m, no_lex_m, no_emb_b, no_lex_b = {5, 6}, {7}, {2}, {3}
+    empty = (np.empty(0, np.int32), np.empty(0, np.float32))
+    tables = {
+        "movies": spark.createDataFrame([r for i, r in enumerate(_emb_rows(movie_ids, mv, "Movie")) if i not in no_emb_m], EMB_SCHEMA),
+        "books": spark.createDataFrame([r for i, r in enumerate(_emb_rows(book_ids, bv, "Book")) if i not in no_emb_b], EMB_SCHEMA),
+        "movie_lexical": spark.createDataFrame(
+            [r for i, r in enumerate(_lex_rows(movie_ids, m_lex, "Movie")) if i not in no_lex_m], LEX_SCHEMA),
+        "book_lexical": spark.createDataFrame(
+            [r for i, r in enumerate(_lex_rows(book_ids, b_lex, "Book")) if i not in no_lex_b], LEX_SCHEMA)}
+    for i in no_emb_m:
+        mv[i] = 0.0
+    for i in no_emb_b:
+        bv[i] = 0.0
+    for i in no_lex_m:
+        m_lex[i] = empty
+    for i in no_lex_b:
+        b_lex[i] = empty
+    return tables, (movie_ids, mv, m_lex, book_ids, bv, b_lex)
+
+
+def test_ids_on_one_side_only_are_refused_by_default_with_counts_and_the_jobs_to_run(spark, env, tmp_path):
+    """score.missing_side: fail (conf/lfr.yaml): nothing is written, the error (exit code 2) names the counts,
+    sample ids and the jobs that write the missing rows."""
+    from lfr.errors import UsageError
+    from lfr.score import Method, MissingSideError, score_recommendations
+
+    tables, _ = _one_sided(spark, env)
+    book_ids = env["data"][3]
+    out = tmp_path / "recs"
+    with pytest.raises(MissingSideError) as err:
+        score_recommendations(spark, tables["movies"], tables["books"], str(out), k=K, method=Method("hybrid"),
+                              movie_lexical=tables["movie_lexical"], book_lexical=tables["book_lexical"])
+    msg = str(err.value)
+    assert isinstance(err.value, UsageError)
+    assert ("movies: 1 with an embedding but no lexical row (e.g. m007), 2 with a lexical row but no embedding "
+            "(e.g. m005, m006) (37 on both sides)") in msg, msg
+    assert (f"books: 1 with an embedding but no lexical row (e.g. {book_ids[3]}), 1 with a lexical row but no "
+            f"embedding (e.g. {book_ids[2]}) (58 on both sides)") in msg, msg
+    assert "Run jobs/embed_movies.py and jobs/embed_books.py and jobs/embed_lexical.py" in msg, msg
+    assert "score.missing_side=use_present" in msg and not out.exists()
+
+
+@pytest.mark.parametrize("fusion", ["convex", "rrf"])
+def test_use_present_scores_every_item_with_the_side_it_has(spark, env, tmp_path, fusion):
+    """score.missing_side: use_present: every movie on either side gets k books, equal to the brute force
+    with the missing side empty (zero vector / no terms); the counts are in the result and the commit."""
+    from lfr.score import Method, score_recommendations
+
+    tables, data = _one_sided(spark, env)
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = data
+    out = str(tmp_path / "recs")
+    alpha = 0.8
+    res = score_recommendations(spark, tables["movies"], tables["books"], out, k=K,
+                                method=Method("hybrid", fusion=fusion, alpha=alpha, rrf_k=30),
+                                movie_lexical=tables["movie_lexical"], book_lexical=tables["book_lexical"],
+                                movie_block_rows=15, book_block_rows=25, missing_side="use_present")
+    got = _read(spark, out)
+    ref = (brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, alpha) if fusion == "convex"
+           else brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 30))
+    _assert_same(got, ref)
+    assert set(got) == set(movie_ids) and all(len(v) == K for v in got.values())
+    assert {book_ids[2], book_ids[3]} & {b for v in got.values() for b, _ in v}     # one-sided books recommended
+    assert (res.movies, res.books, res.movies_invalid, res.books_invalid) == (40, 60, 0, 0)
+    expected = {"missing_side": "use_present",
+                "movies": {"both": 37, "missing_lexical": 1, "missing_embedding": 2,
+                           "missing_lexical_sample": ["m007"], "missing_embedding_sample": ["m005", "m006"]},
+                "books": {"both": 58, "missing_lexical": 1, "missing_embedding": 1,
+                          "missing_lexical_sample": [book_ids[3]], "missing_embedding_sample": [book_ids[2]]}}
+    assert res.missing_sides == expected
+    meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{out}`").first()["userMetadata"])
+    assert meta["missing_sides"] == expected and meta["run_id"] == res.run_id
+    assert meta["films"] == res.films == {"before": 0, "after": 40, "deleted": 0}

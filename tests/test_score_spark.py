@@ -178,3 +178,46 @@ def test_mismatched_versions_and_dimensions_are_refused(spark, tmp_path):
     with pytest.raises(ScoringError, match="book embeddings have lengths 2..3"):
         score_recommendations(spark, m, ragged, out, k=1, book_block_rows=100)
     assert not os.path.exists(out)
+
+
+def test_a_run_covering_fewer_films_is_refused_unless_allowed(spark, env, caplog):
+    """The films guard: 30% of the movie embeddings gone -> score_all exits 2 before writing (the table keeps
+    its Delta version); --allow-deletes writes it, and the commit records the films before/after/deleted."""
+    from delta.tables import DeltaTable
+
+    from lfr.config import load_config
+    from lfr.score import ShrinkRefused, run_score, score_recommendations
+    from lfr.spark.delta import write_table
+
+    tmp = env["tmp"]
+    conf = [f"paths.work_dir={tmp}", "tables.database=lfr_score_guard", "score.method=dense",
+            f"tables.recommendations.path={tmp / 'guard_recommendations'}"]
+    cfg = load_config(overrides=conf)
+    path = cfg["tables"]["recommendations"]["path"]
+    first = run_score(spark, cfg, k=5, movie_block_rows=30, book_block_rows=20)
+    assert first.films == {"before": 0, "after": 59, "deleted": 0}           # 60 movies, one zero vector
+    movies = spark.read.format("delta").load(cfg["tables"]["movie_embeddings"]["path"])
+    fewer = movies.where("CAST(substr(id, 2) AS INT) % 10 >= 3")             # m0000..m0059: 18 films gone
+    write_table(fewer, str(tmp / "fewer_movies"), mode="overwrite")
+    version = DeltaTable.forPath(spark, path).history(1).first()["version"]
+
+    argv = [a for c in conf + [f"tables.movie_embeddings.path={tmp / 'fewer_movies'}"] for a in ("--conf", c)]
+    argv += ["--k", "5", "--movie-block-rows", "30", "--book-block-rows", "20"]
+    score_all = _job("score_all")
+    with caplog.at_level("ERROR", logger="lfr"):
+        assert score_all.run_job("score_all", score_all.main, score_all.add_args, argv=argv) == 2
+    refused = next(r.getMessage() for r in caplog.records if "refusing to shrink" in r.getMessage())
+    assert f"recommendations ({path}): 59 films before, 41 after, 18 deleted from " in refused, refused
+    assert "--allow-deletes" in refused and "Nothing was written" in refused
+    assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version
+    with pytest.raises(ShrinkRefused):                     # the library default is the configured guards too
+        score_recommendations(spark, fewer, spark.read.format("delta").load(cfg["tables"]["book_embeddings"]["path"]),
+                              path, k=5)
+    assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version
+
+    assert score_all.run_job("score_all", score_all.main, score_all.add_args, argv=argv + ["--allow-deletes"]) == 0
+    assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version + 1
+    assert spark.read.format("delta").load(path).select("movie_id").distinct().count() == 41
+    meta = json.loads(spark.sql("DESCRIBE HISTORY lfr_score_guard.recommendations").first()["userMetadata"])
+    assert meta["films"] == {"before": 59, "after": 41, "deleted": 18} and meta["method"] == "dense"
+    assert meta["missing_sides"] is None

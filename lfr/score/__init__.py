@@ -8,15 +8,17 @@
   :mod:`lfr.score.sparse`) or ``hybrid`` (``score.fusion``: convex fusion of per-movie z-scores,
   :mod:`lfr.score.hybrid`, or reciprocal rank fusion over global ranks, :mod:`lfr.score.rrf`);
   every one an exact top-k over all books, recorded per run in the table (``method``, ``method_params``).
+* :mod:`lfr.score.sides` -- the hybrid's ids with one side only: counted, refused or scored (``score.missing_side``).
 * :mod:`lfr.score.kernel` -- the per-block-pair kernel (numpy/torch), usable without Spark.
 """
 from lfr.score.checks import ModelVersionMismatch, ScoringError, check_inputs, check_lexical_inputs
-from lfr.score.job import Method, ScoreResult, load_exclusions, run_score, score_recommendations
+from lfr.score.job import Method, ScoreResult, ShrinkRefused, load_exclusions, run_score, score_recommendations
 from lfr.score.kernel import block_topk, normalize_rows, topk_local
+from lfr.score.sides import MissingSideError
 from lfr.score.view import create_view, register_recommendations
 
 __all__ = [
-    "Method", "ModelVersionMismatch", "ScoreResult", "ScoringError", "block_topk", "check_inputs",
-    "check_lexical_inputs", "create_view", "load_exclusions", "normalize_rows", "register_recommendations",
-    "run_score", "score_recommendations", "topk_local",
+    "Method", "MissingSideError", "ModelVersionMismatch", "ScoreResult", "ScoringError", "ShrinkRefused", "block_topk",
+    "check_inputs", "check_lexical_inputs", "create_view", "load_exclusions", "normalize_rows",
+    "register_recommendations", "run_score", "score_recommendations", "topk_local",
 ]

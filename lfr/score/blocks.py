@@ -73,10 +73,14 @@ class BlockSpec:
     """What a block carries: ``dense`` (embedding) and/or lexical rows of ``vocab_size`` terms.
 
     ``require_terms``: a row without any term is invalid (lexical-only scoring: no direction);
-    the hybrid keeps such rows (lexical score 0 against every book).
+    the hybrid keeps such rows (lexical score 0 against every book). ``fill_dense`` (hybrid with
+    ``score.missing_side: use_present``, :mod:`lfr.score.sides`): a row whose ``dense_missing`` is true
+    has no embedding and carries zeros; it is kept (dense score 0 against everything) instead of
+    being dropped as an all-zero vector.
     """
     dense: bool = True
     vocab_size: Optional[int] = None
+    fill_dense: bool = False
 
     @property
     def lexical(self) -> bool:
@@ -88,13 +92,15 @@ class BlockSpec:
 
     @property
     def columns(self) -> list[str]:
-        return ["id"] + (["embedding"] if self.dense else []) + (["term_indices", "term_weights"] if self.lexical else [])
+        return (["id"] + (["embedding"] if self.dense else []) + (["term_indices", "term_weights"] if self.lexical else [])
+                + (["dense_missing"] if self.fill_dense else []))
 
     @classmethod
-    def for_method(cls, method: str, vocab_size: Optional[int]) -> "BlockSpec":
+    def for_method(cls, method: str, vocab_size: Optional[int], fill_dense: bool = False) -> "BlockSpec":
         if method not in METHODS:
             raise ValueError(f"score.method must be one of {METHODS}, got {method!r}")
-        return cls(dense=method != "lexical", vocab_size=vocab_size if method != "dense" else None)
+        return cls(dense=method != "lexical", vocab_size=vocab_size if method != "dense" else None,
+                   fill_dense=fill_dense and method == "hybrid")
 
 
 def _features(table, spec: BlockSpec):
@@ -119,6 +125,8 @@ def _features(table, spec: BlockSpec):
             return None, None, None, valid[:0], dmin, dmax
         values = emb.flatten().to_numpy(zero_copy_only=False)   # null elements -> NaN -> invalid row
         vecs, valid = normalize_rows(values.reshape(len(ids), dmin))
+        if spec.fill_dense:                                            # zeros standing for no embedding
+            valid |= t.column("dense_missing").combine_chunks().fill_null(False).to_numpy(zero_copy_only=False)
     if spec.lexical:
         ti, tw = t.column("term_indices").combine_chunks(), t.column("term_weights").combine_chunks()
         offsets = ti.offsets.to_numpy() - ti.offsets[0].as_py()

@@ -11,13 +11,16 @@ from typing import Optional
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lfr.errors import UsageError
+
 EMBEDDING_COLUMNS = ("id", "embedding", "model_version")
 LEXICAL_COLUMNS = ("id", "term_indices", "term_weights", "lexical_version", "vocab_size")
 EMBEDDING_KIND, LEXICAL_KIND = "embeddings", "lexical features"
 
 
-class ScoringError(ValueError):
-    """The inputs cannot be scored (empty, inconsistent dimensions, duplicate ids, ...)."""
+class ScoringError(UsageError):
+    """The inputs cannot be scored (empty, inconsistent dimensions, duplicate ids, ...): the input must
+    change, so every job exits with code 2 (``lfr.errors``), still a ``ValueError`` for callers."""
 
 
 class ModelVersionMismatch(ScoringError):

@@ -21,8 +21,17 @@ Output table ``recommendations`` (docs/CONTRACTS.md)::
   in the result (and the log): such a movie gets no rows, such a book is never recommended.
 * ``model_version``: the single version both embedding tables carry (null for ``lexical``);
   ``lexical_version``: the single version both lexical tables carry (null for ``dense``); a run
-  refuses to mix versions (:class:`ModelVersionMismatch`). The hybrid scores the items present
-  in both the embedding and the lexical table of their side. ``run_id`` and ``scored_at`` are one value per run.
+  refuses to mix versions (:class:`ModelVersionMismatch`). ``run_id`` and ``scored_at`` are one value per run.
+* The hybrid pairs each item's embedding with its lexical row; ids present on one side only are
+  counted per domain and side, logged, returned (``ScoreResult.missing_sides``) and written into the
+  commit, and ``score.missing_side`` refuses them (``fail``) or scores them with the side they have
+  (``use_present``; :mod:`lfr.score.sides` says exactly how).
+* Guard: before anything is written, the films (distinct ``movie_id``) of the current table are
+  compared with the films this run covers (one Spark job); a run that would drop more than the
+  ``guards`` settings allow is refused (:class:`ShrinkRefused`, exit code 2; ``--allow-deletes``
+  accepts it). The counts go into the result (``films``) and the commit.
+* Every commit carries the run's counts as JSON in its ``userMetadata`` (run_id, method, films
+  before / after / deleted, the hybrid's one-sided ids): ``DESCRIBE HISTORY lfr.recommendations``.
 
 Atomicity: the whole table is replaced by **one** Delta overwrite commit at the end of the
 run. Readers see the previous version until that commit; a run that fails or is killed
@@ -47,9 +56,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -58,14 +68,18 @@ from lfr.score.blocks import (METHODS, BlockSpec, build_blocks, candidates, dens
 from lfr.score.checks import (ModelVersionMismatch, ScoringError, check_hybrid_inputs, check_inputs,
                               check_lexical_inputs, dimension, require_columns)
 from lfr.score.kernel import blocks_needed
+from lfr.score.sides import (MissingSideError, Sides, check_missing_side, count_sides, pair_sides, paired_rows,
+                             report_sides)
 from lfr.score.view import create_view, register_recommendations
 from lfr.phases import Phases
 from lfr.spark.delta import is_delta_table, table_version
+from lfr.spark.guards import Guards, Shrink, ShrinkRefused, table_shrink
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Method", "ModelVersionMismatch", "ScoreResult", "ScoringError", "check_inputs", "create_view",
-           "load_exclusions", "register_recommendations", "run_score", "score_recommendations"]
+__all__ = ["Method", "MissingSideError", "ModelVersionMismatch", "ScoreResult", "ScoringError", "ShrinkRefused",
+           "check_inputs", "create_view", "load_exclusions", "register_recommendations", "run_score",
+           "score_recommendations"]
 
 #: a movie block is not cut below this many rows just to create parallelism
 MIN_PARALLEL_BLOCK_ROWS = 256
@@ -133,6 +147,9 @@ class ScoreResult:
     seconds: float
     path: str
     phases: dict = field(default_factory=dict)   # seconds per phase (read, check, blocks, score+write, ...)
+    # hybrid: the ids with one side only, per domain, and score.missing_side (lfr.score.sides); None otherwise
+    missing_sides: Optional[dict] = None
+    films: dict = field(default_factory=dict)    # the guard's count: films in the table before, after, deleted
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +165,18 @@ class _Inputs:
     vocab_size: Optional[int]
     movie_rows: int
     book_rows: int
+    spec: BlockSpec                  # what a block carries (lfr.score.blocks)
+    sides: Optional[Sides] = None    # hybrid: the ids with one side only (lfr.score.sides)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where and how a run writes: the table, its file size, the guards and the inputs a refusal names."""
+    path: str
+    rows_per_file: int
+    guards: Guards
+    sources: tuple
+    run_id: str
 
 
 @dataclass
@@ -168,35 +197,53 @@ class _Blocks:
         self.books.unpersist()
 
 
-def _check_and_pair(method: Method, movies, books, movie_lexical, book_lexical,
-                    movie_filter: Optional[str], book_filter: Optional[str]) -> _Inputs:
+def _filtered(df: DataFrame, predicate: Optional[str], what: str) -> DataFrame:
+    """``df`` filtered by the SQL ``predicate`` (None: unchanged), or an error naming the input it fails on."""
+    if not predicate:
+        return df
+    try:
+        return df.filter(predicate)
+    except AnalysisException as exc:
+        raise ScoringError(f"filter {predicate!r} cannot be evaluated on the {what} (columns {df.columns}): "
+                           f"{str(exc).splitlines()[0]}") from exc
+
+
+def _check_and_pair(method: Method, movies, books, movie_lexical, book_lexical, movie_filter: Optional[str],
+                    book_filter: Optional[str], missing_side: str) -> _Inputs:
     """Phase 1: filters, version checks and, for the hybrid, each item's dense + lexical row paired by id.
 
-    Filters apply to the embedding tables (dense, hybrid) or to the lexical tables (lexical).
+    Filters apply to every table the method reads: the hybrid scores an item that passes on each side
+    it has, so an item a filter removes is never counted as one-sided (``lfr.score.sides``).
     """
     from lfr.score.checks import EMBEDDING_COLUMNS, LEXICAL_COLUMNS
 
-    def filtered(df, predicate, first: bool):
-        return df.filter(predicate) if predicate and first else df
-    mv = lv = vocab = None
-    m_rows = b_rows = 0
     if method.dense:
-        movies = filtered(require_columns(movies, "movie embeddings"), movie_filter, True).select(*EMBEDDING_COLUMNS)
-        books = filtered(require_columns(books, "book embeddings"), book_filter, True).select(*EMBEDDING_COLUMNS)
+        movies = _filtered(require_columns(movies, "movie embeddings"), movie_filter, "movie embeddings")
+        books = _filtered(require_columns(books, "book embeddings"), book_filter, "book embeddings")
+        movies, books = movies.select(*EMBEDDING_COLUMNS), books.select(*EMBEDDING_COLUMNS)
     if method.lexical:
-        ml = filtered(require_columns(movie_lexical, "movie lexical features"), movie_filter, not method.dense)
-        bl = filtered(require_columns(book_lexical, "book lexical features"), book_filter, not method.dense)
+        ml = _filtered(require_columns(movie_lexical, "movie lexical features"), movie_filter, "movie lexical features")
+        bl = _filtered(require_columns(book_lexical, "book lexical features"), book_filter, "book lexical features")
         ml, bl = ml.select(*LEXICAL_COLUMNS), bl.select(*LEXICAL_COLUMNS)
-    if method.name == "hybrid":                              # one check job over the four tables
-        (mv, m_rows, b_rows), (lv, vocab, _, _) = check_hybrid_inputs(movies, books, ml, bl)
-        terms = ["id", "term_indices", "term_weights"]       # items present in both tables
-        movies, books = movies.join(ml.select(*terms), "id"), books.join(bl.select(*terms), "id")
-    elif method.dense:
+    if method.name == "hybrid":
+        return _pair_hybrid(movies, books, ml, bl, missing_side)
+    if method.dense:
         mv, m_rows, b_rows = check_inputs(movies, books)
-    else:
-        lv, vocab, m_rows, b_rows = check_lexical_inputs(ml, bl)
-        movies, books = ml, bl
-    return _Inputs(movies, books, mv, lv, vocab, m_rows, b_rows)
+        return _Inputs(movies, books, mv, None, None, m_rows, b_rows, BlockSpec.for_method("dense", None))
+    lv, vocab, m_rows, b_rows = check_lexical_inputs(ml, bl)
+    return _Inputs(ml, bl, None, lv, vocab, m_rows, b_rows, BlockSpec.for_method("lexical", vocab))
+
+
+def _pair_hybrid(movies: DataFrame, books: DataFrame, ml: DataFrame, bl: DataFrame, missing_side: str) -> _Inputs:
+    """The hybrid's inputs: one check job over the four tables, the ids with one side only counted, then
+    refused or kept (``score.missing_side``, ``lfr.score.sides``), each item's two rows paired by id."""
+    (mv, _, _), (lv, vocab, _, _) = check_hybrid_inputs(movies, books, ml, bl)
+    sides = count_sides(movies, ml, books, bl, missing_side)
+    report_sides(sides)
+    fill = missing_side == "use_present" and sides.one_sided > 0
+    return _Inputs(pair_sides(movies, ml, sides), pair_sides(books, bl, sides), mv, lv, vocab,
+                   paired_rows(sides.movies, missing_side), paired_rows(sides.books, missing_side),
+                   BlockSpec.for_method("hybrid", vocab, fill_dense=fill), sides)
 
 
 def _with_exclusions(movies: DataFrame, exclude: Optional[DataFrame]) -> DataFrame:
@@ -272,7 +319,7 @@ def _rrf_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Me
     movies are re-blocked (same block settings) and rescored with more candidates."""
     from lfr.score.rrf import rrf_topk
 
-    spec = BlockSpec.for_method(method.name, inputs.vocab_size)
+    spec = inputs.spec
     with_ex = "ex_row" in blocks.movies.columns and "excluded" in inputs.movies.columns
 
     def rebuild(ids: DataFrame, n: int) -> DataFrame:
@@ -287,24 +334,62 @@ def _rrf_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Me
     return merged
 
 
-def _write(merged: DataFrame, inputs: _Inputs, method: Method, run_id: str, n_rows: int, rows_per_file: int,
-           output_path: str) -> None:
+def _write(merged: DataFrame, inputs: _Inputs, method: Method, target: _Target, n_rows: int, metadata: str) -> None:
     """Phase 4: one atomic Delta overwrite, range-partitioned and sorted by movie (module doc).
 
     ``overwriteSchema``: the table is a full snapshot of one run, its schema is the scorer's
     (a table written by an older version, without the method columns, is replaced, not merged).
+    ``userMetadata``: the run's counts (:func:`_commit_metadata`) in the commit, for ``DESCRIBE HISTORY``.
     """
-    n_files = max(1, math.ceil(n_rows / rows_per_file))
+    n_files = max(1, math.ceil(n_rows / target.rows_per_file))
     out = (merged
            .withColumn("model_version", F.lit(inputs.model_version).cast("string"))
            .withColumn("lexical_version", F.lit(inputs.lexical_version).cast("string"))
            .withColumn("method", F.lit(method.name))
            .withColumn("method_params", F.lit(json.dumps(method.params(), sort_keys=True)))
-           .withColumn("run_id", F.lit(run_id))
+           .withColumn("run_id", F.lit(target.run_id))
            .withColumn("scored_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
            .repartitionByRange(n_files, "movie_id")
            .sortWithinPartitions("movie_id", "rank"))
-    out.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(output_path)
+    (out.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        .option("userMetadata", metadata).save(target.path))
+
+
+def _commit_metadata(target: _Target, method: Method, inputs: _Inputs, shrink: Shrink) -> str:
+    """JSON recorded in the Delta commit: the run, the films it covers vs the table it replaces, and
+    (hybrid) the ids with one side only -- what a later reader needs to see that nothing shrank silently."""
+    return json.dumps({"run_id": target.run_id, "method": method.name, "films": _films(shrink),
+                       "missing_sides": inputs.sides.as_dict() if inputs.sides else None}, sort_keys=True)
+
+
+def _films(shrink: Shrink) -> dict:
+    return {"before": shrink.before, "after": shrink.after, "deleted": shrink.deleted}
+
+
+def _guard_films(spark: SparkSession, blocks: _Blocks, target: _Target) -> Shrink:
+    """The films of the current table vs those this run covers (one Spark job; none when there is no
+    table yet), checked by the guards BEFORE anything is written: a run over damaged or partial inputs
+    must not replace a full table with a smaller one unless asked (``--allow-deletes``)."""
+    table = f"recommendations ({target.path})"
+    if not is_delta_table(spark, target.path):
+        shrink = Shrink(table, 0, int(blocks.ms["rows"] or 0), 0)
+    else:
+        films = blocks.movies.filter("n > 0").select(F.explode("ids").alias("movie_id"))
+        shrink = table_shrink(spark, target.path, films, table, keys=("movie_id",))
+    target.guards.check(shrink, sources=target.sources, what="films")
+    return shrink
+
+
+def _configured(missing_side: Optional[str], guards: Optional[Guards]) -> tuple[str, Guards]:
+    """Arguments left None come from the configuration (conf/lfr.yaml + LFR_CONF): a library call is
+    guarded like the job, and no second default is written here."""
+    if missing_side is None or guards is None:
+        from lfr.config import load_config
+
+        cfg = load_config()
+        missing_side = cfg["score"]["missing_side"] if missing_side is None else missing_side
+        guards = Guards.from_settings(cfg["guards"]) if guards is None else guards
+    return check_missing_side(missing_side), guards
 
 
 def score_recommendations(
@@ -326,6 +411,9 @@ def score_recommendations(
     rows_per_file: int = 4_000_000,
     kernel: Optional[Callable] = None,
     phases: Optional[Phases] = None,
+    missing_side: Optional[str] = None,
+    guards: Optional[Guards] = None,
+    sources: Sequence[str] = (),
 ) -> ScoreResult:
     """Exact top-k books per movie by ``method``, written to the Delta table at ``output_path``.
 
@@ -335,51 +423,65 @@ def score_recommendations(
     pairs never to recommend (e.g. known adaptations); masked inside the block kernel before the
     top-k is cut, so every movie still gets k books when k others exist. ``movie_filter`` /
     ``book_filter``: SQL predicates applied to the inputs before blocking (e.g. ``"year >= 2000"``
-    when the caller joined catalog columns in). ``kernel``: replaces the method's block kernel
-    (same signature) -- for tests and experiments. ``phases``: the job's phase timer (one INFO line per phase).
+    when the caller joined catalog columns in; the hybrid applies them to both of a domain's tables).
+    ``kernel``: replaces the block kernel (tests, experiments). ``phases``: the job's phase timer.
+    ``missing_side``: the hybrid's ids with one side only (``lfr.score.sides``); ``guards``: how many films
+    the run may remove from the table, checked before anything is written (``sources`` named in a refusal);
+    None: the configuration's (``score.missing_side``, ``guards``) -- a library call is never unguarded.
     """
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    if movie_block_rows <= 0 or book_block_rows <= 0:
-        raise ValueError("block sizes must be positive")
+    if k <= 0 or movie_block_rows <= 0 or book_block_rows <= 0:
+        raise ValueError(f"k and the block sizes must be positive, got {k}, {movie_block_rows}, {book_block_rows}")
     method = method if isinstance(method, Method) else Method(str(method))
+    missing_side, guards = _configured(missing_side, guards)
     started = time.time()
     run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     phases = phases if phases is not None else Phases(f"score {run_id}", log)
     with phases("check"):
-        inputs = _check_and_pair(method, movies, books, movie_lexical, book_lexical, movie_filter, book_filter)
+        inputs = _check_and_pair(method, movies, books, movie_lexical, book_lexical, movie_filter, book_filter,
+                                 missing_side)
         inputs.movies = _with_exclusions(inputs.movies, exclude)
     t_check = time.time() - started
     with phases("blocks"):
-        blocks = _plan_blocks(spark, inputs, BlockSpec.for_method(method.name, inputs.vocab_size),
-                              movie_block_rows, book_block_rows, exclude is not None)
+        blocks = _plan_blocks(spark, inputs, inputs.spec, movie_block_rows, book_block_rows, exclude is not None)
     t_blocks = time.time() - started
     _log_plan(run_id, method, inputs, blocks, k, t_check, t_blocks)
-    t_score = _score_and_write(spark, blocks, inputs, method, k, kernel, run_id, rows_per_file, output_path, phases)
+    target = _Target(output_path, rows_per_file, guards, tuple(sources), run_id)
+    t_score, shrink = _score_and_write(spark, blocks, inputs, method, k, kernel, target, phases)
+    return _finish(spark, target, method, inputs, blocks, k, phases, shrink, (t_blocks, t_score, started))
+
+
+def _finish(spark: SparkSession, target: _Target, method: Method, inputs: _Inputs, blocks: _Blocks, k: int,
+            phases: Phases, shrink: Shrink, times: tuple[float, float, float]) -> ScoreResult:
+    """The written table's version and rows, the run's summary, one INFO line."""
+    t_blocks, t_score, started = times
     with phases("history"):
-        version, rows = table_version(spark, output_path)
-    result = _result(run_id, method, inputs, blocks, k, version, rows, output_path, phases,
+        version, rows = table_version(spark, target.path)
+    result = _result(target.run_id, method, inputs, blocks, k, version, rows, target.path, phases,
                      seconds=(t_blocks, t_score, time.time() - started))
-    log.info("score %s: wrote %d rows to %s (Delta version %s) in %.1fs (kernel+merge+write %.1fs)",
-             run_id, result.rows, output_path, version, result.seconds, t_score)
+    result.films = _films(shrink)
+    log.info("score %s: wrote %d rows (%d films; %d before, %d of them no longer scored) to %s (Delta version %s) "
+             "in %.1fs (kernel+merge+write %.1fs)", result.run_id, result.rows, shrink.after, shrink.before,
+             shrink.deleted, result.path, result.table_version, result.seconds, result.seconds_score)
     return result
 
 
 def _score_and_write(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Method, k: int,
-                     kernel: Optional[Callable], run_id: str, rows_per_file: int, output_path: str,
-                     phases: Phases) -> float:
-    """Phase 3: the block kernel over every block pair, the k-bounded merge and the Delta write;
-    the cached blocks are released whatever happens. Returns its seconds."""
+                     kernel: Optional[Callable], target: _Target, phases: Phases) -> tuple[float, Shrink]:
+    """Phase 3: the films guard, then the block kernel over every block pair, the k-bounded merge and
+    the Delta write; the cached blocks are released whatever happens. Returns (its seconds, the shrink)."""
     cached = [blocks.movies, blocks.books]
     try:
         n_movies, n_books = int(blocks.ms["rows"] or 0), int(blocks.bs["rows"] or 0)
         if n_movies == 0 or n_books == 0:
             raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book rows")
+        with phases("guard"):
+            shrink = _guard_films(spark, blocks, target)
         t0 = time.time()
         with phases("score+write"):
             merged = _score_pairs(spark, blocks, inputs, method, k, kernel, cached)
-            _write(merged, inputs, method, run_id, n_movies * min(k, n_books), rows_per_file, output_path)
-        return time.time() - t0
+            _write(merged, inputs, method, target, n_movies * min(k, n_books),
+                   _commit_metadata(target, method, inputs, shrink))
+        return time.time() - t0, shrink
     finally:
         for df in cached:
             df.unpersist()
@@ -397,7 +499,8 @@ def _result(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: in
         movies_invalid=int(ms["invalid"] or 0), books_invalid=int(bs["invalid"] or 0),
         movie_blocks=int(ms["blocks"]), book_blocks=int(bs["blocks"]), pairs=blocks.pairs,
         rows=rows if rows is not None else -1, table_version=version, seconds_blocks=round(t_blocks, 2),
-        seconds_score=round(t_score, 2), seconds=round(total, 2), path=output_path, phases=phases.seconds)
+        seconds_score=round(t_score, 2), seconds=round(total, 2), path=output_path, phases=phases.seconds,
+        missing_sides=inputs.sides.as_dict() if inputs.sides else None)
 
 
 def _log_plan(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: int, t_check: float,
@@ -481,11 +584,14 @@ def run_score(
     movie_filter: Optional[str] = None,
     book_filter: Optional[str] = None,
     kernel: Optional[Callable] = None,
+    missing_side: Optional[str] = None,
+    guards: Optional[Guards] = None,
 ) -> ScoreResult:
     """The job: feature tables of ``cfg['tables']`` -> ``recommendations`` + view, registered for SQL.
 
     Arguments left ``None`` come from ``cfg['score']`` (``method``, ``fusion``, ``alpha``,
-    ``rrf_k`` too). Filters may use the catalog columns (``genres``, ``year``, ``authors``, ...)
+    ``rrf_k``, ``missing_side`` too) and ``guards`` from ``cfg['guards']`` (the job adds its
+    ``--allow-deletes``). Filters may use the catalog columns (``genres``, ``year``, ``authors``, ...)
     when the catalog tables exist: they are joined in by id.
     """
     sc, t = cfg["score"], cfg["tables"]
@@ -496,24 +602,33 @@ def run_score(
     exclude_pairs = exclude_pairs if exclude_pairs is not None else sc.get("exclude_pairs")
     movie_filter = movie_filter if movie_filter is not None else sc.get("movie_filter")
     book_filter = book_filter if book_filter is not None else sc.get("book_filter")
+    missing_side = missing_side if missing_side is not None else sc["missing_side"]
+    guards = guards if guards is not None else Guards.from_settings(cfg["guards"])
     phases = Phases("score_all", log)
     with phases("read"):
         tables = _read_tables(spark, t, m)
+    _join_catalogs(spark, t, tables, movie_filter, book_filter)
     movie_side, book_side = ("movie_embeddings", "book_embeddings") if m.dense else ("movie_lexical", "book_lexical")
-    if movie_filter:
-        tables[movie_side] = _with_catalog_columns(spark, tables[movie_side], t["movies"]["path"])
-    if book_filter:
-        tables[book_side] = _with_catalog_columns(spark, tables[book_side], t["books"]["path"])
     exclude = (load_exclusions(spark, cfg, exclude_pairs, tables[movie_side], tables[book_side])
                if exclude_pairs else None)
     result = score_recommendations(
         spark, tables.get("movie_embeddings"), tables.get("book_embeddings"), t["recommendations"]["path"], k=k,
         method=m, movie_lexical=tables.get("movie_lexical"), book_lexical=tables.get("book_lexical"),
         movie_block_rows=movie_block_rows, book_block_rows=book_block_rows, exclude=exclude,
-        movie_filter=movie_filter, book_filter=book_filter, kernel=kernel, phases=phases)
+        movie_filter=movie_filter, book_filter=book_filter, kernel=kernel, phases=phases,
+        missing_side=missing_side, guards=guards, sources=[t[key]["path"] for key in tables])
     with phases("register"):
         names = register_recommendations(spark, cfg)
     log.info("registered for SQL: %s", ", ".join(names))
     result.phases = phases.rounded()
     log.info("score_all phases: %s", phases.summary())
     return result
+
+
+def _join_catalogs(spark: SparkSession, t, tables: dict, movie_filter: Optional[str], book_filter: Optional[str]) -> None:
+    """The catalog columns joined into every input table of a filtered domain (in place), so the
+    filter reads the same columns on each table (the hybrid filters both sides)."""
+    for predicate, domain, prefix in ((movie_filter, "movies", "movie_"), (book_filter, "books", "book_")):
+        if predicate:
+            for key in [key for key in tables if key.startswith(prefix)]:
+                tables[key] = _with_catalog_columns(spark, tables[key], t[domain]["path"])
