@@ -2,7 +2,8 @@
 workers, separate JVMs and work dirs, on free loopback ports), and under faults.
 
 - both embed jobs at once on an empty warehouse, each on its own worker, one of them losing a Python
-  worker mid-embedding (test-only hook in lfr.embed.udf): both succeed, the retried task's rows equal
+  worker mid-embedding (a test-side model loader, tests/faults.py, shipped with --py-files and chosen
+  with spark.lfr.model.loader; the library has no test hook): both succeed, the retried task's rows equal
   the model's own output, the executors loaded the model from the archive Spark shipped into their
   work dirs;
 - score_all run as the README's cluster command (wheel via --py-files, from outside the checkout):
@@ -118,14 +119,17 @@ def read_delta(spark, path: Path) -> pd.DataFrame:
 
 
 def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(cluster, work, spark, tiny_model):
+    from tests.faults import KILL_ONCE_ENV
+
     marker = work["base"] / "killed-once"
     one_worker_each = ["spark.cores.max=1", "spark.executor.cores=1"]
-    books = submit(cluster, "jobs/embed_books.py", work["conf"],
-                   spark_conf=[*one_worker_each, f"spark.executorEnv.LFR_TEST_KILL_WORKER_ONCE={marker}"])
+    books = submit(cluster, "jobs/embed_books.py", work["conf"], py_files="tests/faults.py",
+                   spark_conf=[*one_worker_each, "spark.lfr.model.loader=faults:kill_worker_once",
+                               f"spark.executorEnv.{KILL_ONCE_ENV}={marker}"])
     movies = submit(cluster, "jobs/embed_movies.py", work["conf"], spark_conf=one_worker_each)
     out_books, out_movies = finish(books), finish(movies)
 
-    assert marker.exists(), "the fault hook never ran"
+    assert marker.exists(), "the fault loader never ran"
     assert "Lost task" in out_books, out_books[-3000:]          # the killed worker's task, then retried
     wh = work["warehouse"]
     for domain, table in (("books", "book_embeddings"), ("movies", "movie_embeddings")):

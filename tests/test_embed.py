@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from typing import Iterator
@@ -14,7 +15,7 @@ import pytest
 # Python workers must run this interpreter (pandas UDFs need its pyarrow); set before the session starts.
 
 from lfr.embed import EMBEDDINGS_SCHEMA, ArtifactMissing, ArtifactRef, embed_catalog, ship_artifact  # noqa: E402
-from lfr.embed.udf import ModelCache  # noqa: E402
+from lfr.embed.udf import ModelCache, embed_column  # noqa: E402
 
 
 def _rows(frame: pd.DataFrame) -> list[tuple]:
@@ -85,6 +86,75 @@ def test_the_runs_precision_wins_over_the_artifacts(tiny_artifact, tiny_model):
     assert bf16.text.precision == "bf16" and fp32.text.precision == "fp32"
     assert saved.text.requested_precision == read_manifest(tiny_artifact)["precision"]
     assert cache.loads == 3 and cache.versions() == [tiny_model.model_version] * 2  # max_models=2: oldest evicted
+
+
+@pytest.fixture(scope="module")
+def faults_on_executors(spark):
+    """tests/faults.py on the Python workers' path, importable there as ``faults`` (as on a cluster)."""
+    spark.sparkContext.addPyFile(os.path.join(os.path.dirname(__file__), "faults.py"))
+    return "faults"
+
+
+FAULT_ROWS = [("b1", "Fine", "A fine book.", ["Fiction"]), ("b2", "BAD", "A broken one.", []),
+              ("b3", "Also fine", "Another book.", None)]
+
+
+def test_the_udf_loads_through_the_refs_loader_and_checks_a_healthy_output(spark, tiny_artifact, tiny_model,
+                                                                          faults_on_executors):
+    ref = ship_artifact(spark, tiny_artifact, mode="path", loader="faults:healthy")
+    assert ref.dim == tiny_model.output_dim == 32 and ref.loader == "faults:healthy"
+    df = spark.createDataFrame(FAULT_ROWS, "id string, title string, description string, genres array<string>")
+    got = np.stack([r["e"] for r in df.coalesce(1).select(embed_column(ref, batch_size=2).alias("e")).collect()])
+    np.testing.assert_array_equal(got, np.eye(32, dtype=np.float32)[:3])   # the fake model's vectors, unchanged
+
+
+@pytest.mark.parametrize("loader, violation", [
+    ("short_output", "2 vectors for a batch of 3 rows"),
+    ("wrong_dimension", "a vector of shape (31,), the artifact's dimension is 32"),
+    ("nan_vector", "NaN or infinite"),
+    ("zero_vector", "all-zero vector"),
+])
+def test_a_broken_model_output_fails_the_task_naming_the_item(spark, tiny_artifact, faults_on_executors, loader,
+                                                             violation):
+    """Like predict_batch_udf: rows out = rows in, the artifact's dimension, finite, non-zero -- or the
+    task fails with the item id (the model here: tests/faults.py, through the loader hook)."""
+    ref = ship_artifact(spark, tiny_artifact, mode="path", loader=f"{faults_on_executors}:{loader}")
+    df = spark.createDataFrame(FAULT_ROWS, "id string, title string, description string, genres array<string>")
+    with pytest.raises(Exception) as err:
+        df.coalesce(1).select("id", embed_column(ref, ids="id", batch_size=2).alias("e")).collect()
+    msg = str(err.value)
+    assert "EmbeddingOutputError" in msg and violation in msg, msg[-2000:]
+    assert "'b2'" in msg and ("'b1'" in msg) == (loader == "short_output")   # the bad item (the batch: its rows)
+
+
+def test_output_check_without_spark():
+    from lfr.embed.udf import EmbeddingOutputError, checked_vectors
+
+    good = np.eye(3, dtype=np.float64)
+    assert checked_vectors(good, ["a", "b", "c"], 3, "v").dtype == np.float32
+    assert checked_vectors([[1, 0], [0, 2]], ["a", "b"], 2, "v").shape == (2, 2)      # a list of rows
+    cases = [(good[:, :2], "item 'a': a vector of shape (2,)"), (np.full((3, 3), np.inf), "items 'a', 'b', 'c'"),
+             ([[1, 0, 0], "xyz", [0, 0, 1]], "item 'b': the vector is not numbers"), (None, "None vectors")]
+    for vecs, message in cases:
+        with pytest.raises(EmbeddingOutputError, match=re.escape(message)):
+            checked_vectors(vecs, ["a", "b", "c"], 3, "v")
+
+
+def test_the_loader_comes_from_the_session_and_is_checked(spark, tiny_artifact, tiny_model):
+    from lfr.embed.ship import DEFAULT_LOADER, LOADER_CONF
+    from lfr.errors import UsageError
+
+    assert ship_artifact(spark, tiny_artifact, mode="path").loader == DEFAULT_LOADER
+    spark.conf.set(LOADER_CONF, "faults:healthy")
+    try:
+        assert ship_artifact(spark, tiny_artifact, mode="path").loader == "faults:healthy"
+        spark.conf.set(LOADER_CONF, "not a loader")
+        with pytest.raises(UsageError, match="module:function"):
+            ship_artifact(spark, tiny_artifact, mode="path")
+    finally:
+        spark.conf.unset(LOADER_CONF)
+    with pytest.raises(RuntimeError, match="cannot import no_such_module on this worker"):
+        ModelCache().get(ArtifactRef(tiny_model.model_version, "path", tiny_artifact, loader="no_such_module:load"))
 
 
 def _write_catalog(path, rows):

@@ -263,7 +263,7 @@ def _embed(spark: SparkSession, plan: EmbedPlan, ref: ArtifactRef, *, batch_size
     parts = embed_partitions(spark, plan.n_embed, batch_size, partitions, rows_per_partition)
     embedded = conform(plan.todo.repartition(parts).select(
         "id", "title",
-        embed_column(ref, "title", "description", "genres", batch_size=batch_size,
+        embed_column(ref, "title", "description", "genres", ids="id", batch_size=batch_size,
                      domain=stats.domain).alias("embedding"),
         F.lit(ref.model_version).alias("model_version"), "content_hash",
         F.lit(datetime.now(timezone.utc)).cast("timestamp").alias("embedded_at"),

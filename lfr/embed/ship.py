@@ -22,6 +22,13 @@ A remote URI (``s3a://``, ``hdfs://``, ...) is added with ``addFile(recursive=Tr
 executors fetch the folder straight from storage. ``mode="path"`` (local masters, or a
 filesystem every worker mounts) ships nothing and loads from the given path.
 
+The model loader: the worker turns the artifact's local path into a model with a
+``"module:function"`` the ref names (``ArtifactRef.loader``; default ``lfr.model:load``, which also
+loads X-Cross artifacts), as ``predict_batch_udf`` takes a ``make_predict_fn``. Another loader --
+a wrapper that injects a fault, a fake model in tests -- is chosen per call (``ship_artifact(...,
+loader=)``) or per session with the Spark setting ``spark.lfr.model.loader``; its module must be
+importable on the executors (``--py-files`` / ``addPyFile``).
+
 Worker side: ``lfr.embed.udf`` (the UDF and its per-worker model cache).
 """
 from __future__ import annotations
@@ -30,6 +37,7 @@ import atexit
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -38,11 +46,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from lfr.config import is_uri
-from lfr.model.artifact import MANIFEST, artifact_missing, model_version_of, parse_manifest, read_model_version
+from lfr.errors import UsageError
+from lfr.model.artifact import MANIFEST, artifact_missing, model_version_of, parse_manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
 SHIP_MODES = ("archive", "path")
+DEFAULT_LOADER = "lfr.model:load"
+LOADER_CONF = "spark.lfr.model.loader"          # the session's loader when ship_artifact is given none
+_LOADER_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,12 @@ class ArtifactRef:
     mode: str          # "archive" (SparkFiles name of the unpacked tar) | "file" (SparkFiles folder) | "path"
     location: str      # SparkFiles name or filesystem path
     precision: Optional[str] = None  # model.precision of the run (auto|bf16|fp32); None: the artifact's own
+    dim: Optional[int] = None        # the artifact's output dimension (its manifest); None: the loaded model's
+    loader: str = DEFAULT_LOADER     # "module:function(path, precision=None) -> model", run on the worker
+
+    def __post_init__(self):
+        if not isinstance(self.loader, str) or not _LOADER_SPEC.match(self.loader):
+            raise UsageError(f"model loader must be 'module:function' (like {DEFAULT_LOADER}), got {self.loader!r}")
 
     def local_path(self) -> str:
         if self.mode == "path":
@@ -62,18 +80,37 @@ class ArtifactRef:
         return SparkFiles.get(self.location)
 
 
-def artifact_version(spark, model_dir: str) -> str:
-    """``model_version`` of the artifact; a remote manifest is read through Spark (the driver may
-    not mount the bucket). ``ArtifactMissing`` when there is none."""
+def artifact_manifest(spark, model_dir: str) -> dict:
+    """The artifact's manifest (not verified: each worker's loader does that); a remote one is read
+    through Spark (the driver may not mount the bucket). ``ArtifactMissing`` when there is none."""
     if not is_uri(model_dir):
-        return read_model_version(model_dir)
+        return read_manifest(model_dir)
     from pyspark.errors import AnalysisException
 
     try:
         rows = spark.read.text(model_dir.rstrip("/") + "/" + MANIFEST, wholetext=True).collect()
     except AnalysisException as exc:   # PATH_NOT_FOUND
         raise artifact_missing(model_dir, f"has no readable {MANIFEST} ({exc.getErrorClass() or exc})") from exc
-    return model_version_of(parse_manifest("\n".join(r.value for r in rows), model_dir), model_dir)
+    return parse_manifest("\n".join(r.value for r in rows), model_dir)
+
+
+def artifact_version(spark, model_dir: str) -> str:
+    """``model_version`` of the artifact (``artifact_manifest``)."""
+    return model_version_of(artifact_manifest(spark, model_dir), model_dir)
+
+
+def output_dim_of(manifest: dict) -> Optional[int]:
+    """The embedding dimension the manifest promises (``dims.output``, both model kinds); None if absent."""
+    dim = (manifest.get("dims") or {}).get("output") if isinstance(manifest.get("dims"), dict) else None
+    return int(dim) if isinstance(dim, int) and dim > 0 else None
+
+
+def session_loader(spark) -> str:
+    """The session's model loader: the Spark setting ``spark.lfr.model.loader``, else the default."""
+    try:
+        return str(spark.conf.get(LOADER_CONF, None) or DEFAULT_LOADER)
+    except Exception:  # a conf that cannot be read is the default's business, not a failure
+        return DEFAULT_LOADER
 
 
 _shipped: dict[tuple[int, str, str], ArtifactRef] = {}
@@ -89,36 +126,44 @@ def _cleanup() -> None:
 atexit.register(_cleanup)
 
 
-def ship_artifact(spark, model_dir: str, mode: str = "archive") -> ArtifactRef:
-    """Make the artifact at ``model_dir`` available to every executor; see the module doc."""
+def ship_artifact(spark, model_dir: str, mode: str = "archive", loader: Optional[str] = None) -> ArtifactRef:
+    """Make the artifact at ``model_dir`` available to every executor; see the module doc.
+    ``loader``: the workers' model loader (None: ``session_loader``)."""
     if mode not in SHIP_MODES:
         raise ValueError(f"unknown ship mode {mode!r} (have: {', '.join(SHIP_MODES)})")
     sc = spark.sparkContext
-    version = artifact_version(spark, model_dir)
-    key = (id(sc), model_dir, mode)
+    manifest = artifact_manifest(spark, model_dir)
+    version, dim = model_version_of(manifest, model_dir), output_dim_of(manifest)
+    loader = loader or session_loader(spark)
+    key = (id(sc), model_dir, mode, loader)
     with _ship_lock:
         ref = _shipped.get(key)
         if ref is not None and ref.model_version == version:
             return ref
         if mode == "path":
-            ref = ArtifactRef(version, "path", model_dir)
+            ref = ArtifactRef(version, "path", model_dir, dim=dim, loader=loader)
         elif is_uri(model_dir):
             sc.addFile(model_dir, recursive=True)
-            ref = ArtifactRef(version, "file", os.path.basename(model_dir.rstrip("/")))
+            ref = ArtifactRef(version, "file", os.path.basename(model_dir.rstrip("/")), dim=dim, loader=loader)
         else:
-            tar_path = _pack(model_dir)
-            # Named by the bytes packed, not only by the manifest's claim: a folder whose files were
-            # changed after publishing (same model_version) must not reuse an archive Spark already
-            # holds under that name -- executors would load the other bytes.
-            name = f"lfr-model-{version}-{_sha256(tar_path)[:12]}"
-            os.replace(tar_path, os.path.join(os.path.dirname(tar_path), name + ".tar"))
-            tar_path = os.path.join(os.path.dirname(tar_path), name + ".tar")
-            if not any(a.endswith(f"#{name}") or a.endswith(name + ".tar") for a in _list_archives(sc)):
-                sc.addArchive(f"{tar_path}#{name}")
-            ref = ArtifactRef(version, "archive", name)
-            log.info("shipping model %s to executors as archive %s (%.1f MB)", version, name, os.path.getsize(tar_path) / 1e6)
+            ref = ArtifactRef(version, "archive", _add_archive(sc, model_dir, version), dim=dim, loader=loader)
         _shipped[key] = ref
         return ref
+
+
+def _add_archive(sc, model_dir: str, version: str) -> str:
+    """Pack ``model_dir`` and add it to the SparkContext once; returns the archive's SparkFiles name."""
+    tar_path = _pack(model_dir)
+    # Named by the bytes packed, not only by the manifest's claim: a folder whose files were
+    # changed after publishing (same model_version) must not reuse an archive Spark already
+    # holds under that name -- executors would load the other bytes.
+    name = f"lfr-model-{version}-{_sha256(tar_path)[:12]}"
+    named = os.path.join(os.path.dirname(tar_path), name + ".tar")
+    os.replace(tar_path, named)
+    if not any(a.endswith(f"#{name}") or a.endswith(name + ".tar") for a in _list_archives(sc)):
+        sc.addArchive(f"{named}#{name}")
+    log.info("shipping model %s to executors as archive %s (%.1f MB)", version, name, os.path.getsize(named) / 1e6)
+    return name
 
 
 def _pack(model_dir: str) -> str:

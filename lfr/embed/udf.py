@@ -11,14 +11,23 @@ Threads: a task owns ``spark.task.cpus`` cores, so torch gets exactly that many 
 threads (default 1). N tasks x 1 thread beats fewer tasks x more threads for this small
 encoder (2 workers x 2 threads ran 40% slower than 4 x 1 on the same cores).
 
+Output validation, as ``predict_batch_udf`` validates its predictions: every batch's vectors are
+checked before Spark gets them -- one vector per input row, each of the artifact's dimension
+(``ArtifactRef.dim``, from its manifest), finite and non-zero. A model that breaks this (a
+fault in the encoder, fp16 overflow, an empty text pooled to nothing) fails the task with an
+``EmbeddingOutputError`` naming the item ids, instead of writing vectors that rank nothing or
+everything. That is why the UDF takes the id column.
+
 The artifact reaches the executors through ``lfr.embed.ship.ship_artifact`` (driver side);
-``ArtifactRef.local_path`` finds it on the worker.
+``ArtifactRef.local_path`` finds it on the worker and ``ArtifactRef.loader`` (``module:function``,
+default ``lfr.model:load``) loads it: the one place where tests plug in fake or failing models.
 """
 from __future__ import annotations
 
+import importlib
 import threading
 from collections import OrderedDict
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,11 +36,12 @@ from pyspark.sql.functions import pandas_udf
 
 from lfr.embed.schema import EMBEDDING_TYPE
 from lfr.embed.ship import ArtifactRef
+from lfr.errors import UsageError
 
 
 class ModelCache:
-    """Models loaded in this process, by ``model_version`` and the run's precision (the oldest
-    evicted beyond ``max_models``).
+    """Models loaded in this process, by ``model_version``, the run's precision and the loader (the
+    oldest evicted beyond ``max_models``).
 
     Why at most two: during a model change a worker may still serve a task of the old version;
     keeping more would hold hundreds of MB per Python worker for nothing."""
@@ -43,12 +53,12 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def versions(self) -> list[str]:
-        return [version for version, _ in self._models]
+        return [version for version, _, _ in self._models]
 
     def get(self, ref: ArtifactRef):
         """The model for ``ref``, loaded (and its manifest hashes verified) once per process."""
         with self._lock:
-            key = (ref.model_version, ref.precision)
+            key = (ref.model_version, ref.precision, ref.loader)
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
@@ -62,14 +72,28 @@ class ModelCache:
 
     @staticmethod
     def _load(ref: ArtifactRef):
-        from lfr.model import load
-
+        load = resolve_loader(ref.loader)
         path = ref.local_path()
         model = load(path, precision=ref.precision)   # the run's model.precision wins over the manifest's
         if model.model_version != ref.model_version:
             raise RuntimeError(f"model at {path} is version {model.model_version}, the job shipped {ref.model_version} "
                                "(the artifact changed while the job ran?)")
         return model
+
+
+def resolve_loader(spec: str) -> Callable:
+    """The function a ``"module:function"`` loader names, imported in this process; a clear error
+    when this worker cannot import it (its module was not shipped with ``--py-files``/``addPyFile``)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeError(f"model loader {spec!r}: cannot import {module_name} on this worker ({exc}); "
+                           "ship its module to the executors (--py-files / addPyFile)") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise RuntimeError(f"model loader {spec!r}: {module_name} has no function {attr}")
+    return fn
 
 
 _CACHE = ModelCache()
@@ -99,53 +123,99 @@ def _none_if_na(values: pd.Series) -> list:
     return [v if isinstance(v, str) else None for v in values]
 
 
-KILL_ONCE_ENV = "LFR_TEST_KILL_WORKER_ONCE"   # test-only fault hook (tests/test_cluster.py)
+class EmbeddingOutputError(RuntimeError):
+    """A batch's embeddings break the UDF's contract (count, dimension, finite, non-zero): the task fails."""
 
 
-def _test_fault_hook() -> None:
-    """Tests only: with ``spark.executorEnv.LFR_TEST_KILL_WORKER_ONCE=<marker file>`` the first Python
-    worker to get here creates the marker and dies (``os._exit``), so a test sees a real mid-job
-    worker loss and Spark's task retry. Unset (always, outside tests): nothing happens."""
-    import os
+def _items(ids: Sequence, rows) -> str:
+    """The ids of ``rows`` (positions in the batch) for an error message: the first five and a count."""
+    rows = list(rows)
+    shown = ", ".join(repr(ids[i]) for i in rows[:5])
+    if len(rows) == 1:
+        return f"item {shown}"
+    return f"items {shown}" + (f" (+{len(rows) - 5} more)" if len(rows) > 5 else "")
 
-    marker = os.environ.get(KILL_ONCE_ENV)
-    if not marker:
-        return
+
+def _as_matrix(vecs, ids: Sequence, dim: int, version: str) -> np.ndarray:
+    """``vecs`` as float32 ``(len(ids), dim)``, or an ``EmbeddingOutputError`` naming the items it
+    cannot be: a count other than the batch's, or a row of another shape or not numbers."""
+    fail = f"embedding output check failed (model {version})"
     try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    os._exit(13)
+        count = len(vecs)
+    except TypeError:
+        count = None
+    if count != len(ids):
+        raise EmbeddingOutputError(f"{fail}: {count} vectors for a batch of {len(ids)} rows "
+                                   f"({_items(ids, range(len(ids)))}); rows out must equal rows in")
+    if isinstance(vecs, np.ndarray) and vecs.ndim == 2 and vecs.shape[1] == dim:
+        return vecs.astype(np.float32, copy=False)
+    out = np.empty((len(ids), dim), dtype=np.float32)
+    for i, row in enumerate(vecs):
+        try:
+            row = np.asarray(row, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise EmbeddingOutputError(f"{fail}: {_items(ids, [i])}: the vector is not numbers ({exc})") from exc
+        if row.shape != (dim,):
+            raise EmbeddingOutputError(f"{fail}: {_items(ids, [i])}: a vector of shape {row.shape}, the "
+                                       f"artifact's dimension is {dim}")
+        out[i] = row
+    return out
+
+
+def checked_vectors(vecs, ids: Sequence, dim: int, version: str) -> np.ndarray:
+    """The batch's embeddings as float32 ``(rows, dim)`` after the checks of the module doc (why:
+    a NaN or all-zero vector written to the table would silently drop or scramble recommendations)."""
+    ids = list(ids)
+    mat = _as_matrix(vecs, ids, int(dim), version)
+    fail = f"embedding output check failed (model {version})"
+    bad = np.flatnonzero(~np.isfinite(mat).all(axis=1))
+    if bad.size:
+        raise EmbeddingOutputError(f"{fail}: {_items(ids, bad)}: a vector with NaN or infinite values")
+    zero = np.flatnonzero(~(mat != 0).any(axis=1))
+    if zero.size:
+        raise EmbeddingOutputError(f"{fail}: {_items(ids, zero)}: an all-zero vector")
+    return mat
+
+
+def _model_for(ref: ArtifactRef, domain: str | None):
+    """This worker's model for ``ref`` (cached), viewed for ``domain`` when it has per-domain parts."""
+    model = load_cached(ref)
+    if domain is not None and hasattr(model, "for_domain"):
+        model = model.for_domain(domain)
+    return model
 
 
 def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = None, domain: str | None = None):
-    """The pandas UDF for the artifact ``ref``: call it on (title, description, genres) columns.
+    """The pandas UDF for the artifact ``ref``: call it on (title, description, genres, id) columns;
+    the ids name the items in a failed output check (``checked_vectors``).
 
     ``domain`` ('movies' | 'books'): the catalog being embedded; a model with ``for_domain``
     (X-Cross) embeds each catalog with its own domain's adapter, LightFusionRec ignores it."""
     batch_size = int(batch_size)
 
     @pandas_udf(EMBEDDING_TYPE)
-    def embed(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+    def embed(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
         import torch
 
         torch.set_num_threads(int(num_threads or _task_cpus()))
-        model = None
-        for titles, descriptions, genres in batches:
+        model, dim = None, None
+        for batch in batches:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 4:
+                raise UsageError("the embedding UDF takes 4 columns: title, description, genres, id")
+            titles, descriptions, genres, ids = batch
             if model is None:  # lazily: an empty partition loads nothing
-                model = load_cached(ref)
-                _test_fault_hook()
-                if domain is not None and hasattr(model, "for_domain"):
-                    model = model.for_domain(domain)
+                model = _model_for(ref, domain)
+                dim = ref.dim or int(model.output_dim)
             vecs = model.embed(_none_if_na(titles), _none_if_na(descriptions), genres.tolist(), batch_size=batch_size)
-            yield pd.Series(list(np.asarray(vecs, dtype=np.float32)), index=titles.index)
+            yield pd.Series(list(checked_vectors(vecs, ids.tolist(), dim, ref.model_version)), index=titles.index)
 
     return embed
 
 
 def embed_column(ref: ArtifactRef, title: Column | str = "title", description: Column | str = "description",
-                 genres: Column | str = "genres", *, batch_size: int, num_threads: int | None = None,
-                 domain: str | None = None) -> Column:
-    """``array<float>`` embedding column of the item columns (the UDF applied); ``domain``: the
-    catalog ('movies' | 'books'), needed by X-Cross artifacts."""
-    return make_embed_udf(ref, batch_size, num_threads, domain)(title, description, genres)
+                 genres: Column | str = "genres", *, ids: Column | str = "id", batch_size: int,
+                 num_threads: int | None = None, domain: str | None = None) -> Column:
+    """``array<float>`` embedding column of the item columns (the UDF applied); ``ids``: the item id
+    column, named by a failed output check; ``domain``: the catalog ('movies' | 'books'), needed by
+    X-Cross artifacts."""
+    return make_embed_udf(ref, batch_size, num_threads, domain)(title, description, genres, ids)

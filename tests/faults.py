@@ -1,0 +1,79 @@
+"""Test-side model loaders for the embedding UDF (``ArtifactRef.loader`` / ``spark.lfr.model.loader``).
+
+Why a separate, self-contained module: the executors import it by name (``faults:<function>``)
+after the test ships this one file (``addPyFile`` / ``spark-submit --py-files tests/faults.py``);
+the library's own code path has no test hooks. It imports nothing from ``tests``.
+
+* ``kill_worker_once``: the real model, but the first Python worker to load it (marker file named
+  by ``LFR_TEST_KILL_WORKER_ONCE`` in the executor's environment) dies -- a real mid-job worker loss.
+* ``short_output`` / ``wrong_dimension`` / ``nan_vector`` / ``zero_vector``: a fake model with the
+  artifact's ``model_version`` and dimension whose output breaks the UDF's contract for the items
+  titled ``BAD_TITLE`` (the whole batch for ``short_output``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+KILL_ONCE_ENV = "LFR_TEST_KILL_WORKER_ONCE"
+BAD_TITLE = "BAD"
+
+
+def kill_worker_once(path, precision=None):
+    """``lfr.model.load``, then (once per marker file, across processes) ``os._exit`` of this worker."""
+    from lfr.model import load
+
+    model = load(path, precision=precision)
+    marker = os.environ.get(KILL_ONCE_ENV)
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return model
+        os._exit(13)
+    return model
+
+
+class FakeModel:
+    """Unit vectors of the artifact's dimension (row i: a one-hot at i mod dim), then ``fault``."""
+
+    def __init__(self, path, fault: str):
+        from lfr.model.artifact import read_manifest
+
+        manifest = read_manifest(path)
+        self.model_version, self.output_dim = manifest["model_version"], int(manifest["dims"]["output"])
+        self.fault = fault
+
+    def embed(self, titles, descriptions, genres, batch_size=64):
+        n, dim = len(descriptions), self.output_dim
+        vecs = np.zeros((n, dim), dtype=np.float32)
+        vecs[np.arange(n), np.arange(n) % dim] = 1.0
+        bad = [i for i, t in enumerate(titles) if t == BAD_TITLE]
+        if self.fault == "short" and bad:
+            return vecs[:-1]
+        if self.fault == "dim":
+            return [v[:-1] if i in bad else v for i, v in enumerate(vecs)]
+        if self.fault in ("nan", "zero"):
+            vecs[bad] = np.nan if self.fault == "nan" else 0.0
+        return vecs
+
+
+def short_output(path, precision=None):
+    return FakeModel(path, "short")
+
+
+def wrong_dimension(path, precision=None):
+    return FakeModel(path, "dim")
+
+
+def nan_vector(path, precision=None):
+    return FakeModel(path, "nan")
+
+
+def zero_vector(path, precision=None):
+    return FakeModel(path, "zero")
+
+
+def healthy(path, precision=None):
+    return FakeModel(path, "none")
