@@ -18,7 +18,8 @@ def _bench():
 def test_the_resume_key_changes_with_data_settings_seeds_and_code(tmp_path, monkeypatch):
     mod = _bench()
     for name in mod.INPUT_FILES:
-        pd.DataFrame({"id": [f"{name}1", f"{name}2"], "description": ["a", "b"]}).to_parquet(tmp_path / f"{name}.parquet")
+        frame = pd.DataFrame({"id": [f"{name}1", f"{name}2"], "description": ["a", "b"]})
+        frame.to_parquet(tmp_path / f"{name}.parquet")
     cfg = mod.eval_cfg(64)
     cfg["xcross"]["cache_dir"] = str(tmp_path / "adapter_cache")
     args = Namespace(candidates=200, eval_max_length=64, fractions="1.0", methods="")
