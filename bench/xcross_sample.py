@@ -5,7 +5,7 @@
 
 1. inputs: the validated sample catalogs (with book authors; a film found in both movie sources
    is one item with both texts) and the resolved links, collected once with Spark and cached as
-   parquet under --out.
+   parquet under --out (collected again when the sample files, their settings or lfr.data change).
 2. eval: ``lfr.eval.runner.run_evaluation`` (3-fold CV by film) with X-Cross as the trained row
    (``lfr.xcross.evaluate.make_train_fn``); the same call gives the text-only, TF-IDF and genre
    rows. ``--ablation`` adds a second call with the adapters-only model (integrator untrained).
@@ -38,15 +38,32 @@ INPUT_FILES = ("movies", "books", "links")
 ABLATION_CODE = ("lfr.eval", "lfr.model", "lfr.train", "lfr.xcross")
 
 
+def inputs_source_key(cfg) -> str:
+    """Digest of what the cached inputs are made from: the local catalog and pair files, the
+    ``catalogs``/``validation`` settings and the ``lfr.data`` code that reads and validates them."""
+    from lfr.digest import code_digest, files_digest, settings_digest
+
+    catalogs = cfg["catalogs"]
+    paths = [src["path"] for domain in ("movies", "books") for src in catalogs.get(domain) or []]
+    local = [p for p in [*paths, catalogs.get("pairs")] if p and os.path.isfile(p)]
+    return settings_digest({"catalogs": catalogs, "validation": cfg.get("validation"), "files": files_digest(local),
+                            "code": code_digest(["lfr.data"])})[:16]
+
+
 def collect_inputs(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The validated inputs, collected with Spark once and cached as parquet under ``out``; collected
+    again when the catalog files, their settings or the reading code changed (``inputs_source_key``)."""
+    from lfr.config import load_config
+
+    cfg = load_config(overrides=["spark.driver.memory=1g", "spark.sql.shuffle.partitions=2"])
     files = {k: out / f"{k}.parquet" for k in INPUT_FILES}
-    if not all(f.is_file() for f in files.values()):
-        from lfr.config import load_config
+    key, key_file = inputs_source_key(cfg), out / "inputs.key"
+    fresh = key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key
+    if not (fresh and all(f.is_file() for f in files.values())):
         from lfr.data.catalog import load_catalog
         from lfr.data.pairs import read_pairs
         from lfr.spark import build_session
 
-        cfg = load_config(overrides=["spark.driver.memory=1g", "spark.sql.shuffle.partitions=2"])
         spark = build_session(cfg)
         movies_df, _ = load_catalog(spark, cfg, "movies")
         movies_df = movies_df.cache()
@@ -59,6 +76,7 @@ def collect_inputs(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
         out.mkdir(parents=True, exist_ok=True)
         for name, frame in (("movies", movies), ("books", books), ("links", links)):
             frame.to_parquet(files[name])
+        key_file.write_text(key + "\n", encoding="utf-8")
     frames = {k: pd.read_parquet(f) for k, f in files.items()}
     for k in ("movies", "books"):
         frames[k]["genres"] = frames[k]["genres"].map(lambda g: list(g) if g is not None else [])

@@ -44,3 +44,21 @@ def test_the_resume_key_changes_with_data_settings_seeds_and_code(tmp_path, monk
     monkeypatch.setattr("lfr.digest.code_digest", lambda packages: "changed")
     changed.append(key())                                                  # the code
     assert len({base, *changed}) == len(changed) + 1
+
+
+def test_the_cached_inputs_are_keyed_by_the_catalog_files_and_settings(tmp_path):
+    import shutil
+
+    from lfr.config import load_config
+
+    mod = _bench()
+    data = tmp_path / "data"
+    shutil.copytree(ROOT / "data" / "sample", data)
+    cfg = load_config(overrides=[f"paths.data_dir={data}"], environ={})
+    base = mod.inputs_source_key(cfg)
+    assert mod.inputs_source_key(load_config(overrides=[f"paths.data_dir={data}"], environ={})) == base
+    assert mod.inputs_source_key(load_config(overrides=[f"paths.data_dir={data}", "validation.min_description_chars=2"],
+                                             environ={})) != base
+    pairs = data / "adaptations_dev.csv"
+    pairs.write_text(pairs.read_text() + "\n")
+    assert mod.inputs_source_key(cfg) != base
