@@ -8,19 +8,22 @@ descriptions) and reused from `paths.work_dir`/lexical/ on reruns; --refit fits 
 vocabulary or idf is a new lexical_version: every row is then recomputed). Only new or changed
 rows are featurized; see lfr.lexical.pipeline. Exit code 2 when a catalog table is missing.
 """
-from jobkit import EXIT_OK, EXIT_USAGE, JobContext, log, run_job
+from jobkit import EXIT_OK, EXIT_USAGE, JobContext, add_allow_deletes, log, run_job
 
 
 def add_args(parser) -> None:
     parser.add_argument("--refit", action="store_true", help="fit the vocabulary + idf again")
     parser.add_argument("--full", action="store_true", help="recompute every row and rewrite the tables")
+    add_allow_deletes(parser)
 
 
 def main(ctx: JobContext) -> int:
     from lfr.lexical.pipeline import CatalogTableMissing, lexicalize
+    from lfr.spark.guards import Guards
 
+    guards = Guards.from_settings(ctx.settings.guards, allow_deletes=ctx.args.allow_deletes)
     try:
-        stats = lexicalize(ctx.spark, ctx.cfg, refit=ctx.args.refit, full=ctx.args.full)
+        stats = lexicalize(ctx.spark, ctx.cfg, refit=ctx.args.refit, full=ctx.args.full, guards=guards)
     except CatalogTableMissing as exc:
         log.error("%s", exc)
         return EXIT_USAGE

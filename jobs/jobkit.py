@@ -133,6 +133,13 @@ def run_job(
 def add_embed_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="re-embed everything and rewrite the table")
     parser.add_argument("--model-dir", default=None, help="model artifact folder (default: paths.model_dir)")
+    add_allow_deletes(parser)
+
+
+def add_allow_deletes(parser: argparse.ArgumentParser) -> None:
+    """The flag every job that may delete rows takes (lfr.spark.guards)."""
+    parser.add_argument("--allow-deletes", action="store_true",
+                        help="accept a run that deletes more of a table than the guards allow (guards.*)")
 
 
 def embed_job(domain: str) -> Callable[[JobContext], int]:
@@ -140,13 +147,15 @@ def embed_job(domain: str) -> Callable[[JobContext], int]:
     def main(ctx: JobContext) -> int:
         from lfr.config import resolve_path
         from lfr.embed import embed_catalog
+        from lfr.spark.guards import Guards
 
         s = ctx.settings
         embed_catalog(ctx.spark, ctx.cfg, domain, tables=s.tables.as_dict(), full=ctx.args.full,
                       model_dir=resolve_path(ctx.args.model_dir) if ctx.args.model_dir else s.paths.model_dir,
                       batch_size=s.embed.batch_size, partitions=s.embed.partitions, ship_model=s.embed.ship_model,
                       delete_missing=s.embed.delete_missing, precision=s.model.precision,
-                      rows_per_partition=s.embed.rows_per_partition, progress_seconds=s.embed.progress_seconds)
+                      rows_per_partition=s.embed.rows_per_partition, progress_seconds=s.embed.progress_seconds,
+                      guards=Guards.from_settings(s.guards, allow_deletes=ctx.args.allow_deletes))
         return EXIT_OK
 
     return main

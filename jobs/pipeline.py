@@ -1,7 +1,7 @@
 """The whole pipeline in ONE Spark session: train -> embed books/movies -> lexical -> score -> evaluate.
 
     spark-submit jobs/pipeline.py [--steps train,embed_books,...] [--from score_all] [--sql "SELECT ..."]
-                                  [--conf paths.data_dir=../shared/data ...]
+                                  [--allow-deletes] [--conf paths.data_dir=../shared/data ...]
 
 Each step is the same library call as its own job (jobs/train.py, jobs/embed_books.py, ...,
 with that job's default flags), so the tables, idempotence and exit codes are the same; what
@@ -9,7 +9,8 @@ one session saves is a JVM start, a Spark session and a cold first query per ste
 small catalog's wall time). The steps run in order; the first that fails stops the run (its exit
 code is the pipeline's) and the steps after it are named in the log, so
 ``--from STEP`` resumes there. ``--sql`` runs statements after the last step, like jobs/sql.py.
-Per-job flags (``--full``, ``--force``, ``--artifact``, ...) stay with the single jobs.
+Per-job flags (``--full``, ``--force``, ``--artifact``, ...) stay with the single jobs, except
+``--allow-deletes``, which reaches every step that takes it (lfr.spark.guards).
 """
 import argparse
 import sys
@@ -20,7 +21,8 @@ import evaluate
 import score_all
 import sql
 import train
-from jobkit import EXIT_OK, JobContext, add_embed_args, embed_job, exit_code, log, parse_args, run_job
+from jobkit import (EXIT_OK, JobContext, add_allow_deletes, add_embed_args, embed_job, exit_code, log, parse_args,
+                    run_job)
 
 #: step name -> (job body, the job's own flags); the order is the pipeline's
 STEPS = {
@@ -40,6 +42,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="skip the steps before this one (resume after a failure)")
     p.add_argument("--sql", default=None, metavar="SQL", help="statement(s) to run after the last step (';'-separated)")
     p.add_argument("--max-rows", type=int, default=20, help="rows printed per --sql query (default 20)")
+    add_allow_deletes(p)
 
 
 def selected_steps(steps: str, start: str | None = None) -> list[str]:
@@ -56,8 +59,11 @@ def selected_steps(steps: str, start: str | None = None) -> list[str]:
 
 
 def step_context(ctx: JobContext, step: str) -> JobContext:
-    """The context a step's body gets: the session and settings of the run, the step's own default flags."""
+    """The context a step's body gets: the session and settings of the run, the step's own default flags
+    (plus the pipeline's ``--allow-deletes`` for the steps that may delete rows)."""
     args = parse_args(step, STEPS[step][1], [])
+    if hasattr(args, "allow_deletes"):
+        args.allow_deletes = bool(ctx.args.allow_deletes)
     return JobContext(args=args, cfg=ctx.cfg, settings=ctx.settings, spark=ctx.spark)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from lfr.embed import EMBEDDINGS_SCHEMA, ArtifactMissing, ArtifactRef, embed_catalog, ship_artifact  # noqa: E402
 from lfr.embed.udf import ModelCache, embed_column  # noqa: E402
+from lfr.spark.guards import Guards, ShrinkRefused  # noqa: E402
 
 
 def _rows(frame: pd.DataFrame) -> list[tuple]:
@@ -218,6 +219,10 @@ def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
     rows2 = [r for r in rows if r[0] != "b5"]
     rows2[2] = ("b2", "Book 2", "A completely new description.", "")
     _write_catalog(src, rows2)
+    with pytest.raises(ShrinkRefused):            # one of six books: more than the guards allow ...
+        run()
+    assert {k: _versions(spark, t["path"]) for k, t in tables.items()} == before
+    settings["guards"] = Guards(0.02, None, allow_deletes=True)   # ... until the run accepts it
     s3 = run()
     assert (s3.embedded, s3.deleted, s3.unchanged) == (1, 1, 4)
     assert _versions(spark, emb_path) == before["book_embeddings"] + 1

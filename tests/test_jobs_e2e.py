@@ -229,7 +229,9 @@ def test_embed_delete_missing_false_keeps_rows_that_left_the_catalog(pipeline, s
     emb_path = str(work / "warehouse" / "book_embeddings")
     assert gone <= {r["id"] for r in spark.read.format("delta").load(emb_path).collect()}
     conf = job_conf(work, data_dir, pipeline.encoder) + ["embed.delete_missing=false"]
-    run = submit("embed_books.py", "--model-dir", str(pipeline.model_dir), conf=conf)
+    refused = submit("embed_books.py", "--model-dir", str(pipeline.model_dir), conf=conf)
+    assert refused.code == 2 and "--allow-deletes" in refused.log, refused   # 2 of the catalog's books: a shrink
+    run = submit("embed_books.py", "--model-dir", str(pipeline.model_dir), "--allow-deletes", conf=conf)
     assert run.code == 0, run
     catalog = {r["id"] for r in spark.read.format("delta").load(str(work / "warehouse" / "books")).collect()}
     kept = {r["id"] for r in spark.read.format("delta").load(emb_path).collect()}

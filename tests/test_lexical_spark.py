@@ -11,6 +11,7 @@ import pytest
 from lfr.lexical import LEXICAL_SCHEMA, LexicalModel, LexicalSettings, tokenize
 from lfr.lexical.features import featurize, fit_model, terms
 from lfr.lexical.stopwords import ENGLISH
+from lfr.spark.guards import Guards, ShrinkRefused
 
 TRICKY = ["Harry Potter goes to Hogwarts, HOGWARTS!", "Amélie's café: l'amour, naïve façade", "don't I x y 42 007",
           "tabs\tand\nnewlines — dashes–and_underscores", "Ünïcödé ŒUVRE straße İstanbul", "", None]
@@ -116,7 +117,10 @@ def test_incremental_pipeline(spark, tmp_path):
     # one description changed, one film gone: only that row recomputed, the other deleted, one commit
     movies2 = [("m1", "HP", "A wizard boy at Hogwarts school"), ("m2", "GF", "The Corleone family crime saga")]
     write_table(_catalog(spark, movies2), cfg["tables"]["movies"]["path"], mode="overwrite")
-    third = lexicalize(spark, cfg)
+    with pytest.raises(ShrinkRefused, match="movie_lexical: 3 rows before, 2 after, 1 deleted"):
+        lexicalize(spark, cfg)                                  # a third of the table: the guards refuse ...
+    assert _commits(spark, mpath) == commits[0]
+    third = lexicalize(spark, cfg, guards=Guards(0.02, None, allow_deletes=True))   # ... until it is accepted
     assert third.domains["movies"] == {"featurized": 1, "deleted": 1, "unchanged": 1, "table_written": True}
     assert _commits(spark, mpath) == commits[0] + 1 and _commits(spark, bpath) == commits[1]
     after = _table(spark, mpath)

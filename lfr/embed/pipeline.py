@@ -4,7 +4,11 @@ Steps:
 
 1. Ship the model artifact (``lfr.embed.ship``): fails first, with a message naming
    ``jobs/train.py``, when there is no artifact -- before any data is read.
-2. ``load_catalog`` -> valid rows and rejects.
+2. ``read_catalog`` -> valid rows and rejects; a file that cannot be used as a whole (cut,
+   empty, unbalanced quotes) is a ``CatalogReadError`` (exit code 2) before anything is written.
+   Guards (``lfr.spark.guards``): a run that would delete more of the catalog table or of the
+   embeddings table than ``guards`` allows is refused here too (``--allow-deletes`` accepts
+   it; ``--full`` is checked the same); items that lost a source's text are counted and logged.
 3. Rejects -> the ``rejects`` Delta table (partitioned by ``domain``), synchronised per
    domain: a reject already recorded (same domain, source, id, reason and raw row) is
    left as is -- its ``rejected_at`` is when it was first seen --, new ones are inserted,
@@ -26,8 +30,9 @@ A rerun with nothing changed makes no Delta commit at all (no table is written w
 there is nothing to insert, update or delete). Every table is registered for SQL in
 ``tables.database``.
 
-Phases (one function each): ``_ship`` -> ``_sync_catalog`` (steps 2-4) -> ``plan_changes``
-(step 5) -> ``_embed`` -> ``_write`` (step 6) -> ``_register``. ``sync_table`` and ``plan_changes``
+Phases (one function each): ``_ship`` -> ``read_catalog`` + ``_count_rejects`` -> ``_guard``
+(step 2) -> ``_sync_catalog`` (steps 3-4) -> ``_embed_and_write`` (``plan_changes``, ``_embed``,
+``_write``: steps 5-6) -> ``_register``. ``sync_table`` and ``plan_changes``
 share ``_classify`` (one null-safe full outer join, one action column, one counting job).
 
 Upserts and deletions go into ONE MERGE (``lfr.spark.delta.merge_changes``): two commits
@@ -47,12 +52,14 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lfr.data import content_hash_col, load_catalog
+from lfr.data import content_hash_col
+from lfr.data.catalog import CatalogLoad, read_catalog
 from lfr.data.schema import conform
 from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ArtifactRef, ship_artifact
 from lfr.embed.udf import embed_column
 from lfr.phases import Phases
+from lfr.spark.guards import Guards, guards_for, table_shrink
 from lfr.spark.progress import progress
 from lfr.spark.delta import (TableSchemaError, is_delta_table, merge_changes, register_table, retry_on_conflict,
                               schema_diff, write_table)
@@ -72,6 +79,9 @@ class EmbedStats:
     valid: int = 0
     rejected: int = 0
     rejected_by_reason: dict = field(default_factory=dict)
+    merged: int = 0                 # rows folded into an item of an earlier source (films)
+    near_matches: int = 0           # title matches kept apart for lack of evidence (lfr.data.catalog)
+    lost_source_text: int = 0       # items whose text lost a source they had in the catalog table
     unchanged: int = 0
     embedded: int = 0
     deleted: int = 0
@@ -229,9 +239,9 @@ def _ship(spark: SparkSession, model_dir: str, mode: str, precision: str | None)
     return replace(ref, precision=precision) if precision else ref
 
 
-def _count_rejects(valid: DataFrame, rejects: DataFrame, stats: EmbedStats) -> None:
-    stats.valid = valid.count()
-    per_reason = rejects.groupBy("reason").count().collect()   # one small job; reasons split on the driver
+def _count_rejects(load: CatalogLoad, stats: EmbedStats) -> None:
+    stats.valid = load.valid.count()
+    per_reason = load.rejects.groupBy("reason").count().collect()   # one small job; reasons split on the driver
     stats.rejected = sum(r["count"] for r in per_reason)
     kinds: dict[str, int] = {}
     for r in per_reason:
@@ -239,15 +249,45 @@ def _count_rejects(valid: DataFrame, rejects: DataFrame, stats: EmbedStats) -> N
             kind = "duplicate_of" if reason.startswith("duplicate_of:") else reason
             kinds[kind] = kinds.get(kind, 0) + r["count"]
     stats.rejected_by_reason = dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
-    stats.read = stats.valid + stats.rejected
-    log.info("%s: read %d rows, %d valid, %d rejected %s", stats.domain, stats.read, stats.valid, stats.rejected,
-             stats.rejected_by_reason)
+    stats.read = sum(load.records.values())
+    stats.merged, stats.near_matches = load.merged, load.near
+    log.info("%s: read %d rows (%s), %d valid, %d merged into another source's item, %d rejected %s", stats.domain,
+             stats.read, ", ".join(f"{path}: {n}" for path, n in load.records.items()), stats.valid, stats.merged,
+             stats.rejected, stats.rejected_by_reason)
+
+
+def lost_source_text(spark: SparkSession, path: str, valid: DataFrame) -> tuple[int, list[str]]:
+    """Items of the catalog table at ``path`` that keep their id but lose a source's text in ``valid``
+    (a film whose Wikipedia plot is gone because that file lost it): how many, and up to 5 ids."""
+    if not is_delta_table(spark, path):
+        return 0, []
+    cur = spark.read.format("delta").load(path).select("id", F.col("sources").alias("_was"))
+    lost = (valid.select("id", "sources").join(cur, "id")
+            .filter(F.size(F.array_except("_was", "sources")) > 0))
+    row = lost.agg(F.count(F.lit(1)).alias("n"), F.slice(F.collect_list("id"), 1, 5).alias("ids")).first()
+    return int(row["n"]), list(row["ids"] or [])
+
+
+def _guard(spark: SparkSession, tables: Mapping, load: CatalogLoad, guards: Guards, *, rebuild: bool,
+           delete_missing: bool, stats: EmbedStats) -> None:
+    """Refuse (``ShrinkRefused``, before any write) a run that would shrink the catalog table or the
+    embeddings table beyond the guards; count and log the items that lost a source's text."""
+    domain = stats.domain
+    catalog = tables[domain]
+    guards.check(table_shrink(spark, catalog["path"], load.valid, catalog["name"]), load.sources, "items")
+    emb = tables[EMBEDDING_TABLES[domain]]
+    if rebuild or delete_missing:
+        guards.check(table_shrink(spark, emb["path"], load.valid, emb["name"]), load.sources, "embeddings")
+    stats.lost_source_text, sample = lost_source_text(spark, catalog["path"], load.valid)
+    if stats.lost_source_text:
+        log.warning("%s: %d item(s) lost a source's text since the last run (merged films now read from fewer "
+                    "files), e.g. %s: they are re-embedded from what is left", domain, stats.lost_source_text,
+                    ", ".join(sample))
 
 
 def _sync_catalog(spark: SparkSession, tables: Mapping, valid: DataFrame, rejects: DataFrame,
                   stats: EmbedStats) -> None:
-    """Steps 2-4 of the module doc: counts, the rejects table (this domain's partition), the catalog table."""
-    _count_rejects(valid, rejects, stats)
+    """Steps 3-4 of the module doc: the rejects table (this domain's partition), the catalog table."""
     new_rej, gone_rej = sync_table(spark, rejects, tables["rejects"]["path"], REJECT_KEYS,
                                    scope={"domain": stats.domain}, compare=[], partition_by=["domain"])
     log.info("rejects table: %d new, %d no longer rejected", new_rej, gone_rej)
@@ -306,15 +346,17 @@ def _register(spark: SparkSession, tables: Mapping, domain: str) -> None:
 def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Mapping, model_dir: str,
                   batch_size: int, partitions: int | None, ship_model: str, delete_missing: bool,
                   full: bool = False, precision: str | None = None, rows_per_partition: int | None = None,
-                  progress_seconds: float = 0.0) -> EmbedStats:
+                  progress_seconds: float = 0.0, guards: Guards | None = None) -> EmbedStats:
     """Validate, record rejects, and (re-)embed the new/changed items of ``domain``; see the module doc.
 
-    ``cfg``: what ``load_catalog`` reads (``catalogs``, ``validation``); ``tables``: the ``tables``
-    section; the rest are the ``embed`` settings (``lfr.settings.EmbedSettings``). ``precision``: the
-    run's ``model.precision`` (auto|bf16|fp32), applied on the executors over the artifact's own
+    ``cfg``: what ``read_catalog`` reads (``catalogs``, ``validation``, ``guards``); ``tables``: the
+    ``tables`` section; the rest are the ``embed`` settings (``lfr.settings.EmbedSettings``). ``precision``:
+    the run's ``model.precision`` (auto|bf16|fp32), applied on the executors over the artifact's own
     (None: the artifact's); an inference setting, so the embeddings keep their model_version.
     ``rows_per_partition`` / ``progress_seconds``: see ``embed_partitions`` and ``lfr.spark.progress``
-    (off when not given: their values live in conf/lfr.yaml, passed by the jobs)."""
+    (off when not given: their values live in conf/lfr.yaml, passed by the jobs). ``guards``: how much
+    this run may shrink the catalog and embeddings tables (default: ``cfg['guards']``); a refusal
+    (``ShrinkRefused``) comes before any table is written, ``full`` included."""
     started = time.time()
     if domain not in EMBEDDING_TABLES:
         raise ValueError(f"domain must be one of {sorted(EMBEDDING_TABLES)}, not {domain!r}")
@@ -322,12 +364,32 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Map
     with phases("ship model"):
         ref = _ship(spark, model_dir, ship_model, precision)
     stats = EmbedStats(domain=domain, model_version=ref.model_version, full=bool(full))
-    with phases("read catalog"):
-        valid, rejects = load_catalog(spark, cfg, domain)
-    with phases("sync catalog+rejects"):
-        _sync_catalog(spark, tables, valid, rejects, stats)
     path = tables[EMBEDDING_TABLES[domain]]["path"]
     rebuild = bool(full) or not is_delta_table(spark, path)
+    with phases("read catalog"):
+        load = read_catalog(spark, cfg, domain)
+        _count_rejects(load, stats)
+    with phases("guards"):
+        _guard(spark, tables, load, guards or guards_for(cfg), rebuild=rebuild, delete_missing=delete_missing,
+               stats=stats)
+    with phases("sync catalog+rejects"):
+        _sync_catalog(spark, tables, load.valid, load.rejects, stats)
+    _embed_and_write(spark, load.valid, path, ref, rebuild=rebuild, delete_missing=delete_missing, phases=phases,
+                     stats=stats, batch_size=batch_size, partitions=partitions, rows_per_partition=rows_per_partition,
+                     progress_seconds=progress_seconds)
+    with phases("register"):
+        _register(spark, tables, domain)
+    stats.seconds = time.time() - started
+    log.info("embed_%s phases: %s", domain, phases.summary())
+    log.info("%s: %d read, %d valid, %d merged, %d rejected, %d unchanged, %d embedded, %d deleted; %.1f items/s; "
+             "%.1fs total", domain, stats.read, stats.valid, stats.merged, stats.rejected, stats.unchanged,
+             stats.embedded, stats.deleted, stats.items_per_s, stats.seconds)
+    return stats
+
+
+def _embed_and_write(spark: SparkSession, valid: DataFrame, path: str, ref: ArtifactRef, *, rebuild: bool,
+                     delete_missing: bool, phases: Phases, stats: EmbedStats, **embed_settings) -> None:
+    """Steps 5-6 of the module doc: plan, embed the new/changed rows, one write (none when nothing changed)."""
     if not rebuild:
         check_embeddings_schema(spark, path)
     plan = plan_changes(spark, valid, path, ref.model_version, rebuild=rebuild,
@@ -335,21 +397,13 @@ def embed_catalog(spark: SparkSession, cfg: Mapping, domain: str, *, tables: Map
     stats.unchanged, stats.deleted = stats.valid - plan.n_embed, plan.n_delete
     phases.lap("plan changes")
     if plan.is_empty:
-        log.info("%s embeddings are up to date (model %s): nothing to embed, no commit", domain, ref.model_version)
+        log.info("%s embeddings are up to date (model %s): nothing to embed, no commit", stats.domain,
+                 ref.model_version)
     else:
         with phases("embed"):
-            embedded = _embed(spark, plan, ref, batch_size=batch_size, partitions=partitions,
-                              rows_per_partition=rows_per_partition, progress_seconds=progress_seconds, stats=stats)
+            embedded = _embed(spark, plan, ref, stats=stats, **embed_settings)
         with phases("write"):
             _write(spark, plan, embedded, path)
         embedded.unpersist()
         stats.table_written = True
     plan.release()
-    with phases("register"):
-        _register(spark, tables, domain)
-    stats.seconds = time.time() - started
-    log.info("embed_%s phases: %s", domain, phases.summary())
-    log.info("%s: %d read, %d valid, %d rejected, %d unchanged, %d embedded, %d deleted; %.1f items/s; %.1fs total",
-             domain, stats.read, stats.valid, stats.rejected, stats.unchanged, stats.embedded, stats.deleted,
-             stats.items_per_s, stats.seconds)
-    return stats

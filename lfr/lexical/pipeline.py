@@ -34,6 +34,7 @@ from lfr.lexical.features import featurize, fit_model
 from lfr.lexical.model import LexicalModel, LexicalSettings
 from lfr.lexical.schema import LEXICAL_SCHEMA, LEXICAL_TABLES
 from lfr.spark.delta import is_delta_table, merge_changes, register_table, write_table
+from lfr.spark.guards import Guards, guards_for, table_shrink
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def _plan(spark: SparkSession, cat: DataFrame, path: str, version: str) -> DataF
 
 def update_domain(spark: SparkSession, cfg: Mapping, domain: str, model: LexicalModel, full: bool = False,
                   run_ts: datetime | None = None) -> dict:
-    """Bring ``domain``'s lexical table up to date with its catalog table; see the module doc."""
+    """Bring ``domain``'s lexical table up to date with its catalog table; see the module doc.
+    Unguarded: ``lexicalize`` checks both tables' shrink first."""
     spec = cfg["tables"][LEXICAL_TABLES[domain]]
     path = spec["path"]
     cat_df = _catalog(spark, cfg, domain)
@@ -147,12 +149,20 @@ def update_domain(spark: SparkSession, cfg: Mapping, domain: str, model: Lexical
     return out
 
 
-def lexicalize(spark: SparkSession, cfg: Mapping, refit: bool = False, full: bool = False) -> LexicalStats:
-    """Fit or reuse the lexical model, update both feature tables, register them for SQL."""
+def lexicalize(spark: SparkSession, cfg: Mapping, refit: bool = False, full: bool = False,
+               guards: Guards | None = None) -> LexicalStats:
+    """Fit or reuse the lexical model, update both feature tables, register them for SQL.
+    ``guards`` (default ``cfg['guards']``): a run that would delete more of a feature table than they
+    allow is refused (``ShrinkRefused``); both tables are checked before either is written."""
     started = time.time()
     model, refitted = lexical_model(spark, cfg, refit=refit)
     stats = LexicalStats(model.version, len(model.vocabulary), refitted)
     run_ts = datetime.now(timezone.utc)
+    guards = guards or guards_for(cfg)
+    for domain in ("movies", "books"):
+        spec = cfg["tables"][LEXICAL_TABLES[domain]]
+        guards.check(table_shrink(spark, spec["path"], _catalog(spark, cfg, domain), spec["name"]),
+                     [cfg["tables"][domain]["path"]], "rows")
     for domain in ("movies", "books"):
         stats.domains[domain] = update_domain(spark, cfg, domain, model, full=full, run_ts=run_ts)
         log.info("%s lexical (version %s): %s", domain, model.version, stats.domains[domain])

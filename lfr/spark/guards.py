@@ -74,7 +74,8 @@ class Guards:
             return
         raise ShrinkRefused(
             f"refusing to shrink {counts}; the guards allow {limit} (guards.max_delete_fraction="
-            f"{self.max_delete_fraction}, guards.max_delete_rows={self.max_delete_rows}). Nothing was written. "
+            f"{self.max_delete_fraction}, guards.max_delete_rows="
+            f"{'null' if self.max_delete_rows is None else self.max_delete_rows}). Nothing was written. "
             "If the input is right, rerun with --allow-deletes (or --conf guards.allow_deletes=true)")
 
 
@@ -97,3 +98,14 @@ def table_shrink(spark: SparkSession, path: str, new_keys: Optional[DataFrame], 
                 F.count(F.when(F.col("_new").isNull(), 1)).alias("deleted"))
            .first())
     return Shrink(table, int(row["before"]), int(row["after"]), int(row["deleted"]))
+
+
+def guards_for(cfg, allow_deletes: bool = False) -> Guards:
+    """The run's guards from ``cfg['guards']``; a mapping without that section (a library caller's
+    hand-made config) gets the packaged conf/lfr.yaml's values, never laxer ones."""
+    section = cfg.get("guards") if hasattr(cfg, "get") else getattr(cfg, "guards", None)
+    if section is None:
+        from lfr.config import load_config
+
+        section = load_config()["guards"]
+    return Guards.from_settings(section, allow_deletes=allow_deletes)
