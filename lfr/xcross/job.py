@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def progress_digest(movies, books, links, cfg: Any, candidates: int | None, max_length: int | None) -> str:
-    """What a finished (method, fraction, fold) result depends on: settings and inputs."""
-    h = hashlib.sha256(json.dumps({"xcross": cfg.get("xcross"), "eval": cfg.get("eval"), "encoder":
-                                   (cfg.get("model") or {}).get("encoder"), "candidates": candidates,
-                                   "max_length": max_length}, sort_keys=True, default=str).encode())
-    for frame, cols in ((movies, ["id", "description"]), (books, ["id", "description"]),
+    """What a finished (method, fraction, fold) result depends on: settings, inputs and the code that
+    computes it (a fix to X-Cross or the evaluation must not reuse ranks of the old code)."""
+    from lfr.digest import code_digest
+
+    h = hashlib.sha256(json.dumps({"xcross": cfg.get("xcross"), "eval": cfg.get("eval"), "model": cfg.get("model"),
+                                   "candidates": candidates, "max_length": max_length,
+                                   "code": code_digest(["lfr.xcross", "lfr.model", "lfr.eval", "lfr.train"])},
+                                  sort_keys=True, default=str).encode())
+    for frame, cols in ((movies, ["id", "title", "description"]), (books, ["id", "title", "description"]),
                         (links, ["movie_id", "book_id"])):
         h.update(frame[cols].astype(str).sort_values(cols).to_csv(index=False).encode())
     return h.hexdigest()[:16]
