@@ -240,3 +240,34 @@ def test_use_present_scores_every_item_with_the_side_it_has(spark, env, tmp_path
     meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{out}`").first()["userMetadata"])
     assert meta["missing_sides"] == expected and meta["run_id"] == res.run_id
     assert meta["films"] == res.films == {"before": 0, "after": 40, "deleted": 0}
+
+
+def test_use_present_from_the_config_keeps_exclusions_of_one_sided_films(spark, env, tmp_path):
+    """The job path: score.missing_side from the config, a movie_id,book_id pair file resolved against both
+    sides (a film without an embedding keeps its exclusions), the counts visible from SQL."""
+    import pandas as pd
+
+    from lfr.config import load_config
+    from lfr.score import run_score
+    from lfr.spark.delta import write_table
+
+    tables, data = _one_sided(spark, env)
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = data
+    cfg = load_config(overrides=[f"paths.work_dir={tmp_path}", "tables.database=lfr_hybrid_sides",
+                                 "score.missing_side=use_present", "score.fusion=convex"])
+    t = cfg["tables"]
+    for key, name in (("movie_embeddings", "movies"), ("book_embeddings", "books"), ("movie_lexical", "movie_lexical"),
+                      ("book_lexical", "book_lexical")):
+        write_table(tables[name], t[key]["path"], mode="overwrite")
+    free = brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(cfg["score"]["alpha"]))
+    excluded = {("m005", free["m005"][0][0]), ("m007", free["m007"][1][0]), ("m010", free["m010"][0][0])}
+    pair_file = tmp_path / "exclude.csv"
+    pd.DataFrame(sorted(excluded), columns=["movie_id", "book_id"]).to_csv(pair_file, index=False)
+
+    res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25,
+                    exclude_pairs=str(pair_file))
+    _assert_same(_read(spark, t["recommendations"]["path"]),
+                 brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(cfg["score"]["alpha"]), exclude=excluded))
+    assert res.missing_sides["movies"]["missing_embedding_sample"] == ["m005", "m006"]
+    meta = json.loads(spark.sql("DESCRIBE HISTORY lfr_hybrid_sides.recommendations").first()["userMetadata"])
+    assert meta["missing_sides"] == res.missing_sides and meta["films"]["after"] == len(movie_ids)

@@ -56,6 +56,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import reduce
 from typing import Callable, Optional, Sequence
 
 from pyspark import StorageLevel
@@ -608,8 +609,7 @@ def run_score(
     with phases("read"):
         tables = _read_tables(spark, t, m)
     _join_catalogs(spark, t, tables, movie_filter, book_filter)
-    movie_side, book_side = ("movie_embeddings", "book_embeddings") if m.dense else ("movie_lexical", "book_lexical")
-    exclude = (load_exclusions(spark, cfg, exclude_pairs, tables[movie_side], tables[book_side])
+    exclude = (load_exclusions(spark, cfg, exclude_pairs, _pair_ids(tables, "movie_"), _pair_ids(tables, "book_"))
                if exclude_pairs else None)
     result = score_recommendations(
         spark, tables.get("movie_embeddings"), tables.get("book_embeddings"), t["recommendations"]["path"], k=k,
@@ -623,6 +623,16 @@ def run_score(
     result.phases = phases.rounded()
     log.info("score_all phases: %s", phases.summary())
     return result
+
+
+def _pair_ids(tables: dict, prefix: str) -> DataFrame:
+    """The ids (and ``merged_ids``) a ``movie_id,book_id`` pair file is resolved against: those of every
+    input table of the domain, so an item the hybrid scores with one side (``use_present``) keeps its exclusions."""
+    frames = [df.select("id", *(["merged_ids"] if "merged_ids" in df.columns else []))
+              for key, df in tables.items() if key.startswith(prefix)]
+    if len(frames) == 1:
+        return frames[0]
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).dropDuplicates(["id"])
 
 
 def _join_catalogs(spark: SparkSession, t, tables: dict, movie_filter: Optional[str], book_filter: Optional[str]) -> None:
