@@ -4,7 +4,9 @@ A ``Method`` maps (movies frame, books frame) to two row-aligned matrices ``(M, 
 are L2-normalised (dense numpy or scipy sparse), so ``M @ B.T`` is the cosine score matrix every
 method is ranked by, with the same metric code (``lfr.eval.metrics``). Frames carry the canonical
 catalog columns; every method reads ``description`` and/or ``genres`` only -- never ``title``
-(the ground-truth links were found by title, so embedding titles would make them trivial).
+(the ground-truth links were found by title, so embedding titles would make them trivial). A
+description can still name the linked book; the strict protocol (``lfr.eval.masking``) removes
+that before any method here sees the frames.
 
 Methods (``standard_methods``):
 

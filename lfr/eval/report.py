@@ -300,8 +300,12 @@ def _training_lines(training: dict) -> list[str]:
         per = []
         for i, r in enumerate(runs):
             m = r.get("metrics") or {}
+            kept = f" (kept epoch {m['best_epoch']} of {m.get('epochs_run')})" if "best_epoch" in m else ""
+            if "val_mrr" in m:      # contrastive recipe: validation MRR, no pair loss
+                per.append(f"fold {i}: val_mrr {_fmt(m.get('initial_val_mrr'))} -> {_fmt(m.get('val_mrr'))}{kept}")
+                continue
             per.append(f"fold {i}: val_loss {_fmt(m.get('initial_val_loss'))} -> {_fmt(m.get('val_loss'))}, "
-                       f"val_auc {_fmt(m.get('initial_val_auc'))} -> {_fmt(m.get('val_auc'))}")
+                       f"val_auc {_fmt(m.get('initial_val_auc'))} -> {_fmt(m.get('val_auc'))}{kept}")
         settings = ", ".join(f"{k}={v}" for k, v in st.items())
         lines.append(f"  - `{name}` ({settings}): " + "; ".join(per) + " (trainer's own by-film validation).")
     return lines
@@ -400,7 +404,8 @@ def write_report(results, out_dir: str | os.PathLike) -> dict:
     pngs = {p: REPORT_PNG if p == first else f"metrics_{p}.png" for p in results}
     s = results[first].setup
     md = ["# LightFusionRec evaluation", "", f"Generated {created}. Encoder `{s['encoder']}` ({s['pooling']} "
-          "pooling). Every method embeds descriptions and genres only (no titles).", ""]
+          "pooling). Every method embeds descriptions and genres only, never the title field; a description "
+          "can still name the answer, which the `strict` protocol removes.", ""]
     if len(results) > 1:
         md += _summary_lines(results, ivs, diffs)
     for p, r in results.items():
