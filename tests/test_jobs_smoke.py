@@ -21,11 +21,14 @@ def test_exit_codes_ok_failure_usage():
     from lfr.config import ConfigError
     from lfr.data.readers import CatalogReadError
     from lfr.model.artifact import ArtifactMissing
+    from lfr.score.checks import ScoringError
+    from lfr.spark.guards import ShrinkRefused
 
     assert jobkit.exit_code("t", lambda: None) == 0
     assert jobkit.exit_code("t", lambda: 2) == 2                  # a body's own usage verdict
     assert jobkit.exit_code("t", _raise(RuntimeError("boom"))) == 1
-    for usage in (ConfigError("bad key"), ArtifactMissing("no model"), CatalogReadError("no file")):
+    for usage in (ConfigError("bad key"), ArtifactMissing("no model"), CatalogReadError("no file"),
+                  ShrinkRefused("would delete 30%"), ScoringError("run jobs/embed_lexical.py first")):
         assert jobkit.exit_code("t", _raise(usage)) == 2
 
 
