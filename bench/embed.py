@@ -83,6 +83,8 @@ def encode_windows_unsorted(enc, texts, batch_size: int = 64):
     import numpy as np
     import torch
 
+    from lfr.model.text import pad_rows
+
     windows = enc.token_windows(texts)
     owner = np.asarray(windows.pop("overflow_to_sample_mapping"), dtype=np.int64)
     ids = windows["input_ids"]
@@ -92,7 +94,8 @@ def encode_windows_unsorted(enc, texts, batch_size: int = 64):
     with torch.inference_mode():
         for start in range(0, len(ids), max(1, int(batch_size))):
             idx = list(range(start, min(len(ids), start + batch_size)))
-            out[idx] = enc._pooled(enc._pad({k: [v[i] for i in idx] for k, v in windows.items()})).numpy()
+            rows = {k: [v[i] for i in idx] for k, v in windows.items()}
+            out[idx] = enc._pooled(pad_rows(rows, enc.tokenizer.pad_token_id)).numpy()
     return out, owner, weight
 
 

@@ -7,7 +7,7 @@
    is one item with both texts) and the resolved links, collected once with Spark and cached as
    parquet under --out (collected again when the sample files, their settings or lfr.data change).
 2. eval: ``lfr.eval.runner.run_evaluation`` (3-fold CV by film) with X-Cross as the trained row
-   (``lfr.xcross.evaluate.make_train_fn``); the same call gives the text-only, TF-IDF and genre
+   (``lfr.eval.xcross.make_train_fn``); the same call gives the text-only, TF-IDF and genre
    rows. ``--ablation`` adds a second call with the adapters-only model (integrator untrained).
    Both models truncate at --max-length tokens (the text-only row too, for a fair comparison).
 3. cost: items/s of embedding N book descriptions with the plain encoder (what LightFusionRec's
@@ -35,7 +35,7 @@ log = logging.getLogger("bench.xcross")
 ABLATION_BATCH_SIZE = 32
 INPUT_FILES = ("movies", "books", "links")
 # What computes a (method, fraction, fold) result of the ablation: a change to any of it is a new resume file.
-ABLATION_CODE = ("lfr.eval", "lfr.model", "lfr.train", "lfr.xcross")
+ABLATION_CODE = ("lfr.eval", "lfr.model", "lfr.train")
 
 
 def inputs_source_key(cfg) -> str:
@@ -99,7 +99,7 @@ def eval_cfg(max_length: int) -> dict:
 
 def run_eval(movies, books, links, args, out: Path) -> dict:
     from lfr.eval.runner import run_evaluation
-    from lfr.xcross.evaluate import make_train_fn
+    from lfr.eval.xcross import make_train_fn
 
     cfg = eval_cfg(args.max_length)
     cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
@@ -139,10 +139,10 @@ def ablation_key(out: Path, cfg: dict, args, batch_size: int) -> str:
 
 
 def run_ablation(movies, books, links, args, out: Path) -> dict:
-    """X-Cross, its ablations and the data-fraction curve (``lfr.xcross.evaluate.evaluate_xcross``),
+    """X-Cross, its ablations and the data-fraction curve (``lfr.eval.xcross.evaluate_xcross``),
     resumable (progress file under --out); report under --out/ablation."""
-    from lfr.xcross.evaluate import METHODS, evaluate_xcross
-    from lfr.xcross.report import write_xcross_report
+    from lfr.eval.xcross import METHODS, evaluate_xcross
+    from lfr.eval.xcross_report import write_xcross_report
 
     cfg = eval_cfg(args.max_length)  # the adapters as trained for the sample eval (cached)
     cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
@@ -162,13 +162,12 @@ def run_cost(books: pd.DataFrame, args, out: Path) -> dict:
     import torch
 
     from lfr.model.text import TextEncoder, resolve_encoder
-    from lfr.xcross import build_xcross
-    from lfr.xcross.model import DOMAINS
+    from lfr.model.xcross import DOMAINS, build_xcross
 
     texts = [d for d in books["description"] if isinstance(d, str) and d][: args.n]
     name, folder = resolve_encoder("default")
     plain = TextEncoder(folder, pooling="mean", max_length=args.max_length, precision="fp32", name=name)
-    xc = build_xcross({"encoder": "default", "max_length": args.max_length})
+    xc = build_xcross({"encoder": "default", "max_length": args.max_length, "precision": "fp32"})
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # non-trivial weights: a trained model costs the same as these
         for d in DOMAINS:

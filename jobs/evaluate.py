@@ -24,7 +24,7 @@ def add_args(parser) -> None:
     parser.add_argument("--reports-dir", default=None, help="output folder (default: paths.reports_dir)")
     parser.add_argument("--xcross", action="store_true",
                         help="instead: X-Cross, its ablations and the 25/50/75/100%% links curve on the same folds "
-                             "(lfr.xcross.evaluate; xcross_report.md next to the main report)")
+                             "(lfr.eval.xcross; xcross_report.md next to the main report)")
     parser.add_argument("--xcross-candidates", type=int, default=0,
                         help="--xcross: books ranked per film, all linked ones + random others (0: the whole catalog)")
     parser.add_argument("--xcross-fractions", default="1,0.25,0.5,0.75",
@@ -41,7 +41,7 @@ def main(ctx: JobContext) -> int:
     paths = ctx.settings.paths
     reports_dir = resolve_path(ctx.args.reports_dir) if ctx.args.reports_dir else paths.reports_dir
     if ctx.args.xcross:
-        from lfr.xcross.job import evaluate_xcross_job
+        from lfr.eval.job import evaluate_xcross_job
 
         evaluate_xcross_job(ctx.spark, ctx.cfg, reports_dir=reports_dir,
                             candidates=ctx.args.xcross_candidates or None,

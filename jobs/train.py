@@ -1,7 +1,7 @@
 """Train the LightFusionRec fusion model (or X-Cross) and publish it to ``paths.model_dir``.
 
     spark-submit jobs/train.py [--conf train.epochs=5 --conf train.lr=1e-3] [--no-pairs] [--model-dir DIR]
-    spark-submit jobs/train.py --conf model.kind=xcross     # X-Cross (lfr.xcross, docs/XCROSS.md)
+    spark-submit jobs/train.py --conf model.kind=xcross     # X-Cross (lfr.train.xcross, docs/XCROSS.md)
 
 Reads the catalogs (valid rows) and, when ``catalogs.pairs`` is set, the known
 movie->book links with Spark; trains on the driver (``lfr.train``); writes the

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lfr.model.artifact import ArtifactError
-from lfr.xcross import DOMAINS, LayerIntegrator, build_xcross, load
+from lfr.model import LayerIntegrator
+from lfr.model.xcross import DOMAINS, build_xcross, load
 
 FILMS = ["Astronauts and a rogue computer travel to Jupiter.", "Two students fall in love despite their families.",
          "A gang plans the perfect robbery.", ""]
@@ -32,7 +33,7 @@ def _adapters(model, domain):
 
 @pytest.fixture()
 def xmodel(tiny_encoder_dir):
-    model = build_xcross({"encoder": tiny_encoder_dir, "max_length": 64})
+    model = build_xcross({"encoder": tiny_encoder_dir, "max_length": 64, "precision": "fp32"})
     for i, d in enumerate(DOMAINS):
         _randomise(_adapters(model, d), seed=10 + i)
     return model
@@ -145,10 +146,78 @@ def test_tampered_or_foreign_artifact_is_refused(tmp_path, xmodel, tiny_artifact
 
 
 def test_catalog_router_sends_each_catalog_to_its_stream(xmodel):
-    from lfr.xcross.evaluate import CatalogRouter
+    from lfr.eval.xcross import CatalogRouter
 
     router = CatalogRouter(xmodel, FILMS, integrate=True)
     assert router.domain_of(FILMS) == "film" and router.domain_of(BOOKS) == "book"
     np.testing.assert_array_equal(router.embed(None, BOOKS, None, 4), xmodel.embed(None, BOOKS, None, domain="book"))
     np.testing.assert_array_equal(router.embed(None, FILMS[:3], None, 4),
                                   xmodel.embed(None, FILMS[:3], None, domain="film"))
+
+
+def test_model_precision_is_honoured(tmp_path, tiny_encoder_dir, xmodel):
+    """``model.precision`` reaches X-Cross as it reaches LightFusionRec's encoder: bf16 autocast when
+    it resolves to bf16 (the integrators too), saved as asked, overridden by the run's at load."""
+    from lfr.train.xcross import xcross_settings
+
+    bf16 = build_xcross({"encoder": tiny_encoder_dir, "max_length": 64, "precision": "bf16"})
+    for d in DOMAINS:
+        for p, q in zip(_adapters(bf16, d), _adapters(xmodel, d)):
+            p.data.copy_(q)
+    _randomise(xmodel.integrator.parameters(), seed=5, scale=0.01)
+    bf16.integrator.load_state_dict(xmodel.integrator.state_dict())
+    seen = []
+    hook = bf16.integrator.layers[0].mix.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    a, b = xmodel.embed(None, FILMS, None, domain="film"), bf16.embed(None, FILMS, None, domain="film")
+    hook.remove()
+    assert bf16.precision == "bf16" and xmodel.precision == "fp32" and set(seen) == {torch.bfloat16}
+    assert a.dtype == b.dtype == np.float32 and np.abs(a - b).max() > 1e-4   # an ignored precision gives fp32's
+    assert (np.sum(a * b, axis=1) > 0.99).all()
+    bf16.save(tmp_path / "b")
+    assert load(tmp_path / "b").manifest["precision"] == "bf16" and load(tmp_path / "b").precision == "bf16"
+    as_fp32 = load(tmp_path / "b", precision="fp32")                          # the run's precision wins
+    assert as_fp32.precision == "fp32"
+    np.testing.assert_array_equal(as_fp32.embed(None, FILMS, None, domain="film"), a)
+    with pytest.raises(ValueError, match="model.precision"):
+        build_xcross({"encoder": tiny_encoder_dir, "precision": "fp16"})
+    assert xcross_settings({"model": {"precision": "bf16"}})[0]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="unknown xcross"):
+        xcross_settings({"xcross": {"precision": "bf16"}})                    # one key for both kinds
+
+
+def test_saved_as_modules_and_older_artifacts_still_load(tmp_path, xmodel, tiny_artifact):
+    import json
+
+    from lfr.model import LightFusionModel, XCrossModel
+    from lfr.model import load as load_any
+    from lfr.model.artifact import MANIFEST, MODULES, write_manifest
+    from lfr.model.lightfusion import load as load_lightfusion
+
+    _randomise(xmodel.integrator.parameters(), seed=3, scale=0.01)
+    xmodel.save(tmp_path / "x")
+    modules = json.loads((tmp_path / "x" / MODULES).read_text())
+    assert [(m["name"], m["type"], m["path"]) for m in modules] == [
+        ("encoder", "xcross_encoder", "encoder"), ("adapter_film", "lora_adapter", "adapters/film.safetensors"),
+        ("adapter_book", "lora_adapter", "adapters/book.safetensors"),
+        ("integrator", "xcross_integrator", "integrator.safetensors")]
+    assert modules[1]["config"]["lora_r"] == 8 and modules[3]["config"]["layers"] == len(xmodel.layers)
+    expected = xmodel.embed(None, FILMS, None, domain="film")
+    assert isinstance(load_any(tmp_path / "x"), XCrossModel) and isinstance(load_any(tiny_artifact), LightFusionModel)
+    with pytest.raises(ArtifactError, match="kind"):
+        load_lightfusion(tmp_path / "x")
+
+    def resave(folder, edit):
+        """The artifact with ``edit`` applied and its manifest rewritten (as an older save would have it)."""
+        shutil.copytree(tmp_path / "x", folder)
+        edit(folder)
+        body = json.loads((folder / MANIFEST).read_text())
+        (folder / MANIFEST).unlink()
+        write_manifest(folder, {k: v for k, v in body.items() if k not in ("files", "format", "model_version")})
+        return folder
+
+    legacy = resave(tmp_path / "legacy", lambda f: (f / MODULES).unlink())     # the layout before modules.json
+    np.testing.assert_array_equal(load(legacy).embed(None, FILMS, None, domain="film"), expected)
+    escaping = [{**m, "path": "../x/integrator.safetensors"} if m["name"] == "integrator" else m for m in modules]
+    bad = resave(tmp_path / "bad", lambda f: (f / MODULES).write_text(json.dumps(escaping)))
+    with pytest.raises(ArtifactError, match="integrator"):
+        load(bad)

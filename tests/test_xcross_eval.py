@@ -1,4 +1,4 @@
-"""X-Cross evaluation mechanics (lfr.xcross.evaluate / report) on the tiny random encoder: the
+"""X-Cross evaluation mechanics (lfr.eval.xcross / xcross_report / job) on the tiny random encoder: the
 runner's folds, every row and fraction, exact ranks of the fold-independent rows, resume, report."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lfr.config import load_config
-from lfr.xcross.evaluate import LINK_TRAINED, METHODS, candidate_books, evaluate_xcross
+from lfr.eval.xcross import LINK_TRAINED, METHODS, candidate_books, evaluate_xcross
 
 LINKS = pd.DataFrame({"movie_id": ["imdb:space-odyssey-1968", "imdb:love-story-1970", "imdb:the-heist-2001",
                                    "imdb:star-war-1977", "imdb:paris-nights-1999", "imdb:paris-nights-1999"],
@@ -20,7 +20,7 @@ LINKS = pd.DataFrame({"movie_id": ["imdb:space-odyssey-1968", "imdb:love-story-1
 @pytest.fixture(scope="module")
 def eval_cfg(tiny_encoder_dir):
     cfg = copy.deepcopy(dict(load_config(environ={})))
-    cfg["model"] = {**cfg["model"], "encoder": tiny_encoder_dir}
+    cfg["model"] = {**cfg["model"], "encoder": tiny_encoder_dir, "precision": "fp32"}
     cfg["eval"] = {**cfg["eval"], "folds": 2, "ks": [1, 3]}
     cfg["xcross"] = {**cfg["xcross"], "max_length": 32, "train_max_length": 32, "adapter_steps": 2,
                      "adapter_batch_size": 4, "integrator_steps": 2, "integrator_batch_size": 3, "min_span_words": 4}
@@ -37,8 +37,8 @@ def test_candidate_books_keep_every_linked_book(toy_books):
 def test_every_row_and_fraction_then_resume(toy_movies, toy_books, eval_cfg, tmp_path, monkeypatch):
     from lfr.eval.metrics import pessimistic_ranks
     from lfr.eval.runner import kfold_links_by_movie
-    from lfr.xcross import build_xcross
-    from lfr.xcross.report import write_xcross_report
+    from lfr.eval.xcross_report import write_xcross_report
+    from lfr.model.xcross import build_xcross
 
     progress = tmp_path / "progress.jsonl"
     kw = dict(fractions=(1.0, 0.5), candidates=6, max_length=32, batch_size=4, progress_path=progress)
@@ -51,7 +51,7 @@ def test_every_row_and_fraction_then_resume(toy_movies, toy_books, eval_cfg, tmp
 
     # text_only is the plain base encoder: recompute its ranks independently
     cands = candidate_books(toy_books, LINKS, 6, eval_cfg["eval"]["seed"])
-    base = build_xcross({"encoder": eval_cfg["model"]["encoder"], "max_length": 32})
+    base = build_xcross({"encoder": eval_cfg["model"]["encoder"], "max_length": 32, "precision": "fp32"})
     desc = toy_movies.set_index("id").loc[films, "description"].tolist()
     fv = base.embed(None, desc, None, 4, domain="film", integrate=False)
     bv = base.embed(None, list(cands.description), None, 4, domain="book", integrate=False)
@@ -62,8 +62,8 @@ def test_every_row_and_fraction_then_resume(toy_movies, toy_books, eval_cfg, tmp
 
     def no_training(*a, **k):
         raise AssertionError("resumed run trained a model")
-    monkeypatch.setattr("lfr.xcross.evaluate._run_trained", no_training)
-    monkeypatch.setattr("lfr.xcross.evaluate.fixed_embeddings", no_training)
+    monkeypatch.setattr("lfr.eval.xcross._run_trained", no_training)
+    monkeypatch.setattr("lfr.eval.xcross.fixed_embeddings", no_training)
     again = evaluate_xcross(toy_movies, toy_books, LINKS, eval_cfg, **kw)
     assert again.ranks == ev.ranks
 
@@ -77,7 +77,7 @@ def test_every_row_and_fraction_then_resume(toy_movies, toy_books, eval_cfg, tmp
 def test_job_glue_collects_authors_and_writes_the_report(toy_movies, toy_books, eval_cfg, tmp_path, monkeypatch):
     """jobs/evaluate.py --xcross without Spark: the collection is replaced, the rest is the job's path."""
     from lfr.data import DriverInputs
-    from lfr.xcross.job import evaluate_xcross_job
+    from lfr.eval.job import evaluate_xcross_job
 
     seen = {}
 

@@ -36,7 +36,7 @@ def job_cfg(tmp_path_factory, tiny_encoder_dir):
     cfg["catalogs"] = {"movies": [{"reader": "generic", "path": str(tmp / "movies.csv")}],
                        "books": [{"reader": "generic", "path": str(tmp / "books.csv")}],
                        "pairs": str(tmp / "pairs.csv")}
-    cfg["model"] = {**cfg["model"], "kind": "xcross", "encoder": tiny_encoder_dir}
+    cfg["model"] = {**cfg["model"], "kind": "xcross", "encoder": tiny_encoder_dir, "precision": "fp32"}
     cfg["xcross"] = {**cfg["xcross"], "max_length": 32, "train_max_length": 32, "adapter_steps": 2,
                      "adapter_batch_size": 4, "integrator_steps": 3, "integrator_batch_size": 4,
                      "integrator_lr": 1e-2, "min_span_words": 4}
@@ -58,7 +58,7 @@ def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
     from lfr.model import load
     from lfr.score import score_recommendations
     from lfr.train.job import run_training
-    from lfr.xcross import XCrossModel
+    from lfr.model import XCrossModel
 
     cfg, tmp = job_cfg
     model_dir = str(tmp / "model")

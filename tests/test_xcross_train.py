@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lfr.xcross import DOMAINS, build_xcross, load, train, xcross_settings
-from lfr.xcross.train import book_view_pairs, film_view_pairs, info_nce, span_pair
+from lfr.model.xcross import DOMAINS, build_xcross, load
+from lfr.train.xcross import book_view_pairs, film_view_pairs, info_nce, span_pair, train, xcross_settings
 
 LONG = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
 
 
 def _cfg(tiny_encoder_dir, **extra):
-    return {"model": {"encoder": tiny_encoder_dir},
+    return {"model": {"encoder": tiny_encoder_dir, "precision": "fp32"},
             "xcross": {"max_length": 32, "train_max_length": 32, "adapter_steps": 2, "adapter_batch_size": 4,
                        "integrator_steps": 2, "integrator_batch_size": 3, "min_span_words": 4, **extra}}
 
@@ -99,7 +99,7 @@ def test_adapter_reuse_cache_and_no_integration_ablation(tiny_encoder_dir, catal
 
 
 def test_subsample_links_keeps_whole_films():
-    from lfr.xcross.evaluate import subsample_links
+    from lfr.eval.xcross import subsample_links
 
     links = pd.DataFrame({"movie_id": [f"m{i // 2}" for i in range(20)], "book_id": [f"b{i}" for i in range(20)]})
     half = subsample_links(links, 0.5, seed=1)

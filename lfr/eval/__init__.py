@@ -8,6 +8,9 @@
   once per text protocol (``open`` / ``strict``).
 * ``lfr.eval.masking``   -- the strict protocol: links' titles and author names removed from the texts.
 * ``lfr.eval.report``    -- ``report.md`` + ``metrics.png`` + ``metrics.json``.
+* ``lfr.eval.xcross``    -- X-Cross's rows, ablations and data-fraction curve on the runner's folds;
+  ``lfr.eval.xcross_report`` writes ``xcross_report.md`` next to the main report.
+* ``lfr.eval.job``       -- the Spark side of both (``jobs/evaluate.py [--xcross]``).
 """
 from lfr.eval.metrics import (  # noqa: F401
     LinkStats,

@@ -2,10 +2,21 @@
 
 The catalogs are small (thousands of rows), so they are collected to the driver once; the
 evaluation itself (``lfr.eval.runner``) is plain pandas/numpy/torch on the driver.
+
+The X-Cross evaluation (``spark-submit jobs/evaluate.py --xcross``, ``evaluate_xcross_job``)
+collects the same inputs (books with ``authors``: same-author positives of the book adapter),
+runs ``lfr.eval.xcross.evaluate_xcross`` and writes its own report next to the main one
+(``xcross_report.md``, ``xcross_metrics.json``, ``xcross_curve.png``). Per (method, fraction, fold)
+results go to ``<reports_dir>/xcross_progress-<digest>.jsonl``: a rerun with the same inputs and
+settings resumes instead of starting over.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from pathlib import Path
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -51,3 +62,41 @@ def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tu
             print(f"note ({protocol}): {note}", flush=True)
     log.info("evaluation report: %s", paths["report"])
     return results, paths
+
+
+def progress_digest(movies, books, links, cfg: Any, candidates: int | None, max_length: int | None) -> str:
+    """What a finished (method, fraction, fold) result depends on: settings, inputs and the code that
+    computes it (a fix to X-Cross or the evaluation must not reuse ranks of the old code)."""
+    from lfr.digest import code_digest
+
+    h = hashlib.sha256(json.dumps({"xcross": cfg.get("xcross"), "eval": cfg.get("eval"), "model": cfg.get("model"),
+                                   "candidates": candidates, "max_length": max_length,
+                                   "code": code_digest(["lfr.model", "lfr.eval", "lfr.train"])},
+                                  sort_keys=True, default=str).encode())
+    for frame, cols in ((movies, ["id", "title", "description"]), (books, ["id", "title", "description"]),
+                        (links, ["movie_id", "book_id"])):
+        h.update(frame[cols].astype(str).sort_values(cols).to_csv(index=False).encode())
+    return h.hexdigest()[:16]
+
+
+def evaluate_xcross_job(spark: Any, cfg: Any, *, reports_dir: str, candidates: int | None = None,
+                        fractions: Sequence[float] = (1.0, 0.25, 0.5, 0.75), max_length: int | None = None) -> dict:
+    """Collect, evaluate, write the report; returns the written paths."""
+    from lfr.data import collect_driver_inputs
+    from lfr.eval.xcross import evaluate_xcross
+    from lfr.eval.xcross_report import write_xcross_report
+
+    if is_uri(reports_dir):
+        raise ConfigError(f"paths.reports_dir must be a local folder for the evaluation report, got {reports_dir}")
+    if not (cfg.get("catalogs") or {}).get("pairs"):
+        raise ConfigError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
+    inputs = collect_driver_inputs(spark, cfg, book_columns=("authors",))
+    digest = progress_digest(inputs.movies, inputs.books, inputs.links, cfg, candidates, max_length)
+    ev = evaluate_xcross(inputs.movies, inputs.books, inputs.links, dict(cfg), fractions=fractions,
+                         candidates=candidates, max_length=max_length,
+                         batch_size=int(cfg["embed"]["batch_size"]),
+                         progress_path=Path(reports_dir) / f"xcross_progress-{digest}.jsonl")
+    paths = write_xcross_report(ev, reports_dir)
+    print(Path(paths["report"]).read_text(encoding="utf-8"), flush=True)
+    log.info("X-Cross evaluation report: %s", paths["report"])
+    return paths

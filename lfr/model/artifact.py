@@ -35,7 +35,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -108,6 +108,26 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def new_artifact_dir(root: str | os.PathLike) -> Path:
+    """Create ``root`` for a new artifact, refusing an existing non-empty one: a save never mixes its
+    files with another model's (``verify_artifact`` would refuse the result, or worse, accept it)."""
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"refusing to save the model into non-empty {root}; save to a new directory")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def source_sha256(manifest: Mapping[str, Any], folder: str | os.PathLike, names: Sequence[str]) -> dict[str, str]:
+    """The sha256 of the encoder's source files ``names`` in ``folder``: kept from ``manifest`` when the
+    model was loaded from an artifact (its encoder folder is a copy; the source may be gone or
+    fine-tuned), else hashed now. Records where the weights came from, whichever model kind."""
+    saved = (manifest.get("encoder") or {}).get("source_sha256")
+    if saved:
+        return dict(saved)
+    return {name: sha256_file(Path(folder) / name) for name in names}
 
 
 def jsonable(value: Any) -> Any:

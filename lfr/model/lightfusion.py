@@ -24,18 +24,18 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 
 from lfr.model.artifact import (
-    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, MODULES, ArtifactError, read_manifest, sha256_file,
+    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, MODULES, ArtifactError, new_artifact_dir, source_sha256,
     verify_artifact, write_manifest,
 )
 from lfr.model.fusion import load_head, make_head, save_head
 from lfr.model.genre import GenreInput, GenreModel
-from lfr.model.text import TextEncoder, encoder_files, resolve_encoder
+from lfr.model.text import TextEncoder, encoder_files, make_texts, resolve_encoder
 
 log = logging.getLogger(__name__)
 
 #: Defaults for ``model_cfg`` keys (conf/lfr.yaml ``model`` section) so partial dicts work.
 MODEL_DEFAULTS: dict[str, Any] = {
-    "kind": "lightfusionrec",   # lightfusionrec | xcross (lfr.xcross, selected by the train job)
+    "kind": "lightfusionrec",   # lightfusionrec | xcross (lfr.model.xcross, selected by the train job)
     "encoder": "default",
     "pooling": "mean",
     "max_length": 256,
@@ -57,6 +57,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 LEGACY_SETTINGS: dict[str, Any] = {"head": "paper", "chunking": "off", "chunk_overlap": 0, "chunk_pooling": "mean"}
 _HEAD_CHUNK = 8192
 UNSAVED = "unsaved"
+KIND = "lightfusionrec"
 
 
 def model_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -65,23 +66,6 @@ def model_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown model setting(s): {', '.join(unknown)} (known: {', '.join(MODEL_DEFAULTS)})")
     return cfg
-
-
-def make_texts(titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
-               include_title: bool) -> list[str]:
-    """The strings the encoder sees, one per item."""
-    descs = ["" if not isinstance(d, str) else d for d in descriptions]
-    if not include_title:
-        return descs
-    if titles is None:
-        titles = [None] * len(descs)
-    if len(titles) != len(descs):
-        raise ValueError(f"{len(titles)} titles for {len(descs)} descriptions")
-    out = []
-    for t, d in zip(titles, descs):
-        t = t.strip() if isinstance(t, str) else ""
-        out.append(f"{t}. {d}" if t and d else (t or d))
-    return out
 
 
 class LightFusionModel:
@@ -157,10 +141,7 @@ class LightFusionModel:
         ``extra_manifest`` (training params, data fingerprint, metrics, ...) is
         stored at the manifest's top level; it may not override the model's own keys.
         """
-        root = Path(path)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise FileExistsError(f"refusing to save the model into non-empty {root}; save to a new directory")
-        root.mkdir(parents=True, exist_ok=True)
+        root = new_artifact_dir(path)
         modules = [{"idx": i, "name": name, "type": kind, "path": rel, "config": save(root / rel)}
                    for i, (name, kind, rel, save) in enumerate(self._modules())]
         (root / MODULES).write_text(json.dumps(modules, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -179,9 +160,7 @@ class LightFusionModel:
     def _manifest_body(self) -> dict[str, Any]:
         s = self.settings
         src = Path(self.text.folder)
-        source_hashes = self.manifest.get("encoder", {}).get("source_sha256") or {
-            name: sha256_file(src / name) for name in encoder_files(src)
-        }
+        source_hashes = source_sha256(self.manifest, src, encoder_files(src))
         return {
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "encoder": {
@@ -233,11 +212,9 @@ def load(path: str | os.PathLike, precision: str | None = None) -> LightFusionMo
     artifact trained on an AMX host runs fp32 on an AVX2-only executor.
     """
     root = Path(path)
-    if read_manifest(root).get("kind") == "xcross":  # the second model (docs/XCROSS.md); lazy import: no cycle
-        from lfr.xcross.model import load as load_xcross
-
-        return load_xcross(root)
     m = verify_artifact(root)
+    if m.get("kind", KIND) != KIND:  # lfr.model.load dispatches on the kind; this loads LightFusionRec only
+        raise ArtifactError(f"model artifact {root}: kind {m.get('kind')!r} is not {KIND!r} (use lfr.model.load)")
     settings = _settings_of(root, m, precision)
     if (root / MODULES).is_file():
         text, genre, head = _load_modules(root, settings["precision"])

@@ -158,6 +158,23 @@ def _log_precision_once(requested: str, resolved: str, why: str) -> None:
         log.info("text encoder precision %s (%s) [pid %d]", resolved, why, os.getpid())
 
 
+def make_texts(titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
+               include_title: bool) -> list[str]:
+    """The strings the encoder sees, one per item."""
+    descs = ["" if not isinstance(d, str) else d for d in descriptions]
+    if not include_title:
+        return descs
+    if titles is None:
+        titles = [None] * len(descs)
+    if len(titles) != len(descs):
+        raise ValueError(f"{len(titles)} titles for {len(descs)} descriptions")
+    out = []
+    for t, d in zip(titles, descs):
+        t = t.strip() if isinstance(t, str) else ""
+        out.append(f"{t}. {d}" if t and d else (t or d))
+    return out
+
+
 class TextEncoder:
     """A tokenizer + encoder pair with a fixed pooling, length limit and precision."""
 
@@ -225,9 +242,7 @@ class TextEncoder:
 
     # -- forward ---------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.precision)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
@@ -243,11 +258,7 @@ class TextEncoder:
     def _pooled(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.autocast():
             hidden = self.model(**inputs).last_hidden_state
-        hidden = hidden.float()
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return pool_hidden(hidden, inputs["attention_mask"], self.pooling)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Frozen features for inference, float32 ``(n, dim)``, in input order.
@@ -288,35 +299,18 @@ class TextEncoder:
             return out, owner, weight
         was_training = self.model.training
         self.model.eval()
-        order = np.argsort([len(w) for w in ids], kind="stable")
         try:
             with torch.inference_mode():
-                for idx in _chunks(order.tolist(), max(1, int(batch_size))):
-                    out[idx] = self._pooled(self._pad({k: [v[i] for i in idx] for k, v in windows.items()})).numpy()
+                for idx, batch in length_batches(windows, batch_size, self.tokenizer.pad_token_id):
+                    out[idx] = self._pooled(batch).numpy()
         finally:
             self.model.train(was_training)
         return out, owner, weight
 
-    def _pad(self, rows: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:
-        """Right-pad token lists to the batch's longest (pad id for ids, 0 for masks/types)."""
-        width = max(len(r) for r in rows["input_ids"])
-        pad_id = self.tokenizer.pad_token_id or 0
-        out = {}
-        for key, lists in rows.items():
-            fill = pad_id if key == "input_ids" else 0
-            out[key] = torch.tensor([list(r) + [fill] * (width - len(r)) for r in lists], dtype=torch.long)
-        return out
-
     # -- fine-tuning support --------------------------------------------
     def transformer_layers(self) -> torch.nn.ModuleList:
         """The encoder's block list (BERT: ``encoder.layer``; DistilBERT: ``transformer.layer``)."""
-        best: torch.nn.ModuleList | None = None
-        for _, module in self.model.named_modules():
-            if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best)):
-                best = module
-        if best is None:
-            raise ValueError(f"cannot find the transformer layers of {self.model_type}")
-        return best
+        return transformer_layers(self.model)
 
     def unfreeze_last_layers(self, n: int) -> list[torch.nn.Parameter]:
         """Freeze everything, then make the last ``n`` blocks trainable; returns their params."""
@@ -347,6 +341,60 @@ def pool_windows(vecs: np.ndarray, owner: np.ndarray, weight: np.ndarray, n: int
     np.add.at(acc, owner, vecs.astype(np.float64) * w[:, None])
     total = np.bincount(owner, weights=w, minlength=n)
     out[:] = acc / np.maximum(total, 1e-12)[:, None]
+    return out
+
+
+# -- shared by every model built on a Hugging Face encoder (LightFusionRec's TextEncoder, X-Cross) --
+
+
+def autocast_for(precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for a resolved ``precision`` of ``bf16`` (``resolve_precision``), else nothing."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Float32 ``(B, dim)`` from final states ``(B, T, dim)``: ``cls`` (first token) or ``mean``
+    (attention-mask weighted mean); un-normalised. bf16 states (autocast) are widened first."""
+    hidden = hidden.float()
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def transformer_layers(net: torch.nn.Module) -> torch.nn.ModuleList:
+    """The largest ``ModuleList`` of ``net``: its transformer blocks (BERT ``encoder.layer``,
+    DistilBERT ``transformer.layer``), found without knowing the architecture's attribute names."""
+    best: torch.nn.ModuleList | None = None
+    for _, module in net.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best)):
+            best = module
+    if best is None:
+        model_type = getattr(getattr(net, "config", None), "model_type", type(net).__name__)
+        raise ValueError(f"cannot find the transformer layers of {model_type}")
+    return best
+
+
+def length_batches(rows: dict[str, list], batch_size: int, pad_id: int | None
+                   ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """``(row indices, padded tensors)`` of tokenized ``rows`` (``input_ids`` + other model inputs,
+    one list per row) in batches of ``batch_size`` formed in token-length order: little padding,
+    and every row is computed under its own attention mask."""
+    order = np.argsort([len(r) for r in rows["input_ids"]], kind="stable").tolist()
+    for idx in _chunks(order, max(1, int(batch_size))):
+        yield idx, pad_rows({k: [v[i] for i in idx] for k, v in rows.items()}, pad_id)
+
+
+def pad_rows(rows: dict[str, list[list[int]]], pad_id: int | None) -> dict[str, torch.Tensor]:
+    """Right-pad token lists to the batch's longest (pad id for ids, 0 for masks/types), as the
+    tokenizer's own ``padding=True`` does."""
+    width = max(len(r) for r in rows["input_ids"])
+    out = {}
+    for key, lists in rows.items():
+        fill = (pad_id or 0) if key == "input_ids" else 0
+        out[key] = torch.tensor([list(r) + [fill] * (width - len(r)) for r in lists], dtype=torch.long)
     return out
 
 

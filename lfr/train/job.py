@@ -23,11 +23,11 @@ from lfr.train.trainer import TrainResult, train
 log = logging.getLogger(__name__)
 MODEL_KINDS = ("lightfusionrec", "xcross")
 # The code a model of each kind is made by: a change to any of these files retrains (inputs_key).
-TRAINING_CODE = {"lightfusionrec": ("lfr.model", "lfr.train"), "xcross": ("lfr.model", "lfr.train", "lfr.xcross")}
+TRAINING_CODE = {"lightfusionrec": ("lfr.model", "lfr.train"), "xcross": ("lfr.model", "lfr.train")}
 
 
 def model_kind(cfg: Any) -> str:
-    """``model.kind``: which model the job trains (lightfusionrec: lfr.train; xcross: lfr.xcross)."""
+    """``model.kind``: which model the job trains (lightfusionrec: lfr.train.trainer; xcross: lfr.train.xcross)."""
     kind = str((cfg.get("model") or {}).get("kind", MODEL_KINDS[0]))
     if kind not in MODEL_KINDS:
         raise ValueError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
@@ -72,7 +72,7 @@ def _train(kind: str, movies: pd.DataFrame, books: pd.DataFrame, positives: pd.D
     """``(result, printable training log)`` of the ``model.kind`` model; both results have
     ``model.save(dir, extra_manifest=...)`` and ``manifest_extra()``, so publishing is the same."""
     if kind == "xcross":
-        from lfr.xcross import train as train_xcross
+        from lfr.train.xcross import train as train_xcross
 
         result = train_xcross(movies, books, positives, cfg)
         return result, format_xcross_history(result)
@@ -124,7 +124,7 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
     """Train on the configured catalogs and publish to ``model_dir`` (the job passes ``paths.model_dir``).
 
     ``cfg``: what ``collect_driver_inputs`` and ``lfr.train.train`` read (catalogs, validation,
-    model, train sections; with ``model.kind: xcross``, ``lfr.xcross.train`` and the xcross section).
+    model, train sections; with ``model.kind: xcross``, ``lfr.train.xcross.train`` and the xcross section).
 
     Idempotent: when the published model was trained on the same inputs, settings and training
     code (``inputs_key`` in its manifest) nothing is retrained -- a new model would get a new

@@ -12,7 +12,8 @@ Stage 2: a batch of links (one per film and per book, so no in-batch negative is
 is embedded by the integrated model -- films by the film stream, books by the book stream --
 and only the integrator's parameters get InfoNCE gradients.
 
-Cheap on purpose (2 shared CPU cores): few steps, ``train_max_length`` 128 tokens, fp32.
+Cheap on purpose (2 shared CPU cores): few steps, ``train_max_length`` 128 tokens. ``model.precision``
+is the run's, as for LightFusionRec (bf16 autocast where it resolves to bf16, else fp32).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
-from lfr.xcross.model import DOMAINS, MODEL_KEYS, XCrossModel, build_xcross, trainable
+from lfr.model.xcross import DOMAINS, MODEL_KEYS, NOT_SAVED, XCrossModel, build_xcross, trainable
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,18 @@ TRAIN_KEYS: dict[str, Any] = {
 
 def xcross_settings(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(model settings, training settings)`` from a config's ``xcross`` section (unknown keys are
-    an error); the encoder defaults to the config's ``model.encoder``."""
+    an error); the encoder defaults to the config's ``model.encoder``, and the precision is the
+    config's ``model.precision`` (one key for both model kinds)."""
     cfg = dict(cfg or {})
     section = dict(cfg.get("xcross") or {})
-    unknown = sorted(set(section) - set(MODEL_KEYS) - set(TRAIN_KEYS))
+    unknown = sorted(set(section) - (set(MODEL_KEYS) - {"precision"}) - set(TRAIN_KEYS))
     if unknown:
         raise ValueError(f"unknown xcross setting(s): {', '.join(unknown)}")
+    model_cfg = cfg.get("model") or {}
     model_s = {k: section.get(k, v) for k, v in MODEL_KEYS.items()}
     if model_s["encoder"] is None:
-        model_s["encoder"] = (cfg.get("model") or {}).get("encoder", "default")
+        model_s["encoder"] = model_cfg.get("encoder", "default")
+    model_s["precision"] = model_cfg.get("precision", MODEL_KEYS["precision"])
     return model_s, {k: section.get(k, v) for k, v in TRAIN_KEYS.items()}
 
 
@@ -238,7 +242,8 @@ def adapter_key(model: XCrossModel, domain: str, pairs, s: Mapping[str, Any]) ->
     h = hashlib.sha256()
     enc = Path(model.folder) / "model.safetensors"
     h.update(json.dumps({"domain": domain, "encoder_bytes": enc.stat().st_size if enc.is_file() else None,
-                         "model": {k: model.settings[k] for k in MODEL_KEYS if k != "encoder"},
+                         "model": {k: model.settings[k] for k in MODEL_KEYS if k not in NOT_SAVED},
+                         "precision": model.precision,
                          "train": {k: s[k] for k in ("train_max_length", "adapter_steps", "adapter_batch_size",
                                                      "adapter_lr", "temperature", "min_span_words")}},
                         sort_keys=True, default=str).encode())

@@ -12,30 +12,41 @@ text model.
 
 Same interface as ``LightFusionModel`` where the pipeline touches it (``embed``, ``texts``,
 ``encode_text``, ``model_version``, ``output_dim``), plus the item's ``domain`` ('film' or
-'book'), given per call or bound once with ``for_domain``.
+'book'), given per call or bound once with ``for_domain``. Pooling, layer finding, length-sorted
+batching and ``model.precision`` (bf16 autocast where it resolves to bf16) are the text
+encoder's (``lfr.model.text``), so both model kinds compute features the same way.
+
+Artifact: the parts in ``modules.json`` as LightFusionRec's (``encoder`` folder, one LoRA adapter
+per domain, the integrator), each with its own config; an artifact saved before ``modules.json``
+has the same files at fixed paths and its settings in the manifest, and still loads.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import inspect
+import json
 import logging
 import os
-import warnings
 import shutil
+import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
-from lfr.model.artifact import ENCODER_DIR, MANIFEST, ArtifactError, sha256_file, verify_artifact, write_manifest
-from lfr.model.lightfusion import make_texts
-from lfr.model.text import encoder_files, resolve_encoder
-from lfr.xcross.integrator import Integrator
+from lfr.model.artifact import (
+    ENCODER_DIR, MANIFEST, MODULES, ArtifactError, new_artifact_dir, source_sha256, verify_artifact, write_manifest,
+)
+from lfr.model.integrator import Integrator
+from lfr.model.text import (
+    POOLINGS, autocast_for, encoder_files, length_batches, make_texts, pool_hidden, resolve_encoder,
+    resolve_precision, transformer_layers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +68,14 @@ MODEL_KEYS = {
     "lora_dropout": 0.0,
     "target_modules": None,   # None: LORA_TARGETS[model_type]
     "seed": 13,
+    "precision": "auto",      # the config's model.precision (not an xcross key): auto | bf16 | fp32
 }
+#: Keys that are not X-Cross's own settings in the manifest's ``xcross`` section.
+NOT_SAVED = ("encoder", "precision")
+#: The settings an adapter's module config holds (the rest of the adapter is its weights).
+ADAPTER_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed")
+#: Module types of ``modules.json`` (a fixed table: never an import path read from a file).
+ENCODER_TYPE, ADAPTER_TYPE, INTEGRATOR_TYPE = "xcross_encoder", "lora_adapter", "xcross_integrator"
 
 
 def domain_name(domain: str | None) -> str:
@@ -69,40 +87,50 @@ def domain_name(domain: str | None) -> str:
     return key
 
 
-def _largest_module_list(net: torch.nn.Module) -> torch.nn.ModuleList:
-    best = None
-    for _, module in net.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best)):
-            best = module
-    if best is None:
-        raise ValueError("cannot find the transformer layers of the encoder")
-    return best
-
-
 class XCrossModel:
-    """Build with ``build_xcross``, restore with ``load``; train with ``lfr.xcross.train``."""
+    """Build with ``build_xcross``, restore with ``load``; train with ``lfr.train.xcross``."""
 
     kind = KIND
 
     def __init__(self, folder: str | os.PathLike, settings: Mapping[str, Any], name: str | None = None,
                  manifest: Mapping[str, Any] | None = None):
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         self.settings = {**MODEL_KEYS, **dict(settings)}
-        if self.settings["pooling"] not in ("mean", "cls"):
-            raise ValueError(f"xcross.pooling must be mean or cls, got {self.settings['pooling']!r}")
+        if self.settings["pooling"] not in POOLINGS:
+            raise ValueError(f"xcross.pooling must be one of {POOLINGS}, got {self.settings['pooling']!r}")
+        self.requested_precision = str(self.settings["precision"])   # what the config / manifest asks for
+        self.precision, why = resolve_precision(self.requested_precision)   # what this machine runs
+        log.debug("X-Cross precision %s (%s)", self.precision, why)
         self.folder, self.name = str(folder), name or Path(folder).name
         self.manifest: dict[str, Any] = dict(manifest or {})
         self.model_version: str = str(self.manifest.get("model_version", UNSAVED))
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.net, base_config = self._build_net()
+        self.model_type = str(getattr(base_config, "model_type", "unknown"))
+        self.net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.dim = int(getattr(base_config, "hidden_size", None) or getattr(base_config, "dim"))
+        self.layers = transformer_layers(self.net)
+        self.integrator = Integrator(self.dim, len(self.layers), len(DOMAINS))
+        self._accepted = set(inspect.signature(self.net.forward).parameters)
+        self._names: list[str] | None = None
+        self._streams = 1
+        self._install_hooks()
+
+    def _build_net(self) -> tuple[torch.nn.Module, Any]:
+        """The base encoder with one seeded, zero-initialised (no-op) LoRA adapter per domain injected."""
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModel
+
         base = AutoModel.from_pretrained(self.folder, dtype=torch.float32, use_safetensors=True)
-        self.model_type = str(getattr(base.config, "model_type", "unknown"))
-        targets = self.settings["target_modules"] or LORA_TARGETS.get(self.model_type)
+        model_type = str(getattr(base.config, "model_type", "unknown"))
+        targets = self.settings["target_modules"] or LORA_TARGETS.get(model_type)
         if not targets:
-            raise ValueError(f"no default LoRA targets for model_type {self.model_type!r}: set xcross.target_modules")
+            raise ValueError(f"no default LoRA targets for model_type {model_type!r}: set xcross.target_modules")
         self.settings["target_modules"] = list(targets)
         lora = LoraConfig(r=int(self.settings["lora_r"]), lora_alpha=int(self.settings["lora_alpha"]),
                           lora_dropout=float(self.settings["lora_dropout"]), target_modules=list(targets), bias="none")
@@ -112,17 +140,7 @@ class XCrossModel:
             peft_model = get_peft_model(base, lora, adapter_name=DOMAINS[0])
             for d in DOMAINS[1:]:
                 peft_model.add_adapter(d, lora)
-        self.net = peft_model.base_model.model  # the transformer with LoRA layers injected
-        self.net.eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-        self.dim = int(getattr(base.config, "hidden_size", None) or getattr(base.config, "dim"))
-        self.layers = _largest_module_list(self.net)
-        self.integrator = Integrator(self.dim, len(self.layers), len(DOMAINS))
-        self._accepted = set(inspect.signature(self.net.forward).parameters)
-        self._names: list[str] | None = None
-        self._streams = 1
-        self._install_hooks()
+        return peft_model.base_model.model, base.config  # the transformer with LoRA layers injected
 
     # -- routing hooks ---------------------------------------------------
     def _install_hooks(self) -> None:
@@ -175,7 +193,7 @@ class XCrossModel:
 
     def hidden_states(self, enc: Mapping[str, torch.Tensor], domains: Sequence[str],
                       integrate: bool | str = "auto") -> torch.Tensor:
-        """Final hidden states ``(B, T, dim)`` of each row's own domain stream."""
+        """Final hidden states ``(B, T, dim)`` of each row's own domain stream (bf16 under a bf16 precision)."""
         domains = [domain_name(d) for d in domains]
         n, rows = len(DOMAINS), len(domains)
         if self.use_integration(integrate):
@@ -185,7 +203,8 @@ class XCrossModel:
             inputs, names, streams = dict(enc), domains, 1
         self._names, self._streams = names, streams
         try:
-            out = self.net(**inputs).last_hidden_state
+            with autocast_for(self.precision):
+                out = self.net(**inputs).last_hidden_state
         finally:
             self._names, self._streams = None, 1
         if streams > 1:
@@ -195,12 +214,9 @@ class XCrossModel:
 
     def pooled(self, enc: Mapping[str, torch.Tensor], domains: Sequence[str],
                integrate: bool | str = "auto") -> torch.Tensor:
-        """Pooled (un-normalised) features ``(B, dim)``; differentiable when grad is enabled."""
-        hidden = self.hidden_states(enc, domains, integrate)
-        if self.settings["pooling"] == "cls":
-            return hidden[:, 0]
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        """Pooled (un-normalised) float32 features ``(B, dim)``; differentiable when grad is enabled."""
+        return pool_hidden(self.hidden_states(enc, domains, integrate), enc["attention_mask"],
+                           self.settings["pooling"])
 
     def forward(self, texts: Sequence[str], domain: str, integrate: bool | str = "auto",
                 max_length: int | None = None) -> torch.Tensor:
@@ -214,21 +230,17 @@ class XCrossModel:
     def encode_text(self, texts: Sequence[str | None], batch_size: int = 64, domain: str | None = None,
                     integrate: bool | str = "auto") -> np.ndarray:
         """Pooled float32 ``(n, dim)`` features (not normalised), in input order; batches are
-        formed in token-length order (little padding)."""
+        formed in token-length order (little padding), as the text encoder's."""
         dom = domain_name(domain)
         texts = ["" if not isinstance(t, str) else t for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True,
-                                                       max_length=int(self.settings["max_length"]))["input_ids"]]
-        order = np.argsort(lengths, kind="stable")
-        step = max(1, int(batch_size))
+        enc = self.tokenizer(texts, truncation=True, max_length=int(self.settings["max_length"]))
+        rows = {k: list(v) for k, v in enc.items() if k in self._accepted}
         with torch.inference_mode():
-            for s in range(0, len(order), step):
-                idx = order[s:s + step]
-                enc = self.tokenize([texts[i] for i in idx])
-                out[idx] = self.pooled(enc, [dom] * len(idx), integrate).numpy()
+            for idx, batch in length_batches(rows, batch_size, self.tokenizer.pad_token_id):
+                out[idx] = self.pooled(batch, [dom] * len(idx), integrate).numpy()
         return out
 
     def embed(self, titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
@@ -249,37 +261,53 @@ class XCrossModel:
     # -- persistence -----------------------------------------------------
     def save(self, path: str | os.PathLike, extra_manifest: Mapping[str, Any] | None = None) -> str:
         """Write the artifact to ``path`` (new or empty dir); returns ``model_version``."""
-        root = Path(path)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise FileExistsError(f"refusing to save the model into non-empty {root}; save to a new directory")
-        (root / ENCODER_DIR).mkdir(parents=True)
-        (root / ADAPTER_DIR).mkdir()
-        for name in encoder_files(self.folder):
-            shutil.copyfile(Path(self.folder) / name, root / ENCODER_DIR / name)
-        for d in DOMAINS:
-            state = {n: p.detach().contiguous().clone() for n, p in self.adapter_parameters(d).items()}
-            save_safetensors(state, str(root / ADAPTER_DIR / f"{d}.safetensors"), metadata={"format": "pt"})
-        state = {k: v.detach().contiguous().clone() for k, v in self.integrator.state_dict().items()}
-        save_safetensors(state, str(root / INTEGRATOR_FILE), metadata={"format": "pt"})
+        root = new_artifact_dir(path)
+        modules = [{"idx": i, "name": name, "type": kind, "path": rel, "config": save(root / rel)}
+                   for i, (name, kind, rel, save) in enumerate(self._modules())]
+        (root / MODULES).write_text(json.dumps(modules, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         self.manifest = write_manifest(root, self._manifest_body(), extra_manifest)
         self.model_version = self.manifest["model_version"]
         log.info("saved X-Cross model %s to %s", self.model_version, root)
         return self.model_version
 
+    def _modules(self) -> list[tuple[str, str, str, Callable[[Path], dict]]]:
+        """``(name, type, path in the artifact, save function)`` of each part, in forward order."""
+        adapters = [(f"adapter_{d}", ADAPTER_TYPE, f"{ADAPTER_DIR}/{d}.safetensors", partial(self._save_adapter, d))
+                    for d in DOMAINS]
+        return [("encoder", ENCODER_TYPE, ENCODER_DIR, self._save_encoder), *adapters,
+                ("integrator", INTEGRATOR_TYPE, INTEGRATOR_FILE, self._save_integrator)]
+
+    def _save_encoder(self, folder: Path) -> dict:
+        """The base encoder's files, copied (X-Cross never changes a base weight)."""
+        folder.mkdir()
+        for name in encoder_files(self.folder):
+            shutil.copyfile(Path(self.folder) / name, folder / name)
+        return {"name": self.name, "model_type": self.model_type, "pooling": self.settings["pooling"],
+                "max_length": int(self.settings["max_length"]), "include_title": self.include_title}
+
+    def _save_adapter(self, domain: str, file: Path) -> dict:
+        file.parent.mkdir(exist_ok=True)
+        state = {n: p.detach().contiguous().clone() for n, p in self.adapter_parameters(domain).items()}
+        save_safetensors(state, str(file), metadata={"format": "pt"})
+        return {"domain": domain, **{k: self.settings[k] for k in ADAPTER_KEYS}}
+
+    def _save_integrator(self, file: Path) -> dict:
+        state = {k: v.detach().contiguous().clone() for k, v in self.integrator.state_dict().items()}
+        save_safetensors(state, str(file), metadata={"format": "pt"})
+        return {"dim": self.dim, "layers": len(self.layers), "domains": list(DOMAINS)}
+
     def _manifest_body(self) -> dict[str, Any]:
         src = Path(self.folder)
-        source_hashes = self.manifest.get("encoder", {}).get("source_sha256") or {
-            name: sha256_file(src / name) for name in encoder_files(src)}
         n_adapter = sum(p.numel() for p in self.adapter_parameters(DOMAINS[0]).values())
         return {
             "kind": KIND,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "encoder": {"name": self.name, "model_type": self.model_type, "finetuned": False,
                         "source_path": self.settings.get("encoder_source_path", str(src)),
-                        "source_sha256": source_hashes},
-            "xcross": {k: self.settings[k] for k in MODEL_KEYS if k != "encoder"},
+                        "source_sha256": source_sha256(self.manifest, src, encoder_files(src))},
+            "xcross": {k: self.settings[k] for k in MODEL_KEYS if k not in NOT_SAVED},
             "domains": list(DOMAINS),
-            "precision": "fp32",
+            "precision": self.requested_precision,  # resolved per machine at load (auto -> fp32|bf16)
             "dims": {"hidden": self.dim, "output": self.output_dim, "layers": len(self.layers)},
             "parameters": {"adapter_per_domain": n_adapter, "integrator": self.integrator.n_parameters()},
         }
@@ -315,19 +343,24 @@ def build_xcross(settings: Mapping[str, Any] | None = None) -> XCrossModel:
     return XCrossModel(folder, s, name=name)
 
 
-def load(path: str | os.PathLike) -> XCrossModel:
-    """Verify the artifact at ``path`` (every file's sha256, no stray files), then load it (no pickle)."""
+def load(path: str | os.PathLike, precision: str | None = None) -> XCrossModel:
+    """Verify the artifact at ``path`` (every file's sha256, no stray files), then load it (no pickle).
+
+    ``precision`` overrides the saved ``model.precision`` (as for LightFusionRec); either is resolved
+    for this machine's CPU. Reads ``modules.json`` when the artifact has one, else the fixed layout
+    of the artifacts saved before it."""
     root = Path(path)
     m = verify_artifact(root)
     if m.get("kind") != KIND:
         raise ArtifactError(f"model artifact {root}: kind {m.get('kind', 'lightfusionrec')!r} is not {KIND!r}")
+    parts = _module_entries(root, m)
     try:
-        settings = {**MODEL_KEYS, **m["xcross"], "encoder": m["encoder"]["name"],
-                    "encoder_source_path": m["encoder"]["source_path"]}
-        model = XCrossModel(root / ENCODER_DIR, settings, name=m["encoder"]["name"], manifest=m)
+        settings = {**MODEL_KEYS, **m["xcross"], **_module_settings(parts), "encoder": m["encoder"]["name"],
+                    "encoder_source_path": m["encoder"]["source_path"], "precision": precision or m["precision"]}
+        model = XCrossModel(parts["encoder"]["path"], settings, name=m["encoder"]["name"], manifest=m)
         for d in DOMAINS:
-            _load_params(model.adapter_parameters(d), root / ADAPTER_DIR / f"{d}.safetensors", root)
-        model.integrator.load_state_dict(load_safetensors(str(root / INTEGRATOR_FILE)), strict=True)
+            _load_params(model.adapter_parameters(d), parts[f"adapter_{d}"]["path"], root)
+        model.integrator.load_state_dict(load_safetensors(str(parts["integrator"]["path"])), strict=True)
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"model artifact {root}: {MANIFEST} lacks {exc}") from exc
     if model.dim != m["dims"]["hidden"]:
@@ -335,10 +368,45 @@ def load(path: str | os.PathLike) -> XCrossModel:
     return model
 
 
+_TYPES = {"encoder": ENCODER_TYPE, **{f"adapter_{d}": ADAPTER_TYPE for d in DOMAINS}, "integrator": INTEGRATOR_TYPE}
+
+
+def _module_entries(root: Path, manifest: Mapping[str, Any]) -> dict[str, dict]:
+    """``{part name: entry with an absolute path}``: from ``modules.json`` (each part's path inside the
+    artifact and of the expected type), or the fixed layout of an artifact saved before it."""
+    if not (root / MODULES).is_file():
+        legacy = {"encoder": ENCODER_DIR, **{f"adapter_{d}": f"{ADAPTER_DIR}/{d}.safetensors" for d in DOMAINS},
+                  "integrator": INTEGRATOR_FILE}
+        return {name: {"path": root / rel, "config": {}} for name, rel in legacy.items()}
+    where = f"model artifact {root}: {MODULES}"
+    try:
+        entries = {e["name"]: e for e in json.loads((root / MODULES).read_text(encoding="utf-8"))}
+        out = {}
+        for name, kind in _TYPES.items():
+            e = entries[name]
+            path = (root / e["path"]).resolve()
+            if not path.is_relative_to(root.resolve()) or e["type"] != kind or not isinstance(e["config"], dict):
+                raise ArtifactError(f"{where}: module {name!r} has path {e['path']!r} / type {e['type']!r}")
+            out[name] = {"path": path, "config": e["config"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"{where} is not a valid X-Cross module list ({type(exc).__name__}: {exc})") from exc
+    return out
+
+
+def _module_settings(parts: Mapping[str, dict]) -> dict[str, Any]:
+    """The settings the parts' own configs hold (empty for an artifact without ``modules.json``)."""
+    enc, adapter = parts["encoder"]["config"], parts[f"adapter_{DOMAINS[0]}"]["config"]
+    return {**{k: enc[k] for k in ("pooling", "max_length", "include_title") if k in enc},
+            **{k: adapter[k] for k in ADAPTER_KEYS if k in adapter}}
+
+
 def _load_params(params: Mapping[str, torch.nn.Parameter], file: Path, root: Path) -> None:
     state = load_safetensors(str(file))
     if set(state) != set(params):
-        raise ArtifactError(f"model artifact {root}: {file.relative_to(root)} does not hold this model's adapter "
+        rel = Path(file).resolve().relative_to(root.resolve())
+        raise ArtifactError(f"model artifact {root}: {rel} does not hold this model's adapter "
                             f"({len(set(state) ^ set(params))} mismatched tensor names)")
     with torch.no_grad():
         for name, p in params.items():

@@ -12,7 +12,7 @@ import pandas as pd
 
 from lfr.eval.metrics import ranking_intervals
 from lfr.eval.report import markdown_table
-from lfr.xcross.evaluate import LINK_TRAINED, XCrossEvaluation
+from lfr.eval.xcross import LINK_TRAINED, XCrossEvaluation
 
 NDCG_K = 10
 
@@ -110,7 +110,7 @@ def write_xcross_report(ev: XCrossEvaluation, out_dir: str | os.PathLike) -> dic
     if records:
         paths["curve"] = plot_curve(records, flat, out / "xcross_curve.png")
     s = ev.setup
-    lines = ["# X-Cross evaluation (lfr.xcross.evaluate)", "",
+    lines = ["# X-Cross evaluation (lfr.eval.xcross)", "",
              f"{s['protocol']}; {s['n_linked_films']} linked films, {s['n_links_usable']} links; each held-out film "
              f"ranks {s['n_candidate_books']} of {s['n_books_catalog']} books; {s.get('max_length')} tokens per item. "
              "Values: mean over films [95% bootstrap interval].", "", "## Rows (100% of the training links)", "",

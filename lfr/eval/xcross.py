@@ -39,8 +39,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lfr.xcross.model import XCrossModel, build_xcross
-from lfr.xcross.train import XCrossTrainResult, link_texts, train, train_adapter, xcross_settings
+from lfr.model.xcross import XCrossModel, build_xcross
+from lfr.train.xcross import XCrossTrainResult, link_texts, train, train_adapter, xcross_settings
 
 log = logging.getLogger(__name__)
 
