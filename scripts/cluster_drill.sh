@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fault drill on the local standalone cluster (scripts/cluster.sh): kill things mid-job and check that
-# no data is lost. The outcome table in the README ("Running on a cluster") comes from this script.
+# no data is lost. The outcome table in docs/OPERATIONS.md (Fault drills) comes from this script.
 #
 #   bash scripts/cluster.sh start
 #   bash scripts/cluster_drill.sh MODEL_DIR [BOOKS]     # a trained artifact; BOOKS rows of the sample (default 150)
