@@ -9,9 +9,8 @@ AdamW 2e-5 x 2 epochs) or ``contrastive`` (InfoNCE with in-batch + mined hard ne
 label-free pairs first, early stopping on validation MRR; ``lfr.train.contrastive``).
 """
 from lfr.train.pairs import build_pairs, genre_agreement_positives, sample_negatives, split_by_movie
-from lfr.train.trainer import (
-    RECIPE_DEFAULTS, TRAIN_DEFAULTS, TrainResult, data_fingerprint, train, train_model, train_settings,
-)
+from lfr.train.result import TrainResult, data_fingerprint
+from lfr.train.trainer import RECIPE_DEFAULTS, TRAIN_DEFAULTS, train, train_model, train_settings
 
 __all__ = [
     "RECIPE_DEFAULTS", "TRAIN_DEFAULTS", "TrainResult", "build_pairs", "data_fingerprint", "genre_agreement_positives",

@@ -18,7 +18,8 @@ from lfr.config import is_uri
 from lfr.digest import code_digest
 from lfr.model.artifact import ArtifactError, model_version_of, read_manifest
 from lfr.train.publish import publish_model
-from lfr.train.trainer import TrainResult, train
+from lfr.train.result import TrainResult
+from lfr.train.trainer import train
 
 log = logging.getLogger(__name__)
 MODEL_KINDS = ("lightfusionrec", "xcross")

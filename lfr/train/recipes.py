@@ -21,6 +21,7 @@ import torch
 from lfr.model import LightFusionModel, build_model
 from lfr.train.contrastive import Feats, fit_contrastive, span_pairs
 from lfr.train.pairs import build_pairs
+from lfr.train.result import TrainResult, data_fingerprint, finite
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ def split_links(links: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd
 def train_contrastive(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,
                       s: Mapping[str, Any], mcfg: Mapping[str, Any], extra_pairs: pd.DataFrame | None,
                       started: float):
-    from lfr.train.trainer import TrainResult, _finite, data_fingerprint
-
     pairs, source = build_pairs(movies, books, positives, {**s, "negatives_per_positive": 0})
     links = pairs[pairs["label"] > 0][["movie_id", "book_id"]].reset_index(drop=True)
     model = build_model(mcfg, list(movies["genres"]) + list(books["genres"]))
@@ -116,6 +115,6 @@ def train_contrastive(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.D
     settings = {**{k: s[k] for k in CONTRASTIVE_KEYS}, "freeze_encoder": True, "optimizer": "AdamW",
                 "loss": "InfoNCE (in-batch + mined hard negatives)", "feature_seconds": round(feature_seconds, 2)}
     split = pd.concat([tr.assign(split="train"), va.assign(split="val")], ignore_index=True)
-    return TrainResult(model=model, history=_finite(history), metrics=_finite(metrics), pair_stats=pair_stats,
+    return TrainResult(model=model, history=finite(history), metrics=finite(metrics), pair_stats=pair_stats,
                        data_fingerprint=data_fingerprint(movies, books, split), settings=settings,
                        seconds=time.time() - started, pairs=split)

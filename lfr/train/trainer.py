@@ -30,12 +30,9 @@ batch order; the head's init uses ``model.seed``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -45,6 +42,8 @@ from tqdm.auto import tqdm
 
 from lfr.model import LightFusionModel, build_model, model_settings
 from lfr.train.pairs import build_pairs, split_by_movie
+from lfr.train.recipes import train_contrastive
+from lfr.train.result import TrainResult, data_fingerprint, finite
 
 log = logging.getLogger(__name__)
 
@@ -81,29 +80,6 @@ PAPER_KEYS = ("recipe", "epochs", "lr", "weight_decay", "batch_size", "margin", 
 _REQUIRED = ("id", "description", "genres")
 
 
-@dataclass
-class TrainResult:
-    """The trained model and everything worth recording about the run."""
-
-    model: LightFusionModel
-    history: list[dict[str, float]]          # epoch 0 = before training, then one row per epoch
-    metrics: dict[str, float]
-    pair_stats: dict[str, Any]
-    data_fingerprint: dict[str, Any]
-    settings: dict[str, Any]
-    seconds: float
-    pairs: pd.DataFrame = field(repr=False)  # movie_id, book_id, label, split
-
-    def manifest_extra(self) -> dict[str, Any]:
-        """What ``model.save(path, extra_manifest=...)`` should record."""
-        return {
-            "training": {**self.settings, "seconds": round(self.seconds, 2), "history": self.history,
-                         "pairs": self.pair_stats},
-            "data_fingerprint": self.data_fingerprint,
-            "metrics": self.metrics,
-        }
-
-
 def train_settings(train_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     s = {**TRAIN_DEFAULTS, **dict(train_cfg or {})}
     unknown = sorted(set(s) - set(TRAIN_DEFAULTS))
@@ -132,28 +108,6 @@ def _catalog(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         log.warning("training: %d duplicate %s ids; keeping the first row of each", int(dup.sum()), name)
         out = out[~dup]
     return out.reset_index(drop=True)
-
-
-def _genre_list(g: Any) -> list[str]:
-    if g is None or isinstance(g, str) or not hasattr(g, "__iter__"):
-        return [g] if isinstance(g, str) else []
-    return [str(x) for x in g if isinstance(x, str)]
-
-
-def data_fingerprint(movies: pd.DataFrame, books: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
-    """sha256 over the ids + model inputs (title, description, genres) of every catalog item
-    (the genre model sees them all) and over the training pairs, each in sorted order."""
-    h = hashlib.sha256()
-    for name, frame in (("movies", movies), ("books", books)):
-        h.update(f"#{name}\n".encode())
-        for row in frame.sort_values("id")[["id", "title", "description", "genres"]].itertuples(index=False):
-            rec = [row.id, row.title if isinstance(row.title, str) else None,
-                   row.description if isinstance(row.description, str) else None, _genre_list(row.genres)]
-            h.update(json.dumps(rec, ensure_ascii=True).encode() + b"\n")
-    h.update(b"#pairs\n")
-    for m, b, lab in pairs.sort_values(["movie_id", "book_id"])[["movie_id", "book_id", "label"]].itertuples(index=False):
-        h.update(f"{m}\t{b}\t{int(lab)}\n".encode())
-    return {"sha256": h.hexdigest(), "movies": len(movies), "books": len(books), "pairs": len(pairs)}
 
 
 class _Features:
@@ -253,8 +207,6 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     mcfg = model_settings(cfg.get("model"))
     movies, books = _catalog(movies, "movies"), _catalog(books, "books")
     if s["recipe"] == "contrastive":
-        from lfr.train.recipes import train_contrastive
-
         return train_contrastive(movies, books, positives, s, mcfg, extra_pairs, started)
     pairs, train_pairs, val_pairs, pair_stats = _paper_pairs(movies, books, positives, s)
 
@@ -293,7 +245,7 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
                 "optimizer": "AdamW", "loss": "CosineEmbeddingLoss", "feature_seconds": round(feature_seconds, 2)}
     split = pd.concat([train_pairs.assign(split="train"), val_pairs.assign(split="val")], ignore_index=True)
     seconds = time.time() - started
-    return TrainResult(model=model, history=_finite(history), metrics=_finite(metrics), pair_stats=pair_stats,
+    return TrainResult(model=model, history=finite(history), metrics=finite(metrics), pair_stats=pair_stats,
                        data_fingerprint=data_fingerprint(movies, books, pairs), settings=settings,
                        seconds=seconds, pairs=split)
 
@@ -351,14 +303,3 @@ def train_model(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFra
                 cfg: Mapping[str, Any], progress: bool = False) -> LightFusionModel:
     """``train(...)`` returning just the model (what ``lfr.eval`` plugs in)."""
     return train(movies, books, positives, cfg, progress=progress).model
-
-
-def _finite(obj: Any) -> Any:
-    """NaN (e.g. no validation movies) -> None, so manifests stay strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
