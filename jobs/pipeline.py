@@ -21,8 +21,17 @@ import evaluate
 import score_all
 import sql
 import train
-from jobkit import (EXIT_OK, JobContext, add_allow_deletes, add_embed_args, embed_job, exit_code, log, parse_args,
-                    run_job)
+from jobkit import (
+    EXIT_OK,
+    JobContext,
+    add_allow_deletes,
+    add_embed_args,
+    embed_job,
+    exit_code,
+    log,
+    parse_args,
+    run_job,
+)
 
 #: step name -> (job body, the job's own flags); the order is the pipeline's
 STEPS = {

@@ -26,14 +26,18 @@ from jobkit import JobContext, log, run_job
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="books per movie (default score.k)")
-    p.add_argument("--movie-block-rows", type=int, default=None, help="max movies per block (default score.movie_block_rows)")
-    p.add_argument("--book-block-rows", type=int, default=None, help="max books per block (default score.book_block_rows)")
+    p.add_argument("--movie-block-rows", type=int, default=None,
+                   help="max movies per block (default score.movie_block_rows)")
+    p.add_argument("--book-block-rows", type=int, default=None,
+                   help="max books per block (default score.book_block_rows)")
     p.add_argument("--exclude-pairs", default=None, metavar="PAIR_FILE",
                    help="known movie->book pairs never to recommend: movie_id,book_id or the adaptations format "
                         "(default score.exclude_pairs)")
-    p.add_argument("--movie-filter", default=None, metavar="SQL", help="SQL predicate on movies (default score.movie_filter)")
+    p.add_argument("--movie-filter", default=None, metavar="SQL",
+                   help="SQL predicate on movies (default score.movie_filter)")
     p.add_argument("--book-filter", default=None, metavar="SQL",
-                   help="SQL predicate on books, may use catalog columns, e.g. \"year >= 2000\" (default score.book_filter)")
+                   help="SQL predicate on books, may use catalog columns, e.g. \"year >= 2000\" "
+                        "(default score.book_filter)")
     p.add_argument("--allow-deletes", action="store_true",
                    help="accept a table that covers fewer films than the guards allow (default guards.allow_deletes)")
 

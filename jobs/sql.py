@@ -1,6 +1,7 @@
 """Run SQL against the project's tables: registers them (and the recommendations view) first.
 
-    spark-submit jobs/sql.py -e "SELECT * FROM lfr.movie_book_recommendations WHERE movie_title = 'Jurassic Park' ORDER BY rank"
+    spark-submit jobs/sql.py -e "SELECT * FROM lfr.movie_book_recommendations
+                                 WHERE movie_title = 'Jurassic Park' ORDER BY rank"
     spark-submit jobs/sql.py -f conf/queries.sql [--max-rows 50]
 
 With Spark's default in-memory catalog, table registrations and views last only as long as

@@ -229,8 +229,10 @@ def _resolve_paths(node: dict, root: Path, all_paths: bool = False) -> None:
 
 def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The config flags every job shares."""
-    parser.add_argument("--config", dest="conf_file", default=None, help="YAML config file (default conf/lfr.yaml or $LFR_CONF_FILE)")
-    parser.add_argument("--profile", default=None, help="config profile: local | cluster (default $LFR_PROFILE or the file's 'profile')")
+    parser.add_argument("--config", dest="conf_file", default=None,
+                        help="YAML config file (default conf/lfr.yaml or $LFR_CONF_FILE)")
+    parser.add_argument("--profile", default=None,
+                        help="config profile: local | cluster (default $LFR_PROFILE or the file's 'profile')")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting; repeatable. 'spark.*' keys are Spark settings")
     return parser

@@ -56,14 +56,17 @@ def main() -> None:
     wiki_keep = set(overlap) | linked_wiki | set(rng)
     wiki_s = {t: s for t, s in wiki.items() if t in wiki_keep}
 
-    messy = (books.Description.str.strip() == "") | (books.Genres.str.strip() == "[]") | books.Book.duplicated(keep=False)
+    messy = ((books.Description.str.strip() == "") | (books.Genres.str.strip() == "[]")
+             | books.Book.duplicated(keep=False))
     keep_b = books.Book.isin(linked_books) | messy
     rest_b = books[~keep_b].sample(n=max(0, a.books - int(keep_b.sum())), random_state=a.seed)
     books_s = books[keep_b | books.index.isin(rest_b.index)].sort_index()
 
     imdb_s.to_csv(dst / "movies_imdb_top1000.csv", index=False)
-    books_s.rename(columns={"Unnamed: 0": ""}).to_csv(dst / "books_goodreads.csv", index=False)  # keep the original blank index header
-    (dst / "movies_wikipedia_summaries.json").write_text(json.dumps(wiki_s, ensure_ascii=False, indent=0), encoding="utf-8")
+    # keep the original blank index header
+    books_s.rename(columns={"Unnamed: 0": ""}).to_csv(dst / "books_goodreads.csv", index=False)
+    (dst / "movies_wikipedia_summaries.json").write_text(json.dumps(wiki_s, ensure_ascii=False, indent=0),
+                                                          encoding="utf-8")
     links.to_csv(dst / "adaptations_dev.csv", index=False)
     print(f"imdb {len(imdb_s)}, wikipedia {len(wiki_s)}, books {len(books_s)}, links {len(links)}")
 

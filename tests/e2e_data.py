@@ -64,7 +64,8 @@ def write_tiny_data(dest: Path) -> TinyData:
     imdb_rows = [r for r in imdb if (r["Series_Title"], r["Released_Year"]) in films]
     imdb_rows += [r for r in imdb if (r["Series_Title"], r["Released_Year"]) not in films][:N_OTHER_MOVIES]
     book_rows = [r for r in books if (r["Book"], r["Author"]) in titles]
-    book_rows += [r for r in books if (r["Book"], r["Author"]) not in titles and r["Description"].strip()][:N_OTHER_BOOKS]
+    book_rows += [r for r in books
+                  if (r["Book"], r["Author"]) not in titles and r["Description"].strip()][:N_OTHER_BOOKS]
     _write_csv(dest / "adaptations_dev.csv", lf, chosen)
     _write_csv(dest / "movies_imdb_top1000.csv", mf, imdb_rows)
     _write_csv(dest / "books_goodreads.csv", bf, book_rows)

@@ -78,9 +78,12 @@ def tiny_model_cfg(tiny_encoder_dir) -> dict:
 @pytest.fixture(scope="session")
 def toy_movies() -> pd.DataFrame:
     return _toy_frame([
-        ("imdb:space-odyssey-1968", "Space Odyssey", "Astronauts and a rogue computer travel to Jupiter.", ["Sci-Fi", "Adventure"]),
-        ("imdb:star-war-1977", "Star War", "Rebels fight an empire across the galaxy.", ["Sci-Fi", "Action", "Adventure"]),
-        ("imdb:love-story-1970", "Love Story", "Two students fall in love despite their families.", ["Romance", "Drama"]),
+        ("imdb:space-odyssey-1968", "Space Odyssey", "Astronauts and a rogue computer travel to Jupiter.",
+         ["Sci-Fi", "Adventure"]),
+        ("imdb:star-war-1977", "Star War", "Rebels fight an empire across the galaxy.",
+         ["Sci-Fi", "Action", "Adventure"]),
+        ("imdb:love-story-1970", "Love Story", "Two students fall in love despite their families.",
+         ["Romance", "Drama"]),
         ("imdb:paris-nights-1999", "Paris Nights", "A romance blossoms in Paris.", ["Romance", "Comedy"]),
         ("imdb:the-heist-2001", "The Heist", "A gang plans the perfect robbery.", ["Crime", "Thriller"]),
         ("imdb:no-genre-2005", "No Genre", None, []),
@@ -90,7 +93,8 @@ def toy_movies() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def toy_books() -> pd.DataFrame:
     return _toy_frame([
-        ("goodreads:1", "Odyssey Two", "A spaceship returns to Jupiter to find out what went wrong.", ["Science Fiction", "Sci-Fi", "Adventure"]),
+        ("goodreads:1", "Odyssey Two", "A spaceship returns to Jupiter to find out what went wrong.",
+         ["Science Fiction", "Sci-Fi", "Adventure"]),
         ("goodreads:2", "Galaxy Wars", "An empire rises among the stars.", ["Science Fiction", "Adventure", "Action"]),
         ("goodreads:3", "Dune Sea", "A desert planet and its spice.", ["Science Fiction", "Fantasy"]),
         ("goodreads:4", "First Love", "A tender romance between two students.", ["Romance", "Drama", "Fiction"]),

@@ -102,8 +102,10 @@ def wrong_delimiters(folder: Path, rows: list[list[str]]) -> list[FuzzCase]:
 
 def bad_bytes(folder: Path, rows: list[list[str]]) -> list[FuzzCase]:
     clean = to_csv(BOOK_COLS, rows).encode("utf-8")
-    invalid = clean.replace(rows[1][3][:30].encode(), rows[1][3][:10].encode() + b"\xff\xfe\xc3(" + rows[1][3][10:30].encode(), 1)
-    nul = clean.replace(rows[2][3][:30].encode(), rows[2][3][:10].encode() + b"\x00\x00" + rows[2][3][10:30].encode(), 1)
+    invalid = clean.replace(rows[1][3][:30].encode(),
+                            rows[1][3][:10].encode() + b"\xff\xfe\xc3(" + rows[1][3][10:30].encode(), 1)
+    nul = clean.replace(rows[2][3][:30].encode(),
+                        rows[2][3][:10].encode() + b"\x00\x00" + rows[2][3][10:30].encode(), 1)
     nul = nul.replace(rows[3][1].encode(), b"\x00" + rows[3][1].encode(), 1)
     assert invalid != clean and nul != clean
     return [_books(folder, "invalid_utf8", invalid, rows, damaged={book_id(rows[1]): "invalid_text"}),

@@ -127,7 +127,7 @@ def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(c
                    spark_conf=[*one_worker_each, "spark.lfr.model.loader=faults:kill_worker_once",
                                f"spark.executorEnv.{KILL_ONCE_ENV}={marker}"])
     movies = submit(cluster, "jobs/embed_movies.py", work["conf"], spark_conf=one_worker_each)
-    out_books, out_movies = finish(books), finish(movies)
+    out_books, _ = finish(books), finish(movies)
 
     assert marker.exists(), "the fault loader never ran"
     assert "Lost task" in out_books, out_books[-3000:]          # the killed worker's task, then retried
@@ -162,7 +162,8 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
     shutil.copytree(ROOT / "jobs", tmp_path / "jobs")                    # outside the checkout: the wheel's lfr
     wheel = "dist/lightfusionrec-0.1.0-py3-none-any.whl"
     assert (tmp_path / wheel).is_file()
-    out = finish(submit(cluster, "jobs/score_all.py", [*work["conf"], "score.k=3", "score.method=dense"], cwd=tmp_path, py_files=wheel))
+    out = finish(submit(cluster, "jobs/score_all.py", [*work["conf"], "score.k=3", "score.method=dense"],
+                        cwd=tmp_path, py_files=wheel))
     assert "executors run lfr from" not in out        # lfr came from the wheel, not shipped from a checkout
 
     wh = work["warehouse"]

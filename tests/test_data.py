@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 
 import pandas as pd
 import pytest
 
-# Python workers must run this interpreter (pandas UDFs need its pyarrow); set before the session starts.
-
-from lfr.config import PROJECT_ROOT, load_config  # noqa: E402
-from lfr.data import CATALOG_SCHEMA, REJECTS_SCHEMA, content_hash_col, load_catalog, read_pairs  # noqa: E402
-from lfr.data.text import parse_list_literal  # noqa: E402
+from lfr.config import PROJECT_ROOT, load_config
+from lfr.data import CATALOG_SCHEMA, REJECTS_SCHEMA, content_hash_col, load_catalog, read_pairs
+from lfr.data.text import parse_list_literal
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 
@@ -67,7 +63,8 @@ def test_sample_movies_merged_nothing_lost(movies):
     # lineage: sources name what fed the item, merged_ids the ids folded in
     for _, r in valid.iterrows():
         assert list(r.sources)[0] == r.source
-        assert ("wikipedia_summaries" in list(r.sources)) == (len(r.merged_ids) > 0 or r.source == "wikipedia_summaries")
+        assert (("wikipedia_summaries" in list(r.sources))
+                == (len(r.merged_ids) > 0 or r.source == "wikipedia_summaries"))
     by_id = valid.set_index("id")
     psycho = by_id.loc["imdb:psycho-1960"]
     assert list(psycho.merged_ids) == ["wiki:psycho-1960-film"]

@@ -5,18 +5,15 @@ import json
 import os
 import re
 import shutil
-import sys
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
 
-# Python workers must run this interpreter (pandas UDFs need its pyarrow); set before the session starts.
-
-from lfr.embed import EMBEDDINGS_SCHEMA, ArtifactMissing, ArtifactRef, embed_catalog, ship_artifact  # noqa: E402
-from lfr.embed.udf import ModelCache, embed_column  # noqa: E402
-from lfr.spark.guards import Guards, ShrinkRefused  # noqa: E402
+from lfr.embed import EMBEDDINGS_SCHEMA, ArtifactMissing, ArtifactRef, embed_catalog, ship_artifact
+from lfr.embed.udf import ModelCache, embed_column
+from lfr.spark.guards import Guards, ShrinkRefused
 
 
 def _rows(frame: pd.DataFrame) -> list[tuple]:
@@ -35,10 +32,12 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
     assert ref.mode == "archive" and ref.model_version == tiny_model.model_version
     assert ship_artifact(spark, tiny_artifact) is ref  # shipped once per session
     out = df.select("id", embed_column(ref, batch_size=4).alias("e")).toPandas().set_index("id")
-    assert df.select(embed_column(ref, batch_size=4)).schema.fields[0].dataType == EMBEDDINGS_SCHEMA["embedding"].dataType
+    assert (df.select(embed_column(ref, batch_size=4)).schema.fields[0].dataType
+            == EMBEDDINGS_SCHEMA["embedding"].dataType)
     by_id = {r[0]: r for r in rows}
     ids = list(out.index)
-    expected = tiny_model.embed([by_id[i][1] for i in ids], [by_id[i][2] for i in ids], [by_id[i][3] for i in ids], batch_size=64)
+    expected = tiny_model.embed([by_id[i][1] for i in ids], [by_id[i][2] for i in ids], [by_id[i][3] for i in ids],
+                                batch_size=64)
     got = np.stack(out["e"].to_list()).astype(np.float32)
     assert got.shape == expected.shape == (len(rows), tiny_model.output_dim)
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -184,7 +183,8 @@ def _new_version_of(artifact: str, dest: str) -> str:
 
 def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
     src = tmp_path / "books.csv"
-    rows = [(f"b{i}", f"Book {i}", f"Description of book number {i}.", "Fiction|Drama" if i % 2 else "") for i in range(6)]
+    rows = [(f"b{i}", f"Book {i}", f"Description of book number {i}.", "Fiction|Drama" if i % 2 else "")
+            for i in range(6)]
     rows += [("b6", "No text", "", "Fiction"), ("b1", "Same id", "dup", "")]
     _write_catalog(src, rows)
     wh = tmp_path / "wh"

@@ -31,7 +31,8 @@ def cases(tmp_path_factory) -> dict[str, FuzzCase]:
 
 
 def cfg_for(case: FuzzCase) -> dict:
-    return {"catalogs": {case.domain: [{"reader": case.reader, "path": str(case.path), "allow_empty": case.allow_empty}]},
+    return {"catalogs": {case.domain: [{"reader": case.reader, "path": str(case.path),
+                                        "allow_empty": case.allow_empty}]},
             "validation": {"max_description_chars": 20000, "min_description_chars": 1, "dedupe_editions": True,
                            "merge_sources": True}}
 

@@ -6,7 +6,6 @@ naming the file, and every table keeps its Delta version. ``--allow-deletes`` ac
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -17,7 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "jobs"))
 import jobkit  # noqa: E402
-
 from tests.e2e_data import write_tiny_data  # noqa: E402
 
 TABLES = ("movies", "books", "movie_embeddings", "book_embeddings", "rejects", "movie_lexical", "book_lexical")

@@ -130,8 +130,8 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
     steps = [("train", "train.py", ["--no-progress"]), ("embed_books", "embed_books.py", []),
              ("embed_movies", "embed_movies.py", []),
              # dense: checked against a dense brute force here (hybrid: tests/test_score_hybrid_spark.py)
-             ("score", "score_all.py", ["--conf", "score.method=dense", "--k", str(len(data.books)), "--movie-filter", MOVIE_FILTER,
-                                        "--book-filter", BOOK_FILTER,
+             ("score", "score_all.py", ["--conf", "score.method=dense", "--k", str(len(data.books)),
+                                        "--movie-filter", MOVIE_FILTER, "--book-filter", BOOK_FILTER,
                                         "--exclude-pairs", str(data.data_dir / "adaptations_dev.csv")]),
              ("sql_file", "sql.py", ["-f", "conf/queries.sql", "--max-rows", "100"])]
     for name, job, args in steps:
@@ -251,8 +251,9 @@ def _brute_force(pipeline: Pipeline, spark, k: int) -> dict[str, list[tuple[str,
     bids, bv = side("book_embeddings", "books", BOOK_FILTER)
     movies = {(r["title"], r["year"]): r["id"] for r in pipeline.table(spark, "movies").collect()}
     books = {(r["title"], a): r["id"] for r in pipeline.table(spark, "books").collect() for a in (r["authors"] or [])}
-    excluded = {(movies.get((l["movie_title"], int(l["movie_year"]))), books.get((l["book_title"], l["book_author"])))
-                for l in pipeline.data.links}
+    excluded = {(movies.get((link["movie_title"], int(link["movie_year"]))),
+                 books.get((link["book_title"], link["book_author"])))
+                for link in pipeline.data.links}
     scores = (mv / np.linalg.norm(mv, axis=1, keepdims=True)) @ (bv / np.linalg.norm(bv, axis=1, keepdims=True)).T
     out = {}
     for i, m in enumerate(mids):
@@ -296,7 +297,8 @@ def test_score_refuses_bad_embedding_tables(pipeline, spark, tmp_path, defect, m
            else movies.unionByName(movies.limit(1)))
     bad.write.format("delta").save(str(tmp_path / "bad"))
     out = tmp_path / "recommendations"
-    run = submit("score_all.py", conf=pipeline.conf + ["score.method=dense", f"tables.movie_embeddings.path={tmp_path / 'bad'}",
+    run = submit("score_all.py", conf=pipeline.conf + ["score.method=dense",
+                                                       f"tables.movie_embeddings.path={tmp_path / 'bad'}",
                                                        f"tables.recommendations.path={out}"])
     assert run.code != 0, run
     assert message in run.log, run
@@ -370,7 +372,7 @@ def test_evaluate_a_saved_artifact(pipeline, tmp_path):
     assert (tmp_path / "reports" / "report.md").is_file()
     names = [m["method"] for m in metrics["methods"]]
     assert "text-only" in names or "text_only" in names, names
-    linked_films = {(l["movie_title"], l["movie_year"]) for l in pipeline.data.links}
+    linked_films = {(link["movie_title"], link["movie_year"]) for link in pipeline.data.links}
     assert len(metrics["per_movie"]) == len(linked_films)
 
 
@@ -409,6 +411,7 @@ def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, tmp_pat
     run = submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
                  "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method", conf=conf)
     assert run.code == 0, run
-    assert re.search(r"embed_lexical finished .*score_all finished .*sql finished .*pipeline finished", run.log, re.S), run
+    assert re.search(r"embed_lexical finished .*score_all finished .*sql finished .*pipeline finished", run.log,
+                     re.S), run
     assert len(re.findall(r"Spark \S+ session ", run.log)) == 1, run      # one session for all steps
     assert re.search(r"^\| hybrid\s+\| (\d+)\s+\|$", run.out, re.M), run   # the default method, scored just now

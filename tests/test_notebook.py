@@ -1,11 +1,9 @@
 """notebooks/explore_recommendations.ipynb executes headless against a small registered warehouse."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent

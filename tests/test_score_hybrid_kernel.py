@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lfr.score.hybrid import (combine, convex_coefficients, dense_book_moments, dense_movie_stats, hybrid_topk,
-                              moments_to_stats)
+from lfr.score.hybrid import (
+    combine,
+    convex_coefficients,
+    dense_book_moments,
+    dense_movie_stats,
+    hybrid_topk,
+    moments_to_stats,
+)
 from lfr.score.kernel import merge_topk, normalize_rows
 from lfr.score.sparse import csr_rows, sparse_moments, sparse_topk
 
@@ -153,7 +159,8 @@ def _hybrid_kernel(qn, bn, qa, ba, book_order, bbr, alpha, k, chunk):
 
 
 @pytest.mark.parametrize("alpha", [0.7, 0.0, 1.0])
-@pytest.mark.parametrize("k,mbr,bbr,chunk", [(5, 1000, 1000, 1 << 20), (5, 13, 17, 64), (12, 30, 7, 100), (100, 25, 40, 64)])
+@pytest.mark.parametrize("k,mbr,bbr,chunk",
+                         [(5, 1000, 1000, 1 << 20), (5, 13, 17, 64), (12, 30, 7, 100), (100, 25, 40, 64)])
 def test_hybrid_topk_equals_brute_force_over_all_books(alpha, k, mbr, bbr, chunk):
     movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog()
     qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
@@ -233,9 +240,11 @@ def blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n
             ms = np.array(todo[m0:m0 + mbr])
             for b0 in range(0, len(book_ids), bbr):
                 cs = order[b0:b0 + bbr]
-                ex = [(r, c) for r, mi in enumerate(ms) for c, j in enumerate(cs) if (movie_ids[mi], book_ids[j]) in exclude]
+                ex = [(r, c) for r, mi in enumerate(ms) for c, j in enumerate(cs)
+                      if (movie_ids[mi], book_ids[j]) in exclude]
                 ex_r, ex_c = (np.array([e[0] for e in ex]), np.array([e[1] for e in ex])) if ex else (None, None)
-                r, c, sd, sl = rrf_block_candidates(qn[ms], bn[cs], qa[ms], ba[cs], n_top, ex_r, ex_c, chunk_elems=chunk)
+                r, c, sd, sl = rrf_block_candidates(qn[ms], bn[cs], qa[ms], ba[cs], n_top, ex_r, ex_c,
+                                                    chunk_elems=chunk)
                 for rr, cc, x, y in zip(r, c, sd, sl):
                     rows_of[ms[rr]].append((book_ids[cs[cc]], x, y))
         complete = n_top >= len(book_ids)

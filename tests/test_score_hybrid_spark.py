@@ -171,8 +171,10 @@ def _one_sided(spark, env):
     no_emb_m, no_lex_m, no_emb_b, no_lex_b = {5, 6}, {7}, {2}, {3}
     empty = (np.empty(0, np.int32), np.empty(0, np.float32))
     tables = {
-        "movies": spark.createDataFrame([r for i, r in enumerate(_emb_rows(movie_ids, mv, "Movie")) if i not in no_emb_m], EMB_SCHEMA),
-        "books": spark.createDataFrame([r for i, r in enumerate(_emb_rows(book_ids, bv, "Book")) if i not in no_emb_b], EMB_SCHEMA),
+        "movies": spark.createDataFrame(
+            [r for i, r in enumerate(_emb_rows(movie_ids, mv, "Movie")) if i not in no_emb_m], EMB_SCHEMA),
+        "books": spark.createDataFrame(
+            [r for i, r in enumerate(_emb_rows(book_ids, bv, "Book")) if i not in no_emb_b], EMB_SCHEMA),
         "movie_lexical": spark.createDataFrame(
             [r for i, r in enumerate(_lex_rows(movie_ids, m_lex, "Movie")) if i not in no_lex_m], LEX_SCHEMA),
         "book_lexical": spark.createDataFrame(
@@ -267,7 +269,8 @@ def test_use_present_from_the_config_keeps_exclusions_of_one_sided_films(spark, 
     res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25,
                     exclude_pairs=str(pair_file))
     _assert_same(_read(spark, t["recommendations"]["path"]),
-                 brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(cfg["score"]["alpha"]), exclude=excluded))
+                 brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(cfg["score"]["alpha"]),
+                              exclude=excluded))
     assert res.missing_sides["movies"]["missing_embedding_sample"] == ["m005", "m006"]
     meta = json.loads(spark.sql("DESCRIBE HISTORY lfr_hybrid_sides.recommendations").first()["userMetadata"])
     assert meta["missing_sides"] == res.missing_sides and meta["films"]["after"] == len(movie_ids)

@@ -74,7 +74,8 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
     pair_file.write_text("movie_id,book_id\n" + "".join(f"{m},{b}\n" for m, b in sorted(excluded)))
     keep_books = np.array([not b.endswith("5") for b in book_ids])   # book_filter drops ids ending in 5
 
-    argv = ["--conf", f"paths.work_dir={tmp}", "--conf", "tables.database=lfr_score_test", "--conf", "score.method=dense",
+    argv = ["--conf", f"paths.work_dir={tmp}", "--conf", "tables.database=lfr_score_test",
+            "--conf", "score.method=dense",
             "--k", str(K), "--movie-block-rows", "30", "--book-block-rows", "20",   # ~10-row book blocks < k
             "--exclude-pairs", str(pair_file), "--book-filter", "id NOT LIKE '%5'"]
     score_all = _job("score_all")
@@ -132,9 +133,8 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
 def test_failed_run_leaves_previous_version_readable(spark, env):
     from delta.tables import DeltaTable
 
-    from lfr.score import run_score
-
     from lfr.config import load_config
+    from lfr.score import run_score
 
     # its own table (not the one the previous test wrote): a good run first, then the failing one
     cfg = load_config(overrides=[f"paths.work_dir={env['tmp']}", "tables.database=lfr_score_atomic",

@@ -8,8 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from lfr.config import load_config
 from lfr.spark.session import DERBY_URL_KEY, LOG4J_CONF, derby_in_use, main, session_conf
 

@@ -49,7 +49,8 @@ def test_each_clone_runs_its_own_code_on_driver_and_executors(tmp_path):
         executors = re.findall(r"executors import lfr from (\S+) \| (\S+)", out)
         assert executors, out[-2000:]
         for path, python in executors:
-            assert f"/{shipped.group(2)}/lfr/__init__.py" in path     # the zip this driver shipped, not a copy elsewhere
+            # the zip this driver shipped, not a copy elsewhere
+            assert f"/{shipped.group(2)}/lfr/__init__.py" in path
             assert Path(python).resolve() == Path(sys.executable).resolve()   # the product's worker interpreter
         assert "sum(square) = 285" in out
         assert (tmp_path / f"work_{clone.name}" / "warehouse" / "smoke" / "_delta_log").is_dir()

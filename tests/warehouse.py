@@ -36,7 +36,8 @@ from lfr.score import register_recommendations
 
 cfg = load_config(overrides=sys.argv[1:])
 spark = build_session(cfg)
-print("registered:", ",".join(register_recommendations(spark, cfg)), "catalog:", spark.conf.get("spark.sql.catalogImplementation"))
+print("registered:", ",".join(register_recommendations(spark, cfg)),
+      "catalog:", spark.conf.get("spark.sql.catalogImplementation"))
 spark.stop()
 """
 
@@ -67,7 +68,8 @@ def _write_tables(spark, work_dir: Path) -> None:
                           "id string, title string, description string, genres array<string>, year int, "
                           "authors array<string>, source string").write.format("delta").save(str(wh / "books"))
     for name, rows in (("movie_embeddings", MOVIES), ("book_embeddings", BOOKS)):
-        spark.createDataFrame([(r[0], r[1], [1.0, 0.0]) for r in rows], "id string, title string, embedding array<float>") \
+        spark.createDataFrame([(r[0], r[1], [1.0, 0.0]) for r in rows],
+                              "id string, title string, embedding array<float>") \
             .withColumn("model_version", F.lit("v-test")).write.format("delta").save(str(wh / name))
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for method, recs in RUNS.items():   # each run overwrites the table: the first stays in its history
@@ -82,10 +84,13 @@ def _write_tables(spark, work_dir: Path) -> None:
 def _write_report(work_dir: Path) -> None:
     reports = work_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
-    payload = {"methods": [{"method": "lightfusionrec", "recall@1": 0.5, "recall@10": 1.0, "mrr": 0.75, "median_rank": 1.5},
+    payload = {"methods": [{"method": "lightfusionrec", "recall@1": 0.5, "recall@10": 1.0, "mrr": 0.75,
+                            "median_rank": 1.5},
                            {"method": "tfidf", "recall@1": 0.0, "recall@10": 1.0, "mrr": 0.4, "median_rank": 3.0}],
-               "per_movie": [{"movie": "Jurassic Park", "book(s)": "Jurassic Park", "fold": 0, "lightfusionrec": 2, "tfidf": 3},
-                             {"movie": "The Godfather", "book(s)": "The Godfather", "fold": 1, "lightfusionrec": 1, "tfidf": 3}]}
+               "per_movie": [{"movie": "Jurassic Park", "book(s)": "Jurassic Park", "fold": 0, "lightfusionrec": 2,
+                              "tfidf": 3},
+                             {"movie": "The Godfather", "book(s)": "The Godfather", "fold": 1, "lightfusionrec": 1,
+                              "tfidf": 3}]}
     (reports / "metrics.json").write_text(json.dumps(payload), encoding="utf-8")
 
 

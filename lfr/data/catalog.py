@@ -88,7 +88,8 @@ def content_hash_col(df: DataFrame | None = None) -> Column:
     both as empty). ``df`` is accepted for symmetry and not needed: the Column refers to
     ``title``, ``description``, ``genres`` of whatever frame it is used on."""
     genres = F.array_join(F.coalesce(F.col("genres"), F.array().cast("array<string>")), HASH_LIST_SEP)
-    joined = F.concat_ws(HASH_SEP, F.coalesce(F.col("title"), F.lit("")), F.coalesce(F.col("description"), F.lit("")), genres)
+    joined = F.concat_ws(HASH_SEP, F.coalesce(F.col("title"), F.lit("")), F.coalesce(F.col("description"), F.lit("")),
+                         genres)
     return F.sha2(joined, 256)
 
 
@@ -128,7 +129,8 @@ def _candidate() -> Column:
 def _rule_row_checks(df: DataFrame, vcfg: dict) -> DataFrame:
     """Rule 1, plus the normalised title / authors keys the later rules match on."""
     df = df.withColumn("_reasons", _row_reasons(vcfg)).withColumn(_NORM, norm_title(F.col("title")))
-    return df.withColumn(_AUTH, F.when(F.size("authors") > 0, F.lower(F.array_join(F.transform("authors", norm_title), "|"))))
+    return df.withColumn(_AUTH, F.when(F.size("authors") > 0,
+                                       F.lower(F.array_join(F.transform("authors", norm_title), "|"))))
 
 
 def _rule_duplicate_ids(df: DataFrame) -> DataFrame:
@@ -172,7 +174,8 @@ def _cross_source_matches(df: DataFrame, n_sources: int, temp: list, strict_year
         cur = keys.filter(F.col("_src") == s).alias("r")
         k = accepted.alias("k")
         title = ((F.col(f"r.{_NORM}") == F.col(f"k.{_NORM}"))
-                 & (F.col(f"r.{_AUTH}").isNull() | F.col(f"k.{_AUTH}").isNull() | (F.col(f"r.{_AUTH}") == F.col(f"k.{_AUTH}"))))
+                 & (F.col(f"r.{_AUTH}").isNull() | F.col(f"k.{_AUTH}").isNull()
+                    | (F.col(f"r.{_AUTH}") == F.col(f"k.{_AUTH}"))))
         year_ok = _same_year(strict_year)
         dup = (cur.join(k, title).groupBy(F.col("r._src").alias("_src"), F.col("r._row").alias("_row"))
                .agg(F.min_by(F.col("k.id"), F.when(year_ok, F.struct(F.col("k._src"), F.col("k._row")))).alias("_kept"),
@@ -196,7 +199,8 @@ def _rule_cross_source(df: DataFrame, n_sources: int, merge: bool, temp: list) -
     merged = F.col("_kept").isNotNull() & F.lit(bool(merge)) & (F.col("_n_kept") == 1)
     df = df.withColumn("_into", F.when(merged, F.col("_kept")))
     return df.withColumn("_reasons", _append(F.col("_reasons"), F.when(
-        F.col("_kept").isNotNull() & ~merged, F.concat(F.lit(S.DUPLICATE_OF + ":"), F.col("_kept"))))).drop("_kept", "_n_kept")
+        F.col("_kept").isNotNull() & ~merged, F.concat(F.lit(S.DUPLICATE_OF + ":"), F.col("_kept"))))
+    ).drop("_kept", "_n_kept")
 
 
 def _annotate(df: DataFrame, vcfg: dict, n_sources: int, temp: list, merge: bool = False) -> DataFrame:
@@ -228,9 +232,11 @@ def merge_items(valid: DataFrame) -> DataFrame:
     return items.select(
         *[c for c in items.columns if c not in ("description", "year", "genres", "_parts")],
         F.concat_ws("\n\n", F.col("description"), F.transform(p, lambda x: x["description"])).alias("description"),
-        F.coalesce(F.col("year"), _first_non_empty(F.transform(p, lambda x: x["year"]), lambda y: y.isNotNull())).alias("year"),
+        F.coalesce(F.col("year"),
+                   _first_non_empty(F.transform(p, lambda x: x["year"]), lambda y: y.isNotNull())).alias("year"),
         F.when(F.size(F.coalesce(F.col("genres"), none)) > 0, F.col("genres")).otherwise(F.coalesce(
-            _first_non_empty(F.transform(p, lambda x: x["genres"]), lambda g: F.size(g) > 0), F.col("genres"))).alias("genres"),
+            _first_non_empty(F.transform(p, lambda x: x["genres"]), lambda g: F.size(g) > 0), F.col("genres"))
+        ).alias("genres"),
         F.array_distinct(F.concat(F.array(F.coalesce(F.col("source"), F.lit(""))),
                                   F.coalesce(F.transform(p, lambda x: x["source"]), none))).alias("sources"),
         F.coalesce(F.transform(p, lambda x: x["mid"]), none).alias("merged_ids"),
@@ -320,7 +326,8 @@ def read_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> CatalogLoad:
     load time, fixed for the whole call."""
     catalogs = cfg.get("catalogs") or {}
     if domain not in catalogs or not isinstance(catalogs[domain], list):
-        raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] (have: {sorted(catalogs)})")
+        raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] "
+                               f"(have: {sorted(catalogs)})")
     sources = catalogs[domain]
     annotated = _materialise(spark, cfg, domain, sources)
     summary = _source_summary(annotated)

@@ -55,12 +55,13 @@ def _resolve_movies(pairs: DataFrame, movies: DataFrame) -> DataFrame:
     src = F.lower(F.trim(F.col("movie_source")))
     title = collapse_ws(F.col("movie_title"))
     year = F.coalesce(parse_year(F.col("movie_year")), film_disambiguator_year(title))
-    expected = (F.when(src.isin(*IMDB_SOURCES), F.concat(F.lit("imdb:"), slug(title),
-                                                         F.when(year.isNotNull(), F.concat(F.lit("-"), year.cast("string"))).otherwise(F.lit(""))))
+    year_suffix = F.when(year.isNotNull(), F.concat(F.lit("-"), year.cast("string"))).otherwise(F.lit(""))
+    expected = (F.when(src.isin(*IMDB_SOURCES), F.concat(F.lit("imdb:"), slug(title), year_suffix))
                 .when(src.isin(*WIKI_SOURCES), F.concat(F.lit("wiki:"), slug(title))))
-    p = pairs.withColumn("_m_expected", expected).withColumn("_m_nt", norm_title(strip_film_disambiguator(title))).withColumn("_m_year", year)
-    m = movies.select(F.col("id").alias("_m_id"), norm_title(F.col("title")).alias("_c_nt"), F.col("year").alias("_c_year"),
-                      _merged_ids(movies).alias("_m_merged"))
+    p = (pairs.withColumn("_m_expected", expected).withColumn("_m_nt", norm_title(strip_film_disambiguator(title)))
+         .withColumn("_m_year", year))
+    m = movies.select(F.col("id").alias("_m_id"), norm_title(F.col("title")).alias("_c_nt"),
+                      F.col("year").alias("_c_year"), _merged_ids(movies).alias("_m_merged"))
     named = (F.col("_m_expected") == F.col("_m_id")) | F.array_contains(F.col("_m_merged"), F.col("_m_expected"))
     cond = named | (
         (F.col("_m_nt") == F.col("_c_nt")) & (F.length("_m_nt") > 0)
@@ -73,15 +74,19 @@ def _resolve_movies(pairs: DataFrame, movies: DataFrame) -> DataFrame:
 
 def _resolve_books(pairs: DataFrame, books: DataFrame) -> DataFrame:
     title = collapse_ws(F.col("book_title"))
-    author = F.lower(collapse_ws(F.col("book_author"))) if "book_author" in pairs.columns else F.lit(None).cast("string")
+    author = (F.lower(collapse_ws(F.col("book_author"))) if "book_author" in pairs.columns
+              else F.lit(None).cast("string"))
     p = pairs.withColumn("_b_title", title).withColumn("_b_nt", norm_title(title)).withColumn("_b_author", author)
     auth = F.lower(F.array_join(F.col("authors"), "|")) if "authors" in books.columns else F.lit(None).cast("string")
-    b = books.select(F.col("id").alias("_b_id"), F.col("title").alias("_c_title"), norm_title(F.col("title")).alias("_c_nt"), auth.alias("_c_author"))
+    b = books.select(F.col("id").alias("_b_id"), F.col("title").alias("_c_title"),
+                     norm_title(F.col("title")).alias("_c_nt"), auth.alias("_c_author"))
     same_author = F.col("_b_author").isNotNull() & (F.col("_b_author") == F.col("_c_author"))
-    cond = (F.col("_b_title") == F.col("_c_title")) | ((F.col("_b_nt") == F.col("_c_nt")) & (F.length("_b_nt") > 0) & same_author)
+    cond = ((F.col("_b_title") == F.col("_c_title"))
+            | ((F.col("_b_nt") == F.col("_c_nt")) & (F.length("_b_nt") > 0) & same_author))
     j = p.join(b, cond, "left")
     order = [(F.col("_b_title") == F.col("_c_title")).desc_nulls_last(), same_author.desc_nulls_last(), F.col("_b_id")]
-    return _best(j, "_pair", order).drop("_b_title", "_b_nt", "_b_author", "_c_title", "_c_nt", "_c_author").withColumnRenamed("_b_id", "book_id")
+    return (_best(j, "_pair", order).drop("_b_title", "_b_nt", "_b_author", "_c_title", "_c_nt", "_c_author")
+            .withColumnRenamed("_b_id", "book_id"))
 
 
 def read_pairs(spark: SparkSession, path: str, movies_df: DataFrame, books_df: DataFrame) -> DataFrame:
@@ -93,13 +98,15 @@ def read_pairs(spark: SparkSession, path: str, movies_df: DataFrame, books_df: D
         p = raw.select("_pair", F.trim("movie_id").alias("movie_id"), F.trim("book_id").alias("book_id"))
         mids = _movie_keys(movies_df)
         bids = books_df.select(F.col("id").alias("_bid"))
-        res = (p.join(mids, F.col("movie_id") == F.col("_key"), "left").join(bids, F.col("book_id") == F.col("_bid"), "left")
+        res = (p.join(mids, F.col("movie_id") == F.col("_key"), "left")
+               .join(bids, F.col("book_id") == F.col("_bid"), "left")
                .withColumn("movie_title", F.col("movie_id")).withColumn("book_title", F.col("book_id"))
                .withColumn("movie_id", F.col("_mid")).withColumn("book_id", F.col("_bid")))
     elif set(ADAPTATION_COLUMNS) <= cols:
         res = _resolve_books(_resolve_movies(raw, movies_df), books_df)
     else:
-        raise ValueError(f"pair file {path}: expected columns movie_id,book_id or {','.join(ADAPTATION_COLUMNS)}; has {sorted(cols)}")
+        raise ValueError(f"pair file {path}: expected columns movie_id,book_id or {','.join(ADAPTATION_COLUMNS)}; "
+                         f"has {sorted(cols)}")
     res = res.select("_pair", "movie_id", "book_id", "movie_title", "book_title").persist()
     unresolved = res.filter(F.col("movie_id").isNull() | F.col("book_id").isNull()).orderBy("_pair").collect()
     total = res.count()
@@ -107,5 +114,6 @@ def read_pairs(spark: SparkSession, path: str, movies_df: DataFrame, books_df: D
         log.warning("pair not resolved: movie %r -> %s, book %r -> %s", r["movie_title"], r["movie_id"] or "NOT FOUND",
                     r["book_title"], r["book_id"] or "NOT FOUND")
     log.info("pairs %s: %d read, %d resolved, %d unresolved", path, total, total - len(unresolved), len(unresolved))
-    out = res.filter(F.col("movie_id").isNotNull() & F.col("book_id").isNotNull()).select("movie_id", "book_id").distinct()
+    out = (res.filter(F.col("movie_id").isNotNull() & F.col("book_id").isNotNull())
+           .select("movie_id", "book_id").distinct())
     return out

@@ -48,7 +48,6 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, BooleanType, LongType, StringType, StructField, StructType
 
 from lfr.data import schema as S
-from lfr.errors import UsageError
 from lfr.data.text import (
     collapse_ws,
     film_disambiguator_year,
@@ -61,6 +60,7 @@ from lfr.data.text import (
     strip_text,
     summary_film_year,
 )
+from lfr.errors import UsageError
 
 CORRUPT = "_corrupt_record"
 STAGED_EXTRA = ["_raw", "_row", "_errors"]
@@ -146,7 +146,8 @@ def _raw_json(df: DataFrame) -> Column:
     cols = [c for c in df.columns if c != CORRUPT]
     raw = F.to_json(F.struct(*[cut(c) for c in cols]), {"ignoreNullFields": "false"})
     if CORRUPT in df.columns:  # a malformed record: keep its text as in the file (up to RAW_FIELD_CHARS)
-        raw = F.when(F.col(CORRUPT).isNotNull(), F.to_json(F.struct(cut(CORRUPT).alias("corrupt_record")))).otherwise(raw)
+        raw = (F.when(F.col(CORRUPT).isNotNull(), F.to_json(F.struct(cut(CORRUPT).alias("corrupt_record"))))
+               .otherwise(raw))
     return raw
 
 
@@ -186,7 +187,8 @@ def read_imdb_top1000(spark: SparkSession, spec: dict) -> DataFrame:
     year = parse_year(F.col("Released_Year"))
     title = collapse_ws(F.col("Series_Title"))
     s = slug(title)
-    ident = F.when(s.isNotNull(), F.concat(F.lit("imdb:"), s, F.when(year.isNotNull(), F.concat(F.lit("-"), year.cast("string"))).otherwise(F.lit(""))))
+    year_suffix = F.when(year.isNotNull(), F.concat(F.lit("-"), year.cast("string"))).otherwise(F.lit(""))
+    ident = F.when(s.isNotNull(), F.concat(F.lit("imdb:"), s, year_suffix))
     return _staged(
         df, id=ident, title=title, description=strip_text(F.col("Overview")), genres=split_labels(F.col("Genres"), ","),
         year=year, authors=F.lit(None), source="imdb_top1000",
@@ -237,7 +239,8 @@ def read_wikipedia_summaries(spark: SparkSession, spec: dict) -> DataFrame:
         out = []
         for i, (key, value) in enumerate(json.loads(doc, object_pairs_hook=lambda kv: kv)):
             ok = value is None or isinstance(value, str)
-            out.append((i, key, value if isinstance(value, str) else None, json.dumps({key: value}, ensure_ascii=False), ok))
+            out.append((i, key, value if isinstance(value, str) else None,
+                        json.dumps({key: value}, ensure_ascii=False), ok))
         return out
 
     rows = text.select(F.explode(entries("value")).alias("e")).select("e.*")
@@ -269,7 +272,8 @@ def read_goodreads(spark: SparkSession, spec: dict) -> DataFrame:
         df, id=F.when(book_id != "", F.concat(F.lit("goodreads:"), book_id)), title=collapse_ws(F.col("Book")),
         description=strip_text(F.col("Description")), genres=F.coalesce(F.col("__genres"), F.array()),
         year=F.lit(None), authors=F.when(F.length(author) > 0, F.array(author)), source="goodreads",
-        errors=_errors((F.col(CORRUPT).isNotNull(), S.MALFORMED_ROW), (F.col("__genres").isNull(), S.UNPARSABLE_GENRES)),
+        errors=_errors((F.col(CORRUPT).isNotNull(), S.MALFORMED_ROW),
+                       (F.col("__genres").isNull(), S.UNPARSABLE_GENRES)),
     ).drop("__genres")
 
 
@@ -300,7 +304,8 @@ def read_generic(spark: SparkSession, spec: dict) -> DataFrame:
         if name not in types:
             return None
         if isinstance(types[name], ArrayType):
-            arr = F.coalesce(F.col(name).cast(ArrayType(StringType())), F.array().cast(ArrayType(StringType())))  # null -> none
+            arr = F.coalesce(F.col(name).cast(ArrayType(StringType())),
+                             F.array().cast(ArrayType(StringType())))  # null -> none
             return F.filter(F.transform(arr, lambda x: strip_text(x)), lambda x: x.isNotNull() & (x != ""))
         return _list_udf(sep)(F.col(name).cast("string"))
 
@@ -314,12 +319,14 @@ def read_generic(spark: SparkSession, spec: dict) -> DataFrame:
     ident = F.trim(F.col("id").cast("string"))
     prefix = spec.get("id_prefix") or ""
     return _staged(
-        df, id=F.when(F.length(ident) > 0, F.concat(F.lit(prefix), ident)), title=collapse_ws(F.col("title").cast("string")),
+        df, id=F.when(F.length(ident) > 0, F.concat(F.lit(prefix), ident)),
+        title=collapse_ws(F.col("title").cast("string")),
         description=strip_text(F.col("description").cast("string")),
         genres=F.coalesce(F.col("__genres"), F.array()) if genres is not None else F.array(),
         year=parse_year(F.col("year")) if "year" in types else F.lit(None),
         authors=F.when(F.size(F.col("__authors")) > 0, F.col("__authors")) if authors is not None else F.lit(None),
-        source=str(spec.get("name") or "generic"), errors=_errors(*errs) if errs else F.array().cast(ArrayType(StringType())),
+        source=str(spec.get("name") or "generic"),
+        errors=_errors(*errs) if errs else F.array().cast(ArrayType(StringType())),
     )
 
 

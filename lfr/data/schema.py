@@ -38,7 +38,8 @@ OVERSIZED_DESCRIPTION = "oversized_description"  # longer than validation.max_de
 UNPARSABLE_GENRES = "unparsable_genres"        # the genres field is not a list literal / delimited string
 INVALID_TEXT = "invalid_text"                  # U+FFFD (invalid UTF-8 in the file) or control characters
 DUPLICATE_ID = "duplicate_id"                  # same id as an earlier row (source order, then file order)
-DUPLICATE_OF = "duplicate_of"                  # "duplicate_of:<id>": same title+author edition / cross-source duplicate not merged
+DUPLICATE_OF = "duplicate_of"                  # "duplicate_of:<id>": same title+author edition / cross-source
+                                               # duplicate not merged
 
 REASON_ORDER = [NULL_ID, MALFORMED_ROW, EMPTY_DESCRIPTION, OVERSIZED_DESCRIPTION, UNPARSABLE_GENRES,
                 INVALID_TEXT, DUPLICATE_ID, DUPLICATE_OF]

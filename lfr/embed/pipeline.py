@@ -1,4 +1,5 @@
-"""Incremental embedding of a catalog: ``embed_catalog(spark, cfg, domain, tables=..., model_dir=..., ...) -> EmbedStats``.
+"""Incremental embedding of a catalog:
+``embed_catalog(spark, cfg, domain, tables=..., model_dir=..., ...) -> EmbedStats``.
 
 Steps:
 
@@ -59,10 +60,17 @@ from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ArtifactRef, ship_artifact
 from lfr.embed.udf import embed_column
 from lfr.phases import Phases
+from lfr.spark.delta import (
+    TableSchemaError,
+    is_delta_table,
+    merge_changes,
+    register_table,
+    retry_on_conflict,
+    schema_diff,
+    write_table,
+)
 from lfr.spark.guards import Guards, guards_for, table_shrink
 from lfr.spark.progress import progress
-from lfr.spark.delta import (TableSchemaError, is_delta_table, merge_changes, register_table, retry_on_conflict,
-                              schema_diff, write_table)
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ of them is a new ``lexical_version``, and the feature tables are recomputed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import functools
 import re
 import unicodedata
 from collections import Counter
@@ -33,7 +33,7 @@ TOKEN_PATTERN = r"(?U)\w+"
 
 
 def _java_word_class() -> str:
-    """Java's ``(?U)\w`` as a Python character class: letters, letter numbers, marks (Mn/Mc/Me),
+    r"""Java's ``(?U)\w`` as a Python character class: letters, letter numbers, marks (Mn/Mc/Me),
     decimal digits, connector punctuation, ZWNJ/ZWJ and the circled/squared letters (Unicode
     Other_Alphabetic outside the marks). Python's own ``\w`` differs: it lacks marks (the dot of a
     lowercased 'İ') and has other numbers ('²')."""

@@ -8,8 +8,7 @@ not comparable, and the scorer refuses to mix them.
 """
 from __future__ import annotations
 
-from pyspark.sql.types import (ArrayType, FloatType, IntegerType, StringType, StructField, StructType,
-                               TimestampType)
+from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType, TimestampType
 
 LEXICAL_SCHEMA = StructType([
     StructField("id", StringType(), nullable=False),

@@ -92,7 +92,8 @@ class BlockSpec:
 
     @property
     def columns(self) -> list[str]:
-        return (["id"] + (["embedding"] if self.dense else []) + (["term_indices", "term_weights"] if self.lexical else [])
+        return (["id"] + (["embedding"] if self.dense else [])
+                + (["term_indices", "term_weights"] if self.lexical else [])
                 + (["dense_missing"] if self.fill_dense else []))
 
     @classmethod
@@ -116,7 +117,8 @@ def _features(table, spec: BlockSpec):
     from lfr.score.sparse import csr_rows
 
     t = table.filter(_present_mask(table, spec))
-    ids, valid, vecs, csr, dmin, dmax = t.column("id").combine_chunks(), np.ones(t.num_rows, bool), None, None, None, None
+    ids, valid = t.column("id").combine_chunks(), np.ones(t.num_rows, bool)
+    vecs, csr, dmin, dmax = None, None, None, None
     if spec.dense:
         emb = t.column("embedding").combine_chunks()
         lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
@@ -409,7 +411,8 @@ def dense_moments(book_blocks: DataFrame, dim: int):
         for batch in batches:
             for i in range(batch.num_rows):
                 vec = batch.column("vec")[i].as_buffer()
-                b = np.frombuffer(vec, np.float32).reshape(-1, dim) if vec is not None else np.zeros((0, dim), np.float32)
+                b = (np.frombuffer(vec, np.float32).reshape(-1, dim) if vec is not None
+                     else np.zeros((0, dim), np.float32))
                 bsum, gram = dense_book_moments(b)
                 yield pa.RecordBatch.from_pydict({"block": [batch.column("block")[i].as_py()],
                                                   "bsum": [bsum.tobytes()], "gram": [gram.tobytes()]})

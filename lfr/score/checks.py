@@ -86,7 +86,8 @@ def _vocab_size(stats: list, lv: str) -> int:
 
 
 def check_inputs(movies: DataFrame, books: DataFrame) -> tuple[str, int, int]:
-    """``(model_version, movie_rows, book_rows)`` of two embedding tables; raises when they cannot be scored together."""
+    """``(model_version, movie_rows, book_rows)`` of two embedding tables; raises when they cannot be scored
+    together."""
     stats = _version_stats(_sides(movies, books, EMBEDDING_COLUMNS, "model_version", EMBEDDING_KIND))
     return _agreeing_versions(stats, EMBEDDING_KIND, "model_version")
 

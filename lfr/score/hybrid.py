@@ -32,8 +32,18 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from lfr.score.kernel import (CHUNK_ELEMS, EXTRA_CANDIDATES, _rescore, compute_settings, concat_parts,
-                              exclusion_index, first_k_per_group, mask_excluded, score_margin, select_candidates)
+from lfr.score.kernel import (
+    CHUNK_ELEMS,
+    EXTRA_CANDIDATES,
+    _rescore,
+    compute_settings,
+    concat_parts,
+    exclusion_index,
+    first_k_per_group,
+    mask_excluded,
+    score_margin,
+    select_candidates,
+)
 from lfr.score.sparse import _book_columns, chunk_rows, lexical_chunk
 
 #: a per-movie variance at or below this is treated as zero (the component is constant for that movie)
@@ -187,8 +197,10 @@ def rrf_block_candidates(
     if not parts:
         e = np.empty(0, np.float32)
         return np.empty(0, np.int32), np.empty(0, np.int32), e, e
-    return (np.concatenate([p[0] for p in parts]).astype(np.int32), np.concatenate([p[1] for p in parts]).astype(np.int32),
-            np.concatenate([p[2] for p in parts]).astype(np.float32), np.concatenate([p[3] for p in parts]).astype(np.float32))
+    return (np.concatenate([p[0] for p in parts]).astype(np.int32),
+            np.concatenate([p[1] for p in parts]).astype(np.int32),
+            np.concatenate([p[2] for p in parts]).astype(np.float32),
+            np.concatenate([p[3] for p in parts]).astype(np.float32))
 
 
 def _list_ranks(scores: np.ndarray, book_ids: np.ndarray, n_top: int, complete: bool):

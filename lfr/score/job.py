@@ -64,15 +64,38 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lfr.score.blocks import (METHODS, BlockSpec, build_blocks, candidates, dense_moments, lexical_moments,
-                              merge_candidates, pair_blocks, with_coefficients)
-from lfr.score.checks import (ModelVersionMismatch, ScoringError, check_hybrid_inputs, check_inputs,
-                              check_lexical_inputs, dimension, require_columns)
-from lfr.score.kernel import blocks_needed
-from lfr.score.sides import (MissingSideError, Sides, check_missing_side, count_sides, pair_sides, paired_rows,
-                             report_sides)
-from lfr.score.view import create_view, register_recommendations
 from lfr.phases import Phases
+from lfr.score.blocks import (
+    METHODS,
+    BlockSpec,
+    build_blocks,
+    candidates,
+    dense_moments,
+    lexical_moments,
+    merge_candidates,
+    pair_blocks,
+    with_coefficients,
+)
+from lfr.score.checks import (
+    ModelVersionMismatch,
+    ScoringError,
+    check_hybrid_inputs,
+    check_inputs,
+    check_lexical_inputs,
+    dimension,
+    require_columns,
+)
+from lfr.score.kernel import blocks_needed
+from lfr.score.sides import (
+    MissingSideError,
+    Sides,
+    check_missing_side,
+    count_sides,
+    pair_sides,
+    paired_rows,
+    report_sides,
+)
+from lfr.score.view import create_view, register_recommendations
 from lfr.spark.delta import is_delta_table, table_version
 from lfr.spark.guards import Guards, Shrink, ShrinkRefused, table_shrink
 
@@ -288,7 +311,8 @@ def _pairs(spark: SparkSession, blocks: _Blocks, movie_blocks: DataFrame) -> Dat
     pairs = pair_blocks(movie_blocks, blocks.books)
     parallel = 2 * spark.sparkContext.defaultParallelism
     row_bytes = 4 * (blocks.dim or 128)                      # lexical rows: ~a hundred terms x 8 bytes
-    if blocks.pairs > parallel and blocks.pairs * (blocks.ms["largest"] + blocks.bs["largest"]) * row_bytes <= SMALL_PAIRS_BYTES:
+    if (blocks.pairs > parallel
+            and blocks.pairs * (blocks.ms["largest"] + blocks.bs["largest"]) * row_bytes <= SMALL_PAIRS_BYTES):
         pairs = pairs.coalesce(parallel)
     return pairs
 
@@ -512,7 +536,8 @@ def _log_plan(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: 
              "%d block pairs | checks %.1fs, blocks built %.1fs",
              run_id, method.name, json.dumps(method.params()), inputs.model_version, inputs.lexical_version,
              blocks.dim, inputs.vocab_size, k, ms["rows"] or 0, ms["invalid"] or 0, ms["blocks"], ms["largest"],
-             bs["rows"] or 0, bs["invalid"] or 0, bs["blocks"], bs["largest"], blocks.pairs, t_check, t_blocks - t_check)
+             bs["rows"] or 0, bs["invalid"] or 0, bs["blocks"], bs["largest"], blocks.pairs, t_check,
+             t_blocks - t_check)
 
 
 # ---------------------------------------------------------------- the job
@@ -559,8 +584,10 @@ def _read_tables(spark: SparkSession, t, method: Method) -> dict:
         spec = t.get(key) if hasattr(t, "get") else None
         if not spec or not is_delta_table(spark, spec["path"]):
             where = spec["path"] if spec else f"tables.{key} (not configured)"
-            job = "jobs/embed_lexical.py" if "lexical" in key else "the embedding jobs (jobs/embed_movies.py, jobs/embed_books.py)"
-            raise ScoringError(f"no Delta table at {where} ({key}), needed by score.method={method.name}; run {job} first")
+            job = ("jobs/embed_lexical.py" if "lexical" in key
+                   else "the embedding jobs (jobs/embed_movies.py, jobs/embed_books.py)")
+            raise ScoringError(f"no Delta table at {where} ({key}), needed by score.method={method.name}; "
+                               f"run {job} first")
         out[key] = spark.read.format("delta").load(spec["path"])
     return out
 
@@ -568,7 +595,8 @@ def _read_tables(spark: SparkSession, t, method: Method) -> dict:
 def method_from_settings(sc, method: Optional[str] = None) -> Method:
     """``score.method`` / ``fusion`` / ``alpha`` / ``rrf_k`` (``method`` overrides the first)."""
     get = sc.get if hasattr(sc, "get") else (lambda key, default=None: getattr(sc, key, default))
-    return Method(name=str(method or get("method", "dense") or "dense"), fusion=str(get("fusion", "convex") or "convex"),
+    return Method(name=str(method or get("method", "dense") or "dense"),
+                  fusion=str(get("fusion", "convex") or "convex"),
                   alpha=float(get("alpha", 0.7) if get("alpha", 0.7) is not None else 0.7),
                   rrf_k=int(get("rrf_k", 60) or 60))
 
@@ -635,7 +663,8 @@ def _pair_ids(tables: dict, prefix: str) -> DataFrame:
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).dropDuplicates(["id"])
 
 
-def _join_catalogs(spark: SparkSession, t, tables: dict, movie_filter: Optional[str], book_filter: Optional[str]) -> None:
+def _join_catalogs(spark: SparkSession, t, tables: dict, movie_filter: Optional[str],
+                   book_filter: Optional[str]) -> None:
     """The catalog columns joined into every input table of a filtered domain (in place), so the
     filter reads the same columns on each table (the hybrid filters both sides)."""
     for predicate, domain, prefix in ((movie_filter, "movies", "movie_"), (book_filter, "books", "book_")):

@@ -108,7 +108,8 @@ def count_sides(movies: DataFrame, movie_lexical: DataFrame, books: DataFrame, b
         F.count(F.when(F.col("l") == 0, 1)).alias("missing_lexical"),
         F.count(F.when(F.col("d") == 0, 1)).alias("missing_embedding"),
         F.max("dim").alias("dim")).collect()}
-    counts = {d: SideCounts(*(int(rows[d][c]) if d in rows else 0 for c in ("both", "missing_lexical", "missing_embedding")))
+    counts = {d: SideCounts(*(int(rows[d][c]) if d in rows else 0
+                              for c in ("both", "missing_lexical", "missing_embedding")))
               for d in DOMAINS}
     dims = [rows[d]["dim"] for d in rows if rows[d]["dim"] is not None]
     sides = Sides(counts["movies"], counts["books"], missing_side, max(dims) if dims else None)

@@ -24,8 +24,16 @@ from typing import Optional
 
 import numpy as np
 
-from lfr.score.kernel import (CHUNK_ELEMS, EXTRA_CANDIDATES, compute_settings, concat_parts, exclusion_index,
-                              first_k_per_group, mask_excluded, select_candidates)
+from lfr.score.kernel import (
+    CHUNK_ELEMS,
+    EXTRA_CANDIDATES,
+    compute_settings,
+    concat_parts,
+    exclusion_index,
+    first_k_per_group,
+    mask_excluded,
+    select_candidates,
+)
 
 
 def csr_rows(offsets: np.ndarray, indices: np.ndarray, weights: np.ndarray, vocab_size: int,

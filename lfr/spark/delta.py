@@ -31,8 +31,13 @@ T = TypeVar("T")
 
 
 def _conflicts() -> tuple[type[BaseException], ...]:
-    from delta.exceptions import (ConcurrentAppendException, ConcurrentTransactionException,
-                                  ConcurrentWriteException, MetadataChangedException, ProtocolChangedException)
+    from delta.exceptions import (
+        ConcurrentAppendException,
+        ConcurrentTransactionException,
+        ConcurrentWriteException,
+        MetadataChangedException,
+        ProtocolChangedException,
+    )
 
     return (ConcurrentAppendException, ConcurrentWriteException, ConcurrentTransactionException,
             MetadataChangedException, ProtocolChangedException)
@@ -118,7 +123,8 @@ def merge_changes(spark: SparkSession, path: str, upserts: DataFrame | None, del
                    keys: Sequence[str], scope: Mapping[str, str] | None = None) -> None:
     """One MERGE: ``upserts`` (full rows) updated/inserted, ``deletes`` (key columns) deleted.
 
-    Creates nothing: the table must exist. Keys compare null-safely (``<=>``); ``scope`` adds ``t.col = 'value'`` conditions (partition pruning)."""
+    Creates nothing: the table must exist. Keys compare null-safely (``<=>``); ``scope`` adds
+    ``t.col = 'value'`` conditions (partition pruning)."""
     table = DeltaTable.forPath(spark, path)
     target_schema = table.toDF().schema
     cols = [f.name for f in target_schema.fields]
@@ -189,7 +195,8 @@ def register_table(spark: SparkSession, database: str, name: str, path: str,
             return qualified
         log.warning("re-registering %s at %s (was %s)", qualified, path, current)
         spark.sql(f"DROP TABLE IF EXISTS {qualified}")  # external table: data stays
-    elif not registered and not spark.catalog.databaseExists(database):  # once: a repeated CREATE warns "created concurrently"
+    elif not registered and not spark.catalog.databaseExists(database):
+        # once: a repeated CREATE warns "created concurrently"
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
     location = path.replace("'", "\\'")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING DELTA LOCATION '{location}'")
