@@ -59,12 +59,14 @@ TARGET_COSINE = 0.999  # ... with every item's embedding this close to its fp32 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="catalog folder (default ../shared/data)")
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
+                   help="catalog folder (default ../shared/data)")
     p.add_argument("--domain", choices=("books", "movies"), default="books", help="whose descriptions (default books)")
     p.add_argument("--n", type=int, default=2000, help="items to embed (default 2000)")
     p.add_argument("--procs", type=int, default=os.cpu_count() or 1,
                    help="parallelism P of both sides: plain processes x 1 thread / local[P] (default: all cores)")
-    p.add_argument("--model-dir", default=None, help="model artifact (default: a fresh untrained model on model.encoder)")
+    p.add_argument("--model-dir", default=None,
+                   help="model artifact (default: a fresh untrained model on model.encoder)")
     p.add_argument("--batch-size", type=int, default=None, help="model batch size (default embed.batch_size)")
     p.add_argument("--passes", type=int, default=3, help="passes per side and variant; the first is cold (default 3)")
     p.add_argument("--quick", action="store_true", help="64 items, 2 passes: checks the script, numbers mean little")
@@ -155,7 +157,8 @@ def run_plain(items: dict, procs: int, model_dir: str, batch_size: int, chunk: i
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(procs), ctx.Queue()
     shards = [{k: v[r::procs] for k, v in items.items()} for r in range(procs)]
-    workers = [ctx.Process(target=plain_worker, args=(r, shards[r], model_dir, batch_size, chunk, passes, barrier, queue))
+    workers = [ctx.Process(target=plain_worker,
+                           args=(r, shards[r], model_dir, batch_size, chunk, passes, barrier, queue))
                for r in range(procs)]
     for w in workers:
         w.start()
@@ -244,7 +247,8 @@ def report(a, env: dict, plain: dict, spark_res: dict | None) -> dict:
     print(f"# bench/embed.py  cpu capability {env['cpu_capability']}  torch {env['torch']}  precision "
           f"{env['precision']}  {env['n']} {a.domain} ({env['tokens_mean']:.0f} tokens on average, max "
           f"{env['tokens_max']})  batch {env['batch_size']}  Arrow batch {env['chunk']} rows  P={a.procs}  "
-          f"load avg {os.getloadavg()[0]:.1f} (includes this run's own P processes; more means other jobs shared the cores)")
+          f"load avg {os.getloadavg()[0]:.1f} (includes this run's own P processes; "
+          "more means other jobs shared the cores)")
     row = "{:44s} {:>10s} {:>10s}   {}"
     print(row.format("", "cold it/s", "warm it/s", "pass seconds"))
     print(row.format(f"plain sorted   ({a.procs} procs x 1 thread)", f"{s['cold_items_per_s']:.1f}",

@@ -34,9 +34,8 @@ def add_args(parser) -> None:
 
 
 def main(ctx: JobContext) -> int:
-    from lfr.eval.job import evaluate
-
     from lfr.config import resolve_path
+    from lfr.eval.job import evaluate
 
     paths = ctx.settings.paths
     reports_dir = resolve_path(ctx.args.reports_dir) if ctx.args.reports_dir else paths.reports_dir

@@ -21,9 +21,8 @@ def add_args(parser) -> None:
 
 
 def main(ctx: JobContext) -> int:
-    from lfr.train.job import run_training
-
     from lfr.config import resolve_path
+    from lfr.train.job import run_training
 
     model_dir = resolve_path(ctx.args.model_dir) if ctx.args.model_dir else ctx.settings.paths.model_dir
     run_training(ctx.spark, ctx.cfg, model_dir=model_dir, use_pairs=not ctx.args.no_pairs,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lfr.model.artifact import ArtifactError
 from lfr.model import LayerIntegrator
+from lfr.model.artifact import ArtifactError
 from lfr.model.xcross import DOMAINS, build_xcross, load
 
 FILMS = ["Astronauts and a rogue computer travel to Jupiter.", "Two students fall in love despite their families.",
@@ -127,7 +127,8 @@ def test_save_load_round_trip(tmp_path, xmodel):
     assert loaded.model_version == version and loaded.manifest["kind"] == "xcross"
     assert loaded.for_domain("film").model_version == version
     for d, texts in (("film", FILMS), ("book", BOOKS)):
-        np.testing.assert_array_equal(loaded.embed(None, texts, None, domain=d), xmodel.embed(None, texts, None, domain=d))
+        np.testing.assert_array_equal(loaded.embed(None, texts, None, domain=d),
+                                      xmodel.embed(None, texts, None, domain=d))
     with pytest.raises(FileExistsError):
         xmodel.save(tmp_path / "x")
 

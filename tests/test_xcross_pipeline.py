@@ -55,10 +55,9 @@ def _embed(spark, cfg, domain: str, model_dir: str) -> pd.DataFrame:
 
 
 def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
-    from lfr.model import load
+    from lfr.model import XCrossModel, load
     from lfr.score import score_recommendations
     from lfr.train.job import run_training
-    from lfr.model import XCrossModel
 
     cfg, tmp = job_cfg
     model_dir = str(tmp / "model")

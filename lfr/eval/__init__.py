@@ -19,6 +19,5 @@ from lfr.eval.metrics import (  # noqa: F401
     ranking_metrics,
     resolve_links,
 )
-from lfr.eval.runner import (EvalResult, build_eval_pairs, run_evaluation, run_protocols,  # noqa: F401
-                             split_links_by_movie)
 from lfr.eval.report import format_tables, write_report  # noqa: F401
+from lfr.eval.runner import EvalResult, build_eval_pairs, run_evaluation, run_protocols, split_links_by_movie  # noqa: F401

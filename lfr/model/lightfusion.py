@@ -24,8 +24,16 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 
 from lfr.model.artifact import (
-    ENCODER_DIR, FUSION_FILE, GENRE_FILE, MANIFEST, MODULES, ArtifactError, new_artifact_dir, source_sha256,
-    verify_artifact, write_manifest,
+    ENCODER_DIR,
+    FUSION_FILE,
+    GENRE_FILE,
+    MANIFEST,
+    MODULES,
+    ArtifactError,
+    new_artifact_dir,
+    source_sha256,
+    verify_artifact,
+    write_manifest,
 )
 from lfr.model.fusion import load_head, make_head, save_head
 from lfr.model.genre import GenreInput, GenreModel

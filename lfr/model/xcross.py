@@ -40,12 +40,26 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
 from lfr.model.artifact import (
-    ENCODER_DIR, MANIFEST, MODULES, ArtifactError, new_artifact_dir, source_sha256, verify_artifact, write_manifest,
+    ENCODER_DIR,
+    MANIFEST,
+    MODULES,
+    ArtifactError,
+    new_artifact_dir,
+    source_sha256,
+    verify_artifact,
+    write_manifest,
 )
 from lfr.model.integrator import Integrator
 from lfr.model.text import (
-    POOLINGS, autocast_for, encoder_files, length_batches, make_texts, pool_hidden, resolve_encoder,
-    resolve_precision, transformer_layers,
+    POOLINGS,
+    autocast_for,
+    encoder_files,
+    length_batches,
+    make_texts,
+    pool_hidden,
+    resolve_encoder,
+    resolve_precision,
+    transformer_layers,
 )
 
 log = logging.getLogger(__name__)

@@ -58,7 +58,8 @@ def data_fingerprint(movies: pd.DataFrame, books: pd.DataFrame, pairs: pd.DataFr
                    row.description if isinstance(row.description, str) else None, _genre_list(row.genres)]
             h.update(json.dumps(rec, ensure_ascii=True).encode() + b"\n")
     h.update(b"#pairs\n")
-    for m, b, lab in pairs.sort_values(["movie_id", "book_id"])[["movie_id", "book_id", "label"]].itertuples(index=False):
+    ordered = pairs.sort_values(["movie_id", "book_id"])[["movie_id", "book_id", "label"]]
+    for m, b, lab in ordered.itertuples(index=False):
         h.update(f"{m}\t{b}\t{int(lab)}\n".encode())
     return {"sha256": h.hexdigest(), "movies": len(movies), "books": len(books), "pairs": len(pairs)}
 

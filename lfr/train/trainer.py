@@ -176,7 +176,8 @@ class _Trainer:
         bs = int(self.s["batch_size"])
         total, seen = 0.0, 0
         bar = tqdm(range(0, len(pairs), bs), desc=f"epoch {epoch}/{self.s['epochs']}", unit="batch",
-                   disable=None if self.progress else True, leave=False)  # None: no bar when not a terminal (spark-submit logs)
+                   # None: no bar when not a terminal (spark-submit logs)
+                   disable=None if self.progress else True, leave=False)
         for start in bar:
             chunk = pairs.iloc[order[start:start + bs]]
             opt.zero_grad(set_to_none=True)
@@ -220,7 +221,8 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     bf = _Features(model, books, book_ids, encode=frozen)
     feature_seconds = time.time() - t_feat
     if frozen:
-        log.info("encoded %d movies + %d books once (frozen encoder) in %.1fs", len(movie_ids), len(book_ids), feature_seconds)
+        log.info("encoded %d movies + %d books once (frozen encoder) in %.1fs", len(movie_ids), len(book_ids),
+                 feature_seconds)
 
     params = list(model.head.parameters())
     if not frozen:

@@ -172,7 +172,8 @@ def train_adapter(model: XCrossModel, domain: str, pairs: Sequence[tuple[str, st
     return history
 
 
-def link_texts(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame | None) -> list[tuple[str, str, str, str]]:
+def link_texts(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame | None
+               ) -> list[tuple[str, str, str, str]]:
     """``(movie_id, book_id, film text, book text)`` of the links whose ends are in the catalogs."""
     if links is None or len(links) == 0:
         return []
