@@ -97,7 +97,8 @@ def main() -> None:
 def report(ranks: dict) -> None:
     iv = ranking_intervals(ranks, None, ks=KS, ndcg_k=10)
     for method, values in iv["methods"].items():
-        print(f"{method:22s} " + "  ".join(f"{m} {v['value']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for m, v in values.items()))
+        print(f"{method:22s} " + "  ".join(f"{m} {v['value']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+                                           for m, v in values.items()))
     for scorer in ("text_only", "tfidf"):
         on = per_film_metrics(ranks[f"{scorer}/merged"], KS, 10)
         off = per_film_metrics(ranks[f"{scorer}/imdb_only"], KS, 10)

@@ -93,7 +93,8 @@ def write_embeddings(spark, path: Path, prefix: str, vecs: np.ndarray) -> None:
           .withColumn("model_version", F.lit("bench"))
           .withColumn("content_hash", F.lit(""))
           .withColumn("embedded_at", F.current_timestamp())
-          .select("id", "title", F.col("embedding").cast("array<float>"), "model_version", "content_hash", "embedded_at"))
+          .select("id", "title", F.col("embedding").cast("array<float>"), "model_version", "content_hash",
+                  "embedded_at"))
     write_table(df, str(path), mode="overwrite")
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -156,7 +157,7 @@ def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr:
     """One block pair of the configured size, in this process: kernel seconds and peak MiB (tracemalloc)."""
     import tracemalloc
 
-    from lfr.score.hybrid import convex_coefficients, dense_movie_stats, dense_book_moments, hybrid_topk
+    from lfr.score.hybrid import convex_coefficients, dense_book_moments, dense_movie_stats, hybrid_topk
     from lfr.score.kernel import block_topk
     from lfr.score.sparse import sparse_moments, sparse_topk
 
@@ -260,7 +261,8 @@ def naive_spark(spark, movies_path: str, books_path: str, out_path: str, k: int)
     m = m.withColumn("mn", norm(F.col("me")))
     b = b.withColumn("bn", norm(F.col("be")))
     dot = F.aggregate(F.zip_with("me", "be", lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, v: acc + v)
-    pairs = m.crossJoin(b).select("movie_id", "book_id", (dot / (F.col("mn") * F.col("bn"))).cast("float").alias("score"))
+    pairs = m.crossJoin(b).select("movie_id", "book_id",
+                                  (dot / (F.col("mn") * F.col("bn"))).cast("float").alias("score"))
     w = Window.partitionBy("movie_id").orderBy(F.col("score").desc(), F.col("book_id"))
     out = pairs.withColumn("rank", F.row_number().over(w)).filter(F.col("rank") <= k)
     write_table(out, out_path, mode="overwrite")
@@ -360,7 +362,8 @@ def main(argv=None) -> int:
         return "\n".join(out)
 
     lines = []
-    peak = matmul_peak(cores, d, 1024 if a.quick else 4096) if methods == ["dense"] else {}     # (c) only: the dense job's efficiency
+    # (c) only: the dense job's efficiency
+    peak = matmul_peak(cores, d, 1024 if a.quick else 4096) if methods == ["dense"] else {}
     peak_best = max(peak.values(), default=float("nan"))
     for name, g in peak.items():
         print(f"peak  {name:28s} {g:8.1f} GFLOP/s", flush=True)
@@ -374,8 +377,9 @@ def main(argv=None) -> int:
         t_naive = naive_spark(spark, mp, bp, str(work / f"naive_{m}x{n}"), k)
         same = (spark.read.format("delta").load(str(work / f"naive_{m}x{n}")).select("movie_id", "rank", "book_id")
                 .subtract(spark.read.format("delta").load(res.path).select("movie_id", "rank", "book_id")).count())
-        lines.append(f"(a) naive/job at {m}x{n}: naive {t_naive:.1f}s, job {t_job:.1f}s -> ratio {t_naive / t_job:.1f}x "
-                     f"(target >= 50x); rows differing from the naive ranking: {same}")
+        lines.append(f"(a) naive/job at {m}x{n}: naive {t_naive:.1f}s, job {t_job:.1f}s "
+                     f"-> ratio {t_naive / t_job:.1f}x (target >= 50x); "
+                     f"rows differing from the naive ranking: {same}")
         print(lines[-1], flush=True)
 
     # (b), (c) and growth

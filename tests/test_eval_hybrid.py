@@ -6,25 +6,35 @@ import pandas as pd
 import pytest
 
 from lfr.eval import baselines
-from lfr.eval.baselines import (FeatureCache, Method, convex_fusion, hybrid_methods, lexical_method, method_scores,
-                                rrf_fusion, standard_methods, tune_alpha, zscore_rows)
+from lfr.eval.baselines import (
+    FeatureCache,
+    Method,
+    convex_fusion,
+    hybrid_methods,
+    lexical_method,
+    method_scores,
+    rrf_fusion,
+    standard_methods,
+    tune_alpha,
+    zscore_rows,
+)
 
 
 def test_zscore_convex_and_rrf_equal_brute_force():
     rng = np.random.default_rng(1)
-    d, l = rng.normal(size=(3, 7)), rng.normal(size=(3, 7))
-    l[2] = 0.25                       # a film with no lexical signal: that side contributes 0
+    d, lex = rng.normal(size=(3, 7)), rng.normal(size=(3, 7))
+    lex[2] = 0.25                     # a film with no lexical signal: that side contributes 0
     d[1, 3] = d[1, 5]                 # a tie in the dense ranking
     z = zscore_rows(d)
     for i in range(3):
         np.testing.assert_allclose(z[i], (d[i] - d[i].mean()) / d[i].std())
-    np.testing.assert_array_equal(zscore_rows(l)[2], 0.0)
-    np.testing.assert_allclose(convex_fusion(d, l, 0.3), 0.3 * z + 0.7 * zscore_rows(l))
-    r = rrf_fusion(d, l, k=60)
+    np.testing.assert_array_equal(zscore_rows(lex)[2], 0.0)
+    np.testing.assert_allclose(convex_fusion(d, lex, 0.3), 0.3 * z + 0.7 * zscore_rows(lex))
+    r = rrf_fusion(d, lex, k=60)
     for i in range(3):
         for j in range(7):
             rank_d = 1 + int((d[i] > d[i, j]).sum())     # ties share the best rank
-            rank_l = 1 + int((l[i] > l[i, j]).sum())
+            rank_l = 1 + int((lex[i] > lex[i, j]).sum())
             assert r[i, j] == pytest.approx(1 / (60 + rank_d) + 1 / (60 + rank_l))
 
 
@@ -88,8 +98,8 @@ def test_alpha_of_a_trained_dense_side_is_tuned_with_the_frozen_scores():
 
 def test_tune_alpha_picks_the_best_mrr_and_breaks_ties_towards_half():
     d = np.array([[0.9, 0.1, 0.2], [0.1, 0.2, 0.9]])
-    l = np.array([[0.1, 0.9, 0.2], [0.9, 0.2, 0.1]])
-    alpha, curve = tune_alpha(d, l, [np.array([0]), np.array([2])], grid=[0.0, 0.25, 0.5, 0.75, 1.0])
+    lex = np.array([[0.1, 0.9, 0.2], [0.9, 0.2, 0.1]])
+    alpha, curve = tune_alpha(d, lex, [np.array([0]), np.array([2])], grid=[0.0, 0.25, 0.5, 0.75, 1.0])
     assert curve[1.0] == 1.0 and curve[0.0] < 1.0 and alpha == max(curve, key=lambda a: (curve[a], -abs(a - .5)))
     alpha, _ = tune_alpha(d, d, [np.array([0]), np.array([2])], grid=[0.0, 0.5, 1.0])   # every alpha ties
     assert alpha == 0.5

@@ -92,7 +92,8 @@ def test_resolve_links_counts_missing_and_duplicates():
     links = [("m1", "b1"), ("m1", "b2"), ("m1", "b1"), ("m2", "bX"), ("mX", "b1"), ("m3", "b2")]
     relevant, stats = resolve_links(links, ["m1", "m2", "m3"], ["b1", "b2", "b3"])
     assert [r.tolist() for r in relevant] == [[0, 1], [], [1]]
-    assert (stats.n_links, stats.n_duplicates, stats.n_missing_movie, stats.n_missing_book, stats.n_used) == (5, 1, 1, 1, 3)
+    assert ((stats.n_links, stats.n_duplicates, stats.n_missing_movie, stats.n_missing_book, stats.n_used)
+            == (5, 1, 1, 1, 3))
     assert ("m2", "bX", "book not in catalog") in stats.missing
     # film m2 has only a missing book: empty ground truth, excluded from the averages
     scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3], [0.1, 0.9, 0.3]])

@@ -68,8 +68,9 @@ def test_report_markdown_json_and_printed_tables(tmp_path):
     md = open(paths["report"], encoding="utf-8").read()
     iv = compute_intervals(result)
     r10 = iv["methods"]["text_only"]["recall@10"]
-    assert f"| text_only | " in md and f"{r10['value']:.3f} [{r10['lo']:.3f}, {r10['hi']:.3f}]" in md
-    assert "## Paired differences against `text_only`" in md and "| same_as_text | +0.000 [+0.000, +0.000] (noise)" in md
+    assert "| text_only | " in md and f"{r10['value']:.3f} [{r10['lo']:.3f}, {r10['hi']:.3f}]" in md
+    assert ("## Paired differences against `text_only`" in md
+            and "| same_as_text | +0.000 [+0.000, +0.000] (noise)" in md)
     assert "one-point (0.01) change of R@10 is noise" in md and "1/65 = 0.015" in md
     better = next(line for line in md.splitlines() if line.startswith("| better | +"))
     assert "(noise)" not in better.split("|")[5]      # Δ mrr (after method, R@1, R@10, R@100) is not noise
@@ -119,7 +120,8 @@ def test_report_holds_both_protocols_rows_and_strict_minus_open(tmp_path):
     assert "Removed 80 phrases from 21 of the 65 linked films' texts" in md
     diffs = protocol_differences(results)
     assert diffs["tfidf"]["mrr"]["diff"] == 0.0 and diffs["better"]["mrr"]["hi"] < 0
-    assert "## Strict - open, paired over the same films" in md and "| same_as_text | +0.000 [+0.000, +0.000] (noise)" in md
+    assert ("## Strict - open, paired over the same films" in md
+            and "| same_as_text | +0.000 [+0.000, +0.000] (noise)" in md)
     data = json.load(open(paths["json"], encoding="utf-8"))
     assert data["protocol_order"] == ["open", "strict"] and data["setup"]["text_protocol"] == "open"
     assert [m["method"] for m in data["protocols"]["strict"]["methods"]] == [r["method"] for r in strict.rows]

@@ -20,7 +20,8 @@ LINKS = pd.DataFrame(
     columns=["movie_id", "book_id"],
 )
 ALL_METHODS = ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained", "lightfusionrec",
-               "distilbert_text_only", "lightfusionrec_distilbert", "hybrid_text_only", "hybrid_rrf_text_only", "hybrid", "hybrid_rrf"]
+               "distilbert_text_only", "lightfusionrec_distilbert", "hybrid_text_only", "hybrid_rrf_text_only",
+               "hybrid", "hybrid_rrf"]
 
 
 @pytest.fixture()
@@ -61,7 +62,8 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
         held_out = {id_of[t] for t in fold_films[i // 2]}
         assert held_out.isdisjoint(links["movie_id"]) and len(links) == 5 - len(held_out)
     assert set(s["training"]) == {"lightfusionrec", "lightfusionrec_distilbert"}
-    assert [r["pairs"]["train_movies"] + r["pairs"]["val_movies"] for r in s["training"]["lightfusionrec"]] == [5 - n for n in sizes]
+    assert ([r["pairs"]["train_movies"] + r["pairs"]["val_movies"] for r in s["training"]["lightfusionrec"]]
+            == [5 - n for n in sizes])
     for row in result.rows:
         assert row["n_evaluated"] == 5 and row["n_empty"] == 0 and row["n_books"] == 8
         for col in [*result.ranking_columns, *result.error_columns]:

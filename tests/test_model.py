@@ -129,7 +129,8 @@ def test_precision_auto_decision():
     cooper = {"capability": "AVX512", "avx512_bf16": True, "amx_bf16": False}
     assert resolve_precision("auto", avx2)[0] == "fp32"
     assert resolve_precision("auto", avx512)[0] == "fp32"  # AVX-512 without the BF16 extension: emulated
-    assert resolve_precision("auto", sapphire) == ("bf16", "auto: CPU capability AVX512 with native amx_bf16+avx512_bf16")
+    assert (resolve_precision("auto", sapphire)
+            == ("bf16", "auto: CPU capability AVX512 with native amx_bf16+avx512_bf16"))
     assert resolve_precision("auto", cooper)[0] == "bf16"
     assert "AVX2" in resolve_precision("auto", avx2)[1]
     # Native flags but the dispatch capped below them (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA): emulated.
@@ -175,7 +176,8 @@ def test_save_load_round_trip(tiny_artifact, tiny_model_cfg, tmp_path):
     first = m.embed(*args)
     manifest = json.loads((Path(tiny_artifact) / "manifest.json").read_text())
     assert manifest["model_version"] == m.model_version
-    assert set(manifest["files"]) >= {"genre.bin", "fusion.safetensors", "encoder/config.json", "encoder/model.safetensors"}
+    assert set(manifest["files"]) >= {"genre.bin", "fusion.safetensors", "encoder/config.json",
+                                      "encoder/model.safetensors"}
     assert manifest["pooling"] == "cls" and manifest["dims"] == {"text": 32, "genre": 8, "output": 32}
     assert manifest["training"]["fixture"]
     # Re-saving a loaded model gives an artifact that embeds identically.
@@ -291,7 +293,8 @@ def test_untrained_residual_head_is_exactly_text_only(tiny_model_cfg, toy_movies
         np.testing.assert_allclose(emb, _l2(text), atol=1e-6)
     fused = feats["movies"][1] @ feats["books"][1].T
     text_only = _l2(feats["movies"][0]) @ _l2(feats["books"][0]).T
-    np.testing.assert_array_equal(np.argsort(-fused, axis=1, kind="stable"), np.argsort(-text_only, axis=1, kind="stable"))
+    np.testing.assert_array_equal(np.argsort(-fused, axis=1, kind="stable"),
+                                  np.argsort(-text_only, axis=1, kind="stable"))
     # Moving the residual moves the embedding (it is not a constant identity).
     with torch.no_grad():
         m.head.delta.weight.normal_(0.0, 0.1)
@@ -372,7 +375,8 @@ def test_chunking_windows_and_pooling(tiny_encoder_dir):
     np.testing.assert_allclose(pooled[1], vecs[owner == 1].mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(pooled[0], off.encode([short])[0], atol=1e-6)
     assert np.abs(pooled[1] - off.encode([long])[0]).max() > 1e-4  # the tail of the text counts
-    weighted = TextEncoder(tiny_encoder_dir, chunking="on", chunk_overlap=4, chunk_pooling="length", **kw).encode([long])
+    weighted = TextEncoder(tiny_encoder_dir, chunking="on", chunk_overlap=4, chunk_pooling="length",
+                           **kw).encode([long])
     w = weight[owner == 1]
     np.testing.assert_allclose(weighted[0], (vecs[owner == 1] * w[:, None]).sum(0) / w.sum(), atol=1e-5)
     with pytest.raises(ValueError, match="model.chunking"):

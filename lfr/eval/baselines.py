@@ -290,8 +290,8 @@ def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: 
     def rrf(m: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
         return rrf_fusion(method_scores(dense, m, b), method_scores(lexical, m, b), rrf_k)
 
-    info = {"alpha": alpha, "dense": dense.name, "tuned_with": (tune_dense or dense).name, "tuned_on_films": len(train_ids),
-            "tuning_mrr": curve.get(alpha), "mrr_by_alpha": curve}
+    info = {"alpha": alpha, "dense": dense.name, "tuned_with": (tune_dense or dense).name,
+            "tuned_on_films": len(train_ids), "tuning_mrr": curve.get(alpha), "mrr_by_alpha": curve}
     return [
         Method("hybrid" + suffix, f"alpha z({dense.name}) + (1 - alpha) z(lexical), per-film z-scores; alpha tuned "
                "on the training folds' links", score=convex, info=info),

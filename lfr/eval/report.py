@@ -22,8 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lfr.eval.metrics import (BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, paired_difference, per_film_metrics,
-                              ranking_intervals)
+from lfr.eval.metrics import (
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_RESAMPLES,
+    paired_difference,
+    per_film_metrics,
+    ranking_intervals,
+)
 from lfr.eval.runner import EvalResult
 
 REPORT_MD = "report.md"
@@ -234,7 +239,8 @@ def _format_one(result: EvalResult, intervals: dict | None = None) -> str:
     if intervals["paired"]:
         parts += [f"Paired difference against {intervals['reference']} on the same films (method - "
                   f"{intervals['reference']}, [95% interval])", difference_table(intervals)]
-    parts += [" ".join(noise_lines(intervals)), "Error on the most confident pairs (lower is better)", error_table(result)]
+    parts += [" ".join(noise_lines(intervals)), "Error on the most confident pairs (lower is better)",
+              error_table(result)]
     return "\n\n".join(parts)
 
 
@@ -255,9 +261,11 @@ def plot(result: EvalResult, path: str | os.PathLike, intervals: dict | None = N
     methods = [r["method"] for r in result.rows]
     rank_cols = [c for c in result.ranking_columns if c != "median_rank"]
     err_cols = result.error_columns
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [len(rank_cols), max(1, len(err_cols))]})
-    for ax, cols, title in ((axes[0], rank_cols, "Ranking over the full book catalog (higher is better; 95% intervals)"),
-                            (axes[1], err_cols, "MAE / RMSE on most confident pairs (lower is better)")):
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5),
+                             gridspec_kw={"width_ratios": [len(rank_cols), max(1, len(err_cols))]})
+    for ax, cols, title in (
+            (axes[0], rank_cols, "Ranking over the full book catalog (higher is better; 95% intervals)"),
+            (axes[1], err_cols, "MAE / RMSE on most confident pairs (lower is better)")):
         x = np.arange(len(cols))
         width = 0.8 / max(1, len(methods))
         for i, r in enumerate(result.rows):

@@ -46,8 +46,13 @@ import pandas as pd
 
 from lfr.eval import baselines
 from lfr.eval.masking import check_protocols, mask_catalogs
-from lfr.eval.metrics import (confidence_error_metrics, paired_difference, per_film_metrics, ranking_metrics,
-                              resolve_links)
+from lfr.eval.metrics import (
+    confidence_error_metrics,
+    paired_difference,
+    per_film_metrics,
+    ranking_metrics,
+    resolve_links,
+)
 from lfr.lexical.model import LexicalSettings
 from lfr.settings import EvalSettings, parse_section
 

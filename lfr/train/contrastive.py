@@ -179,7 +179,8 @@ def fit_contrastive(head, movies: Feats, books: Feats, train_links: np.ndarray, 
     pool = validation_pool(len(books), val_pos, s.get("val_books"), rng)
     opt = _optimizer(head, float(s["lr"]), float(s["weight_decay"]))
     bs = max(2, int(s["batch_size"]))
-    history = [{"epoch": 0, "stage": "init", "train_loss": None, "val_mrr": validation_mrr(head, movies, books, val_pos, pool)}]
+    history = [{"epoch": 0, "stage": "init", "train_loss": None,
+                "val_mrr": validation_mrr(head, movies, books, val_pos, pool)}]
     best = (history[0]["val_mrr"], 0, copy.deepcopy(head.state_dict()))
     stale, n_pre, n_links = 0, int(s["pretrain_epochs"]) if extra else 0, int(s["epochs"])
     for epoch in range(1, n_pre + n_links + 1):

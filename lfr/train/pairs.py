@@ -151,7 +151,8 @@ def build_pairs(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFra
     neg = sample_negatives(pos, index, int(train_cfg["negatives_per_positive"]), rng)
     pairs = pd.concat([pos.assign(label=1), neg.assign(label=-1)], ignore_index=True)
     pairs["label"] = pairs["label"].astype("int8")
-    return pairs.sort_values(["movie_id", "label", "book_id"], ascending=[True, False, True]).reset_index(drop=True), source
+    return (pairs.sort_values(["movie_id", "label", "book_id"], ascending=[True, False, True]).reset_index(drop=True),
+            source)
 
 
 def split_by_movie(pairs: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
