@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   -- set up (cached) and run the whole pipeline on the bundled sample
-#   make test   -- set up (cached) and run the test suite
-.PHONY: setup demo test bench clean sql-server sql-server-stop spark-sql cluster-up cluster-down
+#   make test   -- set up (cached), lint (ruff), then run the test suite
+.PHONY: setup demo lint test bench clean sql-server sql-server-stop spark-sql cluster-up cluster-down
 
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -15,7 +15,11 @@ setup:
 demo: setup
 	bash scripts/demo.sh
 
-test: setup
+# ruff (ruff.toml): pyflakes, pycodestyle (120 columns), import order; `make test` runs it first.
+lint: setup
+	$(PY) -m ruff check lfr jobs udfs tests bench scripts
+
+test: setup lint
 	$(PY) -m pytest -q tests
 
 bench: setup
