@@ -124,7 +124,7 @@ class TrainSettings(_Section):
 
 @dataclass(frozen=True)
 class XCrossSettings(_Section):
-    """``lfr.xcross`` (model.kind xcross; keys documented in docs/XCROSS.md)."""
+    """``lfr.model.xcross`` (model.kind xcross; keys documented in docs/XCROSS.md)."""
     encoder: Optional[str]
     pooling: str
     max_length: int
