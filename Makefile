@@ -20,7 +20,7 @@ lint: setup
 	$(PY) -m ruff check lfr jobs udfs tests bench scripts
 
 test: setup lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: setup
 	$(PY) bench/embed.py && $(PY) bench/score.py
