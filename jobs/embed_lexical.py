@@ -8,7 +8,7 @@ descriptions) and reused from `paths.work_dir`/lexical/ on reruns; --refit fits 
 vocabulary or idf is a new lexical_version: every row is then recomputed). Only new or changed
 rows are featurized; see lfr.lexical.pipeline. Exit code 2 when a catalog table is missing.
 """
-from jobkit import EXIT_OK, EXIT_USAGE, JobContext, add_allow_deletes, log, run_job
+from jobkit import EXIT_OK, JobContext, add_allow_deletes, log, run_job
 
 
 def add_args(parser) -> None:
@@ -18,15 +18,11 @@ def add_args(parser) -> None:
 
 
 def main(ctx: JobContext) -> int:
-    from lfr.lexical.pipeline import CatalogTableMissing, lexicalize
+    from lfr.lexical.pipeline import lexicalize
     from lfr.spark.guards import Guards
 
     guards = Guards.from_settings(ctx.settings.guards, allow_deletes=ctx.args.allow_deletes)
-    try:
-        stats = lexicalize(ctx.spark, ctx.cfg, refit=ctx.args.refit, full=ctx.args.full, guards=guards)
-    except CatalogTableMissing as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
+    stats = lexicalize(ctx.spark, ctx.cfg, refit=ctx.args.refit, full=ctx.args.full, guards=guards)
     log.info("lexical features: %s", stats.as_dict())
     return EXIT_OK
 

@@ -54,13 +54,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad usage or input (exit 2): a bad setting, no trained model, an unreadable catalog."""
-    from lfr.config import ConfigError
-    from lfr.data.readers import CatalogReadError
+    """Errors that mean bad usage or input (exit 2): every ``lfr.errors.UsageError`` -- a bad setting,
+    no trained model, an unreadable catalog, a guard's refusal, a table another job must write first."""
     from lfr.errors import UsageError
-    from lfr.model.artifact import ArtifactMissing
 
-    return ConfigError, ArtifactMissing, CatalogReadError, UsageError
+    return (UsageError,)
 
 
 def exit_code(name: str, run: Callable[[], int | None]) -> int:

@@ -8,7 +8,7 @@ overridden without editing the file.
 
 Override syntax (same on the CLI and in the ``LFR_CONF`` environment variable):
 
-* ``--conf model.batch_size=64``      -> a dotted path into the LFR config
+* ``--conf embed.batch_size=64``      -> a dotted path into the LFR config
 * ``--conf spark.sql.shuffle.partitions=4`` -> keys starting with ``spark.``
   are Spark settings and go to ``spark.conf`` verbatim (like spark-submit).
 
@@ -35,6 +35,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lfr.errors import UsageError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
 DEFAULT_CONF_FILE = PROJECT_ROOT / "conf" / "lfr.yaml"
@@ -43,26 +45,12 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^dbfs:")
 _FILE_URI = "file://"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration file or override is malformed or names an unknown key."""
 
 
 class Config(dict):
-    """A nested dict with dotted-path access: ``cfg.get_path('score.k')``."""
-
-    def get_path(self, dotted: str, default: Any = ...) -> Any:
-        node: Any = self
-        for part in dotted.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                if default is ...:
-                    raise ConfigError(f"missing config key '{dotted}' (no '{part}')")
-                return default
-            node = node[part]
-        return node
-
-    def path(self, dotted: str) -> str:
-        """A filesystem path or URI value, resolved against the project root."""
-        return resolve_path(str(self.get_path(dotted)))
+    """The merged configuration as a plain nested dict (``lfr.settings.Settings`` is its typed view)."""
 
 
 def is_uri(value: str | os.PathLike) -> bool:
@@ -148,7 +136,7 @@ def _open_section(parents: list[str]) -> bool:
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> list[str]:
-    """``LFR_CONF="model.batch_size=64 score.k=20"`` (shell-quoted list)."""
+    """``LFR_CONF="embed.batch_size=64 score.k=20"`` (shell-quoted list)."""
     env = os.environ if environ is None else environ
     raw = env.get("LFR_CONF", "").strip()
     return shlex.split(raw) if raw else []

@@ -63,7 +63,6 @@ from lfr.data.text import (
 from lfr.errors import UsageError
 
 CORRUPT = "_corrupt_record"
-STAGED_EXTRA = ["_raw", "_row", "_errors"]
 # Why caps: one damaged or hostile record (a 50 MB description) must not carry its full text through
 # every later shuffle and cache (it ran the driver out of heap). A description is cut at MAX_TEXT_CHARS + 1
 # characters -- still longer than any sane validation.max_description_chars, so it is rejected as

@@ -26,7 +26,6 @@ REJECTS_SCHEMA = StructType([
     StructField("rejected_at", TimestampType()),
 ])
 
-CATALOG_COLUMNS = [f.name for f in CATALOG_SCHEMA.fields]
 
 # Reject reason codes. A rejected row carries ALL the reasons that apply to it,
 # comma-joined in the order below (e.g. "empty_description,unparsable_genres").

@@ -113,7 +113,6 @@ def session_loader(spark) -> str:
         return DEFAULT_LOADER
 
 
-_shipped: dict[tuple[int, str, str], ArtifactRef] = {}
 _ship_lock = threading.Lock()
 _tmp_dirs: list[str] = []
 
@@ -126,6 +125,16 @@ def _cleanup() -> None:
 atexit.register(_cleanup)
 
 
+def _shipped_on(sc) -> dict:
+    """The refs this SparkContext already received, kept on the context itself: a ref is valid exactly
+    as long as the context that got its archive (a module-level table keyed by ``id(sc)`` could hand a
+    new context, reusing a stopped one's id, an archive it never received)."""
+    shipped = getattr(sc, "_lfr_shipped", None)
+    if shipped is None:
+        shipped = sc._lfr_shipped = {}
+    return shipped
+
+
 def ship_artifact(spark, model_dir: str, mode: str = "archive", loader: Optional[str] = None) -> ArtifactRef:
     """Make the artifact at ``model_dir`` available to every executor; see the module doc.
     ``loader``: the workers' model loader (None: ``session_loader``)."""
@@ -135,9 +144,10 @@ def ship_artifact(spark, model_dir: str, mode: str = "archive", loader: Optional
     manifest = artifact_manifest(spark, model_dir)
     version, dim = model_version_of(manifest, model_dir), output_dim_of(manifest)
     loader = loader or session_loader(spark)
-    key = (id(sc), model_dir, mode, loader)
+    key = (model_dir, mode, loader)
     with _ship_lock:
-        ref = _shipped.get(key)
+        shipped = _shipped_on(sc)
+        ref = shipped.get(key)
         if ref is not None and ref.model_version == version:
             return ref
         if mode == "path":
@@ -147,7 +157,7 @@ def ship_artifact(spark, model_dir: str, mode: str = "archive", loader: Optional
             ref = ArtifactRef(version, "file", os.path.basename(model_dir.rstrip("/")), dim=dim, loader=loader)
         else:
             ref = ArtifactRef(version, "archive", _add_archive(sc, model_dir, version), dim=dim, loader=loader)
-        _shipped[key] = ref
+        shipped[key] = ref
         return ref
 
 

@@ -104,11 +104,6 @@ def load_cached(ref: ArtifactRef):
     return _CACHE.get(ref)
 
 
-def loaded_versions() -> list[str]:
-    """``model_version``s held by this process's cache, oldest first."""
-    return _CACHE.versions()
-
-
 def _task_cpus() -> int:
     from pyspark import TaskContext
 

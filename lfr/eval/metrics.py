@@ -110,10 +110,6 @@ def per_movie_metrics(ranks: np.ndarray, ks: Iterable[int], ndcg_k: int) -> dict
     return out
 
 
-def metric_names(ks: Iterable[int] = DEFAULT_KS, ndcg_k: int = 10) -> list[str]:
-    return [*(f"recall@{k}" for k in ks), "mrr", f"ndcg@{ndcg_k}", "median_rank"]
-
-
 def ranking_metrics(
     scores: np.ndarray,
     relevant: Sequence[Sequence[int]],

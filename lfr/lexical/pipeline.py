@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 
 from lfr.data import content_hash_col
 from lfr.data.schema import conform
+from lfr.errors import UsageError
 from lfr.lexical.features import featurize, fit_model
 from lfr.lexical.model import LexicalModel, LexicalSettings
 from lfr.lexical.schema import LEXICAL_SCHEMA, LEXICAL_TABLES
@@ -39,7 +40,7 @@ from lfr.spark.guards import Guards, guards_for, table_shrink
 log = logging.getLogger(__name__)
 
 
-class CatalogTableMissing(RuntimeError):
+class CatalogTableMissing(UsageError):
     """The validated catalog table does not exist yet (the embed jobs write it)."""
 
 

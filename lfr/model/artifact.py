@@ -39,6 +39,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lfr.errors import UsageError
+
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
 GENRE_FILE = "genre.bin"
@@ -49,7 +51,7 @@ VERSION_CHARS = 16
 _CHUNK = 1 << 20
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UsageError):
     """A model artifact is missing, incomplete, or does not match its manifest."""
 
 

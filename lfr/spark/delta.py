@@ -19,11 +19,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from lfr.errors import UsageError
+
 log = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class TableSchemaError(ValueError):
+class TableSchemaError(UsageError):
     """A DataFrame's schema does not match the Delta table it is written to."""
 
 

@@ -44,6 +44,7 @@ from typing import Mapping
 from pyspark.sql import SparkSession
 
 from lfr.config import Config, is_uri
+from lfr.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ DERBY_URL_KEY = "spark.hadoop.javax.jdo.option.ConnectionURL"
 PANDAS3_WARNING = "PySpark does not yet fully support pandas"
 
 
-class SparkSetupError(RuntimeError):
+class SparkSetupError(UsageError):
     """The Spark runtime is missing something the project needs (Java, Delta jars)."""
 
 

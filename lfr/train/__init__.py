@@ -2,7 +2,6 @@
 
     result = train(movies_df, books_df, positives_df_or_None, cfg)   # TrainResult
     result.model.save(path, extra_manifest=result.manifest_extra())
-    model = train_model(movies_df, books_df, positives_df_or_None, cfg)  # just the model
 
 ``train.recipe``: ``paper`` (CosineEmbeddingLoss on link / genre-disjoint pairs, the paper's
 AdamW 2e-5 x 2 epochs) or ``contrastive`` (InfoNCE with in-batch + mined hard negatives,
@@ -10,9 +9,9 @@ label-free pairs first, early stopping on validation MRR; ``lfr.train.contrastiv
 """
 from lfr.train.pairs import build_pairs, genre_agreement_positives, sample_negatives, split_by_movie
 from lfr.train.result import TrainResult, data_fingerprint
-from lfr.train.trainer import RECIPE_DEFAULTS, TRAIN_DEFAULTS, train, train_model, train_settings
+from lfr.train.trainer import RECIPE_DEFAULTS, TRAIN_DEFAULTS, train, train_settings
 
 __all__ = [
     "RECIPE_DEFAULTS", "TRAIN_DEFAULTS", "TrainResult", "build_pairs", "data_fingerprint", "genre_agreement_positives",
-    "sample_negatives", "split_by_movie", "train", "train_model", "train_settings",
+    "sample_negatives", "split_by_movie", "train", "train_settings",
 ]

@@ -39,7 +39,6 @@ from lfr.model.genre import normalise_genres
 
 log = logging.getLogger(__name__)
 
-PAIR_COLUMNS = ["movie_id", "book_id", "label"]
 _BLOCK = 1024  # movies per block of the shared-genre count matrix
 
 

@@ -301,7 +301,3 @@ def _run_epochs(trainer: "_Trainer", train_pairs: pd.DataFrame, val_pairs: pd.Da
     return history, best_epoch
 
 
-def train_model(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,
-                cfg: Mapping[str, Any], progress: bool = False) -> LightFusionModel:
-    """``train(...)`` returning just the model (what ``lfr.eval`` plugs in)."""
-    return train(movies, books, positives, cfg, progress=progress).model
