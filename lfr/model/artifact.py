@@ -35,7 +35,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -171,6 +171,19 @@ def list_files(root: str | os.PathLike) -> list[str]:
 def file_table(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     root = Path(root)
     return {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in list_files(root)}
+
+
+def save_modules(path: str | os.PathLike, modules: Sequence[tuple[str, str, str, Callable[[Path], dict]]],
+                 body: Callable[[], Mapping[str, Any]], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write an artifact the way both model kinds do: a new folder, each module saved by itself (its
+    ``(name, type, path, save)``; ``save(file)`` returns the module's config), ``modules.json`` in
+    forward order, then the manifest (``body()`` is built after the modules are written). Returns the
+    manifest."""
+    root = new_artifact_dir(path)
+    entries = [{"idx": i, "name": name, "type": kind, "path": rel, "config": save(root / rel)}
+               for i, (name, kind, rel, save) in enumerate(modules)]
+    (root / MODULES).write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return write_manifest(root, body(), extra)
 
 
 def write_manifest(root: str | os.PathLike, body: Mapping[str, Any],

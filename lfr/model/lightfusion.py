@@ -30,10 +30,9 @@ from lfr.model.artifact import (
     MANIFEST,
     MODULES,
     ArtifactError,
-    new_artifact_dir,
+    save_modules,
     source_sha256,
     verify_artifact,
-    write_manifest,
 )
 from lfr.model.fusion import load_head, make_head, save_head
 from lfr.model.genre import GenreInput, GenreModel
@@ -149,14 +148,9 @@ class LightFusionModel:
         ``extra_manifest`` (training params, data fingerprint, metrics, ...) is
         stored at the manifest's top level; it may not override the model's own keys.
         """
-        root = new_artifact_dir(path)
-        modules = [{"idx": i, "name": name, "type": kind, "path": rel, "config": save(root / rel)}
-                   for i, (name, kind, rel, save) in enumerate(self._modules())]
-        (root / MODULES).write_text(json.dumps(modules, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-        self.manifest = write_manifest(root, self._manifest_body(), extra_manifest)
+        self.manifest = save_modules(path, self._modules(), self._manifest_body, extra_manifest)
         self.model_version = self.manifest["model_version"]
-        log.info("saved LightFusionRec model %s to %s", self.model_version, root)
+        log.info("saved LightFusionRec model %s to %s", self.model_version, path)
         return self.model_version
 
     def _modules(self) -> list[tuple[str, str, str, Any]]:

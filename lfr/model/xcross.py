@@ -44,10 +44,9 @@ from lfr.model.artifact import (
     MANIFEST,
     MODULES,
     ArtifactError,
-    new_artifact_dir,
+    save_modules,
     source_sha256,
     verify_artifact,
-    write_manifest,
 )
 from lfr.model.integrator import Integrator
 from lfr.model.text import (
@@ -275,13 +274,9 @@ class XCrossModel:
     # -- persistence -----------------------------------------------------
     def save(self, path: str | os.PathLike, extra_manifest: Mapping[str, Any] | None = None) -> str:
         """Write the artifact to ``path`` (new or empty dir); returns ``model_version``."""
-        root = new_artifact_dir(path)
-        modules = [{"idx": i, "name": name, "type": kind, "path": rel, "config": save(root / rel)}
-                   for i, (name, kind, rel, save) in enumerate(self._modules())]
-        (root / MODULES).write_text(json.dumps(modules, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        self.manifest = write_manifest(root, self._manifest_body(), extra_manifest)
+        self.manifest = save_modules(path, self._modules(), self._manifest_body, extra_manifest)
         self.model_version = self.manifest["model_version"]
-        log.info("saved X-Cross model %s to %s", self.model_version, root)
+        log.info("saved X-Cross model %s to %s", self.model_version, path)
         return self.model_version
 
     def _modules(self) -> list[tuple[str, str, str, Callable[[Path], dict]]]:
