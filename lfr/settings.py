@@ -1,20 +1,27 @@
 """Typed, frozen settings, one dataclass per section of ``conf/lfr.yaml``, parsed once at the job edge.
 
-    settings = Settings.from_config(load_config(...))    # ConfigError naming any unknown/missing key
-    embed_catalog(spark, cfg, "books", batch_size=settings.embed.batch_size, ...)
+    settings = load_settings(overrides=["score.k=20"])   # the yaml + $LFR_CONF + overrides, checked
+    settings = with_values(settings, {"score.k": 5, "guards.allow_deletes": True})   # a job's flags
+    run_score(spark, settings)
+
+The library's entry points take these objects (the whole ``Settings`` or one section); a notebook,
+a test or a bench builds them exactly as a job does, so all of them run the same configuration.
 
 Why no default values here: ``conf/lfr.yaml`` is the single place defaults are written; a key
 missing from the file is an error naming it, never a silent second default. Fields follow the
 yaml's order, so adding a setting is: a line in the yaml, a field here (same section, same place).
 Types are checked by OmegaConf's structured configs (``"64"`` -> 64, ``"x"`` for an int -> error).
 """
+import dataclasses
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lfr.config import ConfigError
+from lfr.config import ConfigError, load_config
+
+T = TypeVar("T")
 
 
 class _Section:
@@ -235,3 +242,39 @@ class Settings(_Section):
     def from_config(cls, cfg: Mapping[str, Any]) -> "Settings":
         """Every section of a merged config (``lfr.config.load_config``), typed and checked once."""
         return parse_section(cls, "(top level)", cfg)
+
+
+def load_settings(conf_file: Optional[str] = None, profile: Optional[str] = None, overrides: Iterable[str] = (),
+                  environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """The typed settings of ``lfr.config.load_config`` (conf/lfr.yaml < profile < ``$LFR_CONF`` < ``overrides``).
+
+    Example::
+
+        settings = load_settings(overrides=["score.method=dense", "paths.data_dir=../shared/data"])
+    """
+    return Settings.from_config(load_config(conf_file, profile, overrides, environ))
+
+
+def with_values(obj: T, values: Mapping[str, Any]) -> T:
+    """A copy of a frozen settings object with the dotted keys of ``values`` replaced (``None`` values
+    are skipped: an unset command-line flag keeps the configured value). Unknown keys are a ``ConfigError``.
+
+    Example::
+
+        with_values(settings, {"score.k": args.k, "guards.allow_deletes": args.allow_deletes or None})
+    """
+    changes: Dict[str, Dict[str, Any]] = {}
+    direct: Dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        head, _, rest = key.partition(".")
+        if head not in {f.name for f in fields(obj)}:
+            raise ConfigError(f"unknown setting '{key}' for {type(obj).__name__}")
+        if rest:
+            changes.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in changes.items():
+        direct[head] = with_values(getattr(obj, head), sub)
+    return dataclasses.replace(obj, **direct) if direct else obj
