@@ -43,8 +43,9 @@ from typing import Mapping
 
 from pyspark.sql import SparkSession
 
-from lfr.config import Config, is_uri
+from lfr.config import is_uri
 from lfr.errors import UsageError
+from lfr.settings import PathsSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +96,21 @@ def _text(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def metastore_dir(cfg: Config) -> str | None:
+def metastore_dir(paths: PathsSettings) -> str | None:
     """The local folder of the embedded metastore, or None (no Derby: in-memory or external catalog)."""
-    value = (cfg.get("paths") or {}).get("metastore_dir")
+    value = paths.metastore_dir
     if value in (None, "", "null") or is_uri(str(value)):
         return None
     return str(Path(os.path.expanduser(str(value).removeprefix("file://"))).resolve())
 
 
-def catalog_conf(cfg: Config, conf: Mapping[str, object]) -> dict[str, str]:
+def catalog_conf(paths: PathsSettings, conf: Mapping[str, object]) -> dict[str, str]:
     """Settings of the embedded Derby metastore, when the catalog is Hive and the folder local.
 
     An explicit ``spark.hadoop.javax.jdo.option.ConnectionURL`` / ``spark.sql.warehouse.dir`` wins;
     on a cluster ``paths.metastore_dir`` is null and hive-site.xml (or ``spark.hadoop.hive.metastore.uris``)
     names the shared metastore."""
-    folder = metastore_dir(cfg)
+    folder = metastore_dir(paths)
     if str(conf.get("spark.sql.catalogImplementation", "in-memory")) != "hive" or folder is None:
         return {}
     out = {"spark.sql.warehouse.dir": f"{folder}/spark-warehouse"}
@@ -126,24 +127,20 @@ def _java_options(conf: Mapping[str, object], folder: str | None) -> str:
     return " ".join(opts)
 
 
-def _jars_dir(cfg: Config) -> str | None:
-    """``paths.delta_jars_dir`` (older configs: ``spark.jars_dir``)."""
-    paths = cfg.get("paths") or {}
-    return paths["delta_jars_dir"] if "delta_jars_dir" in paths else (cfg.get("spark") or {}).get("jars_dir")
-
-
-def session_conf(cfg: Config, extra_conf: Mapping[str, object] | None = None, *, jars: bool = True) -> dict[str, str]:
-    """Every Spark setting of the project's sessions: ``spark.conf`` of the config, the catalog,
+def session_conf(settings: Settings | Mapping, extra_conf: Mapping[str, object] | None = None, *,
+                 jars: bool = True) -> dict[str, str]:
+    """Every Spark setting of the project's sessions: ``spark.conf`` of the settings, the catalog,
     the log configuration, the Delta jars (``jars=False``: leave them to spark-submit)."""
-    spark_cfg = cfg.get("spark") or {}
-    conf: dict[str, object] = {k: v for k, v in {**(spark_cfg.get("conf") or {}), **(extra_conf or {})}.items()
+    settings = _typed(settings)
+    conf: dict[str, object] = {k: v for k, v in {**settings.spark.conf, **(extra_conf or {})}.items()
                                if v is not None}
-    conf.update(catalog_conf(cfg, conf))
-    folder = metastore_dir(cfg) if DERBY_URL_KEY in conf and "jdbc:derby:" in str(conf[DERBY_URL_KEY]) else None
+    conf.update(catalog_conf(settings.paths, conf))
+    derby = DERBY_URL_KEY in conf and "jdbc:derby:" in str(conf[DERBY_URL_KEY])
+    folder = metastore_dir(settings.paths) if derby else None
     conf["spark.driver.extraJavaOptions"] = _java_options(conf, folder)
     conf.setdefault("spark.executorEnv.PYTHONWARNINGS", f"ignore:{PANDAS3_WARNING}:FutureWarning")
     if jars and "spark.jars" not in conf:
-        found = delta_jars(_jars_dir(cfg))
+        found = delta_jars(settings.paths.delta_jars_dir)
         if found:
             conf["spark.jars"] = ",".join(found)
     return {k: _text(v) for k, v in conf.items() if _text(v) != ""}
@@ -192,19 +189,42 @@ def _python_workers(conf: Mapping[str, str]) -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", conf.get("spark.pyspark.driver.python") or sys.executable)
 
 
-def build_session(cfg: Config, extra_conf: Mapping[str, object] | None = None) -> SparkSession:
-    """Create (or reuse) the SparkSession described by ``cfg['spark']``."""
-    spark_cfg = cfg.get("spark", {})
-    builder = SparkSession.builder.appName(str(spark_cfg.get("app_name", "lightfusionrec")))
-    master = spark_cfg.get("master")
+def _typed(settings: Settings | Mapping) -> Settings:
+    """The typed settings; a merged config mapping (``lfr.config.load_config``) is parsed once here."""
+    return settings if isinstance(settings, Settings) else Settings.from_config(settings)
+
+
+def build_session(settings: Settings | Mapping, extra_conf: Mapping[str, object] | None = None) -> SparkSession:
+    """Create (or reuse) the SparkSession described by ``settings.spark`` and ``settings.paths``.
+
+    Parameters
+    ----------
+    settings : lfr.settings.Settings
+        From ``lfr.settings.load_settings`` (or the merged config mapping it is parsed from).
+    extra_conf : mapping, optional
+        Spark settings added to ``settings.spark.conf`` (they win).
+
+    Returns
+    -------
+    SparkSession
+        With Delta Lake, the project's catalog (embedded Derby metastore or in-memory) and Python workers
+        running this interpreter.
+
+    Example
+    -------
+    >>> spark = build_session(load_settings(overrides=["spark.master=local[2]"]))  # doctest: +SKIP
+    """
+    settings = _typed(settings)
+    builder = SparkSession.builder.appName(settings.spark.app_name)
+    master = settings.spark.master
     if master and not os.environ.get("PYSPARK_GATEWAY_PORT"):
         builder = builder.master(str(master))
-    conf = session_conf(cfg, extra_conf, jars=not _jvm_running())
+    conf = session_conf(settings, extra_conf, jars=not _jvm_running())
     local = str(master or "").startswith("local")
     conf.setdefault("spark.ui.showConsoleProgress", _text(local and sys.stderr.isatty()))
     _python_workers(conf)
     _fall_back_if_locked(conf)
-    folder = metastore_dir(cfg)
+    folder = metastore_dir(settings.paths)
     if folder and "jdbc:derby:" in conf.get(DERBY_URL_KEY, ""):
         Path(folder).mkdir(parents=True, exist_ok=True)  # Derby opens derby.log there before creating the db
     for key, value in conf.items():
@@ -310,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             node = node[part]  # type: ignore[index]
         print("" if node is None else node)
         return 0
-    master = (cfg.get("spark") or {}).get("master")
-    for key, value in {**({"spark.master": master} if master else {}), **session_conf(cfg)}.items():
+    settings = Settings.from_config(cfg)
+    master = settings.spark.master
+    for key, value in {**({"spark.master": master} if master else {}), **session_conf(settings)}.items():
         print(f"{key}={value}")
     return 0
