@@ -13,8 +13,8 @@ Fixtures (all session-scoped, < 5 s together):
 * ``tiny_encoder_dir`` -> str: folder with a random ``DistilBertConfig(dim=32,
   n_layers=2, n_heads=2, hidden_dim=64, vocab_size=30522)`` model
   (``model.safetensors``) and the shipped MiniLM uncased tokenizer.
-* ``tiny_model_cfg`` -> dict: a ``model`` config section for it (cls pooling,
-  max_length 64, genre_dim 8, fp32).
+* ``tiny_model_cfg`` -> ``lfr.settings.ModelSettings``: the packaged conf's ``model`` section
+  for it (cls pooling, max_length 64, genre_dim 8, fp32); change it with ``with_values``.
 * ``toy_movies`` / ``toy_books`` -> pandas frames in the canonical catalog
   schema (6 movies, 8 books, genres shared in obvious groups).
 * ``tiny_artifact`` -> str: a saved artifact directory of a LightFusionModel on
@@ -66,13 +66,20 @@ def tiny_encoder_dir(tmp_path_factory) -> str:
     return make_tiny_encoder(str(tmp_path_factory.mktemp("tiny_encoder")))
 
 
-@pytest.fixture(scope="session")
-def tiny_model_cfg(tiny_encoder_dir) -> dict:
-    return {
-        "encoder": tiny_encoder_dir, "pooling": "cls", "max_length": 64, "include_title": False,
+def tiny_model_settings(encoder_dir: str):
+    """conf/lfr.yaml's ``model`` section on the tiny encoder (the library's defaults, small sizes)."""
+    from lfr.settings import load_settings, with_values
+
+    return with_values(load_settings(environ={}).model, {
+        "encoder": encoder_dir, "pooling": "cls", "max_length": 64, "include_title": False,
         "genre_dim": 8, "genre_epochs": 5, "genre_bucket": 1000, "output_dim": None,
         "freeze_encoder": True, "finetune_last_layers": 1, "precision": "fp32", "seed": 13,
-    }
+    })
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cfg(tiny_encoder_dir):
+    return tiny_model_settings(tiny_encoder_dir)
 
 
 @pytest.fixture(scope="session")
