@@ -25,7 +25,7 @@ def main(ctx: JobContext) -> int:
     from lfr.train.job import run_training
 
     model_dir = resolve_path(ctx.args.model_dir) if ctx.args.model_dir else ctx.settings.paths.model_dir
-    run_training(ctx.spark, ctx.cfg, model_dir=model_dir, use_pairs=not ctx.args.no_pairs,
+    run_training(ctx.spark, ctx.settings, model_dir=model_dir, use_pairs=not ctx.args.no_pairs,
                  progress=not ctx.args.no_progress, force=ctx.args.force)
     return 0
 

@@ -127,6 +127,7 @@ class TrainSettings(_Section):
     span_pairs: int
     span_min_chars: int
     val_books: Optional[int]
+    recipes: Dict[str, Dict[str, Any]]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from lfr.config import ConfigError
 from lfr.model import ArtifactError, FusionHead, GenreModel, build_model, load, normalise_genres
+from lfr.settings import with_values
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,8 +159,8 @@ def test_precision_auto_is_saved_as_requested_and_resolved_at_load(tiny_model_cf
                         lambda: {"capability": "AVX2", "avx512_bf16": False, "amx_bf16": False})
     monkeypatch.setattr(text_mod, "_LOGGED_PRECISION", set())
     with caplog.at_level(logging.INFO, logger="lfr.model.text"):
-        m = build_model({**tiny_model_cfg, "precision": "auto"}, list(toy_movies["genres"]))
-        build_model({**tiny_model_cfg, "precision": "auto"}, list(toy_movies["genres"]))
+        m = build_model(with_values(tiny_model_cfg, {"precision": "auto"}), list(toy_movies["genres"]))
+        build_model(with_values(tiny_model_cfg, {"precision": "auto"}), list(toy_movies["genres"]))
     assert m.text.requested_precision == "auto" and m.text.precision == "fp32"
     logged = [r.getMessage() for r in caplog.records if "precision" in r.getMessage()]
     assert len(logged) == 1 and "AVX2" in logged[0]  # once per process
@@ -262,18 +264,20 @@ def test_tampered_manifest_missing_and_extra_files_refused(tiny_artifact, tmp_pa
 
 
 def test_build_model_settings(tiny_model_cfg, toy_movies):
-    with pytest.raises(ValueError, match="unknown model setting"):
-        build_model({**tiny_model_cfg, "poolng": "cls"}, list(toy_movies["genres"]))
+    with pytest.raises(ConfigError, match="unknown setting 'poolng'"):
+        with_values(tiny_model_cfg, {"poolng": "cls"})
+    with pytest.raises(TypeError, match="ModelSettings"):   # no partial dicts: the yaml is the one default
+        build_model({"encoder": "default"}, list(toy_movies["genres"]))
     with pytest.raises(FileNotFoundError, match="encoder folder not found"):
-        build_model({**tiny_model_cfg, "encoder": "/nonexistent/enc"}, list(toy_movies["genres"]))
-    m = build_model({**tiny_model_cfg, "include_title": True, "output_dim": 16, "head": "paper"},
+        build_model(with_values(tiny_model_cfg, {"encoder": "/nonexistent/enc"}), list(toy_movies["genres"]))
+    m = build_model(with_values(tiny_model_cfg, {"include_title": True, "output_dim": 16, "head": "paper"}),
                     list(toy_movies["genres"]))
     assert m.output_dim == 16 and m.model_version == "unsaved"
     assert m.texts(["Dune", None], ["Spice.", None]) == ["Dune. Spice.", ""]
     with pytest.raises(ValueError, match="model.head=paper"):
-        build_model({**tiny_model_cfg, "output_dim": 16}, list(toy_movies["genres"]))
+        build_model(with_values(tiny_model_cfg, {"output_dim": 16}), list(toy_movies["genres"]))
     with pytest.raises(ValueError, match="model.head"):
-        build_model({**tiny_model_cfg, "head": "mlp"}, list(toy_movies["genres"]))
+        build_model(with_values(tiny_model_cfg, {"head": "mlp"}), list(toy_movies["genres"]))
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -304,7 +308,7 @@ def test_untrained_residual_head_is_exactly_text_only(tiny_model_cfg, toy_movies
 
 
 def _perturbed(cfg, corpus, head):
-    m = build_model({**cfg, "head": head}, corpus)
+    m = build_model(with_values(cfg, {"head": head}), corpus)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         with torch.no_grad():
@@ -321,7 +325,7 @@ def test_save_load_each_head(tiny_model_cfg, toy_movies, tmp_path, head):
     m.save(tmp_path / head)
     manifest = json.loads((tmp_path / head / "manifest.json").read_text())
     assert manifest["head"] == {"kind": head, "text_dim": 32, "genre_dim": 8, "output_dim": 32}
-    assert manifest["chunking"] == {"mode": "off", "overlap": 0, "pooling": "mean"}
+    assert manifest["chunking"] == {"mode": "on", "overlap": 0, "pooling": "length"}   # conf/lfr.yaml's
     back = load(tmp_path / head)
     assert back.head.kind == head
     np.testing.assert_array_equal(back.embed(*args), m.embed(*args))
@@ -330,7 +334,8 @@ def test_save_load_each_head(tiny_model_cfg, toy_movies, tmp_path, head):
 def test_legacy_artifact_loads_with_the_paper_head(tiny_model_cfg, toy_movies, tmp_path):
     from lfr.model.artifact import write_manifest
 
-    m = _perturbed(tiny_model_cfg, list(toy_movies["genres"]), "paper")
+    legacy = with_values(tiny_model_cfg, {"chunking": "off", "chunk_pooling": "mean"})   # before chunking existed
+    m = _perturbed(legacy, list(toy_movies["genres"]), "paper")
     m.save(tmp_path / "old")
     manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
     for key in ("head", "chunking", "files", "format", "model_version"):

@@ -8,11 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lfr.config import ConfigError
 from lfr.model import load, normalise_genres
+from lfr.settings import load_settings, with_values
 from lfr.train import build_pairs, data_fingerprint, split_by_movie, train, train_settings
 from lfr.train.publish import publish_model
 
-PAIR_CFG = {"seed": 3, "min_shared_genres": 2, "genre_positives_per_movie": 2, "negatives_per_positive": 2}
+BASE = load_settings(environ={})   # conf/lfr.yaml: what the jobs run
+PAIR_CFG = with_values(BASE.train, {"seed": 3, "min_shared_genres": 2, "genre_positives_per_movie": 2,
+                                    "negatives_per_positive": 2})
 
 
 def _shared(movies, books, m, b) -> int:
@@ -21,8 +25,10 @@ def _shared(movies, books, m, b) -> int:
 
 
 def _cfg(model_cfg, **train):
-    return {"model": dict(model_cfg), "train": {"epochs": 2, "lr": 1e-2, "batch_size": 64, "val_fraction": 0.0,
-                                                 "negatives_per_positive": 2, "seed": 5, **train}}
+    """The paper recipe (this file's subject) on the tiny model, with ``train`` overrides."""
+    values = {"recipe": "paper", "epochs": 2, "lr": 1e-2, "batch_size": 64, "val_fraction": 0.0,
+              "negatives_per_positive": 2, "seed": 5, **train}
+    return with_values(BASE, {"model": model_cfg, **{f"train.{k}": v for k, v in values.items()}})
 
 
 def test_genre_agreement_pairs_follow_the_rule(toy_movies, toy_books):
@@ -43,7 +49,7 @@ def test_genre_agreement_pairs_follow_the_rule(toy_movies, toy_books):
 def test_known_pairs_and_movie_without_genres(toy_movies, toy_books):
     known = pd.DataFrame({"movie_id": ["imdb:no-genre-2005", "imdb:love-story-1970", "imdb:love-story-1970", "imdb:x"],
                           "book_id": ["goodreads:3", "goodreads:4", "goodreads:4", "goodreads:1"]})
-    pairs, source = build_pairs(toy_movies, toy_books, known, {**PAIR_CFG, "negatives_per_positive": 3})
+    pairs, source = build_pairs(toy_movies, toy_books, known, with_values(PAIR_CFG, {"negatives_per_positive": 3}))
     assert source == "pairs"
     pos = pairs[pairs.label == 1]
     assert sorted(zip(pos.movie_id, pos.book_id)) == [("imdb:love-story-1970", "goodreads:4"),
@@ -68,9 +74,12 @@ def test_split_by_movie():
 
 
 def test_settings_validation():
-    with pytest.raises(ValueError, match="unknown train setting"):
-        train_settings({"epoch": 3})
-    assert train_settings(None)["lr"] == 2e-5 and train_settings(None)["epochs"] == 2
+    with pytest.raises(ConfigError, match="unknown setting 'epoch'"):
+        with_values(BASE.train, {"epoch": 3})
+    paper = train_settings(with_values(BASE.train, {"recipe": "paper"}))
+    assert paper.lr == 2e-5 and paper.epochs == 2      # null in the yaml: train.recipes.paper's values
+    with pytest.raises(TypeError, match="TrainSettings"):
+        train_settings({"recipe": "paper"})
 
 
 def test_training_step_lowers_loss_and_is_deterministic(toy_movies, toy_books, tiny_model_cfg):
@@ -99,12 +108,12 @@ def test_data_fingerprint_tracks_content(toy_movies, toy_books):
 
 
 def test_finetune_last_layer_round_trip(toy_movies, toy_books, tiny_model_cfg, tmp_path):
-    cfg = _cfg({**tiny_model_cfg, "freeze_encoder": False, "finetune_last_layers": 1}, epochs=1, lr=1e-2,
+    cfg = _cfg(with_values(tiny_model_cfg, {"freeze_encoder": False, "finetune_last_layers": 1}), epochs=1, lr=1e-2,
                val_fraction=0.3)
     r = train(toy_movies, toy_books, None, cfg, progress=False)
     from lfr.model import TextEncoder
 
-    orig = TextEncoder(tiny_model_cfg["encoder"], pooling="cls", precision="fp32")
+    orig = TextEncoder(tiny_model_cfg.encoder, pooling="cls", precision="fp32")
     layers, orig_layers = r.model.text.transformer_layers(), orig.transformer_layers()
     assert len(layers) == 2
     changed = lambda a, b: any(not np.array_equal(p.detach().numpy(), q.detach().numpy())  # noqa: E731
@@ -142,7 +151,8 @@ def test_publish_is_atomic_and_keeps_previous_on_failure(tiny_model, tmp_path, m
 def test_default_minilm_related_texts_score_higher(toy_movies, toy_books):
     from lfr.model import build_model
 
-    model = build_model({"encoder": "default"}, list(toy_movies.genres) + list(toy_books.genres))
+    model = build_model(with_values(BASE.model, {"encoder": "default", "precision": "auto"}),
+                        list(toy_movies.genres) + list(toy_books.genres))
     assert model.text.model_type == "bert" and model.text_dim == model.output_dim == 384
     assert model.text.pooling == "mean" and model.text.requested_precision == "auto"
     assert model.text.precision in ("fp32", "bf16")
@@ -166,7 +176,7 @@ def test_paper_recipe_keeps_the_epoch_with_the_lowest_validation_loss(toy_movies
     best = min(losses, key=lambda e: (losses[e], e))
     assert r.metrics["best_epoch"] == best and r.metrics["epochs_run"] == 6
     assert r.metrics["val_loss"] == pytest.approx(losses[best])
-    stopped = train(toy_movies, toy_books, None, {**cfg, "train": {**cfg["train"], "epochs": best}}, progress=False)
+    stopped = train(toy_movies, toy_books, None, with_values(cfg, {"train.epochs": best}), progress=False)
     args = (None, list(toy_books.description), list(toy_books.genres))
     np.testing.assert_allclose(r.model.embed(*args), stopped.model.embed(*args), atol=1e-6)
     no_val = train(toy_movies, toy_books, None, _cfg(tiny_model_cfg, epochs=3), progress=False)

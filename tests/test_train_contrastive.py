@@ -1,12 +1,15 @@
 """Contrastive recipe mechanics: hard-negative mining, masking, selection, label-free pairs (tiny model)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from lfr.model import ResidualHead
+from lfr.settings import load_settings, with_values
 from lfr.train import train, train_settings
 from lfr.train.contrastive import Feats, _info_nce_links, fit_contrastive, mine_hard_negatives, span_pairs
 
@@ -15,18 +18,29 @@ LINKS = pd.DataFrame({"movie_id": ["imdb:space-odyssey-1968", "imdb:star-war-197
                       "book_id": ["goodreads:1", "goodreads:2", "goodreads:4", "goodreads:5", "goodreads:6"]})
 
 
+BASE = load_settings(environ={})
+
+
 def _cfg(model_cfg, **train_kw):
-    return {"model": dict(model_cfg), "train": {"recipe": "contrastive", "batch_size": 4, "val_fraction": 0.0,
-                                                 "hard_negatives": 2, "hard_negative_skip": 1, "epochs": 5,
-                                                 "lr": 1e-2, "pretrain_epochs": 2, "seed": 3, **train_kw}}
+    values = {"recipe": "contrastive", "batch_size": 4, "val_fraction": 0.0, "hard_negatives": 2,
+              "hard_negative_skip": 1, "epochs": 5, "lr": 1e-2, "pretrain_epochs": 2, "seed": 3, **train_kw}
+    return with_values(BASE, {"model": model_cfg, **{f"train.{k}": v for k, v in values.items()}})
+
+
+def _train(**values):
+    return train_settings(with_values(BASE.train, values))
 
 
 def test_recipe_defaults():
-    assert train_settings({"recipe": "contrastive"})["lr"] == 1e-3
-    assert train_settings({"recipe": "paper"})["lr"] == 2e-5 and train_settings(None)["epochs"] == 2
-    assert train_settings({"recipe": "contrastive", "lr": 0.5})["lr"] == 0.5
+    """A null epochs / lr / weight_decay takes the recipe's entry in conf/lfr.yaml's train.recipes."""
+    assert BASE.train.recipe == "contrastive" and BASE.train.lr is None
+    assert _train().lr == 1e-3 and _train().epochs == 100
+    assert _train(recipe="paper").lr == 2e-5 and _train(recipe="paper").epochs == 2
+    assert _train(recipe="contrastive", lr=0.5).lr == 0.5
     with pytest.raises(ValueError, match="train.recipe"):
-        train_settings({"recipe": "triplet"})
+        _train(recipe="triplet")
+    with pytest.raises(ValueError, match="train.recipes.paper does not set it"):
+        _train(recipe="paper", recipes={"paper": {"lr": 1e-3}})
 
 
 def test_hard_negatives_skip_the_top_and_the_links():
@@ -74,8 +88,10 @@ def test_validation_selection_keeps_the_best_epoch():
     movies = Feats(torch.randn(12, 8, generator=gen), torch.randn(12, 3, generator=gen))
     books = Feats(torch.randn(30, 8, generator=gen), torch.randn(30, 3, generator=gen))
     links = np.array([[i, i] for i in range(12)])
-    s = {"seed": 1, "temperature": 0.1, "hard_negatives": 3, "hard_negative_skip": 0, "lr": 0.05,
-         "weight_decay": 0.0, "batch_size": 4, "epochs": 15, "patience": 3, "pretrain_epochs": 0, "val_books": None}
+    s = with_values(BASE.train, {"seed": 1, "temperature": 0.1, "hard_negatives": 3, "hard_negative_skip": 0,
+                                 "lr": 0.05, "weight_decay": 0.0, "batch_size": 4, "epochs": 15, "patience": 3,
+                                 "pretrain_epochs": 0})
+    s = dataclasses.replace(s, val_books=None)   # with_values skips None: every book is a validation candidate
     head = ResidualHead(8, 3, seed=0)
     history, best = fit_contrastive(head, movies, books, links[:9], links[9:], s)
     mrr = [x["val_mrr"] for x in history]
@@ -83,7 +99,8 @@ def test_validation_selection_keeps_the_best_epoch():
     assert len(history) - 1 - best <= 3 or len(history) == 16  # stopped after `patience` epochs without gain
     # The kept head is the one of the best epoch: replaying the same run up to it gives the same weights.
     replay = ResidualHead(8, 3, seed=0)
-    fit_contrastive(replay, movies, books, links[:9], links[9:], {**s, "epochs": max(best, 1), "patience": 99})
+    replay_s = with_values(s, {"epochs": max(best, 1), "patience": 99})
+    fit_contrastive(replay, movies, books, links[:9], links[9:], replay_s)
     if best > 0:
         for p, q in zip(head.state_dict().values(), replay.state_dict().values()):
             torch.testing.assert_close(p, q)

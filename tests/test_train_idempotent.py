@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lfr.config import load_config
+from lfr.settings import load_settings
 from lfr.train.job import inputs_key
 
 
@@ -16,7 +16,7 @@ def _frames():
 
 
 def test_inputs_key_changes_with_data_and_settings_only():
-    cfg = load_config(environ={})
+    cfg = load_settings(environ={})
     movies, books, pairs = _frames()
     key = inputs_key(movies, books, pairs, cfg)
     # row order does not matter
@@ -25,13 +25,13 @@ def test_inputs_key_changes_with_data_and_settings_only():
     changed.loc[0, "description"] = "x2"
     assert inputs_key(changed, books, pairs, cfg) != key
     assert inputs_key(movies, books, None, cfg) != key
-    assert inputs_key(movies, books, pairs, load_config(overrides=["train.lr=1e-3"], environ={})) != key
+    assert inputs_key(movies, books, pairs, load_settings(overrides=["train.lr=1e-3"], environ={})) != key
 
 
 def test_inputs_key_changes_with_the_training_code(monkeypatch):
     import lfr.train.job as job
 
-    cfg = load_config(environ={})
+    cfg = load_settings(environ={})
     movies, books, pairs = _frames()
     key = inputs_key(movies, books, pairs, cfg)
     assert inputs_key(movies, books, pairs, cfg) == key
@@ -77,14 +77,14 @@ def test_the_job_skips_unchanged_and_retrains_after_a_code_change(monkeypatch, t
 
     import lfr.train.job as job
 
-    cfg = load_config(environ={})
+    cfg = load_settings(environ={})
     monkeypatch.setattr(job, "collect_inputs", lambda spark, cfg, **kw: _frames())
     trained = []
 
     def fake_train(kind, movies, books, positives, cfg, progress):
         trained.append(kind)
-        result = SimpleNamespace(model=_FakeModel(), manifest_extra=lambda: {"recipe": "fake"}, settings={},
-                                 pair_stats={}, seconds=0.0)
+        result = SimpleNamespace(model=_FakeModel(), manifest_extra=lambda: {"recipe": "fake"},
+                                 settings={"recipe": "fake"}, pair_stats={}, seconds=0.0)
         return result, "history"
 
     monkeypatch.setattr(job, "_train", fake_train)

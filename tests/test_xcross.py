@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from lfr.config import ConfigError
 from lfr.model import LayerIntegrator
 from lfr.model.artifact import ArtifactError
 from lfr.model.xcross import DOMAINS, build_xcross, load
+from lfr.settings import load_settings, with_values
 
 FILMS = ["Astronauts and a rogue computer travel to Jupiter.", "Two students fall in love despite their families.",
          "A gang plans the perfect robbery.", ""]
@@ -31,9 +33,15 @@ def _adapters(model, domain):
     return list(model.adapter_parameters(domain).values())
 
 
+def _build(encoder: str, precision: str = "fp32", max_length: int = 64):
+    s = load_settings(environ={})
+    return build_xcross(with_values(s.xcross, {"encoder": encoder, "max_length": max_length}),
+                        with_values(s.model, {"precision": precision}))
+
+
 @pytest.fixture()
 def xmodel(tiny_encoder_dir):
-    model = build_xcross({"encoder": tiny_encoder_dir, "max_length": 64, "precision": "fp32"})
+    model = _build(tiny_encoder_dir)
     for i, d in enumerate(DOMAINS):
         _randomise(_adapters(model, d), seed=10 + i)
     return model
@@ -161,7 +169,7 @@ def test_model_precision_is_honoured(tmp_path, tiny_encoder_dir, xmodel):
     it resolves to bf16 (the integrators too), saved as asked, overridden by the run's at load."""
     from lfr.train.xcross import xcross_settings
 
-    bf16 = build_xcross({"encoder": tiny_encoder_dir, "max_length": 64, "precision": "bf16"})
+    bf16 = _build(tiny_encoder_dir, "bf16")
     for d in DOMAINS:
         for p, q in zip(_adapters(bf16, d), _adapters(xmodel, d)):
             p.data.copy_(q)
@@ -180,10 +188,11 @@ def test_model_precision_is_honoured(tmp_path, tiny_encoder_dir, xmodel):
     assert as_fp32.precision == "fp32"
     np.testing.assert_array_equal(as_fp32.embed(None, FILMS, None, domain="film"), a)
     with pytest.raises(ValueError, match="model.precision"):
-        build_xcross({"encoder": tiny_encoder_dir, "precision": "fp16"})
-    assert xcross_settings({"model": {"precision": "bf16"}})[0]["precision"] == "bf16"
-    with pytest.raises(ValueError, match="unknown xcross"):
-        xcross_settings({"xcross": {"precision": "bf16"}})                    # one key for both kinds
+        _build(tiny_encoder_dir, "fp16")
+    base = load_settings(environ={})
+    assert xcross_settings(with_values(base, {"model.precision": "bf16"}))[0]["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="unknown setting 'precision'"):
+        with_values(base, {"xcross.precision": "bf16"})                       # one key for both kinds
 
 
 def test_saved_as_modules_and_older_artifacts_still_load(tmp_path, xmodel, tiny_artifact):

@@ -7,16 +7,20 @@ import pandas as pd
 import pytest
 import torch
 
+from lfr.config import ConfigError
 from lfr.model.xcross import DOMAINS, build_xcross, load
+from lfr.settings import load_settings, with_values
 from lfr.train.xcross import book_view_pairs, film_view_pairs, info_nce, span_pair, train, xcross_settings
 
 LONG = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
 
 
 def _cfg(tiny_encoder_dir, **extra):
-    return {"model": {"encoder": tiny_encoder_dir, "precision": "fp32"},
-            "xcross": {"max_length": 32, "train_max_length": 32, "adapter_steps": 2, "adapter_batch_size": 4,
-                       "integrator_steps": 2, "integrator_batch_size": 3, "min_span_words": 4, **extra}}
+    """conf/lfr.yaml with the tiny encoder and a few steps per stage."""
+    xcross = {"max_length": 32, "train_max_length": 32, "adapter_steps": 2, "adapter_batch_size": 4,
+              "integrator_steps": 2, "integrator_batch_size": 3, "min_span_words": 4, **extra}
+    return with_values(load_settings(environ={}), {"model.encoder": tiny_encoder_dir, "model.precision": "fp32",
+                                                   **{f"xcross.{k}": v for k, v in xcross.items()}})
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +55,12 @@ def test_info_nce_prefers_matching_rows():
 
 
 def test_settings_reject_unknown_keys():
-    with pytest.raises(ValueError, match="unknown xcross"):
-        xcross_settings({"xcross": {"lora_rank": 4}})
-    model_s, train_s = xcross_settings({"model": {"encoder": "/x"}})
-    assert model_s["encoder"] == "/x" and model_s["lora_r"] == 8 and train_s["train_max_length"] == 128
+    base = load_settings(environ={})
+    with pytest.raises(ConfigError, match="unknown setting 'lora_rank'"):
+        with_values(base, {"xcross.lora_rank": 4})
+    model_s, train_s = xcross_settings(with_values(base, {"model.encoder": "/x"}))   # xcross.encoder null: model's
+    assert model_s["encoder"] == "/x" and model_s["lora_r"] == base.xcross.lora_r
+    assert train_s["train_max_length"] == base.xcross.train_max_length
 
 
 def _state(model):
@@ -63,8 +69,9 @@ def _state(model):
 
 def test_stages_move_only_their_parameters(tiny_encoder_dir, catalogs, tmp_path):
     movies, books, links = catalogs
-    result = train(movies, books, links, _cfg(tiny_encoder_dir))
-    model, fresh = result.model, build_xcross({"encoder": tiny_encoder_dir, "max_length": 32})
+    cfg = _cfg(tiny_encoder_dir)
+    result = train(movies, books, links, cfg)
+    model, fresh = result.model, build_xcross(cfg.xcross, cfg.model)
     after, before = _state(model), _state(fresh)
     for name, value in after.items():
         if ".lora_" not in name:

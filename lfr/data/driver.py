@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from lfr.settings import Settings
+
 log = logging.getLogger(__name__)
 MODEL_INPUT_COLUMNS = ["id", "title", "description", "genres"]
 
@@ -26,17 +28,18 @@ class DriverInputs:
     n_unresolved: int = 0
 
 
-def collect_driver_inputs(spark: Any, cfg: Any, use_pairs: bool = True, book_columns: tuple = ()) -> DriverInputs:
+def collect_driver_inputs(spark: Any, settings: Settings, use_pairs: bool = True,
+                          book_columns: tuple = ()) -> DriverInputs:
     """Valid catalog rows (model input columns) and, when ``catalogs.pairs`` is set, the links.
     ``book_columns``: more catalog columns for the books (X-Cross pairs books by ``authors``)."""
     from lfr.data.catalog import load_catalog
     from lfr.data.pairs import read_pairs
     from lfr.data.readers import read_csv
 
-    movies_df, _ = load_catalog(spark, cfg, "movies")
-    books_df, _ = load_catalog(spark, cfg, "books")
+    movies_df, _ = load_catalog(spark, settings, "movies")
+    books_df, _ = load_catalog(spark, settings, "books")
     movies_df, books_df = movies_df.cache(), books_df.cache()
-    pairs_path = (cfg.get("catalogs") or {}).get("pairs")
+    pairs_path = settings.catalogs.get("pairs")
     links, n_unresolved = None, 0
     if use_pairs and pairs_path:
         # read_pairs needs the full catalog rows (year, authors) to resolve titles to ids.

@@ -19,14 +19,14 @@ from lfr.model.artifact import ArtifactError, compute_model_version, verify_arti
 from lfr.model.fusion import HEADS, FusionHead, ResidualHead, make_head
 from lfr.model.genre import GenreModel, normalise_genres, normalise_label
 from lfr.model.integrator import Integrator, LayerIntegrator
-from lfr.model.lightfusion import MODEL_DEFAULTS, LightFusionModel, build_model, model_settings
+from lfr.model.lightfusion import LightFusionModel, build_model
 from lfr.model.loader import load
 from lfr.model.text import TextEncoder, make_texts, pool_windows, resolve_encoder, resolve_precision
 from lfr.model.xcross import DOMAINS, DomainView, XCrossModel, build_xcross, domain_name
 
 __all__ = [
     "ArtifactError", "DOMAINS", "DomainView", "FusionHead", "GenreModel", "HEADS", "Integrator", "LayerIntegrator",
-    "ResidualHead", "make_head", "pool_windows", "resolve_precision", "LightFusionModel", "MODEL_DEFAULTS",
+    "ResidualHead", "make_head", "pool_windows", "resolve_precision", "LightFusionModel",
     "TextEncoder", "XCrossModel", "build_model", "build_xcross", "compute_model_version", "domain_name", "load",
-    "make_texts", "model_settings", "normalise_genres", "normalise_label", "resolve_encoder", "verify_artifact",
+    "make_texts", "normalise_genres", "normalise_label", "resolve_encoder", "verify_artifact",
 ]

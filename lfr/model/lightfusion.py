@@ -37,42 +37,15 @@ from lfr.model.artifact import (
 from lfr.model.fusion import load_head, make_head, save_head
 from lfr.model.genre import GenreInput, GenreModel
 from lfr.model.text import TextEncoder, encoder_files, make_texts, resolve_encoder
+from lfr.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
-#: Defaults for ``model_cfg`` keys (conf/lfr.yaml ``model`` section) so partial dicts work.
-MODEL_DEFAULTS: dict[str, Any] = {
-    "kind": "lightfusionrec",   # lightfusionrec | xcross (lfr.model.xcross, selected by the train job)
-    "encoder": "default",
-    "pooling": "mean",
-    "max_length": 256,
-    "include_title": False,
-    "genre_dim": 50,
-    "genre_epochs": 50,
-    "genre_bucket": 20000,
-    "output_dim": None,
-    "freeze_encoder": True,
-    "finetune_last_layers": 1,
-    "precision": "auto",
-    "chunking": "off",
-    "chunk_overlap": 0,
-    "chunk_pooling": "mean",
-    "head": "residual",
-    "seed": 13,
-}
 #: Settings an artifact saved before they existed was built with (old manifests lack the keys).
 LEGACY_SETTINGS: dict[str, Any] = {"head": "paper", "chunking": "off", "chunk_overlap": 0, "chunk_pooling": "mean"}
 _HEAD_CHUNK = 8192
 UNSAVED = "unsaved"
 KIND = "lightfusionrec"
-
-
-def model_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    cfg = {**MODEL_DEFAULTS, **(dict(model_cfg or {}))}
-    unknown = sorted(set(cfg) - set(MODEL_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown model setting(s): {', '.join(unknown)} (known: {', '.join(MODEL_DEFAULTS)})")
-    return cfg
 
 
 class LightFusionModel:
@@ -185,12 +158,28 @@ class LightFusionModel:
         }
 
 
-def build_model(model_cfg: Mapping[str, Any] | None, genre_corpus: Sequence[GenreInput]) -> LightFusionModel:
+def build_model(settings: ModelSettings, genre_corpus: Sequence[GenreInput]) -> LightFusionModel:
     """A model with a trained FastText genre model and an untrained (seeded) fusion head.
 
-    ``genre_corpus``: the genre lists of the items of both catalogs.
+    Parameters
+    ----------
+    settings : lfr.settings.ModelSettings
+        The ``model`` section (``load_settings().model``, changed with ``with_values``).
+    genre_corpus : sequence of genre lists
+        The genre lists of the items of both catalogs (the FastText model's training corpus).
+
+    Returns
+    -------
+    LightFusionModel
+        Unsaved (``model_version == "unsaved"``); ``lfr.train.train`` trains its head.
+
+    Example
+    -------
+    >>> model = build_model(load_settings().model, [["Drama"], ["Fantasy", "Drama"]])  # doctest: +SKIP
     """
-    s = model_settings(model_cfg)
+    if not isinstance(settings, ModelSettings):
+        raise TypeError(f"build_model takes lfr.settings.ModelSettings, got {type(settings).__name__}")
+    s = settings.as_dict()
     name, folder = resolve_encoder(s["encoder"])
     text = _text_encoder(folder, s, name)
     genre = GenreModel.train(genre_corpus, dim=s["genre_dim"], epochs=s["genre_epochs"],
@@ -267,7 +256,7 @@ def _settings_of(root: Path, m: Mapping[str, Any], precision: str | None) -> dic
     try:
         chunking = m.get("chunking") or {}
         return {
-            **MODEL_DEFAULTS,
+            "kind": KIND,
             **LEGACY_SETTINGS,
             "head": (m.get("head") or {}).get("kind", LEGACY_SETTINGS["head"]),
             "chunking": chunking.get("mode", LEGACY_SETTINGS["chunking"]),
@@ -283,6 +272,7 @@ def _settings_of(root: Path, m: Mapping[str, Any], precision: str | None) -> dic
             **m["genre_model"],
             "encoder_source_path": m["encoder"]["source_path"],
             "encoder_finetuned": m["encoder"]["finetuned"],
+            "freeze_encoder": not m["encoder"]["finetuned"],
         }
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"model artifact {root}: {MANIFEST} lacks {exc}") from exc

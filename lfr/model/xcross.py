@@ -60,6 +60,7 @@ from lfr.model.text import (
     resolve_precision,
     transformer_layers,
 )
+from lfr.settings import ModelSettings, XCrossSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +72,10 @@ INTEGRATOR_FILE = "integrator.safetensors"
 UNSAVED = "unsaved"
 #: LoRA targets (attention query and value projections) per Hugging Face ``model_type``.
 LORA_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}
-MODEL_KEYS = {
-    "encoder": None,          # None: the config's model.encoder ('default' = the shipped MiniLM)
-    "pooling": "mean",
-    "max_length": 256,        # tokens per item when embedding (training uses train_max_length)
-    "include_title": False,
-    "lora_r": 8,
-    "lora_alpha": 16,
-    "lora_dropout": 0.0,
-    "target_modules": None,   # None: LORA_TARGETS[model_type]
-    "seed": 13,
-    "precision": "auto",      # the config's model.precision (not an xcross key): auto | bf16 | fp32
-}
+#: The model settings an X-Cross model is built with: the ``xcross`` section's model keys, plus the
+#: ``model`` section's ``precision`` (one key for both kinds); values come from conf/lfr.yaml.
+MODEL_KEYS = ("encoder", "pooling", "max_length", "include_title", "lora_r", "lora_alpha", "lora_dropout",
+              "target_modules", "seed", "precision")
 #: Keys that are not X-Cross's own settings in the manifest's ``xcross`` section.
 NOT_SAVED = ("encoder", "precision")
 #: The settings an adapter's module config holds (the rest of the adapter is its weights).
@@ -111,7 +104,10 @@ class XCrossModel:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.settings = {**MODEL_KEYS, **dict(settings)}
+        missing = [k for k in MODEL_KEYS if k not in settings]
+        if missing:
+            raise ValueError(f"X-Cross model settings lack {', '.join(missing)}")
+        self.settings = dict(settings)
         if self.settings["pooling"] not in POOLINGS:
             raise ValueError(f"xcross.pooling must be one of {POOLINGS}, got {self.settings['pooling']!r}")
         self.requested_precision = str(self.settings["precision"])   # what the config / manifest asks for
@@ -339,15 +335,30 @@ class DomainView:
         return self.model.embed(titles, descriptions, genres, batch_size, self.domain, self.integrate)
 
 
-def build_xcross(settings: Mapping[str, Any] | None = None) -> XCrossModel:
+def xcross_model_settings(xcross: XCrossSettings, model: ModelSettings) -> dict[str, Any]:
+    """The settings an X-Cross model is built with: ``xcross``'s model keys, the encoder of ``model``
+    when ``xcross.encoder`` is null, and ``model.precision`` (one precision key for both kinds)."""
+    s = {k: getattr(xcross, k) for k in MODEL_KEYS if k != "precision"}
+    s["encoder"] = s["encoder"] or model.encoder
+    s["precision"] = model.precision
+    return s
+
+
+def build_xcross(xcross: XCrossSettings, model: ModelSettings) -> XCrossModel:
     """A fresh X-Cross model: base encoder, zero-initialised (no-op) LoRA adapters, identity integrator.
 
-    ``settings``: ``MODEL_KEYS`` entries (unknown keys are an error); ``encoder`` None -> 'default'."""
-    s = {**MODEL_KEYS, **dict(settings or {})}
-    unknown = sorted(set(s) - set(MODEL_KEYS))
-    if unknown:
-        raise ValueError(f"unknown X-Cross model setting(s): {', '.join(unknown)} (known: {', '.join(MODEL_KEYS)})")
-    name, folder = resolve_encoder(s["encoder"] or "default")
+    Parameters
+    ----------
+    xcross, model : lfr.settings.XCrossSettings, lfr.settings.ModelSettings
+        The ``xcross`` and ``model`` sections (``load_settings()``; see ``xcross_model_settings``).
+
+    Returns
+    -------
+    XCrossModel
+        Unsaved; ``lfr.train.xcross.train`` trains its adapters and integrator.
+    """
+    s = xcross_model_settings(xcross, model)
+    name, folder = resolve_encoder(s["encoder"])
     s["encoder_source_path"] = folder
     return XCrossModel(folder, s, name=name)
 
@@ -364,7 +375,7 @@ def load(path: str | os.PathLike, precision: str | None = None) -> XCrossModel:
         raise ArtifactError(f"model artifact {root}: kind {m.get('kind', 'lightfusionrec')!r} is not {KIND!r}")
     parts = _module_entries(root, m)
     try:
-        settings = {**MODEL_KEYS, **m["xcross"], **_module_settings(parts), "encoder": m["encoder"]["name"],
+        settings = {**m["xcross"], **_module_settings(parts), "encoder": m["encoder"]["name"],
                     "encoder_source_path": m["encoder"]["source_path"], "precision": precision or m["precision"]}
         model = XCrossModel(parts["encoder"]["path"], settings, name=m["encoder"]["name"], manifest=m)
         for d in DOMAINS:

@@ -34,11 +34,13 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from lfr.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -164,25 +166,25 @@ def _optimizer(head, lr: float, weight_decay: float) -> torch.optim.Optimizer:
 
 
 def fit_contrastive(head, movies: Feats, books: Feats, train_links: np.ndarray, val_links: np.ndarray,
-                    s: Mapping[str, Any], extra: tuple[Feats, Feats] | None = None) -> tuple[list[dict], int]:
+                    s: TrainSettings, extra: tuple[Feats, Feats] | None = None) -> tuple[list[dict], int]:
     """Train ``head`` in place (module doc); returns ``(history, best_epoch)``.
 
     ``train_links`` / ``val_links``: int arrays ``(k, 2)`` of (film row, book row) into ``movies`` /
     ``books``. ``extra``: label-free positive pairs (row i of one with row i of the other).
     """
-    gen = torch.Generator().manual_seed(int(s["seed"]))
-    rng = np.random.default_rng(int(s["seed"]))
-    tau = float(s["temperature"])
+    gen = torch.Generator().manual_seed(int(s.seed))
+    rng = np.random.default_rng(int(s.seed))
+    tau = float(s.temperature)
     pos = _group(train_links)
     val_pos = _group(val_links)
-    hard = mine_hard_negatives(movies.text, books.text, pos, int(s["hard_negatives"]), int(s["hard_negative_skip"]))
-    pool = validation_pool(len(books), val_pos, s.get("val_books"), rng)
-    opt = _optimizer(head, float(s["lr"]), float(s["weight_decay"]))
-    bs = max(2, int(s["batch_size"]))
+    hard = mine_hard_negatives(movies.text, books.text, pos, int(s.hard_negatives), int(s.hard_negative_skip))
+    pool = validation_pool(len(books), val_pos, s.val_books, rng)
+    opt = _optimizer(head, float(s.lr), float(s.weight_decay))
+    bs = max(2, int(s.batch_size))
     history = [{"epoch": 0, "stage": "init", "train_loss": None,
                 "val_mrr": validation_mrr(head, movies, books, val_pos, pool)}]
     best = (history[0]["val_mrr"], 0, copy.deepcopy(head.state_dict()))
-    stale, n_pre, n_links = 0, int(s["pretrain_epochs"]) if extra else 0, int(s["epochs"])
+    stale, n_pre, n_links = 0, int(s.pretrain_epochs) if extra else 0, int(s.epochs)
     for epoch in range(1, n_pre + n_links + 1):
         stage = "label_free" if epoch <= n_pre else "links"
         head.train()
@@ -211,7 +213,7 @@ def fit_contrastive(head, movies: Feats, books: Feats, train_links: np.ndarray, 
             best, stale = (mrr, epoch, copy.deepcopy(head.state_dict())), 0
         else:
             stale += 1
-            if stage == "links" and stale >= int(s["patience"]):
+            if stage == "links" and stale >= int(s.patience):
                 break
     head.load_state_dict(best[2])
     head.eval()

@@ -17,6 +17,7 @@ import pandas as pd
 from lfr.config import is_uri
 from lfr.digest import code_digest
 from lfr.model.artifact import ArtifactError, model_version_of, read_manifest
+from lfr.settings import Settings
 from lfr.train.publish import publish_model
 from lfr.train.result import TrainResult
 from lfr.train.trainer import train
@@ -27,20 +28,20 @@ MODEL_KINDS = ("lightfusionrec", "xcross")
 TRAINING_CODE = {"lightfusionrec": ("lfr.model", "lfr.train"), "xcross": ("lfr.model", "lfr.train")}
 
 
-def model_kind(cfg: Any) -> str:
+def model_kind(settings: Settings) -> str:
     """``model.kind``: which model the job trains (lightfusionrec: lfr.train.trainer; xcross: lfr.train.xcross)."""
-    kind = str((cfg.get("model") or {}).get("kind", MODEL_KINDS[0]))
+    kind = settings.model.kind
     if kind not in MODEL_KINDS:
         raise ValueError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
     return kind
 
 
-def collect_inputs(spark: Any, cfg: Any, use_pairs: bool = True, book_columns: tuple = ()
+def collect_inputs(spark: Any, settings: Settings, use_pairs: bool = True, book_columns: tuple = ()
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """``(movies, books, positives or None)`` as pandas (valid catalog rows only)."""
     from lfr.data import collect_driver_inputs
 
-    inputs = collect_driver_inputs(spark, cfg, use_pairs=use_pairs, book_columns=book_columns)
+    inputs = collect_driver_inputs(spark, settings, use_pairs=use_pairs, book_columns=book_columns)
     return inputs.movies, inputs.books, inputs.links
 
 
@@ -68,16 +69,16 @@ def format_xcross_history(result: Any) -> str:
     return "\n".join(lines)
 
 
-def _train(kind: str, movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Any,
-           progress: bool) -> tuple[Any, str]:
+def _train(kind: str, movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,
+           settings: Settings, progress: bool) -> tuple[Any, str]:
     """``(result, printable training log)`` of the ``model.kind`` model; both results have
     ``model.save(dir, extra_manifest=...)`` and ``manifest_extra()``, so publishing is the same."""
     if kind == "xcross":
         from lfr.train.xcross import train as train_xcross
 
-        result = train_xcross(movies, books, positives, cfg)
+        result = train_xcross(movies, books, positives, settings)
         return result, format_xcross_history(result)
-    result = train(movies, books, positives, cfg, progress=progress)
+    result = train(movies, books, positives, settings, progress=progress)
     return result, format_history(result)
 
 
@@ -86,18 +87,16 @@ def training_code_digest(kind: str) -> str:
     return code_digest(TRAINING_CODE[kind])
 
 
-def inputs_key(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Any) -> str:
+def inputs_key(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,
+               settings: Settings) -> str:
     """sha256 of everything training depends on: the catalog rows, the known links, the
     ``model``/``train`` settings (the recipe among them) and the training code
     (``training_code_digest``). Training is seeded, so equal keys give the same model; a fix to the
     training code gives a new key, so the next run retrains without ``--force``."""
-    model = dict(cfg.get("model") or {})
-    kind = model_kind(cfg)
-    sections = {"model": model, "train": cfg.get("train")}
+    kind = model_kind(settings)
+    sections = {"model": settings.model.as_dict(), "train": settings.train.as_dict()}
     if kind == "xcross":
-        sections["xcross"] = cfg.get("xcross")
-    elif model.get("kind") == MODEL_KINDS[0]:
-        del model["kind"]  # the default: the key does not depend on whether model.kind is spelled out
+        sections["xcross"] = settings.xcross.as_dict()
     h = hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode())
     h.update(b"#code" + training_code_digest(kind).encode())
     for frame in (movies, books, positives):
@@ -120,11 +119,11 @@ def _published(target: str) -> dict | None:
         return None
 
 
-def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True,
+def run_training(spark: Any, settings: Settings, *, model_dir: str, use_pairs: bool = True,
                  progress: bool = True, force: bool = False) -> tuple[Any, str]:
     """Train on the configured catalogs and publish to ``model_dir`` (the job passes ``paths.model_dir``).
 
-    ``cfg``: what ``collect_driver_inputs`` and ``lfr.train.train`` read (catalogs, validation,
+    ``settings``: what ``collect_driver_inputs`` and ``lfr.train.train`` read (catalogs, validation,
     model, train sections; with ``model.kind: xcross``, ``lfr.train.xcross.train`` and the xcross section).
 
     Idempotent: when the published model was trained on the same inputs, settings and training
@@ -134,10 +133,10 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
     in place if anything fails.
     """
     started, target = time.time(), model_dir
-    kind = model_kind(cfg)
-    movies, books, positives = collect_inputs(spark, cfg, use_pairs=use_pairs,
+    kind = model_kind(settings)
+    movies, books, positives = collect_inputs(spark, settings, use_pairs=use_pairs,
                                               book_columns=("authors",) if kind == "xcross" else ())
-    key = inputs_key(movies, books, positives, cfg)
+    key = inputs_key(movies, books, positives, settings)
     published = _published(target)
     if not force and published is not None and published.get("inputs_key") == key:
         version = model_version_of(published, target)
@@ -148,11 +147,11 @@ def run_training(spark: Any, cfg: Any, *, model_dir: str, use_pairs: bool = True
     if not force and published is not None and published.get("training_code") not in (None, code):
         log.info("the training code changed since model %s was trained: retraining", published.get("model_version"))
     read_seconds = time.time() - started
-    result, history = _train(kind, movies, books, positives, cfg, progress)
+    result, history = _train(kind, movies, books, positives, settings, progress)
     extra = {**result.manifest_extra(), "inputs_key": key, "training_code": code}
     version = publish_model(result.model, target, extra_manifest=extra, spark=spark)
     print(history, flush=True)
     log.info("trained model %s (%s): %s, training %.1fs (reading %.1fs), artifact %s", version,
-             kind if kind == "xcross" else result.settings.get("recipe", "paper"), result.pair_stats, result.seconds,
+             kind if kind == "xcross" else result.settings["recipe"], result.pair_stats, result.seconds,
              read_seconds, target)
     return result, version

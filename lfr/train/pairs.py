@@ -30,12 +30,13 @@ memorised ones.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from lfr.model.genre import normalise_genres
+from lfr.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -130,24 +131,24 @@ def clean_positives(positives: pd.DataFrame, movies: pd.DataFrame, books: pd.Dat
 
 
 def build_pairs(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,
-                train_cfg: Mapping) -> tuple[pd.DataFrame, str]:
+                train_cfg: TrainSettings) -> tuple[pd.DataFrame, str]:
     """``(pairs [movie_id, book_id, label], positive_source)``; label is +1 / -1 (int8)."""
-    rng = np.random.default_rng(int(train_cfg["seed"]))
+    rng = np.random.default_rng(int(train_cfg.seed))
     index = GenreIndex(movies, books)
     if positives is not None:
         pos, source = clean_positives(positives, movies, books), "pairs"
     else:
-        pos = genre_agreement_positives(movies, books, int(train_cfg["min_shared_genres"]),
-                                        int(train_cfg["genre_positives_per_movie"]), rng, index)
+        pos = genre_agreement_positives(movies, books, int(train_cfg.min_shared_genres),
+                                        int(train_cfg.genre_positives_per_movie), rng, index)
         source = "genre_agreement"
     if pos.empty:
         raise ValueError(
             f"no positive training pairs ({source}): "
             + ("no pair resolves to the catalogs" if source == "pairs"
-               else f"no movie shares >= {train_cfg['min_shared_genres']} normalised genres with a book "
+               else f"no movie shares >= {train_cfg.min_shared_genres} normalised genres with a book "
                     "(lower train.min_shared_genres or give catalogs.pairs)")
         )
-    neg = sample_negatives(pos, index, int(train_cfg["negatives_per_positive"]), rng)
+    neg = sample_negatives(pos, index, int(train_cfg.negatives_per_positive), rng)
     pairs = pd.concat([pos.assign(label=1), neg.assign(label=-1)], ignore_index=True)
     pairs["label"] = pairs["label"].astype("int8")
     return (pairs.sort_values(["movie_id", "label", "book_id"], ascending=[True, False, True]).reset_index(drop=True),

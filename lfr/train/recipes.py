@@ -8,17 +8,19 @@ evaluation encode the catalog once, not k times.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from lfr.model import LightFusionModel, build_model
+from lfr.settings import ModelSettings, TrainSettings
 from lfr.train.contrastive import Feats, fit_contrastive, span_pairs
 from lfr.train.pairs import build_pairs
 from lfr.train.result import TrainResult, data_fingerprint, finite
@@ -52,7 +54,7 @@ def features(model: LightFusionModel, frame: pd.DataFrame) -> Feats:
 
 
 def label_free_pairs(model: LightFusionModel, movies: pd.DataFrame, books: pd.DataFrame,
-                     extra_pairs: pd.DataFrame | None, s: Mapping[str, Any]) -> tuple[Feats, Feats] | None:
+                     extra_pairs: pd.DataFrame | None, s: TrainSettings) -> tuple[Feats, Feats] | None:
     """Given pairs (``text_a, text_b[, genres_a, genres_b]``) + up to ``train.span_pairs`` halves of long
     descriptions (seeded sample; each half keeps its item's genres)."""
     rows: list[tuple[str, str, Any, Any]] = []
@@ -60,13 +62,13 @@ def label_free_pairs(model: LightFusionModel, movies: pd.DataFrame, books: pd.Da
         ga = extra_pairs["genres_a"] if "genres_a" in extra_pairs else [None] * len(extra_pairs)
         gb = extra_pairs["genres_b"] if "genres_b" in extra_pairs else [None] * len(extra_pairs)
         rows += list(zip(extra_pairs["text_a"], extra_pairs["text_b"], ga, gb))
-    if int(s["span_pairs"]) > 0:
+    if int(s.span_pairs) > 0:
         both = pd.concat([movies[["description", "genres"]], books[["description", "genres"]]], ignore_index=True)
         spans = []
         for desc, genres in zip(both["description"], both["genres"]):
-            spans += [(a, b, genres, genres) for a, b in span_pairs([desc], int(s["span_min_chars"]))]
-        rng = np.random.default_rng(int(s["seed"]))
-        keep = rng.permutation(len(spans))[: int(s["span_pairs"])]
+            spans += [(a, b, genres, genres) for a, b in span_pairs([desc], int(s.span_min_chars))]
+        rng = np.random.default_rng(int(s.seed))
+        keep = rng.permutation(len(spans))[: int(s.span_pairs)]
         rows += [spans[i] for i in sorted(keep)]
     if not rows:
         return None
@@ -85,12 +87,12 @@ def split_links(links: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd
 
 
 def train_contrastive(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None,
-                      s: Mapping[str, Any], mcfg: Mapping[str, Any], extra_pairs: pd.DataFrame | None,
+                      s: TrainSettings, mcfg: ModelSettings, extra_pairs: pd.DataFrame | None,
                       started: float):
-    pairs, source = build_pairs(movies, books, positives, {**s, "negatives_per_positive": 0})
+    pairs, source = build_pairs(movies, books, positives, dataclasses.replace(s, negatives_per_positive=0))
     links = pairs[pairs["label"] > 0][["movie_id", "book_id"]].reset_index(drop=True)
     model = build_model(mcfg, list(movies["genres"]) + list(books["genres"]))
-    if not bool(mcfg["freeze_encoder"]):
+    if not bool(mcfg.freeze_encoder):
         raise ValueError("train.recipe=contrastive trains the head on frozen features (model.freeze_encoder: true)")
     t0 = time.time()
     film_ids = sorted(links["movie_id"].unique())
@@ -100,7 +102,7 @@ def train_contrastive(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.D
     feature_seconds = time.time() - t0
     m_row = {m: i for i, m in enumerate(film_ids)}
     b_row = {b: j for j, b in enumerate(books["id"])}
-    tr, va = split_links(links, float(s["val_fraction"]), int(s["seed"]))
+    tr, va = split_links(links, float(s.val_fraction), int(s.seed))
     rows = lambda f: np.array([[m_row[m], b_row[b]] for m, b in zip(f["movie_id"], f["book_id"])],  # noqa: E731
                               dtype=np.int64).reshape(-1, 2)
     history, best_epoch = fit_contrastive(model.head, mf, bf, rows(tr), rows(va), s, extra)
@@ -112,7 +114,7 @@ def train_contrastive(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.D
                   "label_free_pairs": 0 if extra is None else len(extra[0])}
     log.info("contrastive training: %s; best epoch %d (val MRR %.4f, init %.4f)", pair_stats, best_epoch,
              best["val_mrr"] if best["val_mrr"] is not None else float("nan"), first["val_mrr"])
-    settings = {**{k: s[k] for k in CONTRASTIVE_KEYS}, "freeze_encoder": True, "optimizer": "AdamW",
+    settings = {**{k: getattr(s, k) for k in CONTRASTIVE_KEYS}, "freeze_encoder": True, "optimizer": "AdamW",
                 "loss": "InfoNCE (in-batch + mined hard negatives)", "feature_seconds": round(feature_seconds, 2)}
     split = pd.concat([tr.assign(split="train"), va.assign(split="val")], ignore_index=True)
     return TrainResult(model=model, history=finite(history), metrics=finite(metrics), pair_stats=pair_stats,

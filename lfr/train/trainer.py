@@ -30,69 +30,47 @@ batch order; the head's init uses ``model.seed``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lfr.model import LightFusionModel, build_model, model_settings
+from lfr.model import LightFusionModel, build_model
+from lfr.settings import Settings, TrainSettings
 from lfr.train.pairs import build_pairs, split_by_movie
 from lfr.train.recipes import train_contrastive
 from lfr.train.result import TrainResult, data_fingerprint, finite
 
 log = logging.getLogger(__name__)
 
-#: Defaults for the ``train`` config section (conf/lfr.yaml) so partial dicts work.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "recipe": "paper",       # paper: CosineEmbeddingLoss pairs | contrastive: InfoNCE (lfr.train.contrastive)
-    "epochs": None,          # None: the recipe's default (RECIPE_DEFAULTS)
-    "lr": None,
-    "weight_decay": None,
-    "batch_size": 32,
-    "margin": 0.0,
-    "negatives_per_positive": 3,
-    "genre_positives_per_movie": 2,
-    "min_shared_genres": 2,
-    "val_fraction": 0.2,
-    "seed": 13,
-    # contrastive recipe
-    "temperature": 0.05,
-    "hard_negatives": 8,
-    "hard_negative_skip": 3,
-    "patience": 10,
-    "pretrain_epochs": 5,
-    "span_pairs": 0,         # label-free pairs: up to this many (first half, second half) of long descriptions
-    "span_min_chars": 600,
-    "val_books": 5000,
-}
-#: What ``None`` means for ``epochs`` / ``lr`` / ``weight_decay`` under each recipe.
-RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "paper": {"epochs": 2, "lr": 2.0e-5, "weight_decay": 0.01},        # the paper's (AdamW's default decay)
-    "contrastive": {"epochs": 100, "lr": 1.0e-3, "weight_decay": 0.01},  # early-stopped on validation MRR
-}
+RECIPES = ("paper", "contrastive")
+#: The keys a recipe's entry in ``train.recipes`` fills when the ``train`` section leaves them null.
+RECIPE_KEYS = ("epochs", "lr", "weight_decay")
 PAPER_KEYS = ("recipe", "epochs", "lr", "weight_decay", "batch_size", "margin", "negatives_per_positive",
               "genre_positives_per_movie", "min_shared_genres", "val_fraction", "seed")
 _REQUIRED = ("id", "description", "genres")
 
 
-def train_settings(train_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    s = {**TRAIN_DEFAULTS, **dict(train_cfg or {})}
-    unknown = sorted(set(s) - set(TRAIN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown train setting(s): {', '.join(unknown)} (known: {', '.join(TRAIN_DEFAULTS)})")
-    if not 0 <= float(s["val_fraction"]) < 1:
-        raise ValueError(f"train.val_fraction must be in [0, 1), got {s['val_fraction']}")
-    if s["recipe"] not in RECIPE_DEFAULTS:
-        raise ValueError(f"train.recipe must be one of {tuple(RECIPE_DEFAULTS)}, got {s['recipe']!r}")
-    for key, value in RECIPE_DEFAULTS[s["recipe"]].items():
-        if s[key] is None:
-            s[key] = value
-    return s
+def train_settings(train: TrainSettings) -> TrainSettings:
+    """``train`` checked, with the null ``epochs`` / ``lr`` / ``weight_decay`` filled from its recipe's
+    entry in ``train.recipes`` (conf/lfr.yaml)."""
+    if not isinstance(train, TrainSettings):
+        raise TypeError(f"train settings must be lfr.settings.TrainSettings, got {type(train).__name__}")
+    if not 0 <= float(train.val_fraction) < 1:
+        raise ValueError(f"train.val_fraction must be in [0, 1), got {train.val_fraction}")
+    if train.recipe not in RECIPES:
+        raise ValueError(f"train.recipe must be one of {RECIPES}, got {train.recipe!r}")
+    fallback = train.recipes.get(train.recipe) or {}
+    missing = [k for k in RECIPE_KEYS if getattr(train, k) is None and fallback.get(k) is None]
+    if missing:
+        raise ValueError(f"train.{', train.'.join(missing)} is null and train.recipes.{train.recipe} does not set it")
+    return dataclasses.replace(train, **{k: fallback[k] for k in RECIPE_KEYS if getattr(train, k) is None})
 
 
 def _catalog(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -134,11 +112,11 @@ def _pairwise_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 class _Trainer:
-    def __init__(self, model: LightFusionModel, movies: _Features, books: _Features, s: Mapping[str, Any],
+    def __init__(self, model: LightFusionModel, movies: _Features, books: _Features, s: TrainSettings,
                  frozen: bool, progress: bool):
         self.model, self.movies, self.books, self.s = model, movies, books, s
         self.frozen, self.progress = frozen, progress
-        self.loss_fn = torch.nn.CosineEmbeddingLoss(margin=float(s["margin"]))
+        self.loss_fn = torch.nn.CosineEmbeddingLoss(margin=float(s.margin))
 
     def _side(self, feats: _Features, idx: torch.Tensor, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.frozen:
@@ -160,7 +138,7 @@ class _Trainer:
         if pairs.empty:
             return float("nan"), float("nan")
         self.model.head.eval()
-        bs = max(256, int(self.s["batch_size"]))
+        bs = max(256, int(self.s.batch_size))
         losses, scores = [], []
         with torch.inference_mode():
             for start in range(0, len(pairs), bs):
@@ -173,9 +151,9 @@ class _Trainer:
     def fit_epoch(self, pairs: pd.DataFrame, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int) -> float:
         self.model.head.train()
         order = torch.randperm(len(pairs), generator=gen).numpy()
-        bs = int(self.s["batch_size"])
+        bs = int(self.s.batch_size)
         total, seen = 0.0, 0
-        bar = tqdm(range(0, len(pairs), bs), desc=f"epoch {epoch}/{self.s['epochs']}", unit="batch",
+        bar = tqdm(range(0, len(pairs), bs), desc=f"epoch {epoch}/{self.s.epochs}", unit="batch",
                    # None: no bar when not a terminal (spark-submit logs)
                    disable=None if self.progress else True, leave=False)
         for start in bar:
@@ -192,7 +170,7 @@ class _Trainer:
         return total / max(seen, 1)
 
 
-def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, cfg: Mapping[str, Any],
+def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, settings: Settings,
           progress: bool = True, extra_pairs: pd.DataFrame | None = None) -> TrainResult:
     """Build and train a LightFusionModel.
 
@@ -204,16 +182,16 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     ``genres_a, genres_b`` (e.g. a film's IMDb overview and its Wikipedia summary).
     """
     started = time.time()
-    s = train_settings(cfg.get("train"))
-    mcfg = model_settings(cfg.get("model"))
+    s = train_settings(settings.train)
+    mcfg = settings.model
     movies, books = _catalog(movies, "movies"), _catalog(books, "books")
-    if s["recipe"] == "contrastive":
+    if s.recipe == "contrastive":
         return train_contrastive(movies, books, positives, s, mcfg, extra_pairs, started)
     pairs, train_pairs, val_pairs, pair_stats = _paper_pairs(movies, books, positives, s)
 
     corpus = list(movies["genres"]) + list(books["genres"])
     model = build_model(mcfg, corpus)
-    frozen = bool(mcfg["freeze_encoder"])
+    frozen = bool(mcfg.freeze_encoder)
     t_feat = time.time()
     movie_ids = sorted(pairs["movie_id"].unique())
     book_ids = sorted(pairs["book_id"].unique())
@@ -226,13 +204,13 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
 
     params = list(model.head.parameters())
     if not frozen:
-        params += model.text.unfreeze_last_layers(int(mcfg["finetune_last_layers"]))
+        params += model.text.unfreeze_last_layers(int(mcfg.finetune_last_layers))
         model.text.finetuned = True
-    opt = torch.optim.AdamW(params, lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    gen = torch.Generator().manual_seed(int(s["seed"]))
+    opt = torch.optim.AdamW(params, lr=float(s.lr), weight_decay=float(s.weight_decay))
+    gen = torch.Generator().manual_seed(int(s.seed))
     trainer = _Trainer(model, mf, bf, s, frozen, progress)
 
-    history, best_epoch = _run_epochs(trainer, train_pairs, val_pairs, opt, gen, int(s["epochs"]), params)
+    history, best_epoch = _run_epochs(trainer, train_pairs, val_pairs, opt, gen, int(s.epochs), params)
     if not frozen:
         for p in model.text.model.parameters():
             p.requires_grad_(False)
@@ -242,8 +220,8 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
     metrics = {"train_loss": last["train_loss"], "val_loss": last["val_loss"], "val_auc": last["val_auc"],
                "initial_val_loss": first["val_loss"], "initial_val_auc": first["val_auc"], "best_epoch": best_epoch,
                "epochs_run": history[-1]["epoch"]}
-    settings = {**{k: s[k] for k in PAPER_KEYS}, "freeze_encoder": frozen,
-                "finetune_last_layers": None if frozen else int(mcfg["finetune_last_layers"]),
+    settings = {**{k: getattr(s, k) for k in PAPER_KEYS}, "freeze_encoder": frozen,
+                "finetune_last_layers": None if frozen else int(mcfg.finetune_last_layers),
                 "optimizer": "AdamW", "loss": "CosineEmbeddingLoss", "feature_seconds": round(feature_seconds, 2)}
     split = pd.concat([train_pairs.assign(split="train"), val_pairs.assign(split="val")], ignore_index=True)
     seconds = time.time() - started
@@ -252,14 +230,14 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
                        seconds=seconds, pairs=split)
 
 
-def _paper_pairs(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, s: Mapping[str, Any]):
+def _paper_pairs(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | None, s: TrainSettings):
     """The paper recipe's labelled pairs, split by movie: ``(pairs, train, val, stats)``."""
     pairs, source = build_pairs(movies, books, positives, s)
-    train_pairs, val_pairs = split_by_movie(pairs, float(s["val_fraction"]), int(s["seed"]))
+    train_pairs, val_pairs = split_by_movie(pairs, float(s.val_fraction), int(s.seed))
     pair_stats = {
         "positive_source": source,
         "rule": ("known links" if source == "pairs" else
-                 f">= {s['min_shared_genres']} shared normalised genres, {s['genre_positives_per_movie']} per movie"),
+                 f">= {s.min_shared_genres} shared normalised genres, {s.genre_positives_per_movie} per movie"),
         "train_pairs": len(train_pairs), "train_positives": int((train_pairs["label"] > 0).sum()),
         "train_movies": int(train_pairs["movie_id"].nunique()),
         "val_pairs": len(val_pairs), "val_positives": int((val_pairs["label"] > 0).sum()),

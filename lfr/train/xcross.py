@@ -32,42 +32,33 @@ import torch.nn.functional as F
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
-from lfr.model.xcross import DOMAINS, MODEL_KEYS, NOT_SAVED, XCrossModel, build_xcross, trainable
+from lfr.model.xcross import (
+    DOMAINS,
+    MODEL_KEYS,
+    NOT_SAVED,
+    XCrossModel,
+    build_xcross,
+    trainable,
+    xcross_model_settings,
+)
+from lfr.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: How ``lfr.data`` joins the texts of a film merged from two sources (see lfr/data/catalog.py).
 MERGED_TEXT_SEPARATOR = "\n\n"
 
-TRAIN_KEYS: dict[str, Any] = {
-    "train_max_length": 128,
-    "adapter_steps": 30,
-    "adapter_batch_size": 16,
-    "adapter_lr": 1e-3,
-    "integrator_steps": 40,
-    "integrator_batch_size": 16,
-    "integrator_lr": 2e-4,
-    "temperature": 0.05,
-    "min_span_words": 16,
-    "cache_dir": None,        # folder for trained adapters (keyed by a digest of their inputs); None: no cache
-}
+#: The ``xcross`` section's training keys (values: conf/lfr.yaml).
+TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_batch_size", "adapter_lr", "integrator_steps",
+              "integrator_batch_size", "integrator_lr", "temperature", "min_span_words", "cache_dir")
 
 
-def xcross_settings(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(model settings, training settings)`` from a config's ``xcross`` section (unknown keys are
-    an error); the encoder defaults to the config's ``model.encoder``, and the precision is the
-    config's ``model.precision`` (one key for both model kinds)."""
-    cfg = dict(cfg or {})
-    section = dict(cfg.get("xcross") or {})
-    unknown = sorted(set(section) - (set(MODEL_KEYS) - {"precision"}) - set(TRAIN_KEYS))
-    if unknown:
-        raise ValueError(f"unknown xcross setting(s): {', '.join(unknown)}")
-    model_cfg = cfg.get("model") or {}
-    model_s = {k: section.get(k, v) for k, v in MODEL_KEYS.items()}
-    if model_s["encoder"] is None:
-        model_s["encoder"] = model_cfg.get("encoder", "default")
-    model_s["precision"] = model_cfg.get("precision", MODEL_KEYS["precision"])
-    return model_s, {k: section.get(k, v) for k, v in TRAIN_KEYS.items()}
+def xcross_settings(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model settings, training settings)`` of X-Cross: the model keys of ``lfr.model.xcross``
+    (the encoder defaults to ``model.encoder``, the precision is ``model.precision``: one key for
+    both model kinds) and the ``xcross`` section's ``TRAIN_KEYS``."""
+    return (xcross_model_settings(settings.xcross, settings.model),
+            {k: getattr(settings.xcross, k) for k in TRAIN_KEYS})
 
 
 @dataclass
@@ -279,17 +270,18 @@ def _cached_adapter(model: XCrossModel, domain: str, pairs, s, seed: int) -> tup
 # --------------------------------------------------------------------------- entry point
 
 
-def train(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame | None, cfg: Mapping[str, Any] | None,
+def train(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame | None, settings: Settings,
           *, alt_texts: Mapping[str, str] | None = None, adapters_from: XCrossModel | None = None,
           train_integrator_stage: bool = True, progress: bool = False) -> XCrossTrainResult:
     """Train X-Cross on pandas catalogs (``id, description``; books may have ``authors``) and links
-    (``movie_id, book_id``). ``adapters_from``: reuse that model's adapters (stage 1 skipped);
+    (``movie_id, book_id``), with the ``xcross`` and ``model`` sections of ``settings``.
+    ``adapters_from``: reuse that model's adapters (stage 1 skipped);
     ``train_integrator_stage=False``: stop after stage 1 (the "no integration" ablation)."""
     del progress  # accepted for parity with lfr.train.train; this trainer logs per stage
-    model_s, s = xcross_settings(cfg)
+    model_s, s = xcross_settings(settings)
     seed = int(model_s["seed"])
     started = time.time()
-    model = build_xcross(model_s)
+    model = build_xcross(settings.xcross, settings.model)
     torch.manual_seed(seed)
     history: list[dict] = []
     stats: dict[str, Any] = {}
