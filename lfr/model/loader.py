@@ -18,11 +18,34 @@ DEFAULT_KIND = "lightfusionrec"
 
 
 def load(path: str | os.PathLike, precision: str | None = None) -> Any:
-    """The model saved at ``path`` (``LightFusionModel`` or ``XCrossModel``), verified against its manifest.
+    """The model saved at ``path``, verified against its manifest (every file's sha256; no pickle).
 
-    ``precision`` (auto | bf16 | fp32) overrides the saved ``model.precision``; the result is resolved
-    for this machine's CPU. Raises ``ArtifactMissing`` when nothing was saved there and
-    ``ArtifactError`` for a damaged artifact or an unknown kind.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An artifact folder written by ``model.save`` / ``jobs/train.py`` (``manifest.json``, ``modules.json``
+        and each module's config + weights).
+    precision : {"auto", "bf16", "fp32"}, optional
+        Overrides the saved ``model.precision`` (a run's setting, as the embed jobs pass it); either is
+        resolved for this machine's CPU (``auto``: bf16 only with native bf16).
+
+    Returns
+    -------
+    LightFusionModel or XCrossModel
+        Picked by the manifest's ``kind``; both have ``embed(titles, descriptions, genres, batch_size)``,
+        ``model_version`` and ``output_dim``.
+
+    Raises
+    ------
+    ArtifactMissing
+        Nothing was saved at ``path`` (a ``UsageError``: run jobs/train.py first).
+    ArtifactError
+        A damaged artifact (a file's digest differs, a stray file) or an unknown kind.
+
+    Example
+    -------
+    >>> model = load("work/models/lightfusionrec")                       # doctest: +SKIP
+    >>> vectors = model.embed(None, ["A boy wizard goes to school."], [["Fantasy"]], 64)  # doctest: +SKIP
     """
     kind = str(read_manifest(path).get("kind", DEFAULT_KIND))
     if kind not in LOADERS:
