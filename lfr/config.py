@@ -94,6 +94,9 @@ def _parse_override(item: str) -> tuple[str, Any]:
     # Paths and ids are strings even when they look like numbers/dates.
     if isinstance(value, (dict, list)) and not raw.strip().startswith(("[", "{")):
         value = raw
+    # YAML 1.1 reads on/off/yes/no as booleans: `model.chunking=off` must stay the word (only true/false are bools).
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()
     return key, value
 
 

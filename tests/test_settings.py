@@ -1,0 +1,99 @@
+"""Settings are read one way: conf/lfr.yaml -> ``lfr.settings.Settings`` -> the library.
+
+Why: the library once carried its own default tables (``MODEL_DEFAULTS``, ``TRAIN_DEFAULTS``, ...),
+five of which disagreed with the yaml, so a notebook calling the library got another model and
+another scorer than ``make demo``. These tests pin the one path: a job's settings (no flags) equal
+``load_settings()``, flags and ``--conf`` land in the same typed object, and no public library
+function writes a setting's value as a parameter default.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from lfr.config import ConfigError, add_config_args, config_from_args
+from lfr.settings import Settings, load_settings, with_values
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = ("train", "embed_books", "embed_movies", "embed_lexical", "score_all", "evaluate", "pipeline")
+
+
+def _job_parser(name: str):
+    import argparse
+
+    spec = importlib.util.spec_from_file_location(f"_job_{name}", ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser = argparse.ArgumentParser(prog=name)
+    add_config_args(parser)
+    if hasattr(module, "add_args"):
+        module.add_args(parser)
+    return parser
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_a_job_without_flags_runs_the_library_defaults(job, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "jobs"))
+    monkeypatch.delenv("LFR_CONF", raising=False)
+    monkeypatch.delenv("LFR_PROFILE", raising=False)
+    monkeypatch.delenv("LFR_CONF_FILE", raising=False)
+    args = _job_parser(job).parse_args([])
+    assert Settings.from_config(config_from_args(args)) == load_settings()
+
+
+def test_conf_overrides_and_with_values_build_the_same_settings():
+    by_conf = load_settings(overrides=["score.k=5", "model.chunking=off", "train.recipes.paper.lr=1e-3"],
+                            environ={})
+    by_value = with_values(load_settings(environ={}), {"score.k": 5, "model.chunking": "off"})
+    by_value = with_values(by_value, {"train.recipes": {**by_value.train.recipes,
+                                                        "paper": {**by_value.train.recipes["paper"], "lr": 1e-3}}})
+    assert by_conf == by_value
+    assert with_values(by_value, {"score.k": None}) is by_value     # an unset flag keeps the configured value
+    with pytest.raises(ConfigError, match="unknown setting 'kk'"):
+        with_values(by_value, {"score.kk": 1})
+
+
+def _setting_names() -> set[str]:
+    names: set[str] = set()
+    s = load_settings(environ={})
+    for f in dataclasses.fields(s):
+        section = getattr(s, f.name)
+        if dataclasses.is_dataclass(section):
+            names |= {g.name for g in dataclasses.fields(section)}
+    return names
+
+
+def _public_defaults() -> list[str]:
+    """``file:line function(param=literal)`` for public module-level lfr functions whose parameter is
+    named like a setting and has a literal, non-None default: a second default beside conf/lfr.yaml.
+    (Methods of model objects keep a ``batch_size`` for interactive use; the jobs pass the setting.)"""
+    names, found = _setting_names(), []
+    for path in sorted((ROOT / "lfr").rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+                continue
+            args = node.args.args[len(node.args.args) - len(node.args.defaults):] + node.args.kwonlyargs
+            defaults = list(node.args.defaults) + list(node.args.kw_defaults)
+            for arg, default in zip(args, defaults):
+                if (arg.arg in names and isinstance(default, ast.Constant) and default.value is not None
+                        and not isinstance(default.value, bool)):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}({arg.arg}={default.value!r})")
+    return found
+
+
+def test_no_module_keeps_a_default_table():
+    tables = []
+    for path in sorted((ROOT / "lfr").rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = [t.id for t in getattr(node, "targets", [getattr(node, "target", None)]) if
+                       isinstance(t, ast.Name)]
+            tables += [f"{path.relative_to(ROOT)}:{node.lineno} {t}" for t in targets if t.endswith("_DEFAULTS")]
+    assert tables == []
+
+
+def test_public_library_functions_take_no_setting_defaults():
+    assert _public_defaults() == []
