@@ -42,14 +42,14 @@ def main(ctx: JobContext) -> int:
     if ctx.args.xcross:
         from lfr.eval.job import evaluate_xcross_job
 
-        evaluate_xcross_job(ctx.spark, ctx.cfg, reports_dir=reports_dir,
+        evaluate_xcross_job(ctx.spark, ctx.settings, reports_dir=reports_dir,
                             candidates=ctx.args.xcross_candidates or None,
                             fractions=[float(q) for q in ctx.args.xcross_fractions.split(",")],
                             max_length=ctx.args.xcross_max_length or None)
         return 0
     artifact = paths.model_dir if ctx.args.artifact == MODEL_DIR else ctx.args.artifact
-    evaluate(ctx.spark, ctx.cfg, artifact=resolve_path(artifact) if artifact else None,
-             reports_dir=resolve_path(ctx.args.reports_dir) if ctx.args.reports_dir else paths.reports_dir)
+    evaluate(ctx.spark, ctx.settings, artifact=resolve_path(artifact) if artifact else None,
+             reports_dir=reports_dir)
     return 0
 
 

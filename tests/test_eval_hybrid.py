@@ -192,14 +192,16 @@ def test_feature_cache_keeps_chunked_and_truncated_features_apart():
 
 def test_fusion_differences_against_the_best_single_method():
     from lfr.eval.runner import fusion_differences
+    from lfr.settings import load_settings, with_values
 
+    ev = load_settings(environ={}).eval
     ranks = {"a": [[1], [5], [2]], "b": [[3], [3], [3]], "hybrid": [[1], [1], [1]]}
     rows = [{"method": "a", "mrr": (1 + 1 / 5 + 1 / 2) / 3}, {"method": "b", "mrr": 1 / 3},
             {"method": "hybrid", "mrr": 1.0}]
-    out, lines = fusion_differences(rows, ranks, {"ks": [1, 10], "seed": 13})
+    out, lines = fusion_differences(rows, ranks, with_values(ev, {"ks": [1, 10], "seed": 13}))
     assert out["best_single"] == "a" and set(out) == {"best_single", "hybrid"}
     assert out["hybrid"]["recall@1"]["diff"] == pytest.approx(2 / 3)
     assert out["hybrid"]["mrr"]["diff"] == pytest.approx(1.0 - rows[0]["mrr"])
     assert out["hybrid"]["recall@10"]["diff"] == 0.0 and out["hybrid"]["recall@10"]["within_noise"]
     assert len(lines) == 1 and lines[0].startswith("hybrid - a ")
-    assert fusion_differences(rows[:2], ranks, {"ks": [1], "seed": 13}) == ({}, [])
+    assert fusion_differences(rows[:2], ranks, with_values(ev, {"ks": [1]})) == ({}, [])

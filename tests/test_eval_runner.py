@@ -1,16 +1,16 @@
 """The ablation runner end to end on the toy catalogs and the tiny encoder (no Spark)."""
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lfr.config import load_config
 from lfr.eval import format_tables, run_evaluation, write_report
 from lfr.eval.baselines import FeatureCache, l2_normalize, tfidf_method
+from lfr.settings import load_settings, with_values
 
 LINKS = pd.DataFrame(
     [("imdb:space-odyssey-1968", "goodreads:1"), ("imdb:star-war-1977", "goodreads:2"),
@@ -25,25 +25,37 @@ ALL_METHODS = ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained"
 
 
 @pytest.fixture()
-def eval_cfg(tiny_model_cfg, tiny_encoder_dir, tmp_path):
-    cfg = load_config(overrides=[f"paths.work_dir={tmp_path}", "eval.ks=[1, 3, 100]", "eval.negatives_per_positive=2"])
-    cfg["eval"].update(folds=2, holdout_fraction=0.4, distilbert_path=tiny_encoder_dir)
-    cfg["model"] = dict(tiny_model_cfg)
-    cfg["train"].update(epochs=2, lr=0.01, val_fraction=0.0)
-    return cfg
+def eval_settings(tiny_model_cfg, tiny_encoder_dir, tmp_path):
+    settings = load_settings(overrides=[f"paths.work_dir={tmp_path}", "eval.ks=[1, 3, 100]",
+                                        "eval.negatives_per_positive=2"], environ={})
+    return with_values(settings, {
+        "eval.folds": 2, "eval.holdout_fraction": 0.4, "eval.distilbert_path": tiny_encoder_dir,
+        "model": tiny_model_cfg,                            # conf/lfr.yaml's model section on the tiny encoder
+        "train.epochs": 2, "train.lr": 0.01, "train.val_fraction": 0.0,
+    })
 
 
-def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_books, tmp_path):
+def test_runner_end_to_end_every_method_and_report(eval_settings, tiny_encoder_dir, toy_movies, toy_books, tmp_path):
     from lfr.eval.runner import default_train
+    from lfr.settings import ModelSettings, Settings
 
-    calls = []
+    calls, built = [], []
 
-    def spy_train(movies, books, train_links, cfg):       # the real trainer (lfr.train), spied on
-        assert cfg["model"]["include_title"] is False
-        calls.append((cfg["model"]["pooling"], train_links.copy()))
-        return default_train(movies, books, train_links, cfg)
+    def spy_train(movies, books, train_links, settings):   # the real trainer (lfr.train), spied on
+        assert isinstance(settings, Settings) and settings.model.include_title is False
+        assert settings.train == eval_settings.train and settings.eval == eval_settings.eval
+        calls.append((settings.model.encoder, settings.model.pooling, train_links.copy()))
+        return default_train(movies, books, train_links, settings)
 
-    result = run_evaluation(toy_movies, toy_books, LINKS, eval_cfg, train_fn=spy_train, n_unresolved_pairs=1)
+    def spy_build(model, corpus):                           # the real builder (lfr.model), spied on
+        from lfr.eval.runner import default_build
+
+        assert isinstance(model, ModelSettings) and model.include_title is False
+        built.append((model.encoder, model.pooling))
+        return default_build(model, corpus)
+
+    result = run_evaluation(toy_movies, toy_books, LINKS, eval_settings, train_fn=spy_train, build_fn=spy_build,
+                            n_unresolved_pairs=1)
     table = result.table()
     assert table["method"].tolist() == ALL_METHODS
     s = result.setup
@@ -56,9 +68,12 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
     assert s["n_eval_pairs"] == s["n_test_links"] * 3 == 15
     # two trainings per fold (the configured encoder, DistilBERT); a fold's films never reach its trainer
     assert len(calls) == 4
+    configured = (eval_settings.model.encoder, eval_settings.model.pooling)
+    assert [c[:2] for c in calls] == [configured, (tiny_encoder_dir, "cls")] * 2
+    assert built == [configured, (tiny_encoder_dir, "cls")]                 # the untrained models, built once
     fold_films = result.per_movie.groupby("fold")["movie"].apply(set)
     id_of = dict(zip(toy_movies.title, toy_movies.id))
-    for i, (_, links) in enumerate(calls):
+    for i, (_, _, links) in enumerate(calls):
         held_out = {id_of[t] for t in fold_films[i // 2]}
         assert held_out.isdisjoint(links["movie_id"]) and len(links) == 5 - len(held_out)
     assert set(s["training"]) == {"lightfusionrec", "lightfusionrec_distilbert"}
@@ -89,17 +104,18 @@ def test_runner_end_to_end_every_method_and_report(eval_cfg, toy_movies, toy_boo
 
     # deterministic: the same inputs give the same folds, pairs and numbers (seeded split, pairs,
     # FastText, head init and trainer)
-    again = run_evaluation(toy_movies, toy_books, LINKS, eval_cfg, train_fn=default_train)
+    again = run_evaluation(toy_movies, toy_books, LINKS, eval_settings, train_fn=default_train)
     assert again.setup["test_movie_ids"] == s["test_movie_ids"]
     for a, b in zip(result.rows, again.rows):
         for col in ("mrr", "ndcg@10", "mae@50%", "rmse@80%"):
             assert a[col] == pytest.approx(b[col], abs=1e-6), (a["method"], col)
 
 
-def test_distilbert_rows_skipped_with_note(eval_cfg, toy_movies, toy_books, tiny_model):
-    cfg = copy.deepcopy(eval_cfg)
-    cfg["eval"].update(distilbert_path=None, folds=1)       # one held-out split: 40% of 5 films
-    result = run_evaluation(toy_movies, toy_books, LINKS, cfg, trained_model=tiny_model)
+def test_distilbert_rows_skipped_with_note(eval_settings, toy_movies, toy_books, tiny_model):
+    # one held-out split (40% of 5 films), no DistilBERT folder (with_values skips None: replace sets it)
+    settings = with_values(eval_settings, {"eval": dataclasses.replace(eval_settings.eval, folds=1,
+                                                                       distilbert_path=None)})
+    result = run_evaluation(toy_movies, toy_books, LINKS, settings, trained_model=tiny_model)
     assert result.table()["method"].tolist() == ALL_METHODS[:6] + ALL_METHODS[-4:]
     assert result.setup["n_test_movies"] == 2 and result.setup["fold_sizes"][0]["train_movies"] == 3
     assert any("DistilBERT rows skipped" in n for n in result.notes)
@@ -137,7 +153,8 @@ def _planted(toy_movies, toy_books):
     return movies, books
 
 
-def test_strict_protocol_masks_what_every_method_and_the_trainer_read(eval_cfg, toy_movies, toy_books, monkeypatch):
+def test_strict_protocol_masks_what_every_method_and_the_trainer_read(eval_settings, toy_movies, toy_books,
+                                                                      monkeypatch):
     """Open: TF-IDF finds the planted novel by its title alone. Strict: every text any method featurizes and
     every text the trainer gets is masked, so the title-only match is gone."""
     from lfr.eval import baselines, run_protocols
@@ -153,18 +170,17 @@ def test_strict_protocol_masks_what_every_method_and_the_trainer_read(eval_cfg, 
         read.setdefault(protocol["now"], []).extend(texts)
         return texts
 
-    def spy_train(m, b, train_links, cfg):
+    def spy_train(m, b, train_links, settings):
         read.setdefault(protocol["now"], []).extend(list(m["description"].fillna("")) + list(b["description"]))
-        return default_train(m, b, train_links, cfg)
+        return default_train(m, b, train_links, settings)
 
     monkeypatch.setattr(baselines, "descriptions", spy_descriptions)
-    cfg = copy.deepcopy(eval_cfg)
-    cfg["eval"]["distilbert_path"] = None
+    settings = with_values(eval_settings, {"eval": dataclasses.replace(eval_settings.eval, distilbert_path=None)})
     results = {}
     for p in ("open", "strict"):
         protocol["now"] = p
-        cfg["eval"]["protocols"] = [p]
-        results.update(run_protocols(movies, books, LINKS, cfg, train_fn=spy_train))
+        results.update(run_protocols(movies, books, LINKS, with_values(settings, {"eval.protocols": [p]}),
+                                     train_fn=spy_train))
     leaks = ("zorblax", "quog", "love story")
     assert all(any(w in t.lower() for t in read["open"]) for w in leaks)
     assert not [t for t in read["strict"] if "love story" in t.lower()]

@@ -23,22 +23,28 @@ import pandas as pd
 from lfr.config import ConfigError, is_uri
 from lfr.eval.report import format_tables, write_report
 from lfr.eval.runner import EvalResult, run_protocols
+from lfr.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def collect_inputs(spark, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+def _check_pairs(settings: Settings) -> None:
+    if not settings.catalogs.get("pairs"):
+        raise ConfigError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
+
+
+def collect_inputs(spark, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
     """``(movies, books, links, n_unresolved)`` as pandas; the evaluation needs a pair file. The books
     keep ``authors``: the strict protocol removes their names from the linked films' texts."""
     from lfr.data import collect_driver_inputs
 
-    if not (cfg.get("catalogs") or {}).get("pairs"):
-        raise ConfigError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
-    inputs = collect_driver_inputs(spark, cfg, book_columns=("authors",))
+    _check_pairs(settings)
+    inputs = collect_driver_inputs(spark, settings, book_columns=("authors",))
     return inputs.movies, inputs.books, inputs.links, inputs.n_unresolved
 
 
-def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tuple[dict[str, EvalResult], dict]:
+def evaluate(spark, settings: Settings, *, reports_dir: str,
+             artifact: str | None = None) -> tuple[dict[str, EvalResult], dict]:
     """Run the evaluation under every ``eval.protocols`` entry and write ``report.md``/``metrics.png``/
     ``metrics.json`` under ``reports_dir``; returns ``({protocol: EvalResult}, paths)``.
 
@@ -48,13 +54,13 @@ def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tu
     out_dir = reports_dir
     if is_uri(out_dir):
         raise ConfigError(f"paths.reports_dir must be a local folder for the evaluation report, got {out_dir}")
-    movies, books, links, n_unresolved = collect_inputs(spark, cfg)
+    movies, books, links, n_unresolved = collect_inputs(spark, settings)
     trained = None
     if artifact:
         from lfr.model import load
 
-        trained = load(artifact, precision=(cfg.get("model") or {}).get("precision"))  # the run's, as embed jobs
-    results = run_protocols(movies, books, links, cfg, trained_model=trained, n_unresolved_pairs=n_unresolved)
+        trained = load(artifact, precision=settings.model.precision)  # the run's, as embed jobs
+    results = run_protocols(movies, books, links, settings, trained_model=trained, n_unresolved_pairs=n_unresolved)
     paths = write_report(results, out_dir)
     print(format_tables(results), flush=True)
     for protocol, result in results.items():
@@ -64,12 +70,14 @@ def evaluate(spark, cfg, *, reports_dir: str, artifact: str | None = None) -> tu
     return results, paths
 
 
-def progress_digest(movies, books, links, cfg: Any, candidates: int | None, max_length: int | None) -> str:
-    """What a finished (method, fraction, fold) result depends on: settings, inputs and the code that
-    computes it (a fix to X-Cross or the evaluation must not reuse ranks of the old code)."""
+def progress_digest(movies, books, links, settings: Settings, candidates: int | None, max_length: int | None) -> str:
+    """What a finished (method, fraction, fold) result depends on: settings (the ``xcross``, ``eval``
+    and ``model`` sections), inputs and the code that computes it (a fix to X-Cross or the evaluation
+    must not reuse ranks of the old code)."""
     from lfr.digest import code_digest
 
-    h = hashlib.sha256(json.dumps({"xcross": cfg.get("xcross"), "eval": cfg.get("eval"), "model": cfg.get("model"),
+    h = hashlib.sha256(json.dumps({"xcross": settings.xcross.as_dict(), "eval": settings.eval.as_dict(),
+                                   "model": settings.model.as_dict(),
                                    "candidates": candidates, "max_length": max_length,
                                    "code": code_digest(["lfr.model", "lfr.eval", "lfr.train"])},
                                   sort_keys=True, default=str).encode())
@@ -79,7 +87,7 @@ def progress_digest(movies, books, links, cfg: Any, candidates: int | None, max_
     return h.hexdigest()[:16]
 
 
-def evaluate_xcross_job(spark: Any, cfg: Any, *, reports_dir: str, candidates: int | None = None,
+def evaluate_xcross_job(spark: Any, settings: Settings, *, reports_dir: str, candidates: int | None = None,
                         fractions: Sequence[float] = (1.0, 0.25, 0.5, 0.75), max_length: int | None = None) -> dict:
     """Collect, evaluate, write the report; returns the written paths."""
     from lfr.data import collect_driver_inputs
@@ -88,13 +96,11 @@ def evaluate_xcross_job(spark: Any, cfg: Any, *, reports_dir: str, candidates: i
 
     if is_uri(reports_dir):
         raise ConfigError(f"paths.reports_dir must be a local folder for the evaluation report, got {reports_dir}")
-    if not (cfg.get("catalogs") or {}).get("pairs"):
-        raise ConfigError("evaluation needs ground-truth links: set catalogs.pairs to a pair file")
-    inputs = collect_driver_inputs(spark, cfg, book_columns=("authors",))
-    digest = progress_digest(inputs.movies, inputs.books, inputs.links, cfg, candidates, max_length)
-    ev = evaluate_xcross(inputs.movies, inputs.books, inputs.links, dict(cfg), fractions=fractions,
-                         candidates=candidates, max_length=max_length,
-                         batch_size=int(cfg["embed"]["batch_size"]),
+    _check_pairs(settings)
+    inputs = collect_driver_inputs(spark, settings, book_columns=("authors",))
+    digest = progress_digest(inputs.movies, inputs.books, inputs.links, settings, candidates, max_length)
+    ev = evaluate_xcross(inputs.movies, inputs.books, inputs.links, settings, fractions=fractions,
+                         candidates=candidates, max_length=max_length, batch_size=settings.embed.batch_size,
                          progress_path=Path(reports_dir) / f"xcross_progress-{digest}.jsonl")
     paths = write_xcross_report(ev, reports_dir)
     print(Path(paths["report"]).read_text(encoding="utf-8"), flush=True)

@@ -33,7 +33,6 @@ measures what a method finds without being told.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -53,15 +52,17 @@ from lfr.eval.metrics import (
     ranking_metrics,
     resolve_links,
 )
-from lfr.lexical.model import LexicalSettings
-from lfr.settings import EvalSettings, parse_section
+from lfr.settings import EvalSettings, ModelSettings, Settings, with_values
 
 log = logging.getLogger(__name__)
 
 NDCG_K = 10
 TRAINED_LABEL = "LightFusionRec: fusion trained on the training links"
 
-TrainFn = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict], object]
+#: ``train_fn(movies, books, train_links, settings) -> model | TrainResult`` (``settings.model`` is the row's model)
+TrainFn = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Settings], object]
+#: ``build_fn(model_settings, genre_corpus) -> model`` (an untrained model of the ``model`` section given)
+BuildFn = Callable[[ModelSettings, list], object]
 
 
 @dataclass
@@ -79,13 +80,13 @@ class EvalResult:
         return pd.DataFrame([{c: r.get(c) for c in cols} for r in self.rows], columns=cols)
 
 
-def eval_settings(cfg: dict) -> dict:
-    """The ``eval`` section, typed and checked (``lfr.settings.EvalSettings``; defaults live in conf/lfr.yaml)."""
-    out = parse_section(EvalSettings, "eval", cfg["eval"]).as_dict()
-    if out["folds"] < 1:
-        raise ValueError(f"eval.folds must be >= 1, got {out['folds']}")
-    out["protocols"] = check_protocols(out["protocols"])
-    return out
+def check_eval(ev: EvalSettings) -> EvalSettings:
+    """``ev`` (the ``eval`` section) after the checks its types cannot express: ``folds >= 1`` and
+    ``protocols`` distinct known names (``ValueError`` otherwise)."""
+    if ev.folds < 1:
+        raise ValueError(f"eval.folds must be >= 1, got {ev.folds}")
+    check_protocols(ev.protocols)
+    return ev
 
 
 # --------------------------------------------------------------------------- split and pairs
@@ -181,29 +182,29 @@ def method_row(
 # --------------------------------------------------------------------------- models
 
 
-def eval_model_cfg(cfg: dict, **changes) -> dict:
-    """The model settings for evaluation: the config's ``model`` with titles forced off."""
-    model_cfg = copy.deepcopy(dict(cfg.get("model") or {}))
-    model_cfg["include_title"] = False
-    model_cfg.update(changes)
-    return model_cfg
+def eval_model_settings(settings: Settings, **changes) -> ModelSettings:
+    """The model settings for evaluation: ``settings.model`` with titles forced off and ``changes``
+    (e.g. ``encoder=..., pooling="cls"`` for the DistilBERT rows) applied."""
+    return with_values(settings.model, {"include_title": False, **changes})
 
 
 def genre_corpus(movies: pd.DataFrame, books: pd.DataFrame) -> list[list[str]]:
     return baselines.genre_lists(movies) + baselines.genre_lists(books)
 
 
-def default_build(model_cfg: dict, corpus: list[list[str]]):
+def default_build(model: ModelSettings, corpus: list[list[str]]):
+    """``lfr.model.build_model``: an untrained LightFusionRec of the ``model`` section ``model``."""
     from lfr.model import build_model
 
-    return build_model(model_cfg, corpus)
+    return build_model(model, corpus)
 
 
-def default_train(movies: pd.DataFrame, books: pd.DataFrame, train_links: pd.DataFrame, cfg: dict):
-    """Train LightFusionRec with ``lfr.train.train`` on the training links only (a ``TrainResult``)."""
+def default_train(movies: pd.DataFrame, books: pd.DataFrame, train_links: pd.DataFrame, settings: Settings):
+    """Train LightFusionRec with ``lfr.train.train`` (``settings.model``, ``settings.train``) on the
+    training links only (a ``TrainResult``)."""
     from lfr.train import train
 
-    return train(movies, books, train_links, cfg, progress=False)
+    return train(movies, books, train_links, settings, progress=False)
 
 
 def _unwrap_trained(out) -> tuple[object, dict]:
@@ -224,12 +225,12 @@ def _unwrap_trained(out) -> tuple[object, dict]:
 @dataclass
 class _Models:
     """The methods' models that do not depend on the split (built once per evaluation)."""
-    model_cfg: dict
+    model: ModelSettings             # the configured encoder's rows (titles off)
     base: object                     # untrained fusion (text-only and genre-only rows come from it)
     tfidf: object
     trained_label: str
     trained_model: object = None     # a given artifact, used in every fold
-    db_cfg: dict | None = None       # DistilBERT rows, when eval.distilbert_path is a folder
+    db_model: ModelSettings | None = None   # DistilBERT rows, when eval.distilbert_path is a folder
     db_base: object = None
     lexical: object = None           # the product's lexical features (lfr.lexical); + hybrid rows per fold
 
@@ -259,29 +260,29 @@ def resolve_usable_links(links: pd.DataFrame, movie_ids: list[str], book_ids: li
     return usable, stats
 
 
-def build_splits(usable: pd.DataFrame, settings: dict) -> tuple[list, str]:
-    """Phase 2: the ``(train_links, test_links)`` splits by film and the protocol's description."""
-    seed = int(settings["seed"])
-    if settings["folds"] >= 2:
-        splits = kfold_links_by_movie(usable, settings["folds"], seed)
+def build_splits(usable: pd.DataFrame, ev: EvalSettings) -> tuple[list, str]:
+    """Phase 2: the ``(train_links, test_links)`` splits by film (``ev``: the ``eval`` section) and
+    the protocol's description."""
+    if ev.folds >= 2:
+        splits = kfold_links_by_movie(usable, ev.folds, ev.seed)
         return splits, f"{len(splits)}-fold cross-validation by film (every linked film held out once)"
-    splits = [split_links_by_movie(usable, float(settings["holdout_fraction"]), seed)]
-    return splits, f"one held-out split by film (fraction {settings['holdout_fraction']})"
+    splits = [split_links_by_movie(usable, float(ev.holdout_fraction), ev.seed)]
+    return splits, f"one held-out split by film (fraction {ev.holdout_fraction})"
 
 
-def _build_models(movies, books, cfg: dict, settings: dict, build_fn: Callable, trained_model,
+def _build_models(movies, books, settings: Settings, build_fn: BuildFn, trained_model,
                   trained_label: str | None, notes: list[str]) -> _Models:
-    corpus = genre_corpus(movies, books)
-    model_cfg = eval_model_cfg(cfg)
-    models = _Models(model_cfg=model_cfg, base=build_fn(model_cfg, corpus),
+    started, corpus = time.time(), genre_corpus(movies, books)
+    model = eval_model_settings(settings)
+    models = _Models(model=model, base=build_fn(model, corpus),
                      tfidf=baselines.tfidf_method(baselines.descriptions(movies) + baselines.descriptions(books)),
                      lexical=baselines.lexical_method(baselines.descriptions(movies) + baselines.descriptions(books),
-                                                      LexicalSettings.from_cfg(cfg)),
+                                                      settings.lexical),
                      trained_label=trained_label or TRAINED_LABEL, trained_model=trained_model)
-    db_path = settings.get("distilbert_path")
+    db_path = settings.eval.distilbert_path
     if db_path and Path(str(db_path)).is_dir():
-        models.db_cfg = eval_model_cfg(cfg, encoder=str(db_path), pooling="cls")
-        models.db_base = build_fn(models.db_cfg, corpus)
+        models.db_model = eval_model_settings(settings, encoder=str(db_path), pooling="cls")
+        models.db_base = build_fn(models.db_model, corpus)
     elif db_path:
         notes.append(f"DistilBERT rows skipped: eval.distilbert_path={db_path} is not a folder.")
     else:
@@ -291,28 +292,28 @@ def _build_models(movies, books, cfg: dict, settings: dict, build_fn: Callable, 
         models.trained_label = trained_label or "LightFusionRec: given artifact (may have seen held-out links)"
         notes.append("The trained row uses a given artifact, not one trained per split: it may have been "
                      "trained on the held-out links, so its numbers can be optimistic.")
+    log.info("eval: base models in %.1fs", time.time() - started)
     return models
 
 
-def _train_fold(movies, books, train_links, cfg: dict, models: _Models, train_fn: TrainFn, acc: _Folds):
+def _train_fold(movies, books, train_links, settings: Settings, models: _Models, train_fn: TrainFn, acc: _Folds):
     """The fold's trained models: ``(lightfusionrec, lightfusionrec_distilbert or None)``."""
-    def fit(model_cfg: dict, key: str):
-        train_cfg = copy.deepcopy(dict(cfg))
-        train_cfg["model"] = model_cfg
-        model, info = _unwrap_trained(train_fn(movies, books, train_links, train_cfg))
+    def fit(model_settings: ModelSettings, key: str):
+        fold_settings = with_values(settings, {"model": model_settings})
+        model, info = _unwrap_trained(train_fn(movies, books, train_links, fold_settings))
         if info:
             acc.training.setdefault(key, []).append(info)
         return model
 
     t0 = time.time()
-    trained = models.trained_model if models.trained_model is not None else fit(models.model_cfg, "lightfusionrec")
-    db_trained = fit(models.db_cfg, "lightfusionrec_distilbert") if models.db_cfg is not None else None
+    trained = models.trained_model if models.trained_model is not None else fit(models.model, "lightfusionrec")
+    db_trained = fit(models.db_model, "lightfusionrec_distilbert") if models.db_model is not None else None
     acc.train_seconds += time.time() - t0
     return trained, db_trained
 
 
-def run_fold(f: int, split, movies, books, cfg: dict, models: _Models, train_fn: TrainFn, acc: _Folds, *,
-             batch_size: int, cache) -> None:
+def run_fold(f: int, split, movies, books, settings: Settings, models: _Models, train_fn: TrainFn, acc: _Folds, *,
+             cache) -> None:
     """Phase 3, one fold: train on the other films' links, score the fold's films against every book."""
     train_links, test_links = split
     t0 = time.time()
@@ -321,7 +322,8 @@ def run_fold(f: int, split, movies, books, cfg: dict, models: _Models, train_fn:
     test_ids = sorted(test_links["movie_id"].unique())
     eval_movies = movies.iloc[[m_pos[m] for m in test_ids]].reset_index(drop=True)
     rel_f, _ = resolve_links(zip(test_links["movie_id"], test_links["book_id"]), test_ids, book_ids)
-    trained, db_trained = _train_fold(movies, books, train_links, cfg, models, train_fn, acc)
+    trained, db_trained = _train_fold(movies, books, train_links, settings, models, train_fn, acc)
+    batch_size = settings.embed.batch_size
     fold_alpha: dict = {}   # the hybrid's alpha, tuned on this fold's training links (reported per fold)
     for method in baselines.standard_methods(models.tfidf, models.base, trained, models.trained_label,
                                              models.db_base, db_trained, batch_size=batch_size, cache=cache,
@@ -341,10 +343,10 @@ def run_fold(f: int, split, movies, books, cfg: dict, models: _Models, train_fn:
              len(train_links), train_links["movie_id"].nunique(), len(test_ids), time.time() - t0)
 
 
-def summarise(acc: _Folds, books, settings: dict) -> tuple[list[dict], dict, pd.DataFrame, pd.DataFrame]:
+def summarise(acc: _Folds, books, ev: EvalSettings) -> tuple[list[dict], dict, pd.DataFrame, pd.DataFrame]:
     """Phase 4: pooled metrics: ``(table rows, per-method ranks, labelled pairs, per-movie table)``."""
-    ks, fractions = settings["ks"], settings["confidence_fractions"]
-    pairs = build_eval_pairs(acc.relevant, len(books), int(settings["negatives_per_positive"]), int(settings["seed"]))
+    ks, fractions = ev.ks, ev.confidence_fractions
+    pairs = build_eval_pairs(acc.relevant, len(books), ev.negatives_per_positive, ev.seed)
     rows, ranks = [], {}
     for name, parts in acc.scores.items():
         row, ranks[name] = method_row(name, acc.descriptions[name], np.vstack(parts), acc.relevant, pairs, ks,
@@ -357,18 +359,18 @@ def summarise(acc: _Folds, books, settings: dict) -> tuple[list[dict], dict, pd.
     return rows, ranks, pairs, _per_movie_table(eval_movies_all, books, acc.relevant, ranks)
 
 
-def _setup(settings: dict, protocol: str, acc: _Folds, models: _Models, usable, stats, pairs, *,
+def _setup(ev: EvalSettings, protocol: str, acc: _Folds, models: _Models, usable, stats, pairs, *,
            n_movies: int, n_books: int, n_unresolved_pairs: int) -> dict:
     folds = len(acc.info)
     return {
         "protocol": protocol,
         "folds": folds,
-        "seed": int(settings["seed"]),
-        "holdout_fraction": settings["holdout_fraction"] if folds == 1 else None,
-        "negatives_per_positive": int(settings["negatives_per_positive"]),
-        "ks": settings["ks"],
+        "seed": ev.seed,
+        "holdout_fraction": ev.holdout_fraction if folds == 1 else None,
+        "negatives_per_positive": ev.negatives_per_positive,
+        "ks": list(ev.ks),
         "ndcg_k": NDCG_K,
-        "confidence_fractions": settings["confidence_fractions"],
+        "confidence_fractions": list(ev.confidence_fractions),
         "tie_policy": "pessimistic",
         "n_movies_catalog": n_movies,
         "n_books_catalog": n_books,
@@ -382,8 +384,8 @@ def _setup(settings: dict, protocol: str, acc: _Folds, models: _Models, usable, 
         "n_unresolved_pairs": int(n_unresolved_pairs),
         "links": {k: v for k, v in stats.as_dict().items() if k != "missing"},
         "missing_links": [list(x) for x in stats.missing],
-        "encoder": str(models.model_cfg.get("encoder")),
-        "pooling": str(models.model_cfg.get("pooling")),
+        "encoder": str(models.model.encoder),
+        "pooling": str(models.model.pooling),
         "trained_model": ("given artifact" if models.trained_model is not None
                           else "trained per fold on the other folds' links"),
         "train_seconds": round(acc.train_seconds, 1),
@@ -392,76 +394,102 @@ def _setup(settings: dict, protocol: str, acc: _Folds, models: _Models, usable, 
     }
 
 
-def run_evaluation(
-    movies: pd.DataFrame,
-    books: pd.DataFrame,
-    links: pd.DataFrame,
-    cfg: dict,
-    *,
-    trained_model=None,
-    trained_label: str | None = None,
-    train_fn: TrainFn | None = None,
-    build_fn: Callable | None = None,
-    n_unresolved_pairs: int = 0,
-    protocol: str = "open",
-) -> EvalResult:
-    """Run the whole ablation (see module doc) under one text ``protocol`` and return the table + setup.
-
-    ``movies``/``books``: catalog frames (``id, title, description, genres``; titles are only
-    used for display). ``links``: ``movie_id, book_id``. ``trained_model``: evaluate this model as
-    the trained row in every fold instead of training one (it may have seen the held-out links:
-    flagged). ``train_fn(movies, books, train_links, cfg) -> model | TrainResult`` and
-    ``build_fn(model_cfg, corpus)`` can be swapped (tests); they default to ``lfr.train.train`` /
-    ``lfr.model.build_model``. ``protocol``: ``open`` or ``strict`` (``lfr.eval.masking``; a books
-    frame with an ``authors`` column lets strict mask author names too).
-    """
-    settings, text_protocol = eval_settings(cfg), check_protocols([protocol])[0]
+def _usable_inputs(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, text_protocol: str):
+    """Phase 1 (and the strict protocol's masking, the one place texts are masked: before any method or
+    model sees them): ``(movies, books, usable links, LinkStats, MaskingStats or None)``."""
     movies, books = movies.reset_index(drop=True), books.reset_index(drop=True)
     movie_ids, book_ids = movies["id"].astype(str).tolist(), books["id"].astype(str).tolist()
     if len(set(book_ids)) != len(book_ids) or len(set(movie_ids)) != len(movie_ids):
         raise ValueError("catalog ids must be unique")
     usable, stats = resolve_usable_links(links, movie_ids, book_ids)
     masking = None
-    if text_protocol == "strict":   # the one place texts are masked: before any method or model sees them
+    if text_protocol == "strict":
         movies, books, masking = mask_catalogs(movies, books, usable)
-    splits, protocol = build_splits(usable, settings)
+    log.info("eval: %d usable links of %d films; %d books; %s protocol", len(usable),
+             usable["movie_id"].nunique(), len(book_ids), text_protocol)
+    return movies, books, usable, stats, masking
+
+
+def run_evaluation(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, settings: Settings, *,
+                   trained_model=None, trained_label: str | None = None, train_fn: TrainFn | None = None,
+                   build_fn: BuildFn | None = None, n_unresolved_pairs: int = 0, protocol: str = "open") -> EvalResult:
+    """Run the whole ablation (module doc) under one text ``protocol``: every method scores the full
+    book catalog for the held-out films of every fold; the folds are pooled into one table.
+
+    Parameters
+    ----------
+    movies, books : pandas.DataFrame
+        The catalogs, ``id, title, description, genres`` (titles are only displayed); books with an
+        ``authors`` column let the strict protocol mask author names too.
+    links : pandas.DataFrame
+        The ground truth, ``movie_id, book_id`` (duplicates and unknown ids are dropped and counted).
+    settings : lfr.settings.Settings
+        ``load_settings()``, changed with ``with_values``: ``eval``, ``model`` (titles forced off),
+        ``train``, ``lexical`` and ``embed.batch_size`` are read.
+    trained_model : model, optional
+        Evaluated as the trained row in every fold instead of training one (flagged in the notes:
+        it may have seen the held-out links). ``trained_label`` describes that row.
+    train_fn, build_fn : callable, optional
+        ``train_fn(movies, books, train_links, settings) -> model | TrainResult`` (``settings.model``:
+        the row's model) and ``build_fn(model_settings, genre_corpus)``; by default ``lfr.train.train``
+        and ``lfr.model.build_model``.
+    n_unresolved_pairs : int
+        Pair-file rows that resolved to no link (reported in ``setup``).
+    protocol : {"open", "strict"}
+        ``strict`` removes the linked titles and authors from the texts first (``lfr.eval.masking``).
+
+    Returns
+    -------
+    EvalResult
+        One row per method (``table()``), the ``setup``, per-film ranks (``per_movie``, ``ranks``), notes.
+
+    Example
+    -------
+    >>> settings = with_values(load_settings(), {"eval.folds": 1})      # doctest: +SKIP
+    >>> run_evaluation(movies, books, links, settings).table()[["method", "mrr"]]   # doctest: +SKIP
+    """
+    ev, text_protocol = check_eval(settings.eval), check_protocols([protocol])[0]
+    movies, books, usable, stats, masking = _usable_inputs(movies, books, links, text_protocol)
+    splits, description = build_splits(usable, ev)
     notes: list[str] = []
-    started = time.time()
-    models = _build_models(movies, books, cfg, settings, build_fn or default_build, trained_model, trained_label, notes)
-    log.info("eval: %d usable links of %d films; %s; %d books; base models in %.1fs", len(usable),
-             usable["movie_id"].nunique(), protocol, len(book_ids), time.time() - started)
+    models = _build_models(movies, books, settings, build_fn or default_build, trained_model, trained_label, notes)
     acc, cache = _Folds(), baselines.FeatureCache()
-    batch_size = int(cfg["embed"]["batch_size"])
     for f, split in enumerate(splits):
-        run_fold(f, split, movies, books, cfg, models, train_fn or default_train, acc, batch_size=batch_size,
-                 cache=cache)
-    rows, ranks, pairs, per_movie = summarise(acc, books, settings)
-    setup = _setup(settings, protocol, acc, models, usable, stats, pairs, n_movies=len(movie_ids),
-                   n_books=len(book_ids), n_unresolved_pairs=n_unresolved_pairs)
+        run_fold(f, split, movies, books, settings, models, train_fn or default_train, acc, cache=cache)
+    return _result(acc, books, ev, models, notes, description=description, text_protocol=text_protocol,
+                   usable=usable, stats=stats, masking=masking, n_movies=len(movies),
+                   n_unresolved_pairs=n_unresolved_pairs)
+
+
+def _result(acc: _Folds, books: pd.DataFrame, ev: EvalSettings, models: _Models, notes: list[str], *,
+            description: str, text_protocol: str, usable, stats, masking, n_movies: int,
+            n_unresolved_pairs: int) -> EvalResult:
+    """Phase 4 and the result: pooled metrics, the setup, the fusion rows against the best single method."""
+    rows, ranks, pairs, per_movie = summarise(acc, books, ev)
+    setup = _setup(ev, description, acc, models, usable, stats, pairs, n_movies=n_movies, n_books=len(books),
+                   n_unresolved_pairs=n_unresolved_pairs)
     setup["text_protocol"], setup["masking"] = text_protocol, masking.as_dict() if masking else None
-    setup["fusion_vs_best_single"], lines = fusion_differences(rows, ranks, settings)
-    notes += lines
-    ks, fractions = settings["ks"], settings["confidence_fractions"]
-    return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes, ranks=ranks,
-                      ranking_columns=[*(f"recall@{k}" for k in ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"],
-                      error_columns=[f"{m}@{100 * q:g}%" for q in fractions for m in ("mae", "rmse")])
+    setup["fusion_vs_best_single"], lines = fusion_differences(rows, ranks, ev)
+    return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes + lines, ranks=ranks,
+                      ranking_columns=[*(f"recall@{k}" for k in ev.ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"],
+                      error_columns=[f"{m}@{100 * q:g}%" for q in ev.confidence_fractions for m in ("mae", "rmse")])
 
 
-def run_protocols(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, cfg: dict,
+def run_protocols(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, settings: Settings,
                   **kwargs) -> dict[str, EvalResult]:
     """``run_evaluation`` once per ``eval.protocols`` entry (same folds, seeds and films), in that order:
     ``{protocol: EvalResult}``. Reporting both shows how much of a method's score came from texts
     that name the answer."""
-    return {p: run_evaluation(movies, books, links, cfg, protocol=p, **kwargs)
-            for p in eval_settings(cfg)["protocols"]}
+    return {p: run_evaluation(movies, books, links, settings, protocol=p, **kwargs)
+            for p in check_eval(settings.eval).protocols}
 
 
-def fusion_differences(rows: list[dict], ranks: dict, settings: dict) -> tuple[dict, list[str]]:
+def fusion_differences(rows: list[dict], ranks: dict, ev: EvalSettings) -> tuple[dict, list[str]]:
     """Each fusion row (``hybrid*``) against the best single method (highest MRR among the other rows):
     paired per-film differences with 95% bootstrap intervals (``{fusion: {metric: {diff, lo, hi, ...}}}``)
     and one line per fusion for the report's notes. The best single method is picked after the fact, so
     the comparison is the hardest one for the fusion, not a pre-registered one."""
-    ks, seed = settings["ks"], int(settings["seed"])
+    ks, seed = ev.ks, ev.seed
     singles = [r for r in rows if not r["method"].startswith("hybrid") and r["method"] in ranks]
     fusions = [r["method"] for r in rows if r["method"].startswith("hybrid") and r["method"] in ranks]
     if not singles or not fusions:

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from lfr.model.xcross import XCrossModel, build_xcross
+from lfr.settings import Settings, with_values
 from lfr.train.xcross import XCrossTrainResult, link_texts, train, train_adapter, xcross_settings
 
 log = logging.getLogger(__name__)
@@ -86,20 +87,19 @@ def subsample_links(links: pd.DataFrame, fraction: float, seed: int) -> pd.DataF
 
 
 def make_train_fn(*, integrate_stage: bool = True, alt_texts: Mapping[str, str] | None = None,
-                  xcross_cfg: Mapping[str, Any] | None = None, link_fraction: float = 1.0,
-                  seed: int = 13) -> Callable:
-    """A ``train_fn(movies, books, train_links, cfg)`` for ``run_evaluation``: trains the adapters
+                  xcross_values: Mapping[str, Any] | None = None, link_fraction: float = 1.0,
+                  seed: int | None = None) -> Callable:
+    """A ``train_fn(movies, books, train_links, settings)`` for ``run_evaluation``: trains the adapters
     on the first call and reuses them, trains the integrator per fold (``integrate_stage=False``:
-    the adapters-only ablation) on ``link_fraction`` of the fold's training films' links, returns
-    an ``XCrossTrainResult`` whose ``model`` is routed."""
+    the adapters-only ablation) on ``link_fraction`` of the fold's training films' links (drawn with
+    ``seed``; None: ``eval.seed``), returns an ``XCrossTrainResult`` whose ``model`` is routed.
+    ``xcross_values``: changes to the ``xcross`` section (``{"adapter_steps": 20}``)."""
     state: dict[str, XCrossModel] = {}
 
-    def train_fn(movies: pd.DataFrame, books: pd.DataFrame, train_links: pd.DataFrame, cfg: dict):
-        train_links = subsample_links(train_links, link_fraction, seed)
-        cfg = dict(cfg)
-        if xcross_cfg is not None:
-            cfg["xcross"] = {**dict(cfg.get("xcross") or {}), **dict(xcross_cfg)}
-        result: XCrossTrainResult = train(movies, books, train_links, cfg, alt_texts=alt_texts,
+    def train_fn(movies: pd.DataFrame, books: pd.DataFrame, train_links: pd.DataFrame, settings: Settings):
+        train_links = subsample_links(train_links, link_fraction, settings.eval.seed if seed is None else seed)
+        settings = with_values(settings, {f"xcross.{k}": v for k, v in (xcross_values or {}).items()})
+        result: XCrossTrainResult = train(movies, books, train_links, settings, alt_texts=alt_texts,
                                           adapters_from=state.get("adapters"), train_integrator_stage=integrate_stage)
         state.setdefault("adapters", result.model)
         router = CatalogRouter(result.model, movies["description"], integrate=True if integrate_stage else False)
@@ -148,12 +148,13 @@ def fixed_embeddings(adapted: XCrossModel, base: XCrossModel, films: pd.DataFram
             "book_adapter_only": (film_b, book_b)}
 
 
-def train_lora_target(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, cfg: Mapping[str, Any],
+def train_lora_target(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, settings: Settings,
                       seed: int) -> XCrossModel:
     """The paper's LoRA baseline on our task: ONE adapter (the 'book' slot, starting as a no-op) trained
-    with InfoNCE on (film text, book text) of the links, as many steps and rows as the integrators."""
-    model_s, s = xcross_settings(cfg)
-    model = build_xcross(model_s)
+    with InfoNCE on (film text, book text) of the links, as many steps and rows as the integrators
+    (``settings.xcross``, ``settings.model``)."""
+    _, s = xcross_settings(settings)
+    model = build_xcross(settings.xcross, settings.model)
     pairs = [(f, b) for _, _, f, b in link_texts(movies, books, links)]
     budget = {**s, "adapter_steps": s["integrator_steps"], "adapter_batch_size": s["integrator_batch_size"]}
     train_adapter(model, "book", pairs, budget, seed)
@@ -202,7 +203,7 @@ class _Run:
     books: pd.DataFrame          # the candidate books
     films: pd.DataFrame          # the linked films
     splits: list
-    cfg: dict                    # per-fold training config (max_length applied)
+    settings: Settings           # per-fold training settings (max_length applied)
     max_length: int | None
     batch_size: int
     seed: int
@@ -245,10 +246,10 @@ def _run_trained(run: _Run, name: str, fraction: float, f: int, adapted: XCrossM
     films = run.movies.set_index(run.movies["id"].astype(str)).loc[ids].reset_index(drop=True)
     t0 = time.time()
     if name == "xcross":
-        model, domains, integrate = train(run.movies, run.books, sub, run.cfg, adapters_from=adapted).model, \
+        model, domains, integrate = train(run.movies, run.books, sub, run.settings, adapters_from=adapted).model, \
             ("film", "book"), True
     else:
-        model, domains, integrate = train_lora_target(run.movies, run.books, sub, run.cfg, run.seed + f), \
+        model, domains, integrate = train_lora_target(run.movies, run.books, sub, run.settings, run.seed + f), \
             ("book", "book"), False
     t1 = time.time()
     film_m = _embed(run.at_length(model), films, domains[0], integrate, run.batch_size)
@@ -258,43 +259,44 @@ def _run_trained(run: _Run, name: str, fraction: float, f: int, adapted: XCrossM
                      embed_seconds=round(time.time() - t1, 1))
 
 
-def evaluate_xcross(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, cfg: Mapping[str, Any], *,
+def evaluate_xcross(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame, settings: Settings, *,
                     fractions: Sequence[float] = (1.0, 0.25, 0.5, 0.75), candidates: int | None = None,
-                    max_length: int | None = None, batch_size: int = 32, methods: Sequence[str] = tuple(METHODS),
+                    max_length: int | None = None, batch_size: int | None = None,
+                    methods: Sequence[str] = tuple(METHODS),
                     progress_path: str | Path | None = None) -> XCrossEvaluation:
     """X-Cross, its ablations and the data-fraction curve under the runner's folds (module doc).
 
-    ``cfg``: the project config (``eval`` folds/seed/ks, ``xcross``); the label-free adapters are
-    trained (or read from ``xcross.cache_dir``) with it as is. ``max_length``: tokens per item for
-    every embedding and for the per-fold training (None: ``xcross.max_length``). ``candidates``:
-    rank against this many books (all linked ones + random others; None: the whole catalog)."""
-    from lfr.eval.runner import build_splits, eval_settings, resolve_usable_links
+    ``settings``: ``eval`` (folds, seed, ks), ``xcross`` and ``model``; the label-free adapters are
+    trained (or read from ``xcross.cache_dir``) with them as they are. ``max_length``: tokens per item
+    for every embedding and for the per-fold training (None: ``xcross.max_length``). ``candidates``:
+    rank against this many books (all linked ones + random others; None: the whole catalog).
+    ``batch_size``: items per forward pass (None: ``embed.batch_size``)."""
+    from lfr.eval.runner import build_splits, check_eval, resolve_usable_links
 
-    settings = eval_settings(dict(cfg))
+    ev = check_eval(settings.eval)
     movies, books = movies.reset_index(drop=True), books.reset_index(drop=True)
     usable, stats = resolve_usable_links(links, movies["id"].astype(str).tolist(), books["id"].astype(str).tolist())
-    splits, protocol = build_splits(usable, settings)
-    fold_cfg = dict(cfg)
-    if max_length:
-        fold_cfg["xcross"] = {**dict(cfg.get("xcross") or {}), "max_length": max_length, "train_max_length": max_length}
-    cands = candidate_books(books, usable, candidates, int(settings["seed"]))
+    splits, protocol = build_splits(usable, ev)
+    fold_settings = with_values(settings, {"xcross.max_length": max_length or None,
+                                           "xcross.train_max_length": max_length or None})
+    cands = candidate_books(books, usable, candidates, ev.seed)
     films = movies[movies["id"].astype(str).isin(set(usable["movie_id"]))].reset_index(drop=True)
-    run = _Run(movies, cands, films, splits, fold_cfg, max_length, batch_size, int(settings["seed"]),
-               _Progress(progress_path))
+    run = _Run(movies, cands, films, splits, fold_settings, max_length,
+               settings.embed.batch_size if batch_size is None else batch_size, ev.seed, _Progress(progress_path))
     t0 = time.time()
-    adapted = train(movies, books, None, cfg, train_integrator_stage=False).model  # stage 1 only (cached)
+    adapted = train(movies, books, None, settings, train_integrator_stage=False).model  # stage 1 only (cached)
     log.info("xcross eval: label-free adapters ready in %.1fs", time.time() - t0)
     if any(m in FIXED for m in methods):
-        _run_fixed(run, adapted, build_xcross(xcross_settings(fold_cfg)[0]))
+        _run_fixed(run, adapted, build_xcross(fold_settings.xcross, fold_settings.model))
     for fraction in fractions:
         for f in range(len(splits)):
             for name in (m for m in LINK_TRAINED if m in methods):
                 if not run.progress.has(name, fraction, f):
                     _run_trained(run, name, float(fraction), f, adapted)
-    setup = {"protocol": protocol, "folds": len(splits), "seed": int(settings["seed"]), "ks": settings["ks"],
+    setup = {"protocol": protocol, "folds": len(splits), "seed": ev.seed, "ks": list(ev.ks),
              "n_links_usable": int(len(usable)), "n_linked_films": int(len(films)), "n_books_catalog": len(books),
              "n_candidate_books": int(len(cands)), "max_length": max_length, "links": stats.as_dict(),
-             "xcross": fold_cfg.get("xcross"), "fractions": [float(q) for q in fractions]}
+             "xcross": fold_settings.xcross.as_dict(), "fractions": [float(q) for q in fractions]}
     return XCrossEvaluation(ranks=collect_ranks(run.progress.done, len(splits)), setup=setup)
 
 
