@@ -37,43 +37,36 @@ INPUT_FILES = ("movies", "books", "links")
 ABLATION_CODE = ("lfr.eval", "lfr.model", "lfr.train")
 
 
-def inputs_source_key(cfg) -> str:
+def inputs_source_key(settings) -> str:
     """Digest of what the cached inputs are made from: the local catalog and pair files, the
     ``catalogs``/``validation`` settings and the ``lfr.data`` code that reads and validates them."""
     from lfr.digest import code_digest, files_digest, settings_digest
 
-    catalogs = cfg["catalogs"]
+    catalogs = settings.catalogs
     paths = [src["path"] for domain in ("movies", "books") for src in catalogs.get(domain) or []]
     local = [p for p in [*paths, catalogs.get("pairs")] if p and os.path.isfile(p)]
-    return settings_digest({"catalogs": catalogs, "validation": cfg.get("validation"), "files": files_digest(local),
-                            "code": code_digest(["lfr.data"])})[:16]
+    return settings_digest({"catalogs": catalogs, "validation": settings.validation.as_dict(),
+                            "files": files_digest(local), "code": code_digest(["lfr.data"])})[:16]
 
 
 def collect_inputs(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The validated inputs, collected with Spark once and cached as parquet under ``out``; collected
     again when the catalog files, their settings or the reading code changed (``inputs_source_key``)."""
-    from lfr.config import load_config
+    from lfr.settings import load_settings
 
-    cfg = load_config(overrides=["spark.driver.memory=1g", "spark.sql.shuffle.partitions=2"])
+    settings = load_settings(overrides=["spark.driver.memory=1g", "spark.sql.shuffle.partitions=2"])
     files = {k: out / f"{k}.parquet" for k in INPUT_FILES}
-    key, key_file = inputs_source_key(cfg), out / "inputs.key"
+    key, key_file = inputs_source_key(settings), out / "inputs.key"
     fresh = key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key
     if not (fresh and all(f.is_file() for f in files.values())):
-        from lfr.data.catalog import load_catalog
-        from lfr.data.pairs import read_pairs
+        from lfr.data import collect_driver_inputs
         from lfr.spark import build_session
 
-        spark = build_session(cfg)
-        movies_df, _ = load_catalog(spark, cfg, "movies")
-        movies_df = movies_df.cache()
-        movies = movies_df.select("id", "title", "description", "genres").toPandas()
-        books_df, _ = load_catalog(spark, cfg, "books")
-        books_df = books_df.cache()
-        links = read_pairs(spark, str(cfg["catalogs"]["pairs"]), movies_df, books_df).toPandas()
-        books = books_df.select("id", "title", "description", "genres", "authors").toPandas()
+        spark = build_session(settings)
+        inputs = collect_driver_inputs(spark, settings, book_columns=("authors",))
         spark.stop()
         out.mkdir(parents=True, exist_ok=True)
-        for name, frame in (("movies", movies), ("books", books), ("links", links)):
+        for name, frame in (("movies", inputs.movies), ("books", inputs.books), ("links", inputs.links)):
             frame.to_parquet(files[name])
         key_file.write_text(key + "\n", encoding="utf-8")
     frames = {k: pd.read_parquet(f) for k, f in files.items()}
@@ -83,30 +76,30 @@ def collect_inputs(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     return frames["movies"], frames["books"], frames["links"]
 
 
-def eval_cfg(max_length: int) -> dict:
-    """The project's config (every eval key), with both encoders truncating at ``max_length``."""
-    import copy
+def bench_settings(max_length: int, cache_dir: str | None = None):
+    """The project's settings (conf/lfr.yaml) with both encoders truncating at ``max_length``, 3 folds,
+    no DistilBERT rows and a short X-Cross training budget; ``cache_dir``: the adapter cache."""
+    from lfr.settings import load_settings, with_values
 
-    from lfr.config import load_config
-
-    cfg = copy.deepcopy(dict(load_config()))
-    cfg["model"] = {**cfg["model"], "max_length": max_length, "precision": "fp32"}
-    cfg["eval"] = {**cfg["eval"], "folds": 3, "ks": [1, 10, 100], "distilbert_path": None}
-    cfg["xcross"] = {"max_length": max_length, "adapter_steps": 20, "integrator_steps": 8, "integrator_batch_size": 12}
-    return cfg
+    settings = load_settings(overrides=["eval.distilbert_path=null"])
+    return with_values(settings, {
+        "model.max_length": max_length, "model.precision": "fp32",
+        "eval.folds": 3, "eval.ks": [1, 10, 100],
+        "xcross.max_length": max_length, "xcross.adapter_steps": 20, "xcross.integrator_steps": 8,
+        "xcross.integrator_batch_size": 12, "xcross.cache_dir": cache_dir,
+    })
 
 
 def run_eval(movies, books, links, args, out: Path) -> dict:
     from lfr.eval.runner import run_evaluation
     from lfr.eval.xcross import make_train_fn
 
-    cfg = eval_cfg(args.max_length)
-    cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
+    settings = bench_settings(args.max_length, cache_dir=str(out / "adapter_cache"))
     results = {}
     variants = [("xcross", True)] + ([("xcross_adapters_only", False)] if args.ablation else [])
     for name, integrate in variants:
         t0 = time.time()
-        res = run_evaluation(movies, books, links, cfg, train_fn=make_train_fn(integrate_stage=integrate),
+        res = run_evaluation(movies, books, links, settings, train_fn=make_train_fn(integrate_stage=integrate),
                              trained_label=name)
         table = res.table()
         results[name] = {"table": json.loads(table.to_json(orient="records")), "training": res.setup["training"],
@@ -118,18 +111,19 @@ def run_eval(movies, books, links, args, out: Path) -> dict:
     return results
 
 
-def ablation_key(out: Path, cfg: dict, args, batch_size: int) -> str:
+def ablation_key(out: Path, settings, args, batch_size: int) -> str:
     """The ablation's resume-file key: a digest of the input files, every setting that changes a
-    result (the config with its seeds, candidates, tokens per item, batch size), this script and
+    result (the settings with their seeds, candidates, tokens per item, batch size), this script and
     the library code that computes the ranks. A rerun after any change starts a new file instead of
     reusing ranks computed from other data, settings or code. Not in it: --methods and --fractions,
     which only choose rows (the file holds one entry per method, fraction and fold)."""
     from lfr.digest import code_digest, files_digest, settings_digest
 
-    settings = {**cfg, "xcross": {k: v for k, v in cfg["xcross"].items() if k != "cache_dir"}}  # a location only
+    values = settings.as_dict()
+    values["xcross"] = {k: v for k, v in values["xcross"].items() if k != "cache_dir"}  # a location only
     parts = {
         "data": files_digest(out / f"{name}.parquet" for name in INPUT_FILES),
-        "settings": settings_digest({"cfg": settings, "candidates": args.candidates,
+        "settings": settings_digest({"settings": values, "candidates": args.candidates,
                                      "eval_max_length": args.eval_max_length, "batch_size": batch_size}),
         "code": code_digest(ABLATION_CODE),
         "script": files_digest([Path(__file__)]),
@@ -143,12 +137,12 @@ def run_ablation(movies, books, links, args, out: Path) -> dict:
     from lfr.eval.xcross import METHODS, evaluate_xcross
     from lfr.eval.xcross_report import write_xcross_report
 
-    cfg = eval_cfg(args.max_length)  # the adapters as trained for the sample eval (cached)
-    cfg["xcross"]["cache_dir"] = str(out / "adapter_cache")
+    # the adapters as trained for the sample eval (cached)
+    settings = bench_settings(args.max_length, cache_dir=str(out / "adapter_cache"))
     fractions = [float(q) for q in args.fractions.split(",")]
     methods = args.methods.split(",") if args.methods else list(METHODS)
-    key = ablation_key(out, cfg, args, batch_size=ABLATION_BATCH_SIZE)
-    ev = evaluate_xcross(movies, books, links, cfg, fractions=fractions, candidates=args.candidates or None,
+    key = ablation_key(out, settings, args, batch_size=ABLATION_BATCH_SIZE)
+    ev = evaluate_xcross(movies, books, links, settings, fractions=fractions, candidates=args.candidates or None,
                          methods=methods,
                          max_length=args.eval_max_length, batch_size=ABLATION_BATCH_SIZE,
                          progress_path=out / f"ablation_progress_{key}.jsonl")
@@ -162,11 +156,13 @@ def run_cost(books: pd.DataFrame, args, out: Path) -> dict:
 
     from lfr.model.text import TextEncoder, resolve_encoder
     from lfr.model.xcross import DOMAINS, build_xcross
+    from lfr.settings import with_values
 
     texts = [d for d in books["description"] if isinstance(d, str) and d][: args.n]
     name, folder = resolve_encoder("default")
     plain = TextEncoder(folder, pooling="mean", max_length=args.max_length, precision="fp32", name=name)
-    xc = build_xcross({"encoder": "default", "max_length": args.max_length, "precision": "fp32"})
+    settings = bench_settings(args.max_length)
+    xc = build_xcross(settings.xcross, with_values(settings.model, {"encoder": "default"}))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # non-trivial weights: a trained model costs the same as these
         for d in DOMAINS:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lfr.settings import with_values
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,21 +22,20 @@ def test_the_resume_key_changes_with_data_settings_seeds_and_code(tmp_path, monk
     for name in mod.INPUT_FILES:
         frame = pd.DataFrame({"id": [f"{name}1", f"{name}2"], "description": ["a", "b"]})
         frame.to_parquet(tmp_path / f"{name}.parquet")
-    cfg = mod.eval_cfg(64)
-    cfg["xcross"]["cache_dir"] = str(tmp_path / "adapter_cache")
+    settings = mod.bench_settings(64, cache_dir=str(tmp_path / "adapter_cache"))
+    assert settings.eval.distilbert_path is None and settings.xcross.max_length == settings.model.max_length == 64
     args = Namespace(candidates=200, eval_max_length=64, fractions="1.0", methods="")
 
-    def key(cfg=cfg, args=args, batch_size=32):
-        return mod.ablation_key(tmp_path, cfg, args, batch_size)
+    def key(settings=settings, args=args, batch_size=32):
+        return mod.ablation_key(tmp_path, settings, args, batch_size)
 
     base = key()
     assert key() == base and len(base) == 16
-    moved = {**cfg, "xcross": {**cfg["xcross"], "cache_dir": "/elsewhere"}}
-    assert key(cfg=moved) == base                                          # a location, not a setting
+    assert key(settings=with_values(settings, {"xcross.cache_dir": "/elsewhere"})) == base   # a location, not a setting
     assert key(args=Namespace(**{**vars(args), "methods": "text_only"})) == base   # only chooses rows
     changed = [
-        key(cfg={**cfg, "eval": {**cfg["eval"], "seed": int(cfg["eval"]["seed"]) + 1}}),        # a seed
-        key(cfg={**cfg, "xcross": {**cfg["xcross"], "adapter_steps": 21}}),                     # a setting
+        key(settings=with_values(settings, {"eval.seed": settings.eval.seed + 1})),             # a seed
+        key(settings=with_values(settings, {"xcross.adapter_steps": 21})),                      # a setting
         key(args=Namespace(**{**vars(args), "candidates": 0})),
         key(args=Namespace(**{**vars(args), "eval_max_length": 32})),
         key(batch_size=16),
@@ -49,16 +50,15 @@ def test_the_resume_key_changes_with_data_settings_seeds_and_code(tmp_path, monk
 def test_the_cached_inputs_are_keyed_by_the_catalog_files_and_settings(tmp_path):
     import shutil
 
-    from lfr.config import load_config
+    from lfr.settings import load_settings
 
     mod = _bench()
     data = tmp_path / "data"
     shutil.copytree(ROOT / "data" / "sample", data)
-    cfg = load_config(overrides=[f"paths.data_dir={data}"], environ={})
-    base = mod.inputs_source_key(cfg)
-    assert mod.inputs_source_key(load_config(overrides=[f"paths.data_dir={data}"], environ={})) == base
-    assert mod.inputs_source_key(load_config(overrides=[f"paths.data_dir={data}", "validation.min_description_chars=2"],
-                                             environ={})) != base
+    settings = load_settings(overrides=[f"paths.data_dir={data}"], environ={})
+    base = mod.inputs_source_key(settings)
+    assert mod.inputs_source_key(load_settings(overrides=[f"paths.data_dir={data}"], environ={})) == base
+    assert mod.inputs_source_key(with_values(settings, {"validation.min_description_chars": 2})) != base
     pairs = data / "adaptations_dev.csv"
     pairs.write_text(pairs.read_text() + "\n")
-    assert mod.inputs_source_key(cfg) != base
+    assert mod.inputs_source_key(settings) != base
