@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def report(ranks: dict) -> None:
-    iv = ranking_intervals(ranks, None, ks=KS, ndcg_k=10)
+    iv = ranking_intervals(ranks, None, ks=KS, ndcg_k=10, seed=13)
     for method, values in iv["methods"].items():
         print(f"{method:22s} " + "  ".join(f"{m} {v['value']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
                                            for m, v in values.items()))

@@ -278,7 +278,7 @@ def _resample_index(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(int(seed)).integers(0, n, size=(int(n_resamples), n))
 
 
-def bootstrap_interval(values: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 13,
+def bootstrap_interval(values: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES, *, seed: int,
                        level: float = BOOTSTRAP_LEVEL) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean over films and its percentile bootstrap interval.
 
@@ -294,8 +294,8 @@ def bootstrap_interval(values: Sequence[float], n_resamples: int = BOOTSTRAP_RES
     return float(v.mean()), float(lo), float(hi)
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES,
-                      seed: int = 13, level: float = BOOTSTRAP_LEVEL) -> dict:
+def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES, *,
+                      seed: int, level: float = BOOTSTRAP_LEVEL) -> dict:
     """Mean per-film difference ``a - b`` over the films both evaluate, with its bootstrap interval.
 
     ``within_noise``: the interval contains 0 (the data cannot tell the two apart). A method
@@ -304,14 +304,14 @@ def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int =
     if a.shape != b.shape:
         raise ValueError(f"paired values must cover the same films: {a.shape} vs {b.shape}")
     both = ~np.isnan(a) & ~np.isnan(b)
-    diff, lo, hi = bootstrap_interval(a[both] - b[both], n_resamples, seed, level)
+    diff, lo, hi = bootstrap_interval(a[both] - b[both], n_resamples, seed=seed, level=level)
     noise = bool(lo <= 0.0 <= hi) if not math.isnan(diff) else True
     return {"diff": diff, "lo": lo, "hi": hi, "within_noise": noise, "n_films": int(both.sum())}
 
 
 def ranking_intervals(ranks: Mapping[str, Sequence[Sequence[int]]], reference: str | None = None,
-                      ks: Iterable[int] = DEFAULT_KS, ndcg_k: int = 10, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                      seed: int = 13, level: float = BOOTSTRAP_LEVEL) -> dict:
+                      ks: Iterable[int] = DEFAULT_KS, ndcg_k: int = 10, n_resamples: int = BOOTSTRAP_RESAMPLES, *,
+                      seed: int, level: float = BOOTSTRAP_LEVEL) -> dict:
     """Intervals of every method's ranking metrics, and paired differences against ``reference``.
 
     ``ranks``: method -> per film (same films, same order for every method) the ranks of its
@@ -327,9 +327,10 @@ def ranking_intervals(ranks: Mapping[str, Sequence[Sequence[int]]], reference: s
     for m, values in per.items():
         out["methods"][m] = {}
         for name in names:
-            value, lo, hi = bootstrap_interval(values[name], n_resamples, seed, level)
+            value, lo, hi = bootstrap_interval(values[name], n_resamples, seed=seed, level=level)
             out["methods"][m][name] = {"value": value, "lo": lo, "hi": hi}
         if reference is not None:
-            out["paired"][m] = {name: paired_difference(values[name], per[reference][name], n_resamples, seed, level)
+            ref = per[reference]
+            out["paired"][m] = {name: paired_difference(values[name], ref[name], n_resamples, seed=seed, level=level)
                                 for name in names}
     return out
