@@ -34,13 +34,13 @@ import numpy as np
 
 from lfr.score.kernel import (
     CHUNK_ELEMS,
-    EXTRA_CANDIDATES,
     _rescore,
+    as_rows,
     compute_settings,
     concat_parts,
-    exclusion_index,
     first_k_per_group,
     mask_excluded,
+    prologue,
     score_margin,
     select_candidates,
 )
@@ -105,27 +105,25 @@ def hybrid_topk(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact top-k of the hybrid score per movie row; row i of ``q``/``qa`` is the same movie, row j
     of ``b``/``ba`` the same book (ordered by book_id). Same contract as ``block_topk``."""
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    b = np.ascontiguousarray(b, dtype=np.float32)
-    m, n = q.shape[0], b.shape[0]
-    if m == 0 or n == 0 or k <= 0:
+    q, b = as_rows(q, b)
+    paired = (q.shape[1] == b.shape[1] and qa.shape[1] == ba.shape[1] and qa.shape[0] == q.shape[0]
+              and ba.shape[0] == b.shape[0])
+    p = prologue(q.shape[0], b.shape[0], k, exclude_rows, exclude_cols,
+                 None if paired else "hybrid blocks disagree in shape (dense and lexical rows must pair up)")
+    if p is None:
         return concat_parts([])
-    if q.shape[1] != b.shape[1] or qa.shape[1] != ba.shape[1] or qa.shape[0] != m or ba.shape[0] != n:
-        raise ValueError("hybrid blocks disagree in shape (dense and lexical rows must pair up)")
-    kk, take = min(k, n), min(n, min(k, n) + EXTRA_CANDIDATES)
     coef = np.asarray(coef, dtype=np.float64)
     margin = hybrid_margin(coef, q.shape[1])
     coef32 = coef[:, :2].astype(np.float32)
-    ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
     parts = []
     # 20 bytes per pair: float32 dense + float64/32 lexical + float32 g
-    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(m, n, chunk_elems, 20)):
+    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, p.n, chunk_elems, 20)):
         g *= coef32[r0:r1, 0:1]
         g += coef32[r0:r1, 1:2] * s_l
-        mask_excluded(g, r0, r1, ex_r, ex_c)
-        rows, cols = select_candidates(torch, g, kk, take, margin[r0:r1])
+        mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
+        rows, cols = select_candidates(torch, g, p.kk, p.take, margin[r0:r1])
         h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols])
-        idx, _ = first_k_per_group(rows, cols, h, kk)
+        idx, _ = first_k_per_group(rows, cols, h, p.kk)
         parts.append((rows[idx] + r0, cols[idx], h[idx]))
     return concat_parts(parts)
 
@@ -171,26 +169,23 @@ def rrf_block_candidates(
     emitted pair (the same bits as :func:`lfr.score.kernel.block_topk` / :func:`lfr.score.sparse.sparse_topk`
     give it in any block); excluded pairs are never emitted nor ranked. ``b``/``ba`` ordered by book_id.
     """
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    b = np.ascontiguousarray(b, dtype=np.float32)
-    m, n = q.shape[0], b.shape[0]
-    if m == 0 or n == 0 or n_top <= 0:
+    q, b = as_rows(q, b)
+    p = prologue(q.shape[0], b.shape[0], n_top, exclude_rows, exclude_cols)
+    if p is None:
         e = np.empty(0, np.float32)
         return np.empty(0, np.int32), np.empty(0, np.int32), e, e
-    kk, take = min(n_top, n), min(n, min(n_top, n) + EXTRA_CANDIDATES)
-    margin = score_margin(q.shape[1])
-    ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
+    margin, n = score_margin(q.shape[1]), p.n
     parts = []
     # 16 bytes per pair: float32 dense + float64/32 lexical
-    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(m, n, chunk_elems, 16)):
-        mask_excluded(g, r0, r1, ex_r, ex_c)
-        mask_excluded(s_l, r0, r1, ex_r, ex_c)
-        rows, cols = select_candidates(torch, g, kk, take, margin)
+    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, n, chunk_elems, 16)):
+        mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
+        mask_excluded(s_l, r0, r1, p.ex_r, p.ex_c)
+        rows, cols = select_candidates(torch, g, p.kk, p.take, margin)
         s_d = _rescore(q, b, rows + r0, cols)
-        idx, _ = first_k_per_group(rows, cols, s_d, kk)
+        idx, _ = first_k_per_group(rows, cols, s_d, p.kk)
         d_rows, d_cols = rows[idx], cols[idx]
-        rows, cols = select_candidates(torch, s_l, kk, take, 0.0)
-        idx, _ = first_k_per_group(rows, cols, s_l[rows, cols], kk)
+        rows, cols = select_candidates(torch, s_l, p.kk, p.take, 0.0)
+        idx, _ = first_k_per_group(rows, cols, s_l[rows, cols], p.kk)
         key = np.unique(np.r_[d_rows * n + d_cols, rows[idx] * n + cols[idx]])   # union, sorted by row
         u_rows, u_cols = key // n, key % n
         parts.append((u_rows + r0, u_cols, _rescore(q, b, u_rows + r0, u_cols), s_l[u_rows, u_cols]))

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
@@ -213,6 +214,37 @@ def concat_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.concatenate([p[2] for p in parts]).astype(np.float32))
 
 
+@dataclass(frozen=True)
+class Prologue:
+    """What every block-pair kernel works out first (:func:`prologue`): sizes, entries per row, the
+    ``topk`` window and the excluded pairs sorted by row."""
+    m: int                  # movie rows
+    n: int                  # book rows
+    kk: int                 # entries kept per row: min(k, n)
+    take: int               # scores per row from ``torch.topk``: kk + EXTRA_CANDIDATES, at most n
+    ex_r: np.ndarray        # excluded (row, col) pairs, sorted by row (:func:`exclusion_index`)
+    ex_c: np.ndarray
+
+
+def prologue(m: int, n: int, k: int, exclude_rows=None, exclude_cols=None,
+             mismatch: Optional[str] = None) -> Optional[Prologue]:
+    """The shared start of the block-pair kernels; ``None`` when there is nothing to score (an empty
+    block, ``k <= 0``). ``mismatch``: the kernel's message when its blocks disagree in shape (raised
+    as ``ValueError`` unless the pair is empty)."""
+    if m == 0 or n == 0 or k <= 0:
+        return None
+    if mismatch:
+        raise ValueError(mismatch)
+    kk = min(k, n)
+    ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
+    return Prologue(m, n, kk, min(n, kk + EXTRA_CANDIDATES), ex_r, ex_c)
+
+
+def as_rows(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Dense blocks as C-contiguous float32 (views when they already are)."""
+    return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in arrays)
+
+
 def block_topk(
     q: np.ndarray,
     b: np.ndarray,
@@ -229,28 +261,24 @@ def block_topk(
     selection, so exclusion is exact). Returns ``(rows int32, cols int32, scores float32)``
     sorted by row, then rank; a row gets ``min(k, n - excluded)`` entries.
     """
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    b = np.ascontiguousarray(b, dtype=np.float32)
-    m, n = q.shape[0], b.shape[0]
-    if m == 0 or n == 0 or k <= 0:
+    q, b = as_rows(q, b)
+    p = prologue(q.shape[0], b.shape[0], k, exclude_rows, exclude_cols,
+                 None if q.shape[1] == b.shape[1] else
+                 f"dimension mismatch: movie block d={q.shape[1]}, book block d={b.shape[1]}")
+    if p is None:
         return concat_parts([])
-    if q.shape[1] != b.shape[1]:
-        raise ValueError(f"dimension mismatch: movie block d={q.shape[1]}, book block d={b.shape[1]}")
-    kk = min(k, n)
     margin = score_margin(q.shape[1])
-    take = min(n, kk + EXTRA_CANDIDATES)
-    ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
     bt = np.ascontiguousarray(b.T)                             # (d, n): the fastest layout for sgemm
-    chunk = max(1, min(m, chunk_elems // n))
+    chunk = max(1, min(p.m, chunk_elems // p.n))
     parts = []
     with compute_settings(threads) as torch:
-        for r0 in range(0, m, chunk):
-            r1 = min(m, r0 + chunk)
+        for r0 in range(0, p.m, chunk):
+            r1 = min(p.m, r0 + chunk)
             s_np = q[r0:r1] @ bt                               # (c, n) float32 scores, numpy BLAS
-            mask_excluded(s_np, r0, r1, ex_r, ex_c)
-            rows, cols = select_candidates(torch, s_np, kk, take, margin)
+            mask_excluded(s_np, r0, r1, p.ex_r, p.ex_c)
+            rows, cols = select_candidates(torch, s_np, p.kk, p.take, margin)
             rows += r0
-            parts.append(_first_k_per_row(rows, cols, _rescore(q, b, rows, cols), kk))
+            parts.append(_first_k_per_row(rows, cols, _rescore(q, b, rows, cols), p.kk))
     return concat_parts(parts)
 
 

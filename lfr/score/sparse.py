@@ -26,12 +26,11 @@ import numpy as np
 
 from lfr.score.kernel import (
     CHUNK_ELEMS,
-    EXTRA_CANDIDATES,
     compute_settings,
     concat_parts,
-    exclusion_index,
     first_k_per_group,
     mask_excluded,
+    prologue,
     select_candidates,
 )
 
@@ -99,25 +98,22 @@ def sparse_topk(
     Same contract as :func:`lfr.score.kernel.block_topk`: excluded pairs masked before the cut,
     ``(rows int32, cols int32, scores float32)`` sorted by row then rank, ties to the smaller column.
     """
-    m, n = qa.shape[0], ba.shape[0]
-    if m == 0 or n == 0 or k <= 0:
+    p = prologue(qa.shape[0], ba.shape[0], k, exclude_rows, exclude_cols,
+                 None if qa.shape[1] == ba.shape[1] else
+                 f"vocabulary mismatch: movie block {qa.shape[1]} terms, book block {ba.shape[1]}")
+    if p is None:
         return concat_parts([])
-    if qa.shape[1] != ba.shape[1]:
-        raise ValueError(f"vocabulary mismatch: movie block {qa.shape[1]} terms, book block {ba.shape[1]}")
-    kk = min(k, n)
-    take = min(n, kk + EXTRA_CANDIDATES)
-    ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
     qa64, bt64 = qa.astype(np.float64), _book_columns(ba)
-    chunk = chunk_rows(m, n, chunk_elems, 12)              # float64 product + its float32 copy
+    chunk = chunk_rows(p.m, p.n, chunk_elems, 12)          # float64 product + its float32 copy
     parts = []
     with compute_settings(threads) as torch:
-        for r0 in range(0, m, chunk):
-            r1 = min(m, r0 + chunk)
+        for r0 in range(0, p.m, chunk):
+            r1 = min(p.m, r0 + chunk)
             s = lexical_chunk(qa64, bt64, r0, r1)
-            mask_excluded(s, r0, r1, ex_r, ex_c)
-            rows, cols = select_candidates(torch, s, kk, take, 0.0)
+            mask_excluded(s, r0, r1, p.ex_r, p.ex_c)
+            rows, cols = select_candidates(torch, s, p.kk, p.take, 0.0)
             sc = s[rows, cols]
-            idx, _ = first_k_per_group(rows, cols, sc, kk)
+            idx, _ = first_k_per_group(rows, cols, sc, p.kk)
             parts.append((rows[idx] + r0, cols[idx], sc[idx]))
     return concat_parts(parts)
 
