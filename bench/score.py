@@ -153,8 +153,10 @@ def _csr(rows, vocab: int, lo: int, hi: int):
     return sp.csr_matrix((weights[o[0]:o[-1]], terms[o[0]:o[-1]], o - o[0]), shape=(hi - lo, vocab))
 
 
-def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr: int, k: int, threads: int) -> dict:
-    """One block pair of the configured size, in this process: kernel seconds and peak MiB (tracemalloc)."""
+def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr: int, k: int, threads: int,
+                 alpha: float) -> dict:
+    """One block pair of the configured size, in this process: kernel seconds and peak MiB (tracemalloc);
+    ``alpha``: the hybrid's ``score.alpha``."""
     import tracemalloc
 
     from lfr.score.hybrid import convex_coefficients, dense_book_moments, dense_movie_stats, hybrid_topk
@@ -171,7 +173,7 @@ def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr:
     if method == "hybrid":
         bsum, gram = dense_book_moments(b)
         s1, s2 = sparse_moments(qa, ba)
-        coef = convex_coefficients(0.7, *dense_movie_stats(q, n, bsum, gram), s1 / n, s2 / n - (s1 / n) ** 2)
+        coef = convex_coefficients(alpha, *dense_movie_stats(q, n, bsum, gram), s1 / n, s2 / n - (s1 / n) ** 2)
     run = {"dense": lambda: block_topk(q, b, k, threads=threads),
            "lexical": lambda: sparse_topk(qa, ba, k, threads=threads),
            "hybrid": lambda: hybrid_topk(q, b, qa, ba, coef, k, threads=threads)}[method]
@@ -274,7 +276,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="50000x100000,100000x200000", help="MOVIESxBOOKS,... (default %(default)s)")
     p.add_argument("--naive-size", default="2000x5000", help="size for (a); 'none' to skip (default %(default)s)")
     p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=None, help="default: score.k")
     p.add_argument("--movie-block-rows", type=int, default=None, help="default: score.movie_block_rows")
     p.add_argument("--book-block-rows", type=int, default=None, help="default: score.book_block_rows")
     p.add_argument("--master", default=None, help="Spark master (default: the config's, local[*])")
@@ -300,19 +302,22 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from lfr.config import load_config
-    from lfr.score import Method, score_recommendations
+    from lfr.score import score_recommendations
+    from lfr.settings import Settings, with_values
     from lfr.spark import build_session
+    from lfr.spark.guards import Guards
 
     overrides = list(a.conf) + ([f"spark.master={a.master}"] if a.master else [])
     cfg = load_config(overrides=overrides)
+    settings = Settings.from_config(cfg)
     spark = build_session(cfg)
     spark.sparkContext.setLogLevel("ERROR")
     cores = spark.sparkContext.defaultParallelism
-    mbr = a.movie_block_rows or int(cfg["score"]["movie_block_rows"])
-    nbr = a.book_block_rows or int(cfg["score"]["book_block_rows"])
+    mbr = a.movie_block_rows or settings.score.movie_block_rows
+    nbr = a.book_block_rows or settings.score.book_block_rows
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    d, k = a.dim, a.k
+    d, k = a.dim, a.k or settings.score.k
     print(f"# bench/score.py  master={spark.sparkContext.master} cores={cores} (os.cpu_count={os.cpu_count()}) "
           f"d={d} k={k} blocks={mbr}x{nbr} load avg at start={os.getloadavg()[0]:.1f}", flush=True)
 
@@ -339,10 +344,12 @@ def main(argv=None) -> int:
     def run_job(m: int, n: int, mp: str, bp: str, method: str = "dense", lex=(None, None)):
         load = lambda path: spark.read.format("delta").load(path) if path else None  # noqa: E731
         t0 = time.perf_counter()
+        score = with_values(settings.score, {"k": k, "method": method, "movie_block_rows": mbr,
+                                             "book_block_rows": nbr})
         res = score_recommendations(spark, load(mp) if method != "lexical" else None,
                                     load(bp) if method != "lexical" else None, str(work / f"recs_{m}x{n}_{method}"),
-                                    k=k, method=Method(method), movie_lexical=load(lex[0]), book_lexical=load(lex[1]),
-                                    movie_block_rows=mbr, book_block_rows=nbr)
+                                    settings=score, guards=Guards.from_settings(settings.guards),
+                                    movie_lexical=load(lex[0]), book_lexical=load(lex[1]))
         return res, time.perf_counter() - t0
 
     def compare_methods(m: int, n: int, mp: str, bp: str, mv, bv) -> str:
@@ -351,7 +358,7 @@ def main(argv=None) -> int:
         rows = {}
         for meth in methods:
             res, t_job = run_job(m, n, mp, bp, meth, (lmp, lbp))
-            rows[meth] = (t_job, res, task_profile(meth, mv, bv, mr, br, a.vocab, mbr, nbr, k, 1))
+            rows[meth] = (t_job, res, task_profile(meth, mv, bv, mr, br, a.vocab, mbr, nbr, k, 1, settings.score.alpha))
         base = rows.get("dense", next(iter(rows.values())))[0]
         out = [f"size {m}x{n} (vocab {a.vocab}, mean terms {terms_m:g}/{terms_b:g}, blocks {mbr}x{nbr}):",
                f"    {'method':8s} {'job s':>8s} {'x dense':>8s} {'pairs':>6s} {'task s':>8s} {'(stats s)':>9s} "
@@ -415,7 +422,7 @@ def main(argv=None) -> int:
                     f"top-k agreement {agree:.4f}")
         msg += (f"\n    (c) job {g_job:.1f} GFLOP/s / measured peak {peak_best:.1f} = {g_job / peak_best:.2f} "
                 f"(target >= 0.6)")
-        prof = task_profile("dense", mv, bv, None, None, a.vocab, mbr, nbr, k, 1)
+        prof = task_profile("dense", mv, bv, None, None, a.vocab, mbr, nbr, k, 1, settings.score.alpha)
         msg += (f"\n    (d) per task: one {prof['pair']} block pair, 1 thread: {prof['seconds']:.2f}s, "
                 f"peak {prof['peak_mib']:.0f} MiB (depends on the block sizes, not on the catalog)")
         lines.append(msg)

@@ -11,7 +11,7 @@ Reads `tables.movie_embeddings` / `tables.book_embeddings` (dense, hybrid) and `
 `tables.book_lexical` (lexical, hybrid: jobs/embed_lexical.py), writes `tables.recommendations`
 (one atomic Delta overwrite per run) and registers it for SQL with the view
 `tables.recommendations_view` (see lfr/score/job.py for the table's layout and guarantees).
-Flags left out come from the `score` section of conf/lfr.yaml.
+Flags left out come from the `score` section of conf/lfr.yaml (each flag sets its `score.*` key).
 
 Nothing shrinks silently: a run that would cover fewer films than the table it replaces, beyond the `guards`
 limits, is refused before anything is written (exit code 2; `--allow-deletes` accepts it), and the hybrid's
@@ -45,14 +45,15 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def main(ctx: JobContext) -> int:
     from lfr.config import resolve_path
     from lfr.score import run_score
-    from lfr.spark.guards import Guards
+    from lfr.settings import with_values
 
     a = ctx.args
-    result = run_score(
-        ctx.spark, ctx.cfg, k=a.k, movie_block_rows=a.movie_block_rows, book_block_rows=a.book_block_rows,
-        exclude_pairs=resolve_path(a.exclude_pairs) if a.exclude_pairs else None,
-        movie_filter=a.movie_filter, book_filter=a.book_filter,
-        guards=Guards.from_settings(ctx.settings.guards, allow_deletes=a.allow_deletes))
+    settings = with_values(ctx.settings, {
+        "score.k": a.k, "score.movie_block_rows": a.movie_block_rows, "score.book_block_rows": a.book_block_rows,
+        "score.exclude_pairs": resolve_path(a.exclude_pairs) if a.exclude_pairs else None,
+        "score.movie_filter": a.movie_filter, "score.book_filter": a.book_filter,
+        "guards.allow_deletes": a.allow_deletes or None})
+    result = run_score(ctx.spark, settings)
     log.info("score_all: %s", json.dumps(result.as_dict()))
     return 0
 

@@ -21,21 +21,35 @@ def _emb_rows(ids, vecs, prefix):
     return [(i, f"{prefix} {i}", [float(x) for x in v], "v1") for i, v in zip(ids, vecs)]
 
 
+def _with(settings, **score):
+    """``settings`` with ``score.<key>`` values replaced (as a job's flags are folded in)."""
+    from lfr.settings import with_values
+
+    return with_values(settings, {f"score.{key}": value for key, value in score.items()})
+
+
+def _library_args(settings, **score) -> dict:
+    """``settings`` / ``guards`` of a library call of ``score_recommendations``, built from the yaml."""
+    from lfr.spark.guards import Guards
+
+    return {"settings": _with(settings, **score).score, "guards": Guards.from_settings(settings.guards)}
+
+
 @pytest.fixture(scope="module")
 def env(spark, tmp_path_factory):
-    from lfr.config import load_config
+    from lfr.settings import load_settings
     from lfr.spark.delta import write_table
 
     tmp = tmp_path_factory.mktemp("hybrid")
     movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog(seed=21, n_movies=40, n_books=60)
-    cfg = load_config(overrides=[f"paths.work_dir={tmp}", "tables.database=lfr_hybrid_test"])
-    t = cfg["tables"]
+    settings = load_settings(overrides=[f"paths.work_dir={tmp}", "tables.database=lfr_hybrid_test"])
+    t = settings.tables
     for key, rows, schema in (("movie_embeddings", _emb_rows(movie_ids, mv, "Movie"), EMB_SCHEMA),
                               ("book_embeddings", _emb_rows(book_ids, bv, "Book"), EMB_SCHEMA),
                               ("movie_lexical", _lex_rows(movie_ids, m_lex, "Movie"), LEX_SCHEMA),
                               ("book_lexical", _lex_rows(book_ids, b_lex, "Book"), LEX_SCHEMA)):
-        write_table(spark.createDataFrame(rows, schema), t[key]["path"], mode="overwrite")
-    return {"cfg": cfg, "tmp": tmp, "data": (movie_ids, mv, m_lex, book_ids, bv, b_lex)}
+        write_table(spark.createDataFrame(rows, schema), getattr(t, key).path, mode="overwrite")
+    return {"settings": settings, "tmp": tmp, "data": (movie_ids, mv, m_lex, book_ids, bv, b_lex)}
 
 
 def _read(spark, path):
@@ -55,19 +69,19 @@ def _assert_same(got, ref):
 def test_lexical_and_hybrid_runs_equal_brute_force_and_record_the_method(spark, env):
     from lfr.score import run_score
 
-    cfg = env["cfg"]
+    settings = env["settings"]
     movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
-    path = cfg["tables"]["recommendations"]["path"]
+    path = settings.tables.recommendations.path
 
-    res = run_score(spark, cfg, k=K, method="lexical", movie_block_rows=15, book_block_rows=25)
+    res = run_score(spark, _with(settings, k=K, method="lexical", movie_block_rows=15, book_block_rows=25))
     assert res.method == "lexical" and res.lexical_version == "lex1" and res.model_version is None
     _assert_same(_read(spark, path), brute_lexical(movie_ids, m_lex, book_ids, b_lex, K))
     assert res.movies_invalid == len([1 for t, _ in m_lex if len(t) == 0])      # no terms: dropped, counted
 
-    res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25)
+    res = run_score(spark, _with(settings, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25))
     assert (res.method, res.model_version, res.lexical_version) == ("hybrid", "v1", "lex1")
     got = _read(spark, path)
-    alpha = float(cfg["score"]["alpha"])                   # the configured default
+    alpha = float(settings.score.alpha)                    # the configured default
     _assert_same(got, brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, alpha))
     dup = sorted(book_ids[[7, 11, 40]])                    # identical books: bit-identical scores, id order
     assert [b for b, _ in got["m003"][:3]] == dup and len({s for _, s in got["m003"][:3]}) == 1
@@ -83,28 +97,29 @@ def test_lexical_and_hybrid_runs_equal_brute_force_and_record_the_method(spark, 
 
 
 def test_missing_lexical_tables_and_mixed_versions_are_refused(spark, env, tmp_path):
-    from lfr.config import load_config
     from lfr.score import ModelVersionMismatch, ScoringError, run_score, score_recommendations
+    from lfr.settings import load_settings
     from lfr.spark.delta import write_table
 
-    cfg = load_config(overrides=[f"paths.work_dir={tmp_path}", "tables.database=lfr_hybrid_empty"])
-    t = cfg["tables"]
-    src = env["cfg"]["tables"]
+    settings = load_settings(overrides=[f"paths.work_dir={tmp_path}", "tables.database=lfr_hybrid_empty"])
+    t = settings.tables
+    src = env["settings"].tables
     for key in ("movie_embeddings", "book_embeddings"):
-        write_table(spark.read.format("delta").load(src[key]["path"]), t[key]["path"], mode="overwrite")
+        write_table(spark.read.format("delta").load(getattr(src, key).path), getattr(t, key).path, mode="overwrite")
     with pytest.raises(ScoringError, match="movie_lexical.*jobs/embed_lexical.py"):
-        run_score(spark, cfg, method="hybrid")
+        run_score(spark, _with(settings, method="hybrid"))
 
-    lex = spark.read.format("delta").load(src["book_lexical"]["path"])
+    lex = spark.read.format("delta").load(src.book_lexical.path)
     mixed = lex.limit(5).unionByName(lex.limit(3).selectExpr("id", "title", "term_indices", "term_weights",
                                                              "'lex2' AS lexical_version", "vocab_size"))
-    movies = spark.read.format("delta").load(src["movie_lexical"]["path"])
+    movies = spark.read.format("delta").load(src.movie_lexical.path)
+    lexical = _library_args(settings, method="lexical")
     with pytest.raises(ModelVersionMismatch, match="book lexical features mix 2 lexical versions"):
-        score_recommendations(spark, None, None, str(tmp_path / "r"), method="lexical",
+        score_recommendations(spark, None, None, str(tmp_path / "r"), **lexical,
                               movie_lexical=movies, book_lexical=mixed)
     other_vocab = lex.selectExpr("id", "title", "term_indices", "term_weights", "lexical_version", "50 AS vocab_size")
     with pytest.raises(ScoringError, match="disagree on vocab_size"):
-        score_recommendations(spark, None, None, str(tmp_path / "r"), method="lexical",
+        score_recommendations(spark, None, None, str(tmp_path / "r"), **lexical,
                               movie_lexical=movies, book_lexical=other_vocab)
 
     # The hybrid checks all four tables in ONE query (fewer Spark jobs than the two single checks),
@@ -113,7 +128,8 @@ def test_missing_lexical_tables_and_mixed_versions_are_refused(spark, env, tmp_p
 
     from lfr.score.checks import check_hybrid_inputs, check_inputs, check_lexical_inputs
 
-    emb = {key: spark.read.format("delta").load(src[key]["path"]) for key in ("movie_embeddings", "book_embeddings")}
+    emb = {key: spark.read.format("delta").load(getattr(src, key).path)
+           for key in ("movie_embeddings", "book_embeddings")}
 
     def jobs(run) -> tuple[int, object]:
         before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
@@ -140,7 +156,6 @@ def test_missing_lexical_tables_and_mixed_versions_are_refused(spark, env, tmp_p
 def test_rrf_run_equals_brute_force_and_retries_unproven_movies(spark, env, monkeypatch, caplog):
     """score.fusion=rrf: the exact RRF top-k over all books (competition ranks, ties), with exclusions; a
     tiny first candidate count forces the retry rounds (re-blocked unproven movies)."""
-    import copy
     import logging
 
     import pandas as pd
@@ -148,16 +163,15 @@ def test_rrf_run_equals_brute_force_and_retries_unproven_movies(spark, env, monk
     from lfr.score import rrf, run_score
 
     movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
-    cfg = copy.deepcopy(env["cfg"])
-    cfg["score"]["fusion"], cfg["score"]["rrf_k"] = "rrf", 30
-    path = cfg["tables"]["recommendations"]["path"]
+    settings = _with(env["settings"], fusion="rrf", rrf_k=30)
+    path = settings.tables.recommendations.path
     excluded = {(movie_ids[i], book_ids[(5 * i) % len(book_ids)]) for i in range(0, len(movie_ids), 2)}
     ex_file = env["tmp"] / "rrf_exclude.csv"
     pd.DataFrame(sorted(excluded), columns=["movie_id", "book_id"]).to_csv(ex_file, index=False)
     monkeypatch.setattr(rrf, "RRF_FIRST_N", 2)
     with caplog.at_level(logging.INFO, logger="lfr.score.rrf"):
-        res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25,
-                        exclude_pairs=str(ex_file))
+        res = run_score(spark, _with(settings, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25,
+                                     exclude_pairs=str(ex_file)))
     _assert_same(_read(spark, path), brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 30, exclude=excluded))
     assert json.loads(res.method_params)["fusion"] == "rrf" and json.loads(res.method_params)["rrf_k"] == 30
     assert sum(r.getMessage().startswith("score rrf: round") for r in caplog.records) > 1   # n=7 proved not all
@@ -194,13 +208,14 @@ def test_ids_on_one_side_only_are_refused_by_default_with_counts_and_the_jobs_to
     """score.missing_side: fail (conf/lfr.yaml): nothing is written, the error (exit code 2) names the counts,
     sample ids and the jobs that write the missing rows."""
     from lfr.errors import UsageError
-    from lfr.score import Method, MissingSideError, score_recommendations
+    from lfr.score import MissingSideError, score_recommendations
 
     tables, _ = _one_sided(spark, env)
     book_ids = env["data"][3]
     out = tmp_path / "recs"
     with pytest.raises(MissingSideError) as err:
-        score_recommendations(spark, tables["movies"], tables["books"], str(out), k=K, method=Method("hybrid"),
+        score_recommendations(spark, tables["movies"], tables["books"], str(out),
+                              **_library_args(env["settings"], k=K, method="hybrid"),
                               movie_lexical=tables["movie_lexical"], book_lexical=tables["book_lexical"])
     msg = str(err.value)
     assert isinstance(err.value, UsageError)
@@ -216,16 +231,16 @@ def test_ids_on_one_side_only_are_refused_by_default_with_counts_and_the_jobs_to
 def test_use_present_scores_every_item_with_the_side_it_has(spark, env, tmp_path, fusion):
     """score.missing_side: use_present: every movie on either side gets k books, equal to the brute force
     with the missing side empty (zero vector / no terms); the counts are in the result and the commit."""
-    from lfr.score import Method, score_recommendations
+    from lfr.score import score_recommendations
 
     tables, data = _one_sided(spark, env)
     movie_ids, mv, m_lex, book_ids, bv, b_lex = data
     out = str(tmp_path / "recs")
     alpha = 0.8
-    res = score_recommendations(spark, tables["movies"], tables["books"], out, k=K,
-                                method=Method("hybrid", fusion=fusion, alpha=alpha, rrf_k=30),
-                                movie_lexical=tables["movie_lexical"], book_lexical=tables["book_lexical"],
-                                movie_block_rows=15, book_block_rows=25, missing_side="use_present")
+    lib = _library_args(env["settings"], k=K, method="hybrid", fusion=fusion, alpha=alpha, rrf_k=30,
+                        movie_block_rows=15, book_block_rows=25, missing_side="use_present")
+    res = score_recommendations(spark, tables["movies"], tables["books"], out, **lib,
+                                movie_lexical=tables["movie_lexical"], book_lexical=tables["book_lexical"])
     got = _read(spark, out)
     ref = (brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, alpha) if fusion == "convex"
            else brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 30))
@@ -249,27 +264,27 @@ def test_use_present_from_the_config_keeps_exclusions_of_one_sided_films(spark, 
     sides (a film without an embedding keeps its exclusions), the counts visible from SQL."""
     import pandas as pd
 
-    from lfr.config import load_config
     from lfr.score import run_score
+    from lfr.settings import load_settings
     from lfr.spark.delta import write_table
 
     tables, data = _one_sided(spark, env)
     movie_ids, mv, m_lex, book_ids, bv, b_lex = data
-    cfg = load_config(overrides=[f"paths.work_dir={tmp_path}", "tables.database=lfr_hybrid_sides",
-                                 "score.missing_side=use_present", "score.fusion=convex"])
-    t = cfg["tables"]
+    settings = load_settings(overrides=[f"paths.work_dir={tmp_path}", "tables.database=lfr_hybrid_sides",
+                                        "score.missing_side=use_present", "score.fusion=convex"])
+    t = settings.tables
     for key, name in (("movie_embeddings", "movies"), ("book_embeddings", "books"), ("movie_lexical", "movie_lexical"),
                       ("book_lexical", "book_lexical")):
-        write_table(tables[name], t[key]["path"], mode="overwrite")
-    free = brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(cfg["score"]["alpha"]))
+        write_table(tables[name], getattr(t, key).path, mode="overwrite")
+    free = brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(settings.score.alpha))
     excluded = {("m005", free["m005"][0][0]), ("m007", free["m007"][1][0]), ("m010", free["m010"][0][0])}
     pair_file = tmp_path / "exclude.csv"
     pd.DataFrame(sorted(excluded), columns=["movie_id", "book_id"]).to_csv(pair_file, index=False)
 
-    res = run_score(spark, cfg, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25,
-                    exclude_pairs=str(pair_file))
-    _assert_same(_read(spark, t["recommendations"]["path"]),
-                 brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(cfg["score"]["alpha"]),
+    res = run_score(spark, _with(settings, k=K, method="hybrid", movie_block_rows=15, book_block_rows=25,
+                                 exclude_pairs=str(pair_file)))
+    _assert_same(_read(spark, t.recommendations.path),
+                 brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, float(settings.score.alpha),
                               exclude=excluded))
     assert res.missing_sides["movies"]["missing_embedding_sample"] == ["m005", "m006"]
     meta = json.loads(spark.sql("DESCRIBE HISTORY lfr_hybrid_sides.recommendations").first()["userMetadata"])

@@ -34,10 +34,24 @@ def _rows(ids, vecs, prefix, version="v1"):
     return out
 
 
+def _with(settings, **score):
+    """``settings`` with ``score.<key>`` values replaced (as a job's flags are folded in)."""
+    from lfr.settings import with_values
+
+    return with_values(settings, {f"score.{key}": value for key, value in score.items()})
+
+
+def _library_args(settings, **score) -> dict:
+    """``settings`` / ``guards`` of a library call of ``score_recommendations``, built from the yaml."""
+    from lfr.spark.guards import Guards
+
+    return {"settings": _with(settings, **score).score, "guards": Guards.from_settings(settings.guards)}
+
+
 @pytest.fixture(scope="module")
 def env(spark, tmp_path_factory):
-    """Embedding tables (Delta) with ties, duplicates and invalid rows, plus a config pointing at them."""
-    from lfr.config import load_config
+    """Embedding tables (Delta) with ties, duplicates and invalid rows, plus settings pointing at them."""
+    from lfr.settings import load_settings
     from lfr.spark.delta import write_table
 
     tmp = tmp_path_factory.mktemp("score")
@@ -47,13 +61,13 @@ def env(spark, tmp_path_factory):
     bv[149, 3] = np.nan                           # NaN element: dropped, counted
     movies = _rows(movie_ids, mv, "Movie")
     books = _rows(book_ids, bv, "Book") + [("bnull", "Book null", None, "v1")]
-    cfg = load_config(overrides=[f"paths.work_dir={tmp}", "tables.database=lfr_score_test"])
-    t = cfg["tables"]
-    write_table(spark.createDataFrame(movies, EMB_SCHEMA), t["movie_embeddings"]["path"], mode="overwrite")
-    write_table(spark.createDataFrame(books, EMB_SCHEMA), t["book_embeddings"]["path"], mode="overwrite")
+    settings = load_settings(overrides=[f"paths.work_dir={tmp}", "tables.database=lfr_score_test"])
+    t = settings.tables
+    write_table(spark.createDataFrame(movies, EMB_SCHEMA), t.movie_embeddings.path, mode="overwrite")
+    write_table(spark.createDataFrame(books, EMB_SCHEMA), t.book_embeddings.path, mode="overwrite")
     invalid = lambda rows: {r[0] for r in rows if r[2] is None or not np.all(np.isfinite(np.array(r[2], dtype=float)))  # noqa: E731
                             or not np.any(np.array(r[2], dtype=float))}
-    return {"cfg": cfg, "tmp": tmp, "movie_ids": movie_ids, "mv": mv, "book_ids": book_ids, "bv": bv,
+    return {"settings": settings, "tmp": tmp, "movie_ids": movie_ids, "mv": mv, "book_ids": book_ids, "bv": bv,
             "invalid_movies": invalid(movies), "invalid_books": invalid(books)}
 
 
@@ -65,7 +79,7 @@ def _read(spark, path):
 
 
 def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
-    cfg, tmp = env["cfg"], env["tmp"]
+    settings, tmp = env["settings"], env["tmp"]
     movie_ids, mv, book_ids, bv = env["movie_ids"], env["mv"], env["book_ids"], env["bv"]
     # exclude each movie's unconstrained #1 and #3 (so the kept list must reach deeper than k)
     free = brute_force(movie_ids, mv, book_ids, bv, K)
@@ -84,7 +98,7 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
     summary = json.loads(next(r.getMessage() for r in caplog.records
                               if r.getMessage().startswith("score_all: {")).split(": ", 1)[1])
 
-    path = cfg["tables"]["recommendations"]["path"]
+    path = settings.tables.recommendations.path
     df = spark.read.format("delta").load(path)
     assert [(f.name, f.dataType.simpleString()) for f in df.schema.fields] == [
         ("movie_id", "string"), ("rank", "int"), ("book_id", "string"), ("score", "float"),
@@ -133,14 +147,15 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
 def test_failed_run_leaves_previous_version_readable(spark, env):
     from delta.tables import DeltaTable
 
-    from lfr.config import load_config
     from lfr.score import run_score
+    from lfr.settings import load_settings
 
     # its own table (not the one the previous test wrote): a good run first, then the failing one
-    cfg = load_config(overrides=[f"paths.work_dir={env['tmp']}", "tables.database=lfr_score_atomic",
-                                 f"tables.recommendations.path={env['tmp'] / 'atomic_recommendations'}"])
-    path = cfg["tables"]["recommendations"]["path"]
-    run_score(spark, cfg, k=5, method="dense", movie_block_rows=30, book_block_rows=20)
+    settings = _with(load_settings(overrides=[f"paths.work_dir={env['tmp']}", "tables.database=lfr_score_atomic",
+                                              f"tables.recommendations.path={env['tmp'] / 'atomic_recommendations'}"]),
+                     k=5, method="dense", movie_block_rows=30, book_block_rows=20)
+    path = settings.tables.recommendations.path
+    run_score(spark, settings)
     before_version = DeltaTable.forPath(spark, path).history(1).first()["version"]
     before = _read(spark, path)
     target = env["bv"][40] / np.linalg.norm(env["bv"][40])
@@ -153,13 +168,16 @@ def test_failed_run_leaves_previous_version_readable(spark, env):
         return out
 
     with pytest.raises(Exception, match="injected failure"):
-        run_score(spark, cfg, k=5, method="dense", movie_block_rows=30, book_block_rows=20, kernel=failing_kernel)
+        run_score(spark, settings, kernel=failing_kernel)
     assert DeltaTable.forPath(spark, path).history(1).first()["version"] == before_version
     assert _read(spark, path) == before
 
 
 def test_mismatched_versions_and_dimensions_are_refused(spark, tmp_path):
     from lfr.score import ModelVersionMismatch, score_recommendations
+    from lfr.settings import load_settings
+
+    lib = _library_args(load_settings(), method="dense", k=1)
 
     def df(rows):
         return spark.createDataFrame(rows, EMB_SCHEMA)
@@ -167,16 +185,17 @@ def test_mismatched_versions_and_dimensions_are_refused(spark, tmp_path):
     b = df([("b1", "x", [1.0, 0.0], "model-B")])
     out = str(tmp_path / "recs")
     with pytest.raises(ModelVersionMismatch, match="'model-A'.*'model-B'"):
-        score_recommendations(spark, m, b, out, k=1)
+        score_recommendations(spark, m, b, out, **lib)
     mixed = df([("b1", "x", [1.0, 0.0], "model-A"), ("b2", "y", [0.0, 1.0], "model-C")])
     with pytest.raises(ModelVersionMismatch, match="book embeddings mix 2 model versions.*'model-A'.*'model-C'"):
-        score_recommendations(spark, m, mixed, out, k=1)
+        score_recommendations(spark, m, mixed, out, **lib)
     from lfr.score import ScoringError
     with pytest.raises(ScoringError, match="movie embeddings have dimension 2, book embeddings 3"):
-        score_recommendations(spark, m, df([("b1", "x", [1.0, 0.0, 0.0], "model-A")]), out, k=1)
+        score_recommendations(spark, m, df([("b1", "x", [1.0, 0.0, 0.0], "model-A")]), out, **lib)
     ragged = df([("b1", "x", [1.0, 0.0], "model-A"), ("b2", "y", [1.0, 0.0, 1.0], "model-A")])
     with pytest.raises(ScoringError, match="book embeddings have lengths 2..3"):
-        score_recommendations(spark, m, ragged, out, k=1, book_block_rows=100)
+        score_recommendations(spark, m, ragged, out,
+                              **_library_args(load_settings(), method="dense", k=1, book_block_rows=100))
     assert not os.path.exists(out)
 
 
@@ -185,18 +204,18 @@ def test_a_run_covering_fewer_films_is_refused_unless_allowed(spark, env, caplog
     its Delta version); --allow-deletes writes it, and the commit records the films before/after/deleted."""
     from delta.tables import DeltaTable
 
-    from lfr.config import load_config
     from lfr.score import ShrinkRefused, run_score, score_recommendations
+    from lfr.settings import load_settings
     from lfr.spark.delta import write_table
 
     tmp = env["tmp"]
     conf = [f"paths.work_dir={tmp}", "tables.database=lfr_score_guard", "score.method=dense",
             f"tables.recommendations.path={tmp / 'guard_recommendations'}"]
-    cfg = load_config(overrides=conf)
-    path = cfg["tables"]["recommendations"]["path"]
-    first = run_score(spark, cfg, k=5, movie_block_rows=30, book_block_rows=20)
+    settings = load_settings(overrides=conf)
+    path = settings.tables.recommendations.path
+    first = run_score(spark, _with(settings, k=5, movie_block_rows=30, book_block_rows=20))
     assert first.films == {"before": 0, "after": 59, "deleted": 0}           # 60 movies, one zero vector
-    movies = spark.read.format("delta").load(cfg["tables"]["movie_embeddings"]["path"])
+    movies = spark.read.format("delta").load(settings.tables.movie_embeddings.path)
     fewer = movies.where("CAST(substr(id, 2) AS INT) % 10 >= 3")             # m0000..m0059: 18 films gone
     write_table(fewer, str(tmp / "fewer_movies"), mode="overwrite")
     version = DeltaTable.forPath(spark, path).history(1).first()["version"]
@@ -210,9 +229,9 @@ def test_a_run_covering_fewer_films_is_refused_unless_allowed(spark, env, caplog
     assert f"recommendations ({path}): 59 films before, 41 after, 18 deleted from " in refused, refused
     assert "--allow-deletes" in refused and "Nothing was written" in refused
     assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version
-    with pytest.raises(ShrinkRefused):                     # the library default is the configured guards too
-        score_recommendations(spark, fewer, spark.read.format("delta").load(cfg["tables"]["book_embeddings"]["path"]),
-                              path, k=5)
+    with pytest.raises(ShrinkRefused):                     # a library call with the configured guards too
+        score_recommendations(spark, fewer, spark.read.format("delta").load(settings.tables.book_embeddings.path),
+                              path, **_library_args(settings, k=5))
     assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version
 
     assert score_all.run_job("score_all", score_all.main, score_all.add_args, argv=argv + ["--allow-deletes"]) == 0

@@ -57,6 +57,8 @@ def _embed(spark, cfg, domain: str, model_dir: str) -> pd.DataFrame:
 def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
     from lfr.model import XCrossModel, load
     from lfr.score import score_recommendations
+    from lfr.settings import load_settings
+    from lfr.spark.guards import Guards
     from lfr.train.job import run_training
 
     cfg, tmp = job_cfg
@@ -86,8 +88,10 @@ def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
     assert np.abs(bv - wrong).max() > 1e-3  # the domain matters: books were not embedded as films
 
     out = str(tmp / "recs")
+    scoring = load_settings(overrides=["score.method=dense", "score.k=3"], environ={})
     score_recommendations(spark, spark.createDataFrame(movies[["id", "embedding", "model_version"]]),
-                          spark.createDataFrame(books[["id", "embedding", "model_version"]]), out, k=3)
+                          spark.createDataFrame(books[["id", "embedding", "model_version"]]), out,
+                          settings=scoring.score, guards=Guards.from_settings(scoring.guards))
     recs = spark.read.format("delta").load(out).toPandas()
     assert set(recs.model_version) == {version}
     for i, mid in enumerate(movies.id):

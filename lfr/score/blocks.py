@@ -32,7 +32,7 @@ Block sizes: every task ships its two blocks JVM -> Python (Arrow, ~0.1 s per 25
 the 2-core dev box, plus ~0.1 s fixed per task) and then computes ``m x n x d`` multiply-adds,
 so large near-square blocks amortise the transfer best (16384 x 16384 by default:
 ~2 s of BLAS per task vs ~0.3 s of overhead). When all pairs together are small
-(``job.SMALL_PAIRS_BYTES``) they are coalesced into ~2 tasks per core instead.
+(:data:`SMALL_PAIRS_BYTES`) they are coalesced into ~2 tasks per core instead.
 
 Blocks: rows are hash-partitioned by id into ``blocks_needed`` partitions (about
 ``block_rows - 4 sqrt(block_rows)`` rows each, so a partition rarely exceeds the cap);
@@ -41,13 +41,14 @@ each partition becomes one block, or is split evenly when it does exceed
 invalid ones (null/NaN/inf/zero vector, null id) dropped and counted, and sorted by id
 (the kernel breaks score ties by column order).
 
-Methods (:class:`BlockSpec`): a block carries a dense part (``vec``: float32 rows), a lexical
-part (``indptr``/``terms``/``weights``: the CSR bytes of its rows, vocabulary size known), or
-both -- the hybrid's dense and lexical rows of the same items in the same order, so one task
-scores both with one pair of blocks. The hybrid first runs :func:`lexical_moments` over the
-pairs (each movie's lexical score sum and sum of squares over all books) and
-:func:`dense_moments` over the book blocks (sum and Gram matrix), then
-:func:`with_coefficients` stores each movie's fusion coefficients in its block.
+Methods (:class:`BlockSpec`, chosen by the method's strategy, :mod:`lfr.score.methods`): a block
+carries a dense part (``vec``: float32 rows), a lexical part (``indptr``/``terms``/``weights``: the
+CSR bytes of its rows, vocabulary size known), or both -- the hybrid's dense and lexical rows of
+the same items in the same order, so one task scores both with one pair of blocks. The hybrid
+first runs :func:`lexical_moments` over the pairs (each movie's lexical score sum and sum of
+squares over all books) and :func:`dense_moments` over the book blocks (sum and Gram matrix),
+then :func:`with_coefficients` stores each movie's fusion coefficients in its block. Every
+mapInArrow over pairs decodes them once (:func:`iter_block_pairs` -> :class:`BlockPair`).
 """
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-from pyspark.sql import DataFrame, Window
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from lfr.score.checks import ScoringError, dimension
 from lfr.score.kernel import blocks_needed
 
 BLOCK_SCHEMA = ("block bigint, n int, n_invalid int, dmin int, dmax int, ids array<string>, vec binary, "
@@ -65,12 +68,17 @@ BLOCK_SCHEMA = ("block bigint, n int, n_invalid int, dmin int, dmax int, ids arr
 MOVIE_BLOCK_SCHEMA = BLOCK_SCHEMA + ", ex_row array<int>, ex_book array<string>"
 CANDIDATE_SCHEMA = "movie_id string, book_id string, score float"
 BLOCK_COLUMNS = ["block", "n", "n_invalid", "dmin", "dmax", "ids", "vec", "indptr", "terms", "weights"]
-METHODS = ("dense", "lexical", "hybrid")
+#: a movie block is not cut below this many rows just to create parallelism
+MIN_PARALLEL_BLOCK_ROWS = 256
+#: when all block pairs together hold at most this many bytes, they are coalesced into
+#: ~2 x parallelism tasks instead of one task per pair (small catalogs: task overhead dominates)
+SMALL_PAIRS_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """What a block carries: ``dense`` (embedding) and/or lexical rows of ``vocab_size`` terms.
+    """What a block carries: ``dense`` (embedding) and/or lexical rows of ``vocab_size`` terms
+    (``None``: no lexical part); each scoring method (:mod:`lfr.score.methods`) says which.
 
     ``require_terms``: a row without any term is invalid (lexical-only scoring: no direction);
     the hybrid keeps such rows (lexical score 0 against every book). ``fill_dense`` (hybrid with
@@ -78,9 +86,9 @@ class BlockSpec:
     has no embedding and carries zeros; it is kept (dense score 0 against everything) instead of
     being dropped as an all-zero vector.
     """
-    dense: bool = True
-    vocab_size: Optional[int] = None
-    fill_dense: bool = False
+    dense: bool
+    vocab_size: Optional[int]
+    fill_dense: bool
 
     @property
     def lexical(self) -> bool:
@@ -96,12 +104,26 @@ class BlockSpec:
                 + (["term_indices", "term_weights"] if self.lexical else [])
                 + (["dense_missing"] if self.fill_dense else []))
 
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    """One side's blocks, from the Spark job that builds them: rows kept, rows dropped as invalid,
+    non-empty blocks, rows of the largest block, embedding lengths seen (``None``: no dense part)."""
+    rows: int
+    invalid: int
+    blocks: int
+    largest: int
+    dmin: Optional[int]
+    dmax: Optional[int]
+
     @classmethod
-    def for_method(cls, method: str, vocab_size: Optional[int], fill_dense: bool = False) -> "BlockSpec":
-        if method not in METHODS:
-            raise ValueError(f"score.method must be one of {METHODS}, got {method!r}")
-        return cls(dense=method != "lexical", vocab_size=vocab_size if method != "dense" else None,
-                   fill_dense=fill_dense and method == "hybrid")
+    def from_row(cls, row) -> "BlockStats":
+        """From a row of the statistics query (:func:`plan_blocks`); ``None`` (no block at all): empty."""
+        if row is None:
+            return cls(0, 0, 0, 0, None, None)
+        return cls(int(row["rows"] or 0), int(row["invalid"] or 0), int(row["blocks"] or 0),
+                   int(row["largest"] or 0), row["dmin"], row["dmax"])
 
 
 def _features(table, spec: BlockSpec):
@@ -234,8 +256,8 @@ def decode_csr(indptr: bytes, terms: bytes, weights: bytes, n: int, vocab_size: 
                           np.frombuffer(indptr, np.int64)), shape=(n, vocab_size))
 
 
-def build_blocks(df: DataFrame, block_rows: int, n_rows: int, min_blocks: int = 1,
-                 with_exclusions: bool = False, spec: BlockSpec = BlockSpec()) -> DataFrame:
+def build_blocks(df: DataFrame, block_rows: int, n_rows: int, spec: BlockSpec, min_blocks: int = 1,
+                 with_exclusions: bool = False) -> DataFrame:
     """``df`` (id, features[, excluded]) -> one row per block (see module doc)."""
     n_blocks = max(min_blocks, blocks_needed(n_rows, block_rows), 1)
     cols = spec.columns + (["excluded"] if with_exclusions else [])
@@ -272,53 +294,40 @@ def _exclusions(col: dict, i: int, b_ids):
     return col["ex_row"][i].values.filter(hit).to_numpy(), pos.filter(hit).to_numpy()
 
 
-def _pair_scorer(method: str, dim: Optional[int], vocab: Optional[int], k: int, kernel: Optional[Callable]) -> Callable:
-    """mapInArrow function: rows (movie block, book block) -> candidate rows (the method's kernel)."""
+def _coefficients(col: dict, i: int):
+    """The movie block's convex-fusion coefficients ``(a, b, c)`` per row (``m x 3``), or None."""
+    import numpy as np
 
-    def score(batches: Iterator) -> Iterator:
-        import numpy as np
-        import pyarrow as pa
-
-        from lfr.score.hybrid import hybrid_topk
-        from lfr.score.kernel import block_topk
-        from lfr.score.sparse import sparse_topk
-
-        for p in iter_block_pairs(batches, dim, vocab):
-            kw = dict(exclude_rows=p.ex_rows, exclude_cols=p.ex_cols, threads=p.threads)
-            if method == "dense":
-                r, c, s = (kernel or block_topk)(p.q, p.b, k, **kw)
-            elif method == "lexical":
-                r, c, s = (kernel or sparse_topk)(p.qa, p.ba, k, **kw)
-            else:
-                coef = np.frombuffer(p.col["m_coef"][p.i].as_py(), np.float64).reshape(-1, 3)
-                r, c, s = (kernel or hybrid_topk)(p.q, p.b, p.qa, p.ba, coef, k, **kw)
-            yield pa.RecordBatch.from_arrays(
-                [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
-                 pa.array(s, pa.float32())],
-                names=["movie_id", "book_id", "score"])
-
-    return score
+    raw = col["m_coef"][i].as_py() if "m_coef" in col else None
+    return None if raw is None else np.frombuffer(raw, np.float64).reshape(-1, 3)
 
 
 @dataclass
 class BlockPair:
-    """One (movie block, book block) row of a paired-blocks batch, decoded for a kernel."""
+    """One (movie block, book block) row of a paired-blocks batch, decoded once for every kernel."""
 
+    m_block: int         # block numbers (the hybrid's statistics are keyed by them)
+    b_block: int
     m_ids: object        # pyarrow array of movie ids
-    q: object            # dense movie vectors (or None)
+    q: object            # dense movie rows (or None)
     qa: object           # sparse movie rows (or None)
+    coef: object         # the hybrid's per-movie fusion coefficients (m x 3 float64), or None
     b_ids: object
     b: object
     ba: object
     ex_rows: object      # excluded (row, col) positions, or None
     ex_cols: object
     threads: Optional[int]
-    col: dict            # the batch's columns and the row index (method-specific extras)
-    i: int
+
+    @property
+    def kernel_args(self) -> dict:
+        """The keyword arguments every block-pair kernel takes: the exclusions and the task's threads."""
+        return {"exclude_rows": self.ex_rows, "exclude_cols": self.ex_cols, "threads": self.threads}
 
 
 def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]) -> Iterator[BlockPair]:
-    """The block pairs of a mapInArrow input, with the task's CPU count (one torch thread each)."""
+    """The block pairs of a mapInArrow input, with the task's CPU count (one torch thread each).
+    ``dim`` / ``vocab``: decode the dense / lexical part (``None``: leave it out)."""
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
@@ -329,7 +338,8 @@ def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]
             m_ids, q, qa = _block_arrays(col, i, "m", dim, vocab)
             b_ids, b, ba = _block_arrays(col, i, "b", dim, vocab)
             ex_r, ex_c = _exclusions(col, i, b_ids)
-            yield BlockPair(m_ids, q, qa, b_ids, b, ba, ex_r, ex_c, threads, col, i)
+            yield BlockPair(col["m_block"][i].as_py(), col["b_block"][i].as_py(), m_ids, q, qa,
+                            _coefficients(col, i), b_ids, b, ba, ex_r, ex_c, threads)
 
 
 def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
@@ -347,10 +357,22 @@ def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
     return m.hint("shuffle_replicate_nl").crossJoin(b)
 
 
-def candidates(pairs: DataFrame, method: str, dim: Optional[int], vocab: Optional[int], k: int,
-               kernel: Optional[Callable] = None) -> DataFrame:
-    """Partial top-k per (movie, book block): ``movie_id, book_id, score``."""
-    return pairs.mapInArrow(_pair_scorer(method, dim, vocab, k, kernel), CANDIDATE_SCHEMA)
+def map_pairs(pairs: DataFrame, kernel: Callable[[BlockPair], tuple], dim: Optional[int], vocab: Optional[int],
+              schema: str) -> DataFrame:
+    """``kernel`` over every block pair (mapInArrow): ``kernel(pair) -> (rows, cols, *float32 columns)`` with
+    positions in the pair's blocks; each output row is ``(movie id, book id, *values)`` of ``schema``."""
+    names = [f.split()[0] for f in schema.split(",")]
+
+    def score(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        for p in iter_block_pairs(batches, dim, vocab):
+            r, c, *values = kernel(p)
+            yield pa.RecordBatch.from_arrays(
+                [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
+                 *(pa.array(v, pa.float32()) for v in values)], names=names)
+
+    return pairs.mapInArrow(score, schema)
 
 
 def merge_candidates(cands: DataFrame, k: int) -> DataFrame:
@@ -359,6 +381,78 @@ def merge_candidates(cands: DataFrame, k: int) -> DataFrame:
     return (cands.withColumn("rank", F.row_number().over(w))
                  .filter(F.col("rank") <= k)
                  .select("movie_id", F.col("rank").cast("int").alias("rank"), "book_id", "score"))
+
+
+# ---------------------------------------------------------------- the blocks of a run
+
+@dataclass
+class Blocks:
+    """Both sides of a run cut into cached blocks (:func:`plan_blocks`), their statistics, and how to pair them."""
+    movies: DataFrame
+    books: DataFrame
+    ms: BlockStats
+    bs: BlockStats
+    dim: Optional[int]           # embedding length (None: no dense part)
+    spec: BlockSpec
+    movie_rows: DataFrame        # the rows the movie blocks were built from
+    with_exclusions: bool
+    parallel: int                # 2 x the session's default parallelism
+
+    @property
+    def vocab(self) -> Optional[int]:
+        return self.spec.vocab_size
+
+    @property
+    def n_pairs(self) -> int:
+        return self.ms.blocks * self.bs.blocks
+
+    def pairs(self, movie_blocks: Optional[DataFrame] = None) -> DataFrame:
+        """The (movie block, book block) pairs (``movie_blocks``: instead of the run's, e.g. with the hybrid's
+        coefficients); coalesced into ~2 tasks per core when they are all small."""
+        pairs = pair_blocks(self.movies if movie_blocks is None else movie_blocks, self.books)
+        row_bytes = 4 * (self.dim or 128)                      # lexical rows: ~a hundred terms x 8 bytes
+        if (self.n_pairs > self.parallel
+                and self.n_pairs * (self.ms.largest + self.bs.largest) * row_bytes <= SMALL_PAIRS_BYTES):
+            pairs = pairs.coalesce(self.parallel)
+        return pairs
+
+    def rebuild(self, ids: DataFrame, n: int) -> DataFrame:
+        """Movie blocks of the ``n`` movies in ``ids`` (one ``id`` column), cut like the run's."""
+        return build_blocks(self.movie_rows.join(ids, "id", "left_semi"), self.ms.largest or 1, n, self.spec,
+                            with_exclusions=self.with_exclusions)
+
+    def unpersist(self) -> None:
+        self.movies.unpersist()
+        self.books.unpersist()
+
+
+def plan_blocks(spark: SparkSession, movies: DataFrame, books: DataFrame, rows: tuple[int, int], spec: BlockSpec,
+                block_rows: tuple[int, int], with_exclusions: bool) -> Blocks:
+    """Both sides cut into cached blocks (``rows``: movie and book rows; ``block_rows``: the caps); one
+    Spark job builds them and returns their statistics; inconsistent embedding lengths are refused."""
+    (movie_rows, book_rows), (movie_block_rows, book_block_rows) = rows, block_rows
+    n_bb = blocks_needed(book_rows, book_block_rows)
+    parallel = 2 * spark.sparkContext.defaultParallelism          # enough tasks to keep every core busy
+    min_mb = min(math.ceil(parallel / max(n_bb, 1)), max(1, movie_rows // MIN_PARALLEL_BLOCK_ROWS))
+    mb = build_blocks(movies, movie_block_rows, movie_rows, spec, min_blocks=min_mb,
+                      with_exclusions=with_exclusions).persist(StorageLevel.MEMORY_AND_DISK)
+    bb = build_blocks(books, book_block_rows, book_rows, spec).persist(StorageLevel.MEMORY_AND_DISK)
+    stats = {r["side"]: r for r in (
+        mb.select(F.lit("m").alias("side"), "n", "n_invalid", "dmin", "dmax")
+          .unionByName(bb.select(F.lit("b").alias("side"), "n", "n_invalid", "dmin", "dmax"))
+          .groupBy("side")
+          .agg(F.count(F.when(F.col("n") > 0, 1)).alias("blocks"), F.sum("n").alias("rows"),
+               F.sum("n_invalid").alias("invalid"), F.max("n").alias("largest"),
+               F.min("dmin").alias("dmin"), F.max("dmax").alias("dmax"))
+          .collect())}
+    blocks = Blocks(mb, bb, BlockStats.from_row(stats.get("m")), BlockStats.from_row(stats.get("b")), None, spec,
+                    movies, with_exclusions, parallel)
+    try:
+        blocks.dim = dimension(blocks.ms, blocks.bs) if spec.dense else None
+    except ScoringError:
+        blocks.unpersist()
+        raise
+    return blocks
 
 
 # ---------------------------------------------------------------- hybrid: per-movie statistics
@@ -374,17 +468,12 @@ def lexical_moments(pairs: DataFrame, vocab: int) -> DataFrame:
 
         from lfr.score.sparse import sparse_moments
 
-        for batch in batches:
-            col = {name: batch.column(name) for name in batch.schema.names}
-            for i in range(batch.num_rows):
-                _, _, qa = _block_arrays(col, i, "m", None, vocab)
-                _, _, ba = _block_arrays(col, i, "b", None, vocab)
-                s1, s2 = sparse_moments(qa, ba)
-                yield pa.RecordBatch.from_pydict(
-                    {"m_block": [col["m_block"][i].as_py()], "b_block": [col["b_block"][i].as_py()],
-                     "s1": [s1.tobytes()], "s2": [s2.tobytes()]},
-                    schema=pa.schema([("m_block", pa.int64()), ("b_block", pa.int64()),
-                                      ("s1", pa.binary()), ("s2", pa.binary())]))
+        schema = pa.schema([("m_block", pa.int64()), ("b_block", pa.int64()), ("s1", pa.binary()), ("s2", pa.binary())])
+        for p in iter_block_pairs(batches, None, vocab):
+            s1, s2 = sparse_moments(p.qa, p.ba)
+            yield pa.RecordBatch.from_pydict(
+                {"m_block": [p.m_block], "b_block": [p.b_block], "s1": [s1.tobytes()], "s2": [s2.tobytes()]},
+                schema=schema)
 
     def add(pdf):
         import numpy as np

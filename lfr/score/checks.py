@@ -111,15 +111,15 @@ def check_hybrid_inputs(movies: DataFrame, books: DataFrame, movie_lexical: Data
 
 
 def dimension(ms, bs) -> int:
-    """The one embedding length of both sides (from the blocks' dmin/dmax), or a clear error."""
+    """The one embedding length of both sides (``lfr.score.blocks.BlockStats``: dmin/dmax), or a clear error."""
     for what, st in (("movie", ms), ("book", bs)):
-        if st["dmin"] is None:
+        if st.dmin is None:
             raise ScoringError(f"{what} embeddings: every embedding (or id) is null: nothing to score")
-        if st["dmin"] != st["dmax"] or st["dmin"] <= 0:
-            raise ScoringError(f"{what} embeddings have lengths {st['dmin']}..{st['dmax']}: one dimension expected")
-    if ms["dmin"] != bs["dmin"]:
-        raise ScoringError(f"movie embeddings have dimension {ms['dmin']}, book embeddings {bs['dmin']}")
-    return int(ms["dmin"])
+        if st.dmin != st.dmax or st.dmin <= 0:
+            raise ScoringError(f"{what} embeddings have lengths {st.dmin}..{st.dmax}: one dimension expected")
+    if ms.dmin != bs.dmin:
+        raise ScoringError(f"movie embeddings have dimension {ms.dmin}, book embeddings {bs.dmin}")
+    return int(ms.dmin)
 
 
 def require_columns(df: Optional[DataFrame], what: str) -> DataFrame:

@@ -1,7 +1,9 @@
 """Score every movie against every book: checks, exclusions, filters, the Delta write, SQL.
 
-``score_recommendations`` is the library entry point (DataFrames in, Delta table out);
-``run_score`` is what ``jobs/score_all.py`` calls with the configuration.
+``score_recommendations`` is the library entry point (DataFrames in, Delta table out, a ``ScoreSettings``
+and the ``Guards``); ``run_score`` is what ``jobs/score_all.py`` calls with the typed ``Settings``.
+What differs between methods (inputs, blocks, kernel, ``method_params``) is the method's strategy
+(:mod:`lfr.score.methods`); this module runs any of them the same way.
 
 Output table ``recommendations`` (docs/CONTRACTS.md)::
 
@@ -52,103 +54,38 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import reduce
 from typing import Callable, Optional, Sequence
 
-from pyspark import StorageLevel
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lfr.phases import Phases
-from lfr.score.blocks import (
-    METHODS,
-    BlockSpec,
-    build_blocks,
-    candidates,
-    dense_moments,
-    lexical_moments,
-    merge_candidates,
-    pair_blocks,
-    with_coefficients,
-)
-from lfr.score.checks import (
-    ModelVersionMismatch,
-    ScoringError,
-    check_hybrid_inputs,
-    check_inputs,
-    check_lexical_inputs,
-    dimension,
-    require_columns,
-)
-from lfr.score.kernel import blocks_needed
-from lfr.score.sides import (
-    MissingSideError,
-    Sides,
-    check_missing_side,
-    count_sides,
-    pair_sides,
-    paired_rows,
-    report_sides,
-)
+from lfr.score.blocks import Blocks, plan_blocks
+from lfr.score.checks import ModelVersionMismatch, ScoringError, check_inputs
+from lfr.score.methods import Frames, Inputs, ScoringMethod, scoring_method
+from lfr.score.sides import MissingSideError
 from lfr.score.view import create_view, register_recommendations
+from lfr.settings import ScoreSettings, Settings, TablesSettings
 from lfr.spark.delta import is_delta_table, table_version
 from lfr.spark.guards import Guards, Shrink, ShrinkRefused, table_shrink
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Method", "MissingSideError", "ModelVersionMismatch", "ScoreResult", "ScoringError", "ShrinkRefused",
+__all__ = ["MissingSideError", "ModelVersionMismatch", "ScoreResult", "ScoringError", "ShrinkRefused",
            "check_inputs", "create_view", "load_exclusions", "register_recommendations", "run_score",
            "score_recommendations"]
 
-#: a movie block is not cut below this many rows just to create parallelism
-MIN_PARALLEL_BLOCK_ROWS = 256
-#: when all block pairs together hold at most this many bytes, they are coalesced into
-#: ~2 x parallelism tasks instead of one task per pair (small catalogs: task overhead dominates)
-SMALL_PAIRS_BYTES = 64 << 20
-FUSIONS = ("convex", "rrf")
-
-
-@dataclass(frozen=True)
-class Method:
-    """``score.method`` and its settings; ``params()`` is what the table records per run."""
-    name: str = "dense"
-    fusion: str = "convex"
-    alpha: float = 0.7          # weight of the dense z-score in the convex fusion
-    rrf_k: int = 60
-
-    def __post_init__(self):
-        if self.name not in METHODS:
-            raise ValueError(f"score.method must be one of {METHODS}, got {self.name!r}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"score.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if not 0.0 <= float(self.alpha) <= 1.0:
-            raise ValueError(f"score.alpha must be in [0, 1], got {self.alpha}")
-
-    @property
-    def dense(self) -> bool:
-        return self.name != "lexical"
-
-    @property
-    def lexical(self) -> bool:
-        return self.name != "dense"
-
-    def params(self) -> dict:
-        if self.name == "hybrid" and self.fusion == "rrf":
-            return {"fusion": "rrf", "rrf_k": int(self.rrf_k),
-                    "ranks": "competition ranks per method over all scored books (ties share the best)"}
-        if self.name == "hybrid":
-            return {"fusion": self.fusion, "alpha": float(self.alpha),
-                    "normalisation": "z-score per movie over all scored books"}
-        return {"score": "cosine"}
+#: rows per output file (~100 MB of recommendations; module doc, "Layout")
+ROWS_PER_FILE = 4_000_000
 
 
 @dataclass
 class ScoreResult:
+    """A run's summary: what was scored, what was written, and seconds per phase (``lfr.phases.Phases``)."""
     run_id: str
     method: str
     method_params: str     # JSON, as recorded in the table
@@ -166,31 +103,19 @@ class ScoreResult:
     pairs: int             # kernel tasks = movie_blocks x book_blocks
     rows: int              # rows written
     table_version: Optional[int]
-    seconds_blocks: float
-    seconds_score: float   # (hybrid statistics +) kernel + merge + Delta write
-    seconds: float
     path: str
-    phases: dict = field(default_factory=dict)   # seconds per phase (read, check, blocks, score+write, ...)
+    phases: dict           # seconds per phase (read, check, blocks, guard, score+write, history, register)
     # hybrid: the ids with one side only, per domain, and score.missing_side (lfr.score.sides); None otherwise
     missing_sides: Optional[dict] = None
     films: dict = field(default_factory=dict)    # the guard's count: films in the table before, after, deleted
 
+    @property
+    def seconds(self) -> float:
+        """The run's seconds: the sum of its phases."""
+        return round(sum(self.phases.values()), 2)
+
     def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class _Inputs:
-    """Checked inputs of one run: rows to block (id + features) and their versions."""
-    movies: DataFrame
-    books: DataFrame
-    model_version: Optional[str]
-    lexical_version: Optional[str]
-    vocab_size: Optional[int]
-    movie_rows: int
-    book_rows: int
-    spec: BlockSpec                  # what a block carries (lfr.score.blocks)
-    sides: Optional[Sides] = None    # hybrid: the ids with one side only (lfr.score.sides)
+        return {**asdict(self), "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -203,73 +128,6 @@ class _Target:
     run_id: str
 
 
-@dataclass
-class _Blocks:
-    """Cached blocks of both sides and their statistics (one Spark job builds them)."""
-    movies: DataFrame
-    books: DataFrame
-    ms: dict
-    bs: dict
-    dim: Optional[int]
-
-    @property
-    def pairs(self) -> int:
-        return int(self.ms["blocks"]) * int(self.bs["blocks"])
-
-    def unpersist(self) -> None:
-        self.movies.unpersist()
-        self.books.unpersist()
-
-
-def _filtered(df: DataFrame, predicate: Optional[str], what: str) -> DataFrame:
-    """``df`` filtered by the SQL ``predicate`` (None: unchanged), or an error naming the input it fails on."""
-    if not predicate:
-        return df
-    try:
-        return df.filter(predicate)
-    except AnalysisException as exc:
-        raise ScoringError(f"filter {predicate!r} cannot be evaluated on the {what} (columns {df.columns}): "
-                           f"{str(exc).splitlines()[0]}") from exc
-
-
-def _check_and_pair(method: Method, movies, books, movie_lexical, book_lexical, movie_filter: Optional[str],
-                    book_filter: Optional[str], missing_side: str) -> _Inputs:
-    """Phase 1: filters, version checks and, for the hybrid, each item's dense + lexical row paired by id.
-
-    Filters apply to every table the method reads: the hybrid scores an item that passes on each side
-    it has, so an item a filter removes is never counted as one-sided (``lfr.score.sides``).
-    """
-    from lfr.score.checks import EMBEDDING_COLUMNS, LEXICAL_COLUMNS
-
-    if method.dense:
-        movies = _filtered(require_columns(movies, "movie embeddings"), movie_filter, "movie embeddings")
-        books = _filtered(require_columns(books, "book embeddings"), book_filter, "book embeddings")
-        movies, books = movies.select(*EMBEDDING_COLUMNS), books.select(*EMBEDDING_COLUMNS)
-    if method.lexical:
-        ml = _filtered(require_columns(movie_lexical, "movie lexical features"), movie_filter, "movie lexical features")
-        bl = _filtered(require_columns(book_lexical, "book lexical features"), book_filter, "book lexical features")
-        ml, bl = ml.select(*LEXICAL_COLUMNS), bl.select(*LEXICAL_COLUMNS)
-    if method.name == "hybrid":
-        return _pair_hybrid(movies, books, ml, bl, missing_side)
-    if method.dense:
-        mv, m_rows, b_rows = check_inputs(movies, books)
-        return _Inputs(movies, books, mv, None, None, m_rows, b_rows, BlockSpec.for_method("dense", None))
-    lv, vocab, m_rows, b_rows = check_lexical_inputs(ml, bl)
-    return _Inputs(ml, bl, None, lv, vocab, m_rows, b_rows, BlockSpec.for_method("lexical", vocab))
-
-
-def _pair_hybrid(movies: DataFrame, books: DataFrame, ml: DataFrame, bl: DataFrame, missing_side: str) -> _Inputs:
-    """The hybrid's inputs: one check job over the four tables, the ids with one side only counted, then
-    refused or kept (``score.missing_side``, ``lfr.score.sides``), each item's two rows paired by id."""
-    (mv, _, _), (lv, vocab, _, _) = check_hybrid_inputs(movies, books, ml, bl)
-    sides = count_sides(movies, ml, books, bl, missing_side)
-    report_sides(sides)
-    fill = missing_side == "use_present" and sides.one_sided > 0
-    return _Inputs(pair_sides(movies, ml, sides), pair_sides(books, bl, sides), mv, lv, vocab,
-                   paired_rows(sides.movies, missing_side), paired_rows(sides.books, missing_side),
-                   BlockSpec.for_method("hybrid", vocab, fill_dense=fill), sides)
-
-
 def _with_exclusions(movies: DataFrame, exclude: Optional[DataFrame]) -> DataFrame:
     """Movies + ``excluded``: the book ids never to recommend to each (masked inside the kernel)."""
     if exclude is None:
@@ -279,87 +137,8 @@ def _with_exclusions(movies: DataFrame, exclude: Optional[DataFrame]) -> DataFra
     return movies.join(ex, movies["id"] == ex["movie_id"], "left").drop("movie_id")
 
 
-def _plan_blocks(spark: SparkSession, inputs: _Inputs, spec: BlockSpec, movie_block_rows: int,
-                 book_block_rows: int, with_exclusions: bool) -> _Blocks:
-    """Phase 2: both sides cut into cached blocks; one Spark job builds them and returns their statistics."""
-    n_bb = blocks_needed(inputs.book_rows, book_block_rows)
-    parallel = 2 * spark.sparkContext.defaultParallelism          # enough tasks to keep every core busy
-    min_mb = min(math.ceil(parallel / max(n_bb, 1)), max(1, inputs.movie_rows // MIN_PARALLEL_BLOCK_ROWS))
-    mb = build_blocks(inputs.movies, movie_block_rows, inputs.movie_rows, min_blocks=min_mb,
-                      with_exclusions=with_exclusions, spec=spec).persist(StorageLevel.MEMORY_AND_DISK)
-    bb = build_blocks(inputs.books, book_block_rows, inputs.book_rows, spec=spec).persist(StorageLevel.MEMORY_AND_DISK)
-    stats = {r["side"]: r.asDict() for r in (
-        mb.select(F.lit("m").alias("side"), "n", "n_invalid", "dmin", "dmax")
-          .unionByName(bb.select(F.lit("b").alias("side"), "n", "n_invalid", "dmin", "dmax"))
-          .groupBy("side")
-          .agg(F.count(F.when(F.col("n") > 0, 1)).alias("blocks"), F.sum("n").alias("rows"),
-               F.sum("n_invalid").alias("invalid"), F.max("n").alias("largest"),
-               F.min("dmin").alias("dmin"), F.max("dmax").alias("dmax"))
-          .collect())}
-    empty = {"blocks": 0, "rows": 0, "invalid": 0, "largest": 0, "dmin": None, "dmax": None}
-    blocks = _Blocks(mb, bb, stats.get("m", empty), stats.get("b", empty), None)
-    try:
-        blocks.dim = dimension(blocks.ms, blocks.bs) if spec.dense else None
-    except ScoringError:
-        blocks.unpersist()
-        raise
-    return blocks
-
-
-def _pairs(spark: SparkSession, blocks: _Blocks, movie_blocks: DataFrame) -> DataFrame:
-    """The block pairs; coalesced into ~2 tasks per core when they are all small."""
-    pairs = pair_blocks(movie_blocks, blocks.books)
-    parallel = 2 * spark.sparkContext.defaultParallelism
-    row_bytes = 4 * (blocks.dim or 128)                      # lexical rows: ~a hundred terms x 8 bytes
-    if (blocks.pairs > parallel
-            and blocks.pairs * (blocks.ms["largest"] + blocks.bs["largest"]) * row_bytes <= SMALL_PAIRS_BYTES):
-        pairs = pairs.coalesce(parallel)
-    return pairs
-
-
-def _score_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Method, k: int,
-                 kernel: Optional[Callable], cached: list) -> DataFrame:
-    """Phase 3: the kernel over every block pair, merged into the top-k per movie (lazy).
-
-    The hybrid first computes each movie's statistics over all books (lexical moments pass + the
-    book side's dense moments) and stores its fusion coefficients in its block (cached, appended
-    to ``cached`` for the caller to release).
-    """
-    movie_blocks = blocks.movies
-    if method.name == "hybrid" and method.fusion == "rrf":
-        return _rrf_pairs(spark, blocks, inputs, method, k, kernel, cached)
-    if method.name == "hybrid":
-        lex = lexical_moments(_pairs(spark, blocks, blocks.movies), inputs.vocab_size)
-        book_sum, gram = dense_moments(blocks.books, blocks.dim)
-        movie_blocks = with_coefficients(blocks.movies, lex, float(method.alpha), int(blocks.bs["rows"]),
-                                         book_sum, gram, blocks.dim).persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(movie_blocks)
-    cands = candidates(_pairs(spark, blocks, movie_blocks), method.name, blocks.dim, inputs.vocab_size, k, kernel)
-    return merge_candidates(cands, k)
-
-
-def _rrf_pairs(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Method, k: int,
-               kernel: Optional[Callable], cached: list) -> DataFrame:
-    """Phase 3 for ``fusion: rrf`` (``lfr.score.rrf``): rounds of candidates + per-movie proof; unproven
-    movies are re-blocked (same block settings) and rescored with more candidates."""
-    from lfr.score.rrf import rrf_topk
-
-    spec = inputs.spec
-    with_ex = "ex_row" in blocks.movies.columns and "excluded" in inputs.movies.columns
-
-    def rebuild(ids: DataFrame, n: int) -> DataFrame:
-        return build_blocks(inputs.movies.join(ids, "id", "left_semi"), int(blocks.ms["largest"] or 1), n,
-                            with_exclusions=with_ex, spec=spec)
-
-    merged, info = rrf_topk(blocks.movies, lambda mb: _pairs(spark, blocks, mb), rebuild, dim=blocks.dim,
-                            vocab=inputs.vocab_size, k=k, rrf_k=int(method.rrf_k), n_books=int(blocks.bs["rows"]),
-                            cached=cached, kernel=kernel)
-    log.info("score rrf: exact top-%d proven in %d round(s) (%d movie(s) retried, last n=%d)", k, info["rounds"],
-             info["retried"], info["n_top"])
-    return merged
-
-
-def _write(merged: DataFrame, inputs: _Inputs, method: Method, target: _Target, n_rows: int, metadata: str) -> None:
+def _write(merged: DataFrame, inputs: Inputs, method: ScoringMethod, target: _Target, n_rows: int,
+           metadata: str) -> None:
     """Phase 4: one atomic Delta overwrite, range-partitioned and sorted by movie (module doc).
 
     ``overwriteSchema``: the table is a full snapshot of one run, its schema is the scorer's
@@ -371,7 +150,7 @@ def _write(merged: DataFrame, inputs: _Inputs, method: Method, target: _Target, 
            .withColumn("model_version", F.lit(inputs.model_version).cast("string"))
            .withColumn("lexical_version", F.lit(inputs.lexical_version).cast("string"))
            .withColumn("method", F.lit(method.name))
-           .withColumn("method_params", F.lit(json.dumps(method.params(), sort_keys=True)))
+           .withColumn("method_params", F.lit(method.params_json()))
            .withColumn("run_id", F.lit(target.run_id))
            .withColumn("scored_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
            .repartitionByRange(n_files, "movie_id")
@@ -380,7 +159,7 @@ def _write(merged: DataFrame, inputs: _Inputs, method: Method, target: _Target, 
         .option("userMetadata", metadata).save(target.path))
 
 
-def _commit_metadata(target: _Target, method: Method, inputs: _Inputs, shrink: Shrink) -> str:
+def _commit_metadata(target: _Target, method: ScoringMethod, inputs: Inputs, shrink: Shrink) -> str:
     """JSON recorded in the Delta commit: the run, the films it covers vs the table it replaces, and
     (hybrid) the ids with one side only -- what a later reader needs to see that nothing shrank silently."""
     return json.dumps({"run_id": target.run_id, "method": method.name, "films": _films(shrink),
@@ -391,13 +170,13 @@ def _films(shrink: Shrink) -> dict:
     return {"before": shrink.before, "after": shrink.after, "deleted": shrink.deleted}
 
 
-def _guard_films(spark: SparkSession, blocks: _Blocks, target: _Target) -> Shrink:
+def _guard_films(spark: SparkSession, blocks: Blocks, target: _Target) -> Shrink:
     """The films of the current table vs those this run covers (one Spark job; none when there is no
     table yet), checked by the guards BEFORE anything is written: a run over damaged or partial inputs
     must not replace a full table with a smaller one unless asked (``--allow-deletes``)."""
     table = f"recommendations ({target.path})"
     if not is_delta_table(spark, target.path):
-        shrink = Shrink(table, 0, int(blocks.ms["rows"] or 0), 0)
+        shrink = Shrink(table, 0, blocks.ms.rows, 0)
     else:
         films = blocks.movies.filter("n > 0").select(F.explode("ids").alias("movie_id"))
         shrink = table_shrink(spark, target.path, films, table, keys=("movie_id",))
@@ -405,151 +184,137 @@ def _guard_films(spark: SparkSession, blocks: _Blocks, target: _Target) -> Shrin
     return shrink
 
 
-def _configured(missing_side: Optional[str], guards: Optional[Guards]) -> tuple[str, Guards]:
-    """Arguments left None come from the configuration (conf/lfr.yaml + LFR_CONF): a library call is
-    guarded like the job, and no second default is written here."""
-    if missing_side is None or guards is None:
-        from lfr.config import load_config
+def score_recommendations(spark: SparkSession, movies: Optional[DataFrame], books: Optional[DataFrame],
+                          output_path: str, *, settings: ScoreSettings, guards: Guards,
+                          movie_lexical: Optional[DataFrame] = None, book_lexical: Optional[DataFrame] = None,
+                          exclude: Optional[DataFrame] = None, run_id: Optional[str] = None,
+                          rows_per_file: int = ROWS_PER_FILE, kernel: Optional[Callable] = None,
+                          phases: Optional[Phases] = None, sources: Sequence[str] = ()) -> ScoreResult:
+    """Exact top-k books per movie by ``settings.method``, written to the Delta table at ``output_path``
+    in one overwrite commit (the previous version stays readable until then).
 
-        cfg = load_config()
-        missing_side = cfg["score"]["missing_side"] if missing_side is None else missing_side
-        guards = Guards.from_settings(cfg["guards"]) if guards is None else guards
-    return check_missing_side(missing_side), guards
+    Parameters
+    ----------
+    spark : :class:`pyspark.sql.SparkSession`
+    movies, books : :class:`pyspark.sql.DataFrame` or None
+        Embedding tables (``id, embedding array<float>, model_version``), read by ``dense`` and ``hybrid``;
+        other columns are ignored, but the filters may use them.
+    output_path : str
+        The recommendations table (module doc: schema, layout, atomicity).
+    settings : :class:`lfr.settings.ScoreSettings`
+        ``method``, ``fusion``, ``alpha``, ``rrf_k``, ``missing_side``, ``k``, the block sizes and the SQL
+        filters (``movie_filter`` / ``book_filter``, applied to every table the method reads). Its
+        ``exclude_pairs`` (a file) is read by :func:`run_score`; pass the pairs here as ``exclude``.
+    guards : :class:`lfr.spark.guards.Guards`
+        How many films the run may remove from the table; checked before anything is written.
+    movie_lexical, book_lexical : :class:`pyspark.sql.DataFrame`, optional
+        Lexical tables (``jobs/embed_lexical.py``), read by ``lexical`` and ``hybrid``.
+    exclude : :class:`pyspark.sql.DataFrame`, optional
+        ``movie_id, book_id`` pairs never to recommend, masked before the top-k is cut.
+    run_id, rows_per_file, kernel, phases, sources : optional
+        The run's id (default: UTC time + random), rows per output file, a stand-in for the method's
+        block kernel (tests), the caller's phase timer, the inputs a guard's refusal names.
 
+    Returns
+    -------
+    ScoreResult
+        Counts (scored, invalid, blocks), versions, rows and Delta version written, films before / after,
+        the hybrid's one-sided ids and seconds per phase.
 
-def score_recommendations(
-    spark: SparkSession,
-    movies: Optional[DataFrame],
-    books: Optional[DataFrame],
-    output_path: str,
-    *,
-    k: int = 10,
-    method: Method = Method(),
-    movie_lexical: Optional[DataFrame] = None,
-    book_lexical: Optional[DataFrame] = None,
-    movie_block_rows: int = 16384,
-    book_block_rows: int = 16384,
-    exclude: Optional[DataFrame] = None,
-    movie_filter: Optional[str] = None,
-    book_filter: Optional[str] = None,
-    run_id: Optional[str] = None,
-    rows_per_file: int = 4_000_000,
-    kernel: Optional[Callable] = None,
-    phases: Optional[Phases] = None,
-    missing_side: Optional[str] = None,
-    guards: Optional[Guards] = None,
-    sources: Sequence[str] = (),
-) -> ScoreResult:
-    """Exact top-k books per movie by ``method``, written to the Delta table at ``output_path``.
-
-    ``movies`` / ``books``: embedding tables (``id, embedding array<float>, model_version``; dense
-    and hybrid); ``movie_lexical`` / ``book_lexical``: lexical tables (LEXICAL_CONTRACT schema;
-    lexical and hybrid); other columns are ignored. ``exclude``: ``DataFrame(movie_id, book_id)`` of
-    pairs never to recommend (e.g. known adaptations); masked inside the block kernel before the
-    top-k is cut, so every movie still gets k books when k others exist. ``movie_filter`` /
-    ``book_filter``: SQL predicates applied to the inputs before blocking (e.g. ``"year >= 2000"``
-    when the caller joined catalog columns in; the hybrid applies them to both of a domain's tables).
-    ``kernel``: replaces the block kernel (tests, experiments). ``phases``: the job's phase timer.
-    ``missing_side``: the hybrid's ids with one side only (``lfr.score.sides``); ``guards``: how many films
-    the run may remove from the table, checked before anything is written (``sources`` named in a refusal);
-    None: the configuration's (``score.missing_side``, ``guards``) -- a library call is never unguarded.
+    Examples
+    --------
+    >>> from lfr.settings import load_settings
+    >>> from lfr.spark.guards import Guards
+    >>> s = load_settings(overrides=["score.method=dense", "score.k=5"])
+    >>> read = lambda spec: spark.read.format("delta").load(spec.path)
+    >>> result = score_recommendations(
+    ...     spark, read(s.tables.movie_embeddings), read(s.tables.book_embeddings), "/tmp/recs",
+    ...     settings=s.score, guards=Guards.from_settings(s.guards))
+    >>> result.rows, result.table_version, result.phases  # doctest: +SKIP
     """
-    if k <= 0 or movie_block_rows <= 0 or book_block_rows <= 0:
-        raise ValueError(f"k and the block sizes must be positive, got {k}, {movie_block_rows}, {book_block_rows}")
-    method = method if isinstance(method, Method) else Method(str(method))
-    missing_side, guards = _configured(missing_side, guards)
-    started = time.time()
     run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    phases = phases if phases is not None else Phases(f"score {run_id}", log)
-    with phases("check"):
-        inputs = _check_and_pair(method, movies, books, movie_lexical, book_lexical, movie_filter, book_filter,
-                                 missing_side)
-        inputs.movies = _with_exclusions(inputs.movies, exclude)
-    t_check = time.time() - started
-    with phases("blocks"):
-        blocks = _plan_blocks(spark, inputs, inputs.spec, movie_block_rows, book_block_rows, exclude is not None)
-    t_blocks = time.time() - started
-    _log_plan(run_id, method, inputs, blocks, k, t_check, t_blocks)
     target = _Target(output_path, rows_per_file, guards, tuple(sources), run_id)
-    t_score, shrink = _score_and_write(spark, blocks, inputs, method, k, kernel, target, phases)
-    return _finish(spark, target, method, inputs, blocks, k, phases, shrink, (t_blocks, t_score, started))
+    return _score(spark, scoring_method(settings), Frames(movies, books, movie_lexical, book_lexical), settings,
+                  exclude, target, kernel, phases if phases is not None else Phases(f"score {run_id}", log))
 
 
-def _finish(spark: SparkSession, target: _Target, method: Method, inputs: _Inputs, blocks: _Blocks, k: int,
-            phases: Phases, shrink: Shrink, times: tuple[float, float, float]) -> ScoreResult:
-    """The written table's version and rows, the run's summary, one INFO line."""
-    t_blocks, t_score, started = times
+def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings: ScoreSettings,
+           exclude: Optional[DataFrame], target: _Target, kernel: Optional[Callable], phases: Phases) -> ScoreResult:
+    """The phases of a run: check, blocks, guard, score+write, history."""
+    with phases("check"):
+        inputs = method.prepare(frames, settings)
+        inputs.movies = _with_exclusions(inputs.movies, exclude)
+    with phases("blocks"):
+        blocks = plan_blocks(spark, inputs.movies, inputs.books, (inputs.movie_rows, inputs.book_rows), inputs.spec,
+                             (settings.movie_block_rows, settings.book_block_rows), exclude is not None)
+    _log_plan(target.run_id, method, inputs, blocks, settings.k, phases)
+    shrink = _score_and_write(spark, blocks, inputs, method, settings.k, kernel, target, phases)
     with phases("history"):
         version, rows = table_version(spark, target.path)
-    result = _result(target.run_id, method, inputs, blocks, k, version, rows, target.path, phases,
-                     seconds=(t_blocks, t_score, time.time() - started))
+    result = _result(target, method, inputs, blocks, settings.k, version, rows, phases)
     result.films = _films(shrink)
     log.info("score %s: wrote %d rows (%d films; %d before, %d of them no longer scored) to %s (Delta version %s) "
              "in %.1fs (kernel+merge+write %.1fs)", result.run_id, result.rows, shrink.after, shrink.before,
-             shrink.deleted, result.path, result.table_version, result.seconds, result.seconds_score)
+             shrink.deleted, result.path, result.table_version, result.seconds, result.phases["score+write"])
     return result
 
 
-def _score_and_write(spark: SparkSession, blocks: _Blocks, inputs: _Inputs, method: Method, k: int,
-                     kernel: Optional[Callable], target: _Target, phases: Phases) -> tuple[float, Shrink]:
-    """Phase 3: the films guard, then the block kernel over every block pair, the k-bounded merge and
-    the Delta write; the cached blocks are released whatever happens. Returns (its seconds, the shrink)."""
+def _score_and_write(spark: SparkSession, blocks: Blocks, inputs: Inputs, method: ScoringMethod, k: int,
+                     kernel: Optional[Callable], target: _Target, phases: Phases) -> Shrink:
+    """Phase 3: the films guard, then the method's kernel over every block pair, the k-bounded merge and
+    the Delta write; the cached blocks are released whatever happens. Returns the guard's count."""
     cached = [blocks.movies, blocks.books]
     try:
-        n_movies, n_books = int(blocks.ms["rows"] or 0), int(blocks.bs["rows"] or 0)
+        n_movies, n_books = blocks.ms.rows, blocks.bs.rows
         if n_movies == 0 or n_books == 0:
             raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book rows")
         with phases("guard"):
             shrink = _guard_films(spark, blocks, target)
-        t0 = time.time()
         with phases("score+write"):
-            merged = _score_pairs(spark, blocks, inputs, method, k, kernel, cached)
+            merged = method.topk(blocks, k, kernel, cached)
             _write(merged, inputs, method, target, n_movies * min(k, n_books),
                    _commit_metadata(target, method, inputs, shrink))
-        return time.time() - t0, shrink
+        return shrink
     finally:
         for df in cached:
             df.unpersist()
 
 
-def _result(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: int, version, rows,
-            output_path: str, phases: Phases, seconds: tuple[float, float, float]) -> ScoreResult:
-    """The run's summary from its plan, its table version and ``seconds`` = (blocks, score, total)."""
+def _result(target: _Target, method: ScoringMethod, inputs: Inputs, blocks: Blocks, k: int, version, rows,
+            phases: Phases) -> ScoreResult:
+    """The run's summary from its plan, its table version and its phases."""
     ms, bs = blocks.ms, blocks.bs
-    t_blocks, t_score, total = seconds
     return ScoreResult(
-        run_id=run_id, method=method.name, method_params=json.dumps(method.params(), sort_keys=True),
+        run_id=target.run_id, method=method.name, method_params=method.params_json(),
         model_version=inputs.model_version, lexical_version=inputs.lexical_version, k=k, dim=blocks.dim,
-        vocab_size=inputs.vocab_size, movies=int(ms["rows"] or 0), books=int(bs["rows"] or 0),
-        movies_invalid=int(ms["invalid"] or 0), books_invalid=int(bs["invalid"] or 0),
-        movie_blocks=int(ms["blocks"]), book_blocks=int(bs["blocks"]), pairs=blocks.pairs,
-        rows=rows if rows is not None else -1, table_version=version, seconds_blocks=round(t_blocks, 2),
-        seconds_score=round(t_score, 2), seconds=round(total, 2), path=output_path, phases=phases.seconds,
+        vocab_size=inputs.vocab_size, movies=ms.rows, books=bs.rows, movies_invalid=ms.invalid,
+        books_invalid=bs.invalid, movie_blocks=ms.blocks, book_blocks=bs.blocks, pairs=blocks.n_pairs,
+        rows=rows if rows is not None else -1, table_version=version, path=target.path, phases=phases.rounded(),
         missing_sides=inputs.sides.as_dict() if inputs.sides else None)
 
 
-def _log_plan(run_id: str, method: Method, inputs: _Inputs, blocks: _Blocks, k: int, t_check: float,
-              t_blocks: float) -> None:
+def _log_plan(run_id: str, method: ScoringMethod, inputs: Inputs, blocks: Blocks, k: int, phases: Phases) -> None:
     ms, bs = blocks.ms, blocks.bs
     log.info("score %s: method=%s %s model_version=%s lexical_version=%s d=%s vocab=%s k=%d | "
-             "movies %d (+%d invalid) in %d blocks (largest %s) | books %d (+%d invalid) in %d blocks (largest %s) | "
+             "movies %d (+%d invalid) in %d blocks (largest %d) | books %d (+%d invalid) in %d blocks (largest %d) | "
              "%d block pairs | checks %.1fs, blocks built %.1fs",
-             run_id, method.name, json.dumps(method.params()), inputs.model_version, inputs.lexical_version,
-             blocks.dim, inputs.vocab_size, k, ms["rows"] or 0, ms["invalid"] or 0, ms["blocks"], ms["largest"],
-             bs["rows"] or 0, bs["invalid"] or 0, bs["blocks"], bs["largest"], blocks.pairs, t_check,
-             t_blocks - t_check)
+             run_id, method.name, method.params_json(), inputs.model_version, inputs.lexical_version,
+             blocks.dim, inputs.vocab_size, k, ms.rows, ms.invalid, ms.blocks, ms.largest,
+             bs.rows, bs.invalid, bs.blocks, bs.largest, blocks.n_pairs, phases.seconds.get("check", 0.0),
+             phases.seconds.get("blocks", 0.0))
 
 
 # ---------------------------------------------------------------- the job
 
-def load_exclusions(spark: SparkSession, cfg, path: str, movies: DataFrame, books: DataFrame) -> DataFrame:
+def load_exclusions(spark: SparkSession, settings: Settings, path: str, movies: DataFrame,
+                    books: DataFrame) -> DataFrame:
     """A pair file -> ``DataFrame(movie_id, book_id)`` via ``lfr.data.read_pairs``.
 
     A ``movie_id,book_id`` file is resolved against the embedding tables being scored
     (``movies`` / ``books``: the ids that can be recommended). The adaptations format needs
     titles, years and authors, so it is resolved against the catalog tables
     (``tables.movies`` / ``tables.books``), read from Delta when they exist and from the
-    configured sources otherwise. Unresolved pairs are logged by ``read_pairs``.
+    configured sources (``settings.catalogs``) otherwise. Unresolved pairs are logged by ``read_pairs``.
     """
     from lfr.data import load_catalog, read_pairs
 
@@ -558,10 +323,10 @@ def load_exclusions(spark: SparkSession, cfg, path: str, movies: DataFrame, book
         return read_pairs(spark, path, movies, books)
 
     def catalog(domain: str) -> DataFrame:
-        p = cfg["tables"][domain]["path"]
+        p = getattr(settings.tables, domain).path
         if is_delta_table(spark, p):
             return spark.read.format("delta").load(p)
-        return load_catalog(spark, cfg, domain)[0]
+        return load_catalog(spark, settings.as_dict(), domain)[0]
 
     return read_pairs(spark, path, catalog("movies"), catalog("books"))
 
@@ -575,78 +340,64 @@ def _with_catalog_columns(spark: SparkSession, emb: DataFrame, catalog_path: str
     return emb.join(cat.select(*extra), "id", "left")
 
 
-def _read_tables(spark: SparkSession, t, method: Method) -> dict:
-    """The input tables the method needs, or a clear error naming the job that writes them."""
-    keys = (["movie_embeddings", "book_embeddings"] if method.dense else []) + \
-           (["movie_lexical", "book_lexical"] if method.lexical else [])
+def _read_tables(spark: SparkSession, tables: TablesSettings, method: ScoringMethod) -> dict:
+    """The input tables the method reads (``tables.<key>``), or a clear error naming the job that writes them."""
     out = {}
-    for key in keys:
-        spec = t.get(key) if hasattr(t, "get") else None
-        if not spec or not is_delta_table(spark, spec["path"]):
-            where = spec["path"] if spec else f"tables.{key} (not configured)"
+    for key in method.tables:
+        path = getattr(tables, key).path
+        if not is_delta_table(spark, path):
             job = ("jobs/embed_lexical.py" if "lexical" in key
                    else "the embedding jobs (jobs/embed_movies.py, jobs/embed_books.py)")
-            raise ScoringError(f"no Delta table at {where} ({key}), needed by score.method={method.name}; "
+            raise ScoringError(f"no Delta table at {path} ({key}), needed by score.method={method.name}; "
                                f"run {job} first")
-        out[key] = spark.read.format("delta").load(spec["path"])
+        out[key] = spark.read.format("delta").load(path)
     return out
 
 
-def method_from_settings(sc, method: Optional[str] = None) -> Method:
-    """``score.method`` / ``fusion`` / ``alpha`` / ``rrf_k`` (``method`` overrides the first)."""
-    get = sc.get if hasattr(sc, "get") else (lambda key, default=None: getattr(sc, key, default))
-    return Method(name=str(method or get("method", "dense") or "dense"),
-                  fusion=str(get("fusion", "convex") or "convex"),
-                  alpha=float(get("alpha", 0.7) if get("alpha", 0.7) is not None else 0.7),
-                  rrf_k=int(get("rrf_k", 60) or 60))
+def run_score(spark: SparkSession, settings: Settings, *, kernel: Optional[Callable] = None) -> ScoreResult:
+    """The job (``jobs/score_all.py``): the feature tables of ``settings.tables`` -> ``recommendations``
+    and the view ``tables.recommendations_view``, registered for SQL.
 
+    Filters (``score.movie_filter`` / ``book_filter``) may use the catalog columns (``genres``, ``year``,
+    ``authors``, ...) when the catalog tables exist: they are joined in by id. ``score.exclude_pairs``
+    is a ``movie_id,book_id`` file or the adaptations format (:func:`load_exclusions`).
 
-def run_score(
-    spark: SparkSession,
-    cfg,
-    *,
-    k: Optional[int] = None,
-    method: Optional[str] = None,
-    movie_block_rows: Optional[int] = None,
-    book_block_rows: Optional[int] = None,
-    exclude_pairs: Optional[str] = None,
-    movie_filter: Optional[str] = None,
-    book_filter: Optional[str] = None,
-    kernel: Optional[Callable] = None,
-    missing_side: Optional[str] = None,
-    guards: Optional[Guards] = None,
-) -> ScoreResult:
-    """The job: feature tables of ``cfg['tables']`` -> ``recommendations`` + view, registered for SQL.
+    Parameters
+    ----------
+    spark : :class:`pyspark.sql.SparkSession`
+    settings : :class:`lfr.settings.Settings`
+        Read: ``score`` (everything :func:`score_recommendations` takes, plus ``exclude_pairs``),
+        ``tables`` (inputs, output, SQL names), ``guards`` (a job's ``--allow-deletes`` is
+        ``guards.allow_deletes``) and, for an adaptations file without catalog tables, ``catalogs``.
+    kernel : callable, optional
+        A stand-in for the method's block kernel (tests).
 
-    Arguments left ``None`` come from ``cfg['score']`` (``method``, ``fusion``, ``alpha``,
-    ``rrf_k``, ``missing_side`` too) and ``guards`` from ``cfg['guards']`` (the job adds its
-    ``--allow-deletes``). Filters may use the catalog columns (``genres``, ``year``, ``authors``, ...)
-    when the catalog tables exist: they are joined in by id.
+    Returns
+    -------
+    ScoreResult
+        As :func:`score_recommendations`, its phases including ``read`` and ``register``.
+
+    Examples
+    --------
+    >>> from lfr.settings import load_settings, with_values
+    >>> settings = with_values(load_settings(overrides=["score.method=dense"]), {"score.k": 20})
+    >>> result = run_score(spark, settings)
+    >>> spark.sql("SELECT movie_title, rank, book_title FROM lfr.movie_book_recommendations").show()
     """
-    sc, t = cfg["score"], cfg["tables"]
-    m = method_from_settings(sc, method)
-    k = int(k if k is not None else sc["k"])
-    movie_block_rows = int(movie_block_rows or sc["movie_block_rows"])
-    book_block_rows = int(book_block_rows or sc["book_block_rows"])
-    exclude_pairs = exclude_pairs if exclude_pairs is not None else sc.get("exclude_pairs")
-    movie_filter = movie_filter if movie_filter is not None else sc.get("movie_filter")
-    book_filter = book_filter if book_filter is not None else sc.get("book_filter")
-    missing_side = missing_side if missing_side is not None else sc["missing_side"]
-    guards = guards if guards is not None else Guards.from_settings(cfg["guards"])
+    score, tables = settings.score, settings.tables
     phases = Phases("score_all", log)
     with phases("read"):
-        tables = _read_tables(spark, t, m)
-    _join_catalogs(spark, t, tables, movie_filter, book_filter)
-    exclude = (load_exclusions(spark, cfg, exclude_pairs, _pair_ids(tables, "movie_"), _pair_ids(tables, "book_"))
-               if exclude_pairs else None)
+        frames = _read_tables(spark, tables, scoring_method(score))
+    _join_catalogs(spark, tables, frames, score.movie_filter, score.book_filter)
+    exclude = (load_exclusions(spark, settings, score.exclude_pairs, _pair_ids(frames, "movie_"),
+                               _pair_ids(frames, "book_")) if score.exclude_pairs else None)
     result = score_recommendations(
-        spark, tables.get("movie_embeddings"), tables.get("book_embeddings"), t["recommendations"]["path"], k=k,
-        method=m, movie_lexical=tables.get("movie_lexical"), book_lexical=tables.get("book_lexical"),
-        movie_block_rows=movie_block_rows, book_block_rows=book_block_rows, exclude=exclude,
-        movie_filter=movie_filter, book_filter=book_filter, kernel=kernel, phases=phases,
-        missing_side=missing_side, guards=guards, sources=[t[key]["path"] for key in tables])
+        spark, frames.get("movie_embeddings"), frames.get("book_embeddings"), tables.recommendations.path,
+        settings=score, guards=Guards.from_settings(settings.guards), movie_lexical=frames.get("movie_lexical"),
+        book_lexical=frames.get("book_lexical"), exclude=exclude, kernel=kernel, phases=phases,
+        sources=[getattr(tables, key).path for key in frames])
     with phases("register"):
-        names = register_recommendations(spark, cfg)
+        names = register_recommendations(spark, settings)
     log.info("registered for SQL: %s", ", ".join(names))
     result.phases = phases.rounded()
     log.info("score_all phases: %s", phases.summary())
@@ -663,11 +414,11 @@ def _pair_ids(tables: dict, prefix: str) -> DataFrame:
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).dropDuplicates(["id"])
 
 
-def _join_catalogs(spark: SparkSession, t, tables: dict, movie_filter: Optional[str],
+def _join_catalogs(spark: SparkSession, tables: TablesSettings, frames: dict, movie_filter: Optional[str],
                    book_filter: Optional[str]) -> None:
     """The catalog columns joined into every input table of a filtered domain (in place), so the
     filter reads the same columns on each table (the hybrid filters both sides)."""
     for predicate, domain, prefix in ((movie_filter, "movies", "movie_"), (book_filter, "books", "book_")):
         if predicate:
-            for key in [key for key in tables if key.startswith(prefix)]:
-                tables[key] = _with_catalog_columns(spark, tables[key], t[domain]["path"])
+            for key in [key for key in frames if key.startswith(prefix)]:
+                frames[key] = _with_catalog_columns(spark, frames[key], getattr(tables, domain).path)

@@ -17,13 +17,11 @@ Memory per task: the dense/lexical kernels' bounds; per movie in the fusion: ``n
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-
-from lfr.score.blocks import iter_block_pairs
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +30,6 @@ RRF_FIRST_N = 100
 RRF_GROWTH = 4
 RRF_CANDIDATE_SCHEMA = "movie_id string, book_id string, s_d float, s_l float"
 RRF_FUSED_SCHEMA = "movie_id string, rank int, book_id string, score float"
-
-
-def _rrf_scorer(dim: int, vocab: int, n_top: int, kernel: Optional[Callable]) -> Callable:
-    """mapInArrow function: (movie block, book block) rows -> both-score candidate rows."""
-
-    def score(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-
-        from lfr.score.hybrid import rrf_block_candidates
-
-        for p in iter_block_pairs(batches, dim, vocab):
-            r, c, s_d, s_l = (kernel or rrf_block_candidates)(p.q, p.b, p.qa, p.ba, n_top, exclude_rows=p.ex_rows,
-                                                              exclude_cols=p.ex_cols, threads=p.threads)
-            yield pa.RecordBatch.from_arrays(
-                [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
-                 pa.array(s_d, pa.float32()), pa.array(s_l, pa.float32())],
-                names=["movie_id", "book_id", "s_d", "s_l"])
-
-    return score
 
 
 def fuse_candidates(cands: DataFrame, k: int, n_top: int, rrf_k: int, complete: bool) -> DataFrame:
@@ -74,18 +53,19 @@ def fuse_candidates(cands: DataFrame, k: int, n_top: int, rrf_k: int, complete: 
     return cands.groupBy("movie_id").applyInPandas(fuse, RRF_FUSED_SCHEMA)
 
 
-def rrf_topk(movie_blocks: DataFrame, pairs_of: Callable[[DataFrame], DataFrame],
-             rebuild: Callable[[DataFrame, int], DataFrame], *, dim: int, vocab: int, k: int, rrf_k: int,
-             n_books: int, cached: list, first_n: Optional[int] = None, kernel: Optional[Callable] = None):
-    """The exact RRF top-k of every movie (module doc). ``pairs_of(movie_blocks)``: the block pairs;
-    ``rebuild(ids, n)``: movie blocks of the ``n`` movies in ``ids`` (a one-column ``id`` DataFrame). Each round's
-    result is cached (appended to ``cached``). Returns ``(top-k DataFrame, {rounds, n_top, retried})``."""
+def rrf_topk(movie_blocks: DataFrame, candidates_of: Callable[[DataFrame, int], DataFrame],
+             rebuild: Callable[[DataFrame, int], DataFrame], *, k: int, rrf_k: int, n_books: int, cached: list,
+             first_n: Optional[int] = None):
+    """The exact RRF top-k of every movie (module doc). ``candidates_of(movie_blocks, n)``: the rows
+    (:data:`RRF_CANDIDATE_SCHEMA`) of ``hybrid.rrf_block_candidates`` with ``n`` books per method over every
+    block pair; ``rebuild(ids, n)``: movie blocks of the ``n`` movies in ``ids`` (a one-column ``id`` DataFrame).
+    Each round's result is cached (appended to ``cached``). Returns ``(top-k DataFrame, {rounds, n_top, retried})``."""
     n_top = max(int(first_n if first_n is not None else RRF_FIRST_N), k)
     blocks, parts, rounds, retried = movie_blocks, [], 0, 0
     while True:
         rounds += 1
         complete = n_top >= n_books
-        cands = pairs_of(blocks).mapInArrow(_rrf_scorer(dim, vocab, n_top, kernel), RRF_CANDIDATE_SCHEMA)
+        cands = candidates_of(blocks, n_top)
         fused = fuse_candidates(cands, k, n_top, rrf_k, complete).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(fused)
         unproven = fused.filter(F.col("rank") == 0).select(F.col("movie_id").alias("id"))

@@ -5,6 +5,7 @@ import logging
 
 from pyspark.sql import SparkSession
 
+from lfr.settings import Settings
 from lfr.spark.delta import is_delta_table, register_table, register_tables
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,12 @@ def _title_table(spark: SparkSession, t, domain: str):
 
 
 def register_recommendations(spark: SparkSession, cfg) -> list[str]:
-    """Register every existing table of ``cfg['tables']`` plus the view; returns the names (idempotent)."""
-    names = register_tables(spark, cfg)
-    t = cfg["tables"]
+    """Register every existing table of the ``tables`` settings plus the view; returns the names (idempotent).
+
+    ``cfg``: the typed :class:`lfr.settings.Settings` or the merged config mapping (``jobs/sql.py``).
+    """
+    t = cfg.tables.as_dict() if isinstance(cfg, Settings) else cfg["tables"]
+    names = register_tables(spark, {"tables": t})
     db = t["database"]
     needed = [t["recommendations"], _title_table(spark, t, "movie"), _title_table(spark, t, "book")]
     if all(spec is not None and is_delta_table(spark, spec["path"]) for spec in needed):

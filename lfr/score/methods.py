@@ -1,0 +1,296 @@
+"""Scoring methods as strategies: one object per ``score.method`` (and ``score.fusion`` for the hybrid).
+
+A strategy owns everything that differs between methods, so the job (:mod:`lfr.score.job`) never asks
+which method it runs::
+
+    method = scoring_method(settings.score)      # the one dispatch: (method, fusion) -> strategy
+    method.tables                                # the input tables it reads
+    inputs = method.prepare(frames, settings.score)   # filters, version checks, what its blocks carry
+    top = method.topk(blocks, k, kernel, cached) # its kernel over every block pair -> top-k per movie (lazy)
+    method.params()                              # what the table records per run (``method_params``)
+
+=================  =====================  ==========================================================
+strategy           ``(method, fusion)``   block-pair kernel
+=================  =====================  ==========================================================
+:class:`Dense`     ``(dense, -)``         :func:`lfr.score.kernel.block_topk` (embedding cosine)
+:class:`Lexical`   ``(lexical, -)``       :func:`lfr.score.sparse.sparse_topk` (lexical cosine)
+:class:`Convex`    ``(hybrid, convex)``   :func:`lfr.score.hybrid.hybrid_topk` after the per-movie statistics
+:class:`Rrf`       ``(hybrid, rrf)``      :func:`lfr.score.hybrid.rrf_block_candidates`, fused by :mod:`lfr.score.rrf`
+=================  =====================  ==========================================================
+
+Every kernel takes the decoded :class:`lfr.score.blocks.BlockPair` (decoded once per pair by
+``iter_block_pairs``); every strategy is built from :class:`lfr.settings.ScoreSettings` only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, ClassVar, Optional
+
+from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame
+
+from lfr.config import ConfigError
+from lfr.score.blocks import (
+    CANDIDATE_SCHEMA,
+    BlockPair,
+    Blocks,
+    BlockSpec,
+    dense_moments,
+    lexical_moments,
+    map_pairs,
+    merge_candidates,
+    with_coefficients,
+)
+from lfr.score.checks import (
+    EMBEDDING_COLUMNS,
+    LEXICAL_COLUMNS,
+    ScoringError,
+    check_hybrid_inputs,
+    check_inputs,
+    check_lexical_inputs,
+    require_columns,
+)
+from lfr.score.sides import Sides, check_missing_side, count_sides, pair_sides, paired_rows, report_sides
+from lfr.settings import ScoreSettings
+
+log = logging.getLogger(__name__)
+
+METHODS = ("dense", "lexical", "hybrid")
+FUSIONS = ("convex", "rrf")
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The input tables of a run; a method reads the ones it needs (the others may be None)."""
+    movies: Optional[DataFrame]             # embeddings
+    books: Optional[DataFrame]
+    movie_lexical: Optional[DataFrame]      # lexical features
+    book_lexical: Optional[DataFrame]
+
+
+@dataclass
+class Inputs:
+    """Checked inputs of one run: rows to block (id + features) and their versions."""
+    movies: DataFrame
+    books: DataFrame
+    model_version: Optional[str]
+    lexical_version: Optional[str]
+    vocab_size: Optional[int]
+    movie_rows: int
+    book_rows: int
+    spec: BlockSpec                  # what a block carries (lfr.score.blocks)
+    sides: Optional[Sides] = None    # hybrid: the ids with one side only (lfr.score.sides)
+
+
+def _filtered(df: DataFrame, predicate: Optional[str], what: str) -> DataFrame:
+    """``df`` filtered by the SQL ``predicate`` (None: unchanged), or an error naming the input it fails on."""
+    if not predicate:
+        return df
+    try:
+        return df.filter(predicate)
+    except AnalysisException as exc:
+        raise ScoringError(f"filter {predicate!r} cannot be evaluated on the {what} (columns {df.columns}): "
+                           f"{str(exc).splitlines()[0]}") from exc
+
+
+def _sides(movies: Optional[DataFrame], books: Optional[DataFrame], score: ScoreSettings, kind: str,
+           columns: tuple) -> tuple[DataFrame, DataFrame]:
+    """Both domains' tables of one kind, required, filtered (``score.movie_filter`` / ``book_filter``: every
+    table a method reads, so the hybrid never counts an item a filter removes as one-sided) and narrowed."""
+    m = _filtered(require_columns(movies, f"movie {kind}"), score.movie_filter, f"movie {kind}")
+    b = _filtered(require_columns(books, f"book {kind}"), score.book_filter, f"book {kind}")
+    return m.select(*columns), b.select(*columns)
+
+
+class ScoringMethod(ABC):
+    """One scoring method: its input tables, what its blocks carry, its block-pair kernel, how candidates
+    become the top-k, and the parameters the table records. Built by :func:`scoring_method`."""
+    name: ClassVar[str]
+    reads_dense: ClassVar[bool]
+    reads_lexical: ClassVar[bool]
+
+    @classmethod
+    def from_settings(cls, score: ScoreSettings) -> "ScoringMethod":
+        return cls()
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The ``tables.*`` keys the method reads."""
+        return ((("movie_embeddings", "book_embeddings") if self.reads_dense else ())
+                + (("movie_lexical", "book_lexical") if self.reads_lexical else ()))
+
+    def params(self) -> dict:
+        """The method's settings as recorded per run (``method_params``)."""
+        return {"score": "cosine"}
+
+    def params_json(self) -> str:
+        return json.dumps(self.params(), sort_keys=True)
+
+    @abstractmethod
+    def prepare(self, frames: Frames, score: ScoreSettings) -> Inputs:
+        """Filters, version checks (one Spark job) and the rows to block."""
+
+    @abstractmethod
+    def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
+        """Worker side: the method's kernel (or ``kernel``, its stand-in) on one block pair, ``n`` per movie."""
+
+    def movie_blocks(self, blocks: Blocks, cached: list) -> DataFrame:
+        """The movie blocks the kernel reads (the hybrid adds its per-movie coefficients)."""
+        return blocks.movies
+
+    def topk(self, blocks: Blocks, k: int, kernel: Optional[Callable], cached: list) -> DataFrame:
+        """The kernel over every block pair, merged into ``movie_id, rank, book_id, score`` (lazy). Blocks it
+        caches on the way are appended to ``cached`` for the caller to release."""
+        pairs = blocks.pairs(self.movie_blocks(blocks, cached))
+        cands = map_pairs(pairs, partial(self.pair_kernel, n=k, kernel=kernel), blocks.dim, blocks.vocab,
+                          CANDIDATE_SCHEMA)
+        return merge_candidates(cands, k)
+
+
+@dataclass(frozen=True)
+class Dense(ScoringMethod):
+    """``score.method: dense``: the cosine of the embeddings (:mod:`lfr.score.kernel`)."""
+    name: ClassVar[str] = "dense"
+    reads_dense: ClassVar[bool] = True
+    reads_lexical: ClassVar[bool] = False
+
+    def prepare(self, frames: Frames, score: ScoreSettings) -> Inputs:
+        movies, books = _sides(frames.movies, frames.books, score, "embeddings", EMBEDDING_COLUMNS)
+        mv, m_rows, b_rows = check_inputs(movies, books)
+        return Inputs(movies, books, mv, None, None, m_rows, b_rows, BlockSpec(True, None, False))
+
+    def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
+        from lfr.score.kernel import block_topk
+
+        return (kernel or block_topk)(pair.q, pair.b, n, **pair.kernel_args)
+
+
+@dataclass(frozen=True)
+class Lexical(ScoringMethod):
+    """``score.method: lexical``: the cosine of the lexical rows (:mod:`lfr.score.sparse`)."""
+    name: ClassVar[str] = "lexical"
+    reads_dense: ClassVar[bool] = False
+    reads_lexical: ClassVar[bool] = True
+
+    def prepare(self, frames: Frames, score: ScoreSettings) -> Inputs:
+        ml, bl = _sides(frames.movie_lexical, frames.book_lexical, score, "lexical features", LEXICAL_COLUMNS)
+        lv, vocab, m_rows, b_rows = check_lexical_inputs(ml, bl)
+        return Inputs(ml, bl, None, lv, vocab, m_rows, b_rows, BlockSpec(False, vocab, False))
+
+    def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
+        from lfr.score.sparse import sparse_topk
+
+        return (kernel or sparse_topk)(pair.qa, pair.ba, n, **pair.kernel_args)
+
+
+@dataclass(frozen=True)
+class Hybrid(ScoringMethod):
+    """``score.method: hybrid``: both sides of every item, paired by id (:mod:`lfr.score.sides`)."""
+    missing_side: str
+    name: ClassVar[str] = "hybrid"
+    reads_dense: ClassVar[bool] = True
+    reads_lexical: ClassVar[bool] = True
+
+    def prepare(self, frames: Frames, score: ScoreSettings) -> Inputs:
+        """One check job over the four tables, the ids with one side only counted, then refused or kept
+        (``score.missing_side``), each item's two rows paired by id."""
+        movies, books = _sides(frames.movies, frames.books, score, "embeddings", EMBEDDING_COLUMNS)
+        ml, bl = _sides(frames.movie_lexical, frames.book_lexical, score, "lexical features", LEXICAL_COLUMNS)
+        (mv, _, _), (lv, vocab, _, _) = check_hybrid_inputs(movies, books, ml, bl)
+        sides = count_sides(movies, ml, books, bl, self.missing_side)
+        report_sides(sides)
+        fill = self.missing_side == "use_present" and sides.one_sided > 0
+        return Inputs(pair_sides(movies, ml, sides), pair_sides(books, bl, sides), mv, lv, vocab,
+                      paired_rows(sides.movies, self.missing_side), paired_rows(sides.books, self.missing_side),
+                      BlockSpec(True, vocab, fill), sides)
+
+
+@dataclass(frozen=True)
+class Convex(Hybrid):
+    """``fusion: convex``: ``alpha z(dense) + (1 - alpha) z(lexical)``, z-scores per movie over all books
+    (:mod:`lfr.score.hybrid`)."""
+    alpha: float
+
+    @classmethod
+    def from_settings(cls, score: ScoreSettings) -> "Convex":
+        return cls(missing_side=score.missing_side, alpha=float(score.alpha))
+
+    def params(self) -> dict:
+        return {"fusion": "convex", "alpha": float(self.alpha),
+                "normalisation": "z-score per movie over all scored books"}
+
+    def movie_blocks(self, blocks: Blocks, cached: list) -> DataFrame:
+        """Each movie's statistics over all books (lexical moments pass + the book side's dense moments),
+        its fusion coefficients stored in its block (cached)."""
+        lex = lexical_moments(blocks.pairs(), blocks.vocab)
+        book_sum, gram = dense_moments(blocks.books, blocks.dim)
+        movie_blocks = with_coefficients(blocks.movies, lex, float(self.alpha), blocks.bs.rows, book_sum, gram,
+                                         blocks.dim).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(movie_blocks)
+        return movie_blocks
+
+    def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
+        from lfr.score.hybrid import hybrid_topk
+
+        return (kernel or hybrid_topk)(pair.q, pair.b, pair.qa, pair.ba, pair.coef, n, **pair.kernel_args)
+
+
+@dataclass(frozen=True)
+class Rrf(Hybrid):
+    """``fusion: rrf``: ``1/(rrf_k + r_dense) + 1/(rrf_k + r_lexical)`` over global competition ranks
+    (:mod:`lfr.score.rrf`: rounds of candidates, a per-movie proof, retries with more candidates)."""
+    rrf_k: int
+
+    @classmethod
+    def from_settings(cls, score: ScoreSettings) -> "Rrf":
+        return cls(missing_side=score.missing_side, rrf_k=int(score.rrf_k))
+
+    def params(self) -> dict:
+        return {"fusion": "rrf", "rrf_k": int(self.rrf_k),
+                "ranks": "competition ranks per method over all scored books (ties share the best)"}
+
+    def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
+        """Per movie row: the block's top-``n`` books by dense and by lexical, with both exact scores."""
+        from lfr.score.hybrid import rrf_block_candidates
+
+        return (kernel or rrf_block_candidates)(pair.q, pair.b, pair.qa, pair.ba, n, **pair.kernel_args)
+
+    def topk(self, blocks: Blocks, k: int, kernel: Optional[Callable], cached: list) -> DataFrame:
+        from lfr.score.rrf import RRF_CANDIDATE_SCHEMA, rrf_topk
+
+        def candidates_of(movie_blocks: DataFrame, n_top: int) -> DataFrame:
+            return map_pairs(blocks.pairs(movie_blocks), partial(self.pair_kernel, n=n_top, kernel=kernel),
+                             blocks.dim, blocks.vocab, RRF_CANDIDATE_SCHEMA)
+
+        merged, info = rrf_topk(blocks.movies, candidates_of, blocks.rebuild, k=k, rrf_k=int(self.rrf_k),
+                                n_books=blocks.bs.rows, cached=cached)
+        log.info("score rrf: exact top-%d proven in %d round(s) (%d movie(s) retried, last n=%d)", k,
+                 info["rounds"], info["retried"], info["n_top"])
+        return merged
+
+
+#: the one dispatch: ``(score.method, score.fusion)`` (fusion only for the hybrid) -> strategy
+STRATEGIES: dict[tuple[str, Optional[str]], type[ScoringMethod]] = {
+    ("dense", None): Dense, ("lexical", None): Lexical, ("hybrid", "convex"): Convex, ("hybrid", "rrf"): Rrf,
+}
+
+
+def scoring_method(score: ScoreSettings) -> ScoringMethod:
+    """The strategy of ``score.method`` / ``score.fusion`` with its settings; bad values are a ``ConfigError``
+    naming the key (exit code 2)."""
+    if score.method not in METHODS:
+        raise ConfigError(f"score.method must be one of {METHODS}, got {score.method!r}")
+    if score.fusion not in FUSIONS:
+        raise ConfigError(f"score.fusion must be one of {FUSIONS}, got {score.fusion!r}")
+    if not 0.0 <= float(score.alpha) <= 1.0:
+        raise ConfigError(f"score.alpha must be in [0, 1], got {score.alpha}")
+    for key in ("k", "movie_block_rows", "book_block_rows"):
+        if int(getattr(score, key)) <= 0:
+            raise ConfigError(f"score.{key} must be positive, got {getattr(score, key)}")
+    check_missing_side(score.missing_side)
+    return STRATEGIES[(score.method, score.fusion if score.method == "hybrid" else None)].from_settings(score)
