@@ -26,10 +26,10 @@ def main(ctx: JobContext) -> int:
     log.info("driver imports lfr from %s", lfr.__file__)
     for line in _where_executors_import_lfr(ctx.spark):
         log.info("executors import lfr from %s", line)
-    path = ctx.cfg["paths"]["warehouse"] + "/smoke"
+    path = ctx.settings.paths.warehouse + "/smoke"
     df = ctx.spark.range(10).selectExpr("id", "id * id AS square")
     write_table(df, path, mode="overwrite")
-    name = register_table(ctx.spark, ctx.cfg["tables"]["database"], "smoke", path)
+    name = register_table(ctx.spark, ctx.settings.tables.database, "smoke", path)
     total = ctx.spark.sql(f"SELECT sum(square) AS s FROM {name}").first()["s"]
     log.info("wrote Delta table %s at %s; sum(square) = %s", name, path, total)
     if total != 285:

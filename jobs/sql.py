@@ -27,7 +27,7 @@ def main(ctx: JobContext) -> int:
     from lfr.score import register_recommendations
     from lfr.score.sql import run_statements, split_sql
 
-    names = register_recommendations(ctx.spark, ctx.cfg)
+    names = register_recommendations(ctx.spark, ctx.settings)
     log.info("registered: %s", ", ".join(names) or "(no tables yet: run the pipeline first)")
     if ctx.args.file is not None and not Path(ctx.args.file).is_file():
         log.error("no SQL file %s", ctx.args.file)
