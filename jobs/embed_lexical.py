@@ -19,10 +19,10 @@ def add_args(parser) -> None:
 
 def main(ctx: JobContext) -> int:
     from lfr.lexical.pipeline import lexicalize
-    from lfr.spark.guards import Guards
+    from lfr.settings import with_values
 
-    guards = Guards.from_settings(ctx.settings.guards, allow_deletes=ctx.args.allow_deletes)
-    stats = lexicalize(ctx.spark, ctx.cfg, refit=ctx.args.refit, full=ctx.args.full, guards=guards)
+    settings = with_values(ctx.settings, {"guards.allow_deletes": True if ctx.args.allow_deletes else None})
+    stats = lexicalize(ctx.spark, settings, refit=ctx.args.refit, full=ctx.args.full)
     log.info("lexical features: %s", stats.as_dict())
     return EXIT_OK
 

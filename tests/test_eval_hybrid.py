@@ -106,13 +106,14 @@ def test_tune_alpha_picks_the_best_mrr_and_breaks_ties_towards_half():
 
 
 def test_lexical_method_is_the_product_model():
-    from lfr.lexical import LexicalModel, LexicalSettings
+    from lfr.lexical import LexicalModel
+    from lfr.settings import load_settings, with_values
 
     movies = pd.DataFrame({"id": ["m0", "m1"], "description": ["The wizard of Hogwarts", "Corleone crime family"]})
     books = pd.DataFrame({"id": ["b0", "b1", "b2"],
                           "description": ["Hogwarts wizard school", "A crime family: the Corleone", None]})
     corpus = baselines.descriptions(movies) + baselines.descriptions(books)
-    s = LexicalSettings(weighting="tfidf", min_df=1)
+    s = with_values(load_settings().lexical, {"weighting": "tfidf", "min_df": 1})
     method = lexical_method(corpus, s)
     model = LexicalModel.fit_texts(corpus, s)
     expected = (model.transform(corpus[:2]) @ model.transform(corpus[2:]).T).toarray()
@@ -144,7 +145,9 @@ class _FakeModel:
 def test_standard_methods_add_fusion_rows_on_the_trained_model_else_text_only():
     movies, books, links, _, _ = _conflicting_catalog()
     corpus = ["alpha beta gamma", "beta gamma delta"]
-    lex = lexical_method(corpus, None)
+    from lfr.settings import load_settings
+
+    lex = lexical_method(corpus, load_settings().lexical)
     base = _FakeModel()
     rows = standard_methods(corpus, base, None, lexical=lex, train_links=links, catalog=(movies, books))
     names = [m.name for m in rows]

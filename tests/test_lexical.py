@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from lfr.config import ConfigError
 from lfr.lexical import LexicalModel, LexicalSettings, idf_weights, tokenize, weight_counts
+from lfr.settings import load_settings, with_values
+
+BASE = load_settings().lexical          # conf/lfr.yaml's lexical section: the only defaults
+MIN = BASE.min_token_length
+
+
+def lex(**values) -> LexicalSettings:
+    """The yaml's lexical settings with ``values`` changed."""
+    return with_values(BASE, values)
+
 
 DOCS = [
     "Harry Potter goes to Hogwarts, Hogwarts again and again.",
@@ -59,19 +70,20 @@ def test_weighting_equals_brute_force(scheme):
 
 
 def test_tokenize_lowercases_and_drops_stop_words_and_short_tokens():
-    assert tokenize("The Corleone family, Amélie's l'amour: a B 42!") == ["corleone", "family", "amélie", "amour", "42"]
-    assert tokenize(None) == [] and tokenize("") == []
+    assert tokenize("The Corleone family, Amélie's l'amour: a B 42!", MIN) == ["corleone", "family", "amélie", "amour",
+                                                                              "42"]
+    assert tokenize(None, MIN) == [] and tokenize("", MIN) == []
 
 
 def test_fit_texts_vocabulary_rules_and_features():
-    s = LexicalSettings(weighting="bm25", min_df=2)
+    s = lex(weighting="bm25", min_df=2)
     m = LexicalModel.fit_texts(DOCS, s)
-    docs = [set(tokenize(d)) for d in DOCS]
+    docs = [set(tokenize(d, MIN)) for d in DOCS]
     expected = {t for t in set().union(*docs) if sum(t in d for d in docs) >= 2}
     assert set(m.vocabulary) == expected and "hogwarts" in expected and "amélie" not in expected
     assert m.n_docs == len(DOCS)
     assert m.df.tolist() == [sum(t in d for d in docs) for t in m.vocabulary]
-    in_vocab = sum(1 for d in DOCS for t in tokenize(d) if t in expected)
+    in_vocab = sum(1 for d in DOCS for t in tokenize(d, MIN) if t in expected)
     assert m.avgdl == pytest.approx(in_vocab / len(DOCS))
     x = m.transform(DOCS)
     assert x.shape == (len(DOCS), len(m.vocabulary))
@@ -79,24 +91,25 @@ def test_fit_texts_vocabulary_rules_and_features():
     cos = (x @ x.T).toarray()
     assert cos[0, 2] > 0 and cos[0, 1] == 0                   # Hogwarts shared, nothing with Corleone
     # max_df as a fraction drops terms in more than that share of the documents
-    assert "hogwarts" not in LexicalModel.fit_texts(DOCS, LexicalSettings(min_df=1, max_df=0.25)).vocabulary
+    assert "hogwarts" not in LexicalModel.fit_texts(DOCS, lex(min_df=1, max_df=0.25)).vocabulary
 
 
 def test_save_load_roundtrip_and_versions(tmp_path):
-    s = LexicalSettings(weighting="tfidf", min_df=1)
+    s = lex(weighting="tfidf", min_df=1)
     m = LexicalModel.fit_texts(DOCS, s)
     loaded = LexicalModel.load(m.save(str(tmp_path / "m")))
     assert loaded.version == m.version and loaded.vocabulary == m.vocabulary
+    assert loaded.settings == s and isinstance(loaded.settings, LexicalSettings)   # model.json round-trips
     np.testing.assert_array_equal(np.load(tmp_path / "m" / "idf.npy"), m.idf)
     # another vocabulary, other weighting, other idf -> other versions
     assert LexicalModel.fit_texts(DOCS[:4], s).version != m.version
-    assert LexicalModel.fit_texts(DOCS, LexicalSettings(weighting="bm25", min_df=1)).version != m.version
+    assert LexicalModel.fit_texts(DOCS, lex(weighting="bm25", min_df=1)).version != m.version
     assert LexicalModel.fit_texts(DOCS + ["hogwarts"], s).version != m.version
     assert LexicalModel.fit_texts(list(DOCS), s).version == m.version   # deterministic
 
 
 def test_load_refuses_a_tampered_model(tmp_path):
-    m = LexicalModel.fit_texts(DOCS, LexicalSettings(min_df=1))
+    m = LexicalModel.fit_texts(DOCS, lex(min_df=1))
     folder = m.save(str(tmp_path / "m"))
     df = m.df.copy()
     df[0] += 1
@@ -105,17 +118,18 @@ def test_load_refuses_a_tampered_model(tmp_path):
         LexicalModel.load(folder)
 
 
-def test_settings_from_cfg():
-    assert LexicalSettings.from_cfg({"lexical": {"weighting": "tfidf", "min_df": 3}}).min_df == 3
-    assert LexicalSettings.from_cfg({}) == LexicalSettings()
-    with pytest.raises(ValueError, match="weighting"):
-        LexicalSettings.from_cfg({"lexical": {"weighting": "bm26"}})
-    with pytest.raises(ValueError, match="unknown"):
-        LexicalSettings.from_cfg({"lexical": {"mindf": 3}})
+def test_settings_come_from_the_yaml_and_are_checked():
+    assert isinstance(BASE, LexicalSettings) and BASE.weighting == "bm25" and BASE.min_df == 2
+    assert load_settings(overrides=["lexical.weighting=tfidf", "lexical.min_df=3"]).lexical == lex(weighting="tfidf",
+                                                                                                   min_df=3)
+    with pytest.raises(ConfigError, match="lexical.weighting"):
+        LexicalModel.fit_texts(DOCS, lex(weighting="bm26"))
+    with pytest.raises(ConfigError, match="mindf"):
+        load_settings(overrides=["lexical.mindf=3"])
 
 
 def test_counts_ignore_unknown_terms():
-    m = LexicalModel.fit_texts(["alpha beta", "beta gamma"], LexicalSettings(min_df=1))
+    m = LexicalModel.fit_texts(["alpha beta", "beta gamma"], lex(min_df=1))
     c = m.counts(["beta beta delta"])
     assert c.nnz == 1 and c[0, m.index["beta"]] == 2
-    assert Counter(tokenize("beta beta delta")) == Counter({"beta": 2, "delta": 1})
+    assert Counter(tokenize("beta beta delta", MIN)) == Counter({"beta": 2, "delta": 1})

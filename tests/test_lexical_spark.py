@@ -8,10 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lfr.lexical import LEXICAL_SCHEMA, LexicalModel, LexicalSettings, tokenize
+from lfr.lexical import LEXICAL_SCHEMA, LexicalModel, tokenize
 from lfr.lexical.features import featurize, fit_model, terms
 from lfr.lexical.stopwords import ENGLISH
-from lfr.spark.guards import Guards, ShrinkRefused
+from lfr.settings import load_settings, with_values
+from lfr.spark.guards import ShrinkRefused
+
+BASE = load_settings().lexical          # conf/lfr.yaml's lexical section
 
 TRICKY = ["Harry Potter goes to Hogwarts, HOGWARTS!", "Amélie's café: l'amour, naïve façade", "don't I x y 42 007",
           "tabs\tand\nnewlines — dashes–and_underscores", "Ünïcödé ŒUVRE straße İstanbul", "", None]
@@ -43,14 +46,14 @@ def test_spark_stop_words_are_the_shipped_list(spark):
 def test_spark_terms_equal_driver_tokenizer(spark):
     texts = _sample_texts()
     df = spark.createDataFrame(list(enumerate(texts)), "i int, description string")
-    got = {r["i"]: list(r["_lex_terms"]) for r in terms(df, LexicalSettings()).collect()}
+    got = {r["i"]: list(r["_lex_terms"]) for r in terms(df, BASE).collect()}
     for i, t in enumerate(texts):
-        assert got[i] == tokenize(t), t
+        assert got[i] == tokenize(t, BASE.min_token_length), t
 
 
 def test_spark_fit_and_features_equal_driver(spark):
     texts = [t for t in _sample_texts() if t is not None] + [None]
-    s = LexicalSettings(weighting="bm25", min_df=2)
+    s = with_values(BASE, {"weighting": "bm25", "min_df": 2})
     df = spark.createDataFrame([(str(i), f"t{i}", t, "h") for i, t in enumerate(texts)],
                                "id string, title string, description string, content_hash string")
     model = fit_model(spark, df, s)
@@ -67,11 +70,10 @@ def test_spark_fit_and_features_equal_driver(spark):
         np.testing.assert_allclose(r["term_weights"], row.data, rtol=1e-6)
 
 
-def _cfg(tmp_path, **lexical):
-    wh = tmp_path / "wh"
-    tables = {k: {"name": k, "path": str(wh / k)} for k in ("movies", "books", "movie_lexical", "book_lexical")}
-    return {"paths": {"work_dir": str(tmp_path / "work")}, "tables": {"database": "lfr_lex_test", **tables},
-            "lexical": {"weighting": "bm25", "min_df": 1, **lexical}}
+def _settings(tmp_path, *overrides):
+    return load_settings(overrides=[f"paths.work_dir={tmp_path / 'work'}", f"paths.warehouse={tmp_path / 'wh'}",
+                                    "tables.database=lfr_lex_test", "lexical.weighting=bm25", "lexical.min_df=1",
+                                    *overrides])
 
 
 def _commits(spark, path) -> int:
@@ -88,16 +90,16 @@ def test_incremental_pipeline(spark, tmp_path):
     from lfr.lexical.pipeline import CatalogTableMissing, lexicalize
     from lfr.spark.delta import write_table
 
-    cfg = _cfg(tmp_path)
+    cfg = _settings(tmp_path)
     with pytest.raises(CatalogTableMissing, match="embed_movies"):
         lexicalize(spark, cfg)
     movies = [("m1", "HP", "A wizard boy at Hogwarts school"), ("m2", "GF", "The Corleone family"),
               ("m3", "X", "Paris in spring")]
     books = [("b1", "HP book", "Hogwarts and a wizard"), ("b2", "GF book", "Corleone crime family saga"),
              ("b3", "Y", "Spring gardens")]
-    write_table(_catalog(spark, movies), cfg["tables"]["movies"]["path"], mode="overwrite")
-    write_table(_catalog(spark, books), cfg["tables"]["books"]["path"], mode="overwrite")
-    mpath, bpath = cfg["tables"]["movie_lexical"]["path"], cfg["tables"]["book_lexical"]["path"]
+    write_table(_catalog(spark, movies), cfg.tables.movies.path, mode="overwrite")
+    write_table(_catalog(spark, books), cfg.tables.books.path, mode="overwrite")
+    mpath, bpath = cfg.tables.movie_lexical.path, cfg.tables.book_lexical.path
 
     first = lexicalize(spark, cfg)
     assert first.refitted and first.domains["movies"]["featurized"] == 3
@@ -116,11 +118,11 @@ def test_incremental_pipeline(spark, tmp_path):
 
     # one description changed, one film gone: only that row recomputed, the other deleted, one commit
     movies2 = [("m1", "HP", "A wizard boy at Hogwarts school"), ("m2", "GF", "The Corleone family crime saga")]
-    write_table(_catalog(spark, movies2), cfg["tables"]["movies"]["path"], mode="overwrite")
+    write_table(_catalog(spark, movies2), cfg.tables.movies.path, mode="overwrite")
     with pytest.raises(ShrinkRefused, match="movie_lexical: 3 rows before, 2 after, 1 deleted"):
         lexicalize(spark, cfg)                                  # a third of the table: the guards refuse ...
     assert _commits(spark, mpath) == commits[0]
-    third = lexicalize(spark, cfg, guards=Guards(0.02, None, allow_deletes=True))   # ... until it is accepted
+    third = lexicalize(spark, with_values(cfg, {"guards.allow_deletes": True}))   # ... until it is accepted
     assert third.domains["movies"] == {"featurized": 1, "deleted": 1, "unchanged": 1, "table_written": True}
     assert _commits(spark, mpath) == commits[0] + 1 and _commits(spark, bpath) == commits[1]
     after = _table(spark, mpath)
@@ -134,8 +136,20 @@ def test_incremental_pipeline(spark, tmp_path):
     assert fourth.refitted and fourth.lexical_version != first.lexical_version
     assert fourth.domains["books"]["featurized"] == 3 and fourth.domains["movies"]["featurized"] == 2
     assert {r["lexical_version"] for r in _table(spark, bpath).values()} == {fourth.lexical_version}
-    pointer = json.load(open(os.path.join(cfg["paths"]["work_dir"], "lexical", "current.json")))
+    pointer = json.load(open(os.path.join(cfg.paths.work_dir, "lexical", "current.json")))
     assert pointer["version"] == fourth.lexical_version
     # changed settings refit without --refit
-    fifth = lexicalize(spark, _cfg(tmp_path, weighting="tfidf"))
+    tfidf = _settings(tmp_path, "lexical.weighting=tfidf")
+    fifth = lexicalize(spark, tfidf)
     assert fifth.refitted and fifth.lexical_version != fourth.lexical_version
+
+    # a feature table of an older schema: an error naming --full, which rewrites it
+    from lfr.spark.delta import TableSchemaError
+
+    old = spark.read.format("delta").load(mpath).drop("vocab_size")
+    write_table(old, mpath, mode="overwrite", overwrite_schema=True)
+    with pytest.raises(TableSchemaError, match=r"(?s)movie_lexical.*missing column 'vocab_size'.*--full"):
+        lexicalize(spark, tfidf)
+    sixth = lexicalize(spark, tfidf, full=True)
+    assert sixth.domains["movies"] == {"featurized": 2, "deleted": 0, "unchanged": 0, "table_written": True}
+    assert [f.name for f in spark.read.format("delta").load(mpath).schema.fields] == LEXICAL_SCHEMA.names

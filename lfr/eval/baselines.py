@@ -115,12 +115,12 @@ def tfidf_method(corpus: Sequence[str]) -> Method:
     return Method("tfidf", "TF-IDF of descriptions (scikit-learn), cosine", embed)
 
 
-def lexical_method(corpus: Sequence[str], settings=None) -> Method:
+def lexical_method(corpus: Sequence[str], settings) -> Method:
     """The product's lexical features (``lfr.lexical``), fitted on ``corpus`` (all catalog descriptions)
-    exactly as ``jobs/embed_lexical.py`` fits them in Spark (tested equal); cosine of the rows."""
-    from lfr.lexical import LexicalModel, LexicalSettings
+    exactly as ``jobs/embed_lexical.py`` fits them in Spark (tested equal); cosine of the rows.
+    ``settings``: ``lfr.settings.LexicalSettings`` (``lexical:`` in conf/lfr.yaml)."""
+    from lfr.lexical import LexicalModel
 
-    settings = settings if settings is not None else LexicalSettings()
     model = LexicalModel.fit_texts(list(corpus), settings)
     memo: dict[str, object] = {}
 

@@ -19,9 +19,10 @@ from pyspark.ml.feature import CountVectorizer, CountVectorizerModel, RegexToken
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lfr.lexical.model import TOKEN_PATTERN, LexicalModel, LexicalSettings
+from lfr.lexical.model import TOKEN_PATTERN, LexicalModel, check_settings
 from lfr.lexical.stopwords import ENGLISH
 from lfr.lexical.weighting import counts_matrix
+from lfr.settings import LexicalSettings
 
 _TERMS, _COUNTS = "_lex_terms", "_lex_counts"
 FEATURE_COLUMNS = "id string, title string, term_indices array<int>, term_weights array<float>, content_hash string"
@@ -40,6 +41,7 @@ def fit_model(spark: SparkSession, texts: DataFrame, settings: LexicalSettings) 
     """Fit on ``texts`` (a ``description`` column; the union of both catalogs): vocabulary with
     Spark's CountVectorizer, then per-term document frequencies and the mean in-vocabulary length
     with two aggregations (vocabulary-sized results only)."""
+    check_settings(settings)
     docs = terms(texts.select("description"), settings).select(_TERMS).persist()
     cv = CountVectorizer(inputCol=_TERMS, outputCol=_COUNTS, minDF=float(settings.min_df),
                          vocabSize=int(settings.vocab_size))

@@ -7,6 +7,9 @@ Spark's ``RegexTokenizer(pattern=TOKEN_PATTERN, gaps=False, minTokenLength)`` fo
 between the two fits (Spark orders the vocabulary by corpus frequency), so the product's tables
 and the evaluation agree on every cosine, not on index numbers.
 
+Settings: ``lfr.settings.LexicalSettings`` (``lexical:`` in conf/lfr.yaml), the same object the
+job, the evaluation and a model's saved ``model.json`` use (``load`` reads it back with the same checks).
+
 ``version``: sha256 of the settings, vocabulary and document frequencies (hence idf) -- any change
 of them is a new ``lexical_version``, and the feature tables are recomputed.
 """
@@ -19,14 +22,16 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from lfr.config import ConfigError
 from lfr.lexical.stopwords import ENGLISH
 from lfr.lexical.weighting import SCHEMES, idf_weights, weight_counts
+from lfr.settings import LexicalSettings, parse_section
 
 # Java regex for Spark's RegexTokenizer; (?U) makes \w Unicode-aware (Amélie stays one word).
 TOKEN_PATTERN = r"(?U)\w+"
@@ -59,36 +64,21 @@ def _py_token() -> re.Pattern:
 _STOP = frozenset(ENGLISH)
 
 
-@dataclass(frozen=True)
-class LexicalSettings:
-    """``lexical:`` in conf/lfr.yaml."""
-    weighting: str = "bm25"      # tfidf | bm25
-    min_df: int = 2              # a term must occur in >= min_df descriptions of the union of both catalogs
-    max_df: float = 1.0          # ... and in at most this fraction of them (1.0: no limit)
-    vocab_size: int = 262144     # most frequent terms kept (CountVectorizer vocabSize)
-    min_token_length: int = 2
-    k1: float = 1.2              # bm25 tf saturation
-    b: float = 0.75              # bm25 length normalisation
-
-    @classmethod
-    def from_cfg(cls, cfg: Mapping | None) -> "LexicalSettings":
-        raw = dict((cfg or {}).get("lexical") or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown lexical settings {unknown} (known: {sorted(known)})")
-        s = cls(**{k: v for k, v in raw.items() if v is not None})
-        if s.weighting not in SCHEMES:
-            raise ValueError(f"lexical.weighting must be one of {SCHEMES}, got {s.weighting!r}")
-        return s
-
-    def fit_key(self) -> dict:
-        """Everything the fitted model and its weights depend on."""
-        return asdict(self)
+def check_settings(settings: LexicalSettings) -> LexicalSettings:
+    """``settings`` if the lexical model can use them, else a ``ConfigError`` naming the key."""
+    if settings.weighting not in SCHEMES:
+        raise ConfigError(f"lexical.weighting must be one of {SCHEMES}, got {settings.weighting!r}")
+    return settings
 
 
-def tokenize(text: str | None, min_token_length: int = 2) -> list[str]:
-    """Terms of one text, as RegexTokenizer + StopWordsRemover produce them in Spark."""
+def fit_key(settings: LexicalSettings) -> dict:
+    """Everything the fitted model and its weights depend on: the ``lexical`` settings."""
+    return settings.as_dict()
+
+
+def tokenize(text: str | None, min_token_length: int) -> list[str]:
+    """Terms of one text, as RegexTokenizer + StopWordsRemover produce them in Spark
+    (``min_token_length``: ``lexical.min_token_length``)."""
     if not isinstance(text, str):
         return []
     return [t for t in _py_token().findall(text.lower()) if len(t) >= min_token_length and t not in _STOP]
@@ -103,13 +93,16 @@ class LexicalModel:
     avgdl: float                 # mean in-vocabulary tokens per document of the fit
     _index: dict = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        check_settings(self.settings)
+
     @property
     def idf(self) -> np.ndarray:
         return idf_weights(self.df, self.n_docs, self.settings.weighting)
 
     @property
     def version(self) -> str:
-        h = hashlib.sha256(json.dumps(self.settings.fit_key(), sort_keys=True).encode())
+        h = hashlib.sha256(json.dumps(fit_key(self.settings), sort_keys=True).encode())
         h.update(json.dumps([self.n_docs, round(float(self.avgdl), 9)]).encode())
         h.update("\x1f".join(self.vocabulary).encode("utf-8"))
         h.update(np.asarray(self.df, dtype="<i8").tobytes())
@@ -143,6 +136,7 @@ class LexicalModel:
     @classmethod
     def fit_texts(cls, texts: Sequence[str | None], settings: LexicalSettings) -> "LexicalModel":
         """Driver-side fit with the same rules as Spark's CountVectorizer (minDF, maxDF, vocabSize)."""
+        check_settings(settings)
         docs = [tokenize(t, settings.min_token_length) for t in texts]
         df, tf = Counter(), Counter()
         for d in docs:
@@ -163,7 +157,7 @@ class LexicalModel:
             json.dump(self.vocabulary, fh, ensure_ascii=False)
         np.save(os.path.join(folder, "df.npy"), np.asarray(self.df, dtype=np.int64), allow_pickle=False)
         np.save(os.path.join(folder, "idf.npy"), self.idf, allow_pickle=False)  # for readers; derived from df
-        meta = {"version": self.version, "settings": self.settings.fit_key(), "n_docs": int(self.n_docs),
+        meta = {"version": self.version, "settings": fit_key(self.settings), "n_docs": int(self.n_docs),
                 "avgdl": float(self.avgdl), "vocab_size": len(self.vocabulary)}
         with open(os.path.join(folder, "model.json"), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2, sort_keys=True)
@@ -176,7 +170,7 @@ class LexicalModel:
         with open(os.path.join(folder, "vocabulary.json"), encoding="utf-8") as fh:
             vocab = json.load(fh)
         df = np.load(os.path.join(folder, "df.npy"), allow_pickle=False)
-        model = cls(LexicalSettings(**meta["settings"]), vocab, df, int(meta["n_docs"]),
+        model = cls(parse_section(LexicalSettings, "lexical", meta["settings"]), vocab, df, int(meta["n_docs"]),
                     float(meta["avgdl"]))
         if model.version != meta["version"]:
             raise ValueError(f"lexical model in {folder} is corrupt: content hash {model.version} != "
