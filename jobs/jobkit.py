@@ -141,19 +141,19 @@ def add_allow_deletes(parser: argparse.ArgumentParser) -> None:
 
 
 def embed_job(domain: str) -> Callable[[JobContext], int]:
-    """A job body embedding ``domain`` (no trained model: ``ArtifactMissing``, exit code 2)."""
+    """A job body embedding ``domain`` (no trained model: ``ArtifactMissing``, exit code 2); its flags
+    are folded into the run's settings (``--model-dir`` -> ``paths.model_dir``, ``--allow-deletes`` ->
+    ``guards.allow_deletes``)."""
     def main(ctx: JobContext) -> int:
         from lfr.config import resolve_path
         from lfr.embed import embed_catalog
-        from lfr.spark.guards import Guards
+        from lfr.settings import with_values
 
-        s = ctx.settings
-        embed_catalog(ctx.spark, ctx.cfg, domain, tables=s.tables.as_dict(), full=ctx.args.full,
-                      model_dir=resolve_path(ctx.args.model_dir) if ctx.args.model_dir else s.paths.model_dir,
-                      batch_size=s.embed.batch_size, partitions=s.embed.partitions, ship_model=s.embed.ship_model,
-                      delete_missing=s.embed.delete_missing, precision=s.model.precision,
-                      rows_per_partition=s.embed.rows_per_partition, progress_seconds=s.embed.progress_seconds,
-                      guards=Guards.from_settings(s.guards, allow_deletes=ctx.args.allow_deletes))
+        a = ctx.args
+        settings = with_values(ctx.settings, {
+            "paths.model_dir": resolve_path(a.model_dir) if a.model_dir else None,
+            "guards.allow_deletes": True if a.allow_deletes else None})
+        embed_catalog(ctx.spark, settings, domain, full=a.full)
         return EXIT_OK
 
     return main

@@ -1,7 +1,8 @@
+"""Delta helpers: schema-enforced writes, versions, SQL registration (MERGEs: tests/test_sync.py)."""
 import pytest
 from pyspark.sql import Row
 
-from lfr.spark.delta import TableSchemaError, merge_changes, register_table, table_version, write_table
+from lfr.spark.delta import TableSchemaError, register_table, table_version, write_table
 
 
 def test_delta_round_trip_and_schema_enforcement(spark, tmp_path):
@@ -20,19 +21,7 @@ def test_delta_round_trip_and_schema_enforcement(spark, tmp_path):
         write_table(extra, path, mode="append")
     # the failed writes changed nothing
     assert spark.read.format("delta").load(path).count() == 2
-
-
-def test_merge_changes_upserts_and_deletes_in_one_commit(spark, tmp_path):
-    path = str(tmp_path / "m")
-    write_table(spark.createDataFrame([Row(id="a", v=1), Row(id="b", v=2), Row(id="d", v=4)]), path, mode="overwrite")
-    assert table_version(spark, path) == (0, 3)
-    merge_changes(spark, path, spark.createDataFrame([Row(id="b", v=20), Row(id="c", v=3)]),
-                  spark.createDataFrame([Row(id="d")]), ["id"])
-    got = {r.id: r.v for r in spark.read.format("delta").load(path).collect()}
-    assert got == {"a": 1, "b": 20, "c": 3}
-    assert table_version(spark, path)[0] == 1          # one commit for upserts and deletes
-    with pytest.raises(TableSchemaError, match="'w'"):
-        merge_changes(spark, path, spark.createDataFrame([Row(id="e", w=5)]), None, ["id"])
+    assert table_version(spark, path) == (0, 2)
 
 
 def test_registered_table_is_queryable_from_sql(spark, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from lfr.embed import EMBEDDINGS_SCHEMA, ArtifactMissing, ArtifactRef, embed_catalog, ship_artifact
 from lfr.embed.udf import ModelCache, embed_column
-from lfr.spark.guards import Guards, ShrinkRefused
+from lfr.spark.guards import ShrinkRefused
 
 
 def _rows(frame: pd.DataFrame) -> list[tuple]:
@@ -182,22 +182,26 @@ def _new_version_of(artifact: str, dest: str) -> str:
 
 
 def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
+    from lfr.model.artifact import read_manifest
+    from lfr.settings import load_settings, with_values
+
     src = tmp_path / "books.csv"
     rows = [(f"b{i}", f"Book {i}", f"Description of book number {i}.", "Fiction|Drama" if i % 2 else "")
             for i in range(6)]
     rows += [("b6", "No text", "", "Fiction"), ("b1", "Same id", "dup", "")]
     _write_catalog(src, rows)
     wh = tmp_path / "wh"
-    tables = {k: {"name": k, "path": str(wh / k)} for k in ("books", "book_embeddings", "rejects")}
-    cfg = {
-        "catalogs": {"books": [{"reader": "generic", "path": str(src), "genres_sep": "|"}]},
-        "validation": {"max_description_chars": 1000, "min_description_chars": 1},
-    }
-    settings = dict(tables={"database": "lfr_test_embed", **tables}, batch_size=4, partitions=None,
-                    ship_model="archive", delete_missing=True)
+    settings = load_settings(overrides=[
+        f"paths.warehouse={wh}", "tables.database=lfr_test_embed", "validation.max_description_chars=1000",
+        "embed.batch_size=4", "embed.partitions=null", "embed.ship_model=archive", "embed.delete_missing=true",
+        f"model.precision={read_manifest(tiny_artifact)['precision']}"])   # the driver model's: results compare
+    settings = with_values(settings, {"catalogs": {"books": [{"reader": "generic", "path": str(src),
+                                                              "genres_sep": "|"}]}})
+    tables = {k: getattr(settings.tables, k).as_dict() for k in ("books", "book_embeddings", "rejects")}
+    assert tables["book_embeddings"]["path"] == str(wh / "book_embeddings")
 
     def run(model_dir=tiny_artifact):
-        return embed_catalog(spark, cfg, "books", model_dir=model_dir, **settings)
+        return embed_catalog(spark, with_values(settings, {"paths.model_dir": model_dir}), "books")
 
     emb_path = tables["book_embeddings"]["path"]
 
@@ -222,7 +226,7 @@ def test_incremental_pipeline(spark, tmp_path, tiny_artifact, tiny_model):
     with pytest.raises(ShrinkRefused):            # one of six books: more than the guards allow ...
         run()
     assert {k: _versions(spark, t["path"]) for k, t in tables.items()} == before
-    settings["guards"] = Guards(0.02, None, allow_deletes=True)   # ... until the run accepts it
+    settings = with_values(settings, {"guards.allow_deletes": True})   # ... until the run accepts it
     s3 = run()
     assert (s3.embedded, s3.deleted, s3.unchanged) == (1, 1, 4)
     assert _versions(spark, emb_path) == before["book_embeddings"] + 1
@@ -252,7 +256,8 @@ def test_rejects_sync_of_one_domain_leaves_the_other_domain_alone(spark, tmp_pat
     from datetime import datetime, timezone
 
     from lfr.data.schema import REJECTS_SCHEMA
-    from lfr.embed.pipeline import REJECT_KEYS, sync_table
+    from lfr.embed.pipeline import REJECT_KEYS
+    from lfr.spark.sync import sync_table
 
     path = str(tmp_path / "rejects")
 

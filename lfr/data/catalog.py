@@ -65,6 +65,7 @@ from lfr.data import schema as S
 from lfr.data.readers import CatalogReadError, read_source
 from lfr.data.schema import conform
 from lfr.data.text import has_bad_text, norm_title
+from lfr.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -319,11 +320,14 @@ def _materialise(spark: SparkSession, cfg: Mapping, domain: str, sources: list) 
     return annotated
 
 
-def read_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> CatalogLoad:
+def read_catalog(spark: SparkSession, cfg: Settings | Mapping, domain: str) -> CatalogLoad:
     """Every source of ``domain`` read, checked, validated and deduplicated (see the module doc).
 
-    Raises ``CatalogReadError`` for a file that cannot be used as a whole. ``rejected_at`` is the
-    load time, fixed for the whole call."""
+    ``cfg``: the run's ``lfr.settings.Settings`` (or a config mapping): its ``catalogs``,
+    ``validation`` and ``guards.allow_empty_sources``. Raises ``CatalogReadError`` for a file that
+    cannot be used as a whole. ``rejected_at`` is the load time, fixed for the whole call."""
+    if isinstance(cfg, Settings):
+        cfg = cfg.as_dict()
     catalogs = cfg.get("catalogs") or {}
     if domain not in catalogs or not isinstance(catalogs[domain], list):
         raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] "
@@ -361,7 +365,7 @@ def _rejects_frame(annotated: DataFrame, domain: str) -> DataFrame:
     ), S.REJECTS_SCHEMA)
 
 
-def load_catalog(spark: SparkSession, cfg: Mapping, domain: str) -> tuple[DataFrame, DataFrame]:
+def load_catalog(spark: SparkSession, cfg: Settings | Mapping, domain: str) -> tuple[DataFrame, DataFrame]:
     """``(valid_df, rejects_df)`` for ``domain`` in {movies, books} (``CATALOG_SCHEMA`` / ``REJECTS_SCHEMA``);
     ``read_catalog`` also returns what the reading found (records per source, merges, near matches)."""
     load = read_catalog(spark, cfg, domain)

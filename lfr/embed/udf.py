@@ -210,7 +210,50 @@ def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = 
 def embed_column(ref: ArtifactRef, title: Column | str = "title", description: Column | str = "description",
                  genres: Column | str = "genres", *, ids: Column | str = "id", batch_size: int,
                  num_threads: int | None = None, domain: str | None = None) -> Column:
-    """``array<float>`` embedding column of the item columns (the UDF applied); ``ids``: the item id
-    column, named by a failed output check; ``domain``: the catalog ('movies' | 'books'), needed by
-    X-Cross artifacts."""
+    """The embedding of each row's item, as an ``array<float>`` column (the pandas UDF applied).
+
+    Like ``pyspark.ml.functions.predict_batch_udf``: the model is loaded once per Python worker
+    (``ModelCache``), runs on Arrow batches ``batch_size`` rows at a time, and every batch's output
+    is checked (one vector per row, the artifact's dimension, finite, non-zero) before Spark gets it.
+
+    Parameters
+    ----------
+    ref : ArtifactRef
+        The shipped model artifact (``lfr.embed.ship.ship_artifact``); its ``precision`` and
+        ``loader`` are applied on the executors.
+    title, description : Column or str, optional
+        The item's title and text (string columns; nulls allowed). Default ``"title"``, ``"description"``.
+    genres : Column or str, optional
+        The item's genre labels (``array<string>``; null or empty allowed). Default ``"genres"``.
+    ids : Column or str, keyword-only
+        The item id column, named by a failed output check. Default ``"id"``.
+    batch_size : int, keyword-only
+        Rows per model forward pass (``embed.batch_size``).
+    num_threads : int, optional
+        Torch threads per task (default: the task's ``spark.task.cpus``).
+    domain : str, optional
+        The catalog, ``"movies"`` or ``"books"``: a model with per-domain parts (X-Cross) embeds each
+        catalog with its own; LightFusionRec ignores it.
+
+    Returns
+    -------
+    Column
+        ``array<float>`` (``lfr.embed.schema.EMBEDDING_TYPE``), L2-normalised rows of the artifact's
+        dimension. A model output that breaks the checks fails the task with ``EmbeddingOutputError``
+        naming the item ids.
+
+    Example
+    -------
+    >>> from lfr.embed import embed_column, ship_artifact
+    >>> ref = ship_artifact(spark, "work/models/lightfusionrec", mode="path")    # doctest: +SKIP
+    >>> books = spark.read.format("delta").load("work/warehouse/books")         # doctest: +SKIP
+    >>> vectors = embed_column(ref, batch_size=64, domain="books").alias("embedding")  # doctest: +SKIP
+    >>> books.select("id", vectors).show(2)                                      # doctest: +SKIP
+    +-----------------+--------------------+
+    |               id|           embedding|
+    +-----------------+--------------------+
+    |goodreads:1000001|[0.0123, -0.0456,...|
+    |goodreads:1000002|[-0.0311, 0.0207,...|
+    +-----------------+--------------------+
+    """
     return make_embed_udf(ref, batch_size, num_threads, domain)(title, description, genres, ids)

@@ -1,4 +1,6 @@
-"""Delta table helpers: schema-enforced writes, explicit MERGEs, SQL registration.
+"""Delta table helpers: schema-enforced writes, versions, SQL registration.
+
+Incremental writes (change plans, MERGEs, retries on concurrent commits) are ``lfr.spark.sync``.
 
 Why explicit: Delta's schema enforcement is the guard against silent data
 corruption, so nothing here turns on ``mergeSchema``/``overwriteSchema``
@@ -8,15 +10,12 @@ implicitly; a write whose schema does not match the table fails with
 from __future__ import annotations
 
 import logging
-import random
 import re
-import time
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lfr.errors import UsageError
@@ -27,41 +26,6 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class TableSchemaError(UsageError):
     """A DataFrame's schema does not match the Delta table it is written to."""
-
-
-T = TypeVar("T")
-
-
-def _conflicts() -> tuple[type[BaseException], ...]:
-    from delta.exceptions import (
-        ConcurrentAppendException,
-        ConcurrentTransactionException,
-        ConcurrentWriteException,
-        MetadataChangedException,
-        ProtocolChangedException,
-    )
-
-    return (ConcurrentAppendException, ConcurrentWriteException, ConcurrentTransactionException,
-            MetadataChangedException, ProtocolChangedException)
-
-
-def retry_on_conflict(write: Callable[[], T], what: str, attempts: int = 5) -> T:
-    """Run ``write`` again when a concurrent Delta commit beat it (optimistic concurrency).
-
-    Why: two jobs started at once on an empty warehouse (embed_books + embed_movies) both create
-    ``rejects``; the loser gets ProtocolChanged/MetadataChanged/ConcurrentAppend. ``write`` must
-    decide what to do from the table as it is when called (create vs MERGE), so a retry sees the
-    winner's commit and is correct; after ``attempts`` the conflict is raised as is."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return write()
-        except _conflicts() as exc:
-            if attempt == attempts:
-                raise
-            log.warning("%s: concurrent Delta commit (%s), retry %d/%d", what, type(exc).__name__, attempt,
-                        attempts - 1)
-            time.sleep(0.2 * attempt + random.random() * 0.3)
-    raise AssertionError("unreachable")
 
 
 def is_delta_table(spark: SparkSession, path: str) -> bool:
@@ -116,42 +80,6 @@ def table_version(spark: SparkSession, path: str) -> tuple[int | None, int | Non
         return None, None
     rows = (h["operationMetrics"] or {}).get("numOutputRows")
     return int(h["version"]), int(rows) if rows is not None else None
-
-
-DELETE_FLAG = "_lfr_delete"
-
-
-def merge_changes(spark: SparkSession, path: str, upserts: DataFrame | None, deletes: DataFrame | None,
-                   keys: Sequence[str], scope: Mapping[str, str] | None = None) -> None:
-    """One MERGE: ``upserts`` (full rows) updated/inserted, ``deletes`` (key columns) deleted.
-
-    Creates nothing: the table must exist. Keys compare null-safely (``<=>``); ``scope`` adds
-    ``t.col = 'value'`` conditions (partition pruning)."""
-    table = DeltaTable.forPath(spark, path)
-    target_schema = table.toDF().schema
-    cols = [f.name for f in target_schema.fields]
-    parts = []
-    if upserts is not None:
-        diff = schema_diff(target_schema, upserts.schema)
-        if diff:
-            raise TableSchemaError(f"schema mismatch writing to Delta table {path}: " + "; ".join(diff))
-        parts.append(upserts.select(*cols).withColumn(DELETE_FLAG, F.lit(False)))
-    if deletes is not None:
-        d = deletes.select(*keys)
-        for f in target_schema.fields:
-            if f.name not in keys:
-                d = d.withColumn(f.name, F.lit(None).cast(f.dataType))
-        parts.append(d.select(*cols).withColumn(DELETE_FLAG, F.lit(True)))
-    if not parts:
-        return
-    src = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-    cond = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in keys]
-                        + [f"t.`{c}` = '{v}'" for c, v in (scope or {}).items()])
-    (table.alias("t").merge(src.alias("s"), cond)
-     .whenMatchedDelete(condition=f"s.`{DELETE_FLAG}`")
-     .whenMatchedUpdate(set={c: f"s.`{c}`" for c in cols})
-     .whenNotMatchedInsert(condition=f"NOT s.`{DELETE_FLAG}`", values={c: f"s.`{c}`" for c in cols})
-     .execute())
 
 
 def _ident(name: str) -> str:

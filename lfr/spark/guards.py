@@ -3,8 +3,10 @@
 Why: a damaged or partial input (half a JSON file, a CSV missing a third of its rows) used to
 delete the missing items from every downstream table with exit code 0. Each job that deletes or
 replaces rows first measures what the write would do to the table (rows before, rows after, rows
-deleted) and calls :func:`check_shrink` before writing anything; a refusal is a ``UsageError``
-(exit code 2) naming the table, the inputs, the counts and the flag that accepts it.
+deleted) and checks it (``Guards.check``) before writing anything; a refusal is a ``UsageError``
+(exit code 2) naming the table, the inputs, the counts and the flag that accepts it. Incremental
+tables measure it with their change plan (``lfr.spark.sync.IncrementalTable.plan(..., guards=)``);
+a table replaced as a whole with :func:`table_shrink`.
 
 Limits (``guards`` in conf/lfr.yaml): a run may delete at most ``max_delete_fraction`` of a
 table's rows and at most ``max_delete_rows`` rows (null: no absolute limit), and its row count
@@ -21,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lfr.errors import UsageError
+from lfr.settings import GuardsSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +53,10 @@ class Guards:
     allow_deletes: bool = False
 
     @classmethod
-    def from_settings(cls, section, allow_deletes: bool = False) -> "Guards":
-        get = section.get if hasattr(section, "get") else (lambda k: getattr(section, k))
-        return cls(float(get("max_delete_fraction")), get("max_delete_rows"),
-                   bool(allow_deletes or get("allow_deletes")))
+    def from_settings(cls, section: GuardsSettings, allow_deletes: bool = False) -> "Guards":
+        """The guards of the run's ``guards`` section; ``allow_deletes`` adds a run's flag to it."""
+        return cls(float(section.max_delete_fraction), section.max_delete_rows,
+                   bool(allow_deletes or section.allow_deletes))
 
     def limit(self, before: int) -> int:
         """The most rows a run may remove from a table of ``before`` rows."""
@@ -98,14 +101,3 @@ def table_shrink(spark: SparkSession, path: str, new_keys: Optional[DataFrame], 
                 F.count(F.when(F.col("_new").isNull(), 1)).alias("deleted"))
            .first())
     return Shrink(table, int(row["before"]), int(row["after"]), int(row["deleted"]))
-
-
-def guards_for(cfg, allow_deletes: bool = False) -> Guards:
-    """The run's guards from ``cfg['guards']``; a mapping without that section (a library caller's
-    hand-made config) gets the packaged conf/lfr.yaml's values, never laxer ones."""
-    section = cfg.get("guards") if hasattr(cfg, "get") else getattr(cfg, "guards", None)
-    if section is None:
-        from lfr.config import load_config
-
-        section = load_config()["guards"]
-    return Guards.from_settings(section, allow_deletes=allow_deletes)
