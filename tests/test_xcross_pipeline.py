@@ -4,15 +4,13 @@ artifact, the Spark embedding UDF embeds each catalog with its domain's stream, 
 Tiny random DistilBERT (tests/fixtures_model.py): only equalities and plumbing are asserted."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from lfr.config import load_config
 from lfr.embed import embed_catalog
 from lfr.model.artifact import read_manifest
+from lfr.settings import load_settings, with_values
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
 
@@ -32,32 +30,30 @@ def job_cfg(tmp_path_factory, tiny_encoder_dir):
     movies.to_csv(tmp / "movies.csv", index=False)
     books.to_csv(tmp / "books.csv", index=False)
     (tmp / "pairs.csv").write_text("movie_id,book_id\n" + "".join(f"m{i},b{i}\n" for i in range(5)))
-    cfg = copy.deepcopy(dict(load_config(environ={})))
-    cfg["catalogs"] = {"movies": [{"reader": "generic", "path": str(tmp / "movies.csv")}],
-                       "books": [{"reader": "generic", "path": str(tmp / "books.csv")}],
-                       "pairs": str(tmp / "pairs.csv")}
-    cfg["model"] = {**cfg["model"], "kind": "xcross", "encoder": tiny_encoder_dir, "precision": "fp32"}
-    cfg["xcross"] = {**cfg["xcross"], "max_length": 32, "train_max_length": 32, "adapter_steps": 2,
-                     "adapter_batch_size": 4, "integrator_steps": 3, "integrator_batch_size": 4,
-                     "integrator_lr": 1e-2, "min_span_words": 4}
-    cfg["tables"] = {"database": "lfr_test_xcross",
-                     **{k: {"name": k, "path": str(tmp / "wh" / k)}
-                        for k in ("movies", "books", "movie_embeddings", "book_embeddings", "rejects")}}
+    cfg = load_settings(environ={}, overrides=[
+        f'catalogs.movies=[{{reader: generic, path: "{tmp / "movies.csv"}"}}]',
+        f'catalogs.books=[{{reader: generic, path: "{tmp / "books.csv"}"}}]',
+        f"catalogs.pairs={tmp / 'pairs.csv'}",
+        f"paths.warehouse={tmp / 'wh'}", "tables.database=lfr_test_xcross",
+        "model.kind=xcross", f"model.encoder={tiny_encoder_dir}", "model.precision=fp32",
+        "xcross.max_length=32", "xcross.train_max_length=32", "xcross.adapter_steps=2",
+        "xcross.adapter_batch_size=4", "xcross.integrator_steps=3", "xcross.integrator_batch_size=4",
+        "xcross.integrator_lr=1e-2", "xcross.min_span_words=4"])
     return cfg, tmp
 
 
 def _embed(spark, cfg, domain: str, model_dir: str) -> pd.DataFrame:
-    stats = embed_catalog(spark, cfg, domain, tables=cfg["tables"], model_dir=model_dir, batch_size=3,
-                          partitions=2, ship_model="archive", delete_missing=True)
+    run = with_values(cfg, {"paths.model_dir": model_dir, "embed.batch_size": 3, "embed.partitions": 2,
+                            "embed.ship_model": "archive", "embed.delete_missing": True})
+    stats = embed_catalog(spark, run, domain)
     assert stats.embedded == stats.valid > 0
-    path = cfg["tables"][f"{domain[:-1]}_embeddings"]["path"]
+    path = getattr(cfg.tables, f"{domain[:-1]}_embeddings").path
     return spark.read.format("delta").load(path).toPandas().sort_values("id").reset_index(drop=True)
 
 
 def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
     from lfr.model import XCrossModel, load
     from lfr.score import score_recommendations
-    from lfr.settings import load_settings
     from lfr.spark.guards import Guards
     from lfr.train.job import run_training
 
@@ -105,11 +101,11 @@ def test_model_kind_is_checked(job_cfg):
     from lfr.train.job import inputs_key, model_kind
 
     cfg, _ = job_cfg
-    assert model_kind(cfg) == "xcross" and model_kind({"model": {}}) == "lightfusionrec"
+    assert model_kind(cfg) == "xcross" and model_kind(load_settings(environ={})) == "lightfusionrec"
     with pytest.raises(ValueError, match="model.kind"):
-        model_kind({"model": {"kind": "xcros"}})
+        model_kind(with_values(cfg, {"model.kind": "xcros"}))
     frames = (pd.DataFrame({"id": ["m"]}), pd.DataFrame({"id": ["b"]}), None)
-    changed = {**cfg, "xcross": {**cfg["xcross"], "integrator_steps": 4}}
+    changed = with_values(cfg, {"xcross.integrator_steps": 4})
     assert inputs_key(*frames, cfg) != inputs_key(*frames, changed)  # X-Cross settings retrain
-    plain = {**cfg, "model": {**cfg["model"], "kind": "lightfusionrec"}}
-    assert inputs_key(*frames, plain) == inputs_key(*frames, {**plain, "xcross": changed["xcross"]})
+    plain = with_values(cfg, {"model.kind": "lightfusionrec"})
+    assert inputs_key(*frames, plain) == inputs_key(*frames, with_values(plain, {"xcross": changed.xcross}))
