@@ -180,14 +180,14 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
 
 # ------------------------------------------------------------------ faults without a cluster (local session)
 def embed_cfg(data: Path):
-    from lfr.config import load_config
+    from lfr.settings import load_settings
 
-    return load_config(overrides=[f"paths.data_dir={data}", f"paths.work_dir={data.parent / 'work'}"])
+    return load_settings(overrides=[f"paths.data_dir={data}", f"paths.work_dir={data.parent / 'work'}"])
 
 
 def test_tampered_artifact_fails_naming_the_file_and_writes_no_embeddings(spark, tiny_artifact, tmp_path):
     from lfr.embed import embed_catalog
-    from lfr.settings import Settings
+    from lfr.settings import with_values
 
     model = tmp_path / "model"
     shutil.copytree(tiny_artifact, model)
@@ -195,13 +195,12 @@ def test_tampered_artifact_fails_naming_the_file_and_writes_no_embeddings(spark,
     raw = bytearray(weights.read_bytes())
     raw[-1] ^= 0xFF                                                    # one flipped byte, manifest untouched
     weights.write_bytes(bytes(raw))
-    cfg = embed_cfg(small_sample(tmp_path / "data", movies=4, wiki=2, books=6))
-    tables = Settings.from_config(cfg).tables.as_dict()
+    settings = with_values(embed_cfg(small_sample(tmp_path / "data", movies=4, wiki=2, books=6)), {
+        "paths.model_dir": str(model), "embed.batch_size": 8, "embed.partitions": 1, "embed.ship_model": "archive"})
     with pytest.raises(Exception) as err:
-        embed_catalog(spark, cfg, "books", tables=tables, model_dir=str(model), batch_size=8, partitions=1,
-                      ship_model="archive", delete_missing=True)
+        embed_catalog(spark, settings, "books")
     assert "fusion.safetensors" in str(err.value) and "tampered" in str(err.value)
-    assert not Path(tables["book_embeddings"]["path"]).exists()
+    assert not Path(settings.tables.book_embeddings.path).exists()
 
 
 def test_concurrent_creation_of_a_shared_table_is_retried(spark, tmp_path):
