@@ -26,7 +26,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if (_ROOT / "lfr" / "__init__.py").is_file() and str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from lfr.config import Config, add_config_args, config_from_args  # noqa: E402
+from lfr.config import add_config_args, config_from_args  # noqa: E402
 from lfr.settings import Settings  # noqa: E402
 
 log = logging.getLogger("lfr")
@@ -35,8 +35,7 @@ log = logging.getLogger("lfr")
 @dataclass
 class JobContext:
     args: argparse.Namespace
-    cfg: Config             # the merged config (library functions that still take a mapping)
-    settings: Settings      # the same, typed and checked once (unknown keys rejected)
+    settings: Settings      # conf/lfr.yaml < profile < $LFR_CONF < --conf, typed and checked once
     spark: "object"
 
 
@@ -92,6 +91,12 @@ def parse_args(name: str, add_args: Callable[[argparse.ArgumentParser], None] | 
         return int(exc.code or 0)
 
 
+def job_settings(args: argparse.Namespace) -> Settings:
+    """The run's settings from the shared config flags (``--config``, ``--profile``, ``--conf``): parsed once,
+    here; a job folds its own flags in with ``lfr.settings.with_values``."""
+    return Settings.from_config(config_from_args(args))
+
+
 def run_job(
     name: str,
     body: Callable[[JobContext], int | None],
@@ -108,21 +113,20 @@ def run_job(
     holder: dict = {}
 
     def configure() -> None:
-        holder["cfg"] = config_from_args(args)
-        holder["settings"] = Settings.from_config(holder["cfg"])
+        holder["settings"] = job_settings(args)
 
     code = exit_code("", configure)   # unnamed: no "finished" line for the config step
     if code:
         return code
-    cfg, settings = holder["cfg"], holder["settings"]
+    settings = holder["settings"]
 
     def start_and_run() -> int | None:
         from lfr.spark import build_session
 
-        spark = build_session(cfg)
+        spark = build_session(settings)
         spark.sparkContext.setLogLevel(os.environ.get("LFR_SPARK_LOG_LEVEL", "WARN"))
-        log.info("%s: profile=%s warehouse=%s", name, cfg["profile"], cfg["paths"]["warehouse"])
-        return body(JobContext(args=args, cfg=cfg, settings=settings, spark=spark))
+        log.info("%s: profile=%s warehouse=%s", name, settings.profile, settings.paths.warehouse)
+        return body(JobContext(args=args, settings=settings, spark=spark))
 
     return exit_code(name, start_and_run)
 

@@ -73,7 +73,7 @@ def step_context(ctx: JobContext, step: str) -> JobContext:
     args = parse_args(step, STEPS[step][1], [])
     if hasattr(args, "allow_deletes"):
         args.allow_deletes = bool(ctx.args.allow_deletes)
-    return JobContext(args=args, cfg=ctx.cfg, settings=ctx.settings, spark=ctx.spark)
+    return JobContext(args=args, settings=ctx.settings, spark=ctx.spark)
 
 
 def main(ctx: JobContext) -> int:
@@ -92,7 +92,7 @@ def main(ctx: JobContext) -> int:
     log.info("pipeline steps (s): %s", ", ".join(f"{s} {t}" for s, t in seconds.items()))
     if ctx.args.sql:
         sql_args = parse_args("sql", sql.add_args, ["-e", ctx.args.sql, "--max-rows", str(ctx.args.max_rows)])
-        return exit_code("sql", lambda: sql.main(JobContext(sql_args, ctx.cfg, ctx.settings, ctx.spark)))
+        return exit_code("sql", lambda: sql.main(JobContext(sql_args, ctx.settings, ctx.spark)))
     return EXIT_OK
 
 

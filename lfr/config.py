@@ -43,6 +43,7 @@ DEFAULT_CONF_FILE = PROJECT_ROOT / "conf" / "lfr.yaml"
 PACKAGED_CONF_FILE = PACKAGE_DIR / "lfr.yaml"   # the same file, packaged into the wheel
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^dbfs:")
 _FILE_URI = "file://"
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(UsageError):
@@ -94,6 +95,9 @@ def _parse_override(item: str) -> tuple[str, Any]:
     # Paths and ids are strings even when they look like numbers/dates.
     if isinstance(value, (dict, list)) and not raw.strip().startswith(("[", "{")):
         value = raw
+    # YAML 1.1 reads 1e-3 (no dot) as a string: a number written in exponent form is a float.
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(raw.strip()):
+        value = float(raw)
     # YAML 1.1 reads on/off/yes/no as booleans: `model.chunking=off` must stay the word (only true/false are bools).
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
         value = raw.strip()

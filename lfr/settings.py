@@ -107,6 +107,14 @@ class ModelSettings(_Section):
 
 
 @dataclass(frozen=True)
+class RecipeSettings(_Section):
+    """``train.recipes.<recipe>``: what a null ``train.epochs`` / ``lr`` / ``weight_decay`` means."""
+    epochs: int
+    lr: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
 class TrainSettings(_Section):
     recipe: str
     epochs: Optional[int]
@@ -127,7 +135,7 @@ class TrainSettings(_Section):
     span_pairs: int
     span_min_chars: int
     val_books: Optional[int]
-    recipes: Dict[str, Dict[str, Any]]
+    recipes: Dict[str, RecipeSettings]
 
 
 @dataclass(frozen=True)

@@ -149,11 +149,13 @@ def test_standard_methods_add_fusion_rows_on_the_trained_model_else_text_only():
 
     lex = lexical_method(corpus, load_settings().lexical)
     base = _FakeModel()
-    rows = standard_methods(corpus, base, None, lexical=lex, train_links=links, catalog=(movies, books))
+    rows = standard_methods(corpus, base, None, batch_size=8, lexical=lex, train_links=links,
+                            catalog=(movies, books))
     names = [m.name for m in rows]
     assert names == ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained", "hybrid", "hybrid_rrf"]
     assert rows[-2].info["dense"] == "text_only"
-    rows = standard_methods(corpus, base, _FakeModel(0.5), lexical=lex, train_links=links, catalog=(movies, books))
+    rows = standard_methods(corpus, base, _FakeModel(0.5), batch_size=8, lexical=lex, train_links=links,
+                            catalog=(movies, books))
     assert [m.name for m in rows][-5:] == ["lightfusionrec", "hybrid_text_only", "hybrid_rrf_text_only", "hybrid",
                                            "hybrid_rrf"]
     assert rows[-4].info["dense"] == "text_only" and rows[-3].info["dense"] == "text_only"
@@ -167,7 +169,7 @@ def test_standard_methods_add_fusion_rows_on_the_trained_model_else_text_only():
     for row, dense in ((rows[-4], "text_only"), (rows[-2], "lightfusionrec")):
         np.testing.assert_allclose(method_scores(row, eval_movies, books),
                                    convex_fusion(dense_scores[dense], lex_scores, row.info["alpha"]))
-    assert [m.name for m in standard_methods(corpus, base, None, lexical=lex)][-1] == "fusion_untrained"
+    assert [m.name for m in standard_methods(corpus, base, None, batch_size=8, lexical=lex)][-1] == "fusion_untrained"
 
 
 class _Enc:

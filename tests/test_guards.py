@@ -50,13 +50,10 @@ class Warehouse:
         shutil.copytree(self.clean, self.data)
 
     def context(self, job: str, add_args, argv: list[str]) -> jobkit.JobContext:
-        from lfr.config import load_config
-        from lfr.settings import Settings
-
-        cfg = load_config(overrides=[f"paths.work_dir={self.root / 'work'}", f"paths.data_dir={self.data}",
-                                     "tables.database=lfr_guards", "embed.progress_seconds=0"])
-        args = jobkit.parse_args(job, add_args, argv)
-        return jobkit.JobContext(args=args, cfg=cfg, settings=Settings.from_config(cfg), spark=self.spark)
+        conf = [f"paths.work_dir={self.root / 'work'}", f"paths.data_dir={self.data}",
+                "tables.database=lfr_guards", "embed.progress_seconds=0"]
+        args = jobkit.parse_args(job, add_args, [*argv, *(x for c in conf for x in ("--conf", c))])
+        return jobkit.JobContext(args=args, settings=jobkit.job_settings(args), spark=self.spark)
 
     def embed(self, domain: str, *flags: str) -> int:
         ctx = self.context(f"embed_{domain}", jobkit.add_embed_args, ["--model-dir", self.model_dir, *flags])

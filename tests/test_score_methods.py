@@ -75,7 +75,7 @@ def test_the_job_folds_its_flags_into_the_settings_it_passes(monkeypatch):
     job.add_args(parser)
     args = parser.parse_args(["--k", "5", "--book-filter", "year >= 2000", "--allow-deletes"])
     base = load_settings(environ={})
-    assert job.main(job.JobContext(args, None, base, None)) == 0
+    assert job.main(job.JobContext(args, base, None)) == 0
     assert seen == [load_settings(overrides=["score.k=5", "score.book_filter=year >= 2000",
                                              "guards.allow_deletes=true"], environ={})]
 

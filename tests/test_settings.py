@@ -15,42 +15,45 @@ from pathlib import Path
 
 import pytest
 
-from lfr.config import ConfigError, add_config_args, config_from_args
-from lfr.settings import Settings, load_settings, with_values
+from lfr.config import ConfigError
+from lfr.settings import load_settings, with_values
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ("train", "embed_books", "embed_movies", "embed_lexical", "score_all", "evaluate", "pipeline")
 
 
-def _job_parser(name: str):
-    import argparse
+def _add_args(name: str):
+    """A job's own flags (the embed jobs share jobkit's)."""
+    if name in ("embed_books", "embed_movies"):
+        import jobkit
 
+        return jobkit.add_embed_args
     spec = importlib.util.spec_from_file_location(f"_job_{name}", ROOT / "jobs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    parser = argparse.ArgumentParser(prog=name)
-    add_config_args(parser)
-    if hasattr(module, "add_args"):
-        module.add_args(parser)
-    return parser
+    return module.add_args
 
 
 @pytest.mark.parametrize("job", JOBS)
 def test_a_job_without_flags_runs_the_library_defaults(job, monkeypatch):
+    """The settings ``run_job`` hands a job (no flags) are exactly what a notebook gets from ``load_settings()``."""
     monkeypatch.syspath_prepend(str(ROOT / "jobs"))
-    monkeypatch.delenv("LFR_CONF", raising=False)
-    monkeypatch.delenv("LFR_PROFILE", raising=False)
-    monkeypatch.delenv("LFR_CONF_FILE", raising=False)
-    args = _job_parser(job).parse_args([])
-    assert Settings.from_config(config_from_args(args)) == load_settings()
+    for var in ("LFR_CONF", "LFR_PROFILE", "LFR_CONF_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    import jobkit
+
+    args = jobkit.parse_args(job, _add_args(job), [])
+    assert jobkit.job_settings(args) == load_settings()
+    with_conf = jobkit.parse_args(job, _add_args(job), ["--conf", "score.k=7", "--conf", "model.chunking=off"])
+    assert jobkit.job_settings(with_conf) == load_settings(overrides=["score.k=7", "model.chunking=off"])
 
 
 def test_conf_overrides_and_with_values_build_the_same_settings():
     by_conf = load_settings(overrides=["score.k=5", "model.chunking=off", "train.recipes.paper.lr=1e-3"],
                             environ={})
     by_value = with_values(load_settings(environ={}), {"score.k": 5, "model.chunking": "off"})
-    by_value = with_values(by_value, {"train.recipes": {**by_value.train.recipes,
-                                                        "paper": {**by_value.train.recipes["paper"], "lr": 1e-3}}})
+    paper = with_values(by_value.train.recipes["paper"], {"lr": 1e-3})
+    by_value = with_values(by_value, {"train.recipes": {**by_value.train.recipes, "paper": paper}})
     assert by_conf == by_value
     assert with_values(by_value, {"score.k": None}) is by_value     # an unset flag keeps the configured value
     with pytest.raises(ConfigError, match="unknown setting 'kk'"):

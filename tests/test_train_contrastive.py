@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lfr.config import ConfigError
 from lfr.model import ResidualHead
 from lfr.settings import load_settings, with_values
 from lfr.train import train, train_settings
@@ -39,8 +40,10 @@ def test_recipe_defaults():
     assert _train(recipe="contrastive", lr=0.5).lr == 0.5
     with pytest.raises(ValueError, match="train.recipe"):
         _train(recipe="triplet")
-    with pytest.raises(ValueError, match="train.recipes.paper does not set it"):
-        _train(recipe="paper", recipes={"paper": {"lr": 1e-3}})
+    with pytest.raises(ValueError, match="no entry for the recipe 'paper'"):
+        _train(recipe="paper", recipes={"contrastive": BASE.train.recipes["contrastive"]})
+    with pytest.raises(ConfigError, match="recipes"):      # every recipe entry names all three
+        load_settings(environ={}, overrides=["train.recipes.paper={lr: 1.0e-3}"])
 
 
 def test_hard_negatives_skip_the_top_and_the_links():

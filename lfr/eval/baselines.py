@@ -234,7 +234,7 @@ def _encode_shared(model, texts: list[str], batch_size: int) -> np.ndarray:
 
 
 def text_method(model, name: str = "text_only", label: str = "frozen text encoder (no fusion), cosine",
-                cache: FeatureCache | None = None, batch_size: int = 64) -> Method:
+                cache: FeatureCache | None = None, *, batch_size: int) -> Method:
     cache = cache or FeatureCache()
 
     def embed(movies: pd.DataFrame, books: pd.DataFrame):
@@ -243,7 +243,7 @@ def text_method(model, name: str = "text_only", label: str = "frozen text encode
     return Method(name, label, embed)
 
 
-def fusion_method(model, name: str, label: str, batch_size: int = 64, cache: FeatureCache | None = None) -> Method:
+def fusion_method(model, name: str, label: str, batch_size: int, cache: FeatureCache | None = None) -> Method:
     """``model.embed`` with titles=None; via cached features + ``embed_features`` when the model has it."""
 
     def embed(movies: pd.DataFrame, books: pd.DataFrame):
@@ -307,7 +307,8 @@ def standard_methods(
     trained_label: str = "LightFusionRec: fusion trained on the training links",
     distilbert_base=None,
     distilbert_trained=None,
-    batch_size: int = 64,
+    *,
+    batch_size: int,
     cache: FeatureCache | None = None,
     lexical: Method | None = None,
     train_links: pd.DataFrame | None = None,
@@ -336,7 +337,7 @@ def standard_methods(
         methods.append(fusion_method(trained_model, "lightfusionrec", trained_label, batch_size, cache))
     if distilbert_base is not None:
         methods.append(text_method(distilbert_base, "distilbert_text_only",
-                                   "frozen DistilBERT [CLS] (no fusion), cosine", cache, batch_size))
+                                   "frozen DistilBERT [CLS] (no fusion), cosine", cache, batch_size=batch_size))
     if distilbert_trained is not None:
         methods.append(fusion_method(distilbert_trained, "lightfusionrec_distilbert",
                                      "LightFusionRec with DistilBERT [CLS], trained on the training links",

@@ -35,7 +35,7 @@ def idf_weights(df: np.ndarray, n_docs: int, scheme: str) -> np.ndarray:
     raise ValueError(f"lexical.weighting must be one of {SCHEMES}, got {scheme!r}")
 
 
-def weight_counts(counts: sp.csr_matrix, idf: np.ndarray, scheme: str, *, k1: float = 1.2, b: float = 0.75,
+def weight_counts(counts: sp.csr_matrix, idf: np.ndarray, scheme: str, *, k1: float, b: float,
                   avgdl: float = 1.0) -> sp.csr_matrix:
     """Weighted, L2-normalised rows (float32 CSR, sorted indices) from a CSR of term counts."""
     counts = sp.csr_matrix(counts, dtype=np.float64, copy=True)

@@ -296,8 +296,8 @@ def merge_topk(
 
 
 def topk_local(
-    movie_ids, movie_vecs, book_ids, book_vecs, k: int,
-    movie_block_rows: int = 4096, book_block_rows: int = 16384, threads: Optional[int] = None,
+    movie_ids, movie_vecs, book_ids, book_vecs, k: int, *,
+    movie_block_rows: int, book_block_rows: int, threads: Optional[int] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Single-process version of the job (same kernel, same results): for small catalogs and checks."""
     movie_ids = np.asarray(movie_ids, dtype=object)

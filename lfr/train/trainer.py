@@ -66,11 +66,10 @@ def train_settings(train: TrainSettings) -> TrainSettings:
         raise ValueError(f"train.val_fraction must be in [0, 1), got {train.val_fraction}")
     if train.recipe not in RECIPES:
         raise ValueError(f"train.recipe must be one of {RECIPES}, got {train.recipe!r}")
-    fallback = train.recipes.get(train.recipe) or {}
-    missing = [k for k in RECIPE_KEYS if getattr(train, k) is None and fallback.get(k) is None]
-    if missing:
-        raise ValueError(f"train.{', train.'.join(missing)} is null and train.recipes.{train.recipe} does not set it")
-    return dataclasses.replace(train, **{k: fallback[k] for k in RECIPE_KEYS if getattr(train, k) is None})
+    fallback = train.recipes.get(train.recipe)
+    if fallback is None:
+        raise ValueError(f"train.recipes has no entry for the recipe {train.recipe!r}")
+    return dataclasses.replace(train, **{k: getattr(fallback, k) for k in RECIPE_KEYS if getattr(train, k) is None})
 
 
 def _catalog(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -176,8 +175,8 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, positives: pd.DataFrame | N
 
     ``movies``/``books``: catalog frames (``id, title, description, genres``; valid rows).
     ``positives``: known links ``movie_id, book_id`` (e.g. from ``lfr.data.read_pairs``),
-    or ``None`` for genre-agreement positives. ``cfg``: the full config (sections
-    ``model`` and ``train`` are read; missing keys take the defaults). ``extra_pairs``
+    or ``None`` for genre-agreement positives. ``settings``: the ``model`` and ``train`` sections
+    are read (``lfr.settings.load_settings``). ``extra_pairs``
     (contrastive recipe): label-free positives, columns ``text_a, text_b`` and optionally
     ``genres_a, genres_b`` (e.g. a film's IMDb overview and its Wikipedia summary).
     """
