@@ -7,16 +7,23 @@ import json
 import pandas as pd
 import pytest
 
-from lfr.config import PROJECT_ROOT, load_config
+from lfr.config import PROJECT_ROOT
 from lfr.data import CATALOG_SCHEMA, REJECTS_SCHEMA, content_hash_col, load_catalog, read_pairs
 from lfr.data.text import parse_list_literal
+from lfr.settings import load_settings, with_values
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config(overrides=[f"paths.data_dir={SAMPLE}"])
+    return load_settings(overrides=[f"paths.data_dir={SAMPLE}"])
+
+
+def catalog_settings(movies: list, **validation):
+    """The packaged conf with these movie sources and validation values."""
+    return with_values(load_settings(environ={}), {"catalogs": {"movies": movies},
+                                                  **{f"validation.{k}": v for k, v in validation.items()}})
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +150,7 @@ def test_sample_books_reasons(books):
 
 def test_sample_pairs_resolve(spark, cfg, movies, books, caplog):
     with caplog.at_level("WARNING", logger="lfr.data.pairs"):
-        pairs = read_pairs(spark, cfg["catalogs"]["pairs"], movies[2], books[2]).toPandas()
+        pairs = read_pairs(spark, cfg.catalogs["pairs"], movies[2], books[2]).toPandas()
     assert len(pairs) == 65 and not caplog.records
     assert pairs.movie_id.isin(set(movies[0].id)).all() and pairs.book_id.isin(set(books[0].id)).all()
     got = set(map(tuple, pairs.values))
@@ -198,13 +205,9 @@ def test_messy_generic_rejects_and_cross_source(spark, tmp_path, merge):
         {"id": "m2", "title": "Other", "description": "id clash across sources", "genres": None},
         {"id": "x3", "title": "Twin", "description": "which twin? no year", "genres": []},
     ]), encoding="utf-8")
-    cfg = {
-        "catalogs": {"movies": [
-            {"reader": "generic", "path": str(path), "genres_sep": "|"},
-            {"reader": "generic", "path": str(other), "name": "other"},
-        ]},
-        "validation": {"max_description_chars": 100, "min_description_chars": 1, "merge_sources": merge},
-    }
+    cfg = catalog_settings([{"reader": "generic", "path": str(path), "genres_sep": "|"},
+                            {"reader": "generic", "path": str(other), "name": "other"}],
+                           max_description_chars=100, min_description_chars=1, merge_sources=merge)
     valid, rejects = load_catalog(spark, cfg, "movies")
     v, r = valid.toPandas(), rejects.toPandas()
     assert rejects.schema == REJECTS_SCHEMA
@@ -258,9 +261,9 @@ def test_films_merge_only_on_a_known_equal_year(spark, tmp_path):
         "Vertigo": "Vertigo is a 1958 American film noir directed by Alfred Hitchcock.",  # the lead's year
         "A Star Is Born": "A Star Is Born is a 1954 American musical film.",             # another year: the 1954 film
     }), encoding="utf-8")
-    cfg = {"catalogs": {"movies": [{"reader": "imdb_top1000", "path": str(imdb)},
-                                   {"reader": "wikipedia_summaries", "path": str(wiki)}]},
-           "validation": {"max_description_chars": 1000, "min_description_chars": 1, "merge_sources": True}}
+    cfg = catalog_settings([{"reader": "imdb_top1000", "path": str(imdb)},
+                            {"reader": "wikipedia_summaries", "path": str(wiki)}],
+                           max_description_chars=1000, min_description_chars=1, merge_sources=True)
     load = read_catalog(spark, cfg, "movies")
     v = load.valid.toPandas().set_index("id")
     merged = {i: list(m) for i, m in v.merged_ids.items() if len(m)}
@@ -293,9 +296,9 @@ def test_malformed_rows_rejected_with_their_text(spark, tmp_path):
                         "g2,Good Two,Another description.,Crime\n", encoding="utf-8")
     wiki_path = tmp_path / "wiki.json"
     wiki_path.write_text(json.dumps({"Fine (film)": "A summary.", "Numbered (film)": 42}), encoding="utf-8")
-    cfg = {"catalogs": {"movies": [{"reader": "generic", "path": str(csv_path)},
-                                   {"reader": "wikipedia_summaries", "path": str(wiki_path)}]},
-           "validation": {"max_description_chars": 1000, "min_description_chars": 1, "merge_sources": True}}
+    cfg = catalog_settings([{"reader": "generic", "path": str(csv_path)},
+                            {"reader": "wikipedia_summaries", "path": str(wiki_path)}],
+                           max_description_chars=1000, min_description_chars=1, merge_sources=True)
     valid, rejects = load_catalog(spark, cfg, "movies")
     v, r = valid.toPandas(), rejects.toPandas()
     assert sorted(v.id) == ["g1", "g2", "wiki:fine-film"]

@@ -30,11 +30,12 @@ def cases(tmp_path_factory) -> dict[str, FuzzCase]:
     return made
 
 
-def cfg_for(case: FuzzCase) -> dict:
-    return {"catalogs": {case.domain: [{"reader": case.reader, "path": str(case.path),
-                                        "allow_empty": case.allow_empty}]},
-            "validation": {"max_description_chars": 20000, "min_description_chars": 1, "dedupe_editions": True,
-                           "merge_sources": True}}
+def cfg_for(case: FuzzCase):
+    """The packaged conf (its validation rules) reading only the case's file."""
+    from lfr.settings import load_settings, with_values
+
+    return with_values(load_settings(environ={}), {"catalogs": {case.domain: [
+        {"reader": case.reader, "path": str(case.path), "allow_empty": case.allow_empty}]}})
 
 
 def owner(case: FuzzCase, reject) -> str:

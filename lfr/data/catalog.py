@@ -65,7 +65,7 @@ from lfr.data import schema as S
 from lfr.data.readers import CatalogReadError, read_source
 from lfr.data.schema import conform
 from lfr.data.text import has_bad_text, norm_title
-from lfr.settings import Settings
+from lfr.settings import Settings, ValidationSettings
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +94,15 @@ def content_hash_col(df: DataFrame | None = None) -> Column:
     return F.sha2(joined, 256)
 
 
-def _vcfg(cfg: Mapping) -> dict:
-    v = dict(cfg.get("validation") or {})
-    v.setdefault("max_description_chars", 20000)
-    v.setdefault("min_description_chars", 1)
-    v.setdefault("dedupe_editions", True)
-    v.setdefault("merge_sources", True)
-    return v
-
-
-def _row_reasons(vcfg: dict) -> Column:
+def _row_reasons(vcfg: ValidationSettings) -> Column:
     desc = F.col("description")
     dlen = F.coalesce(F.length(desc), F.lit(0))
     bad_list = lambda c: F.coalesce(F.exists(F.col(c), lambda x: has_bad_text(x)), F.lit(False))  # noqa: E731
     checks = [
         (F.col("id").isNull() | (F.trim(F.col("id")) == ""), S.NULL_ID),
         (F.array_contains(F.col("_errors"), S.MALFORMED_ROW), S.MALFORMED_ROW),
-        (dlen < max(int(vcfg["min_description_chars"]), 1), S.EMPTY_DESCRIPTION),
-        (dlen > int(vcfg["max_description_chars"]), S.OVERSIZED_DESCRIPTION),
+        (dlen < max(int(vcfg.min_description_chars), 1), S.EMPTY_DESCRIPTION),
+        (dlen > int(vcfg.max_description_chars), S.OVERSIZED_DESCRIPTION),
         (F.array_contains(F.col("_errors"), S.UNPARSABLE_GENRES), S.UNPARSABLE_GENRES),
         (has_bad_text(F.col("title")) | has_bad_text(desc) | bad_list("genres") | bad_list("authors"), S.INVALID_TEXT),
     ]
@@ -127,7 +118,7 @@ def _candidate() -> Column:
     return (F.size("_reasons") == 0) & (F.length(_NORM) > 0)
 
 
-def _rule_row_checks(df: DataFrame, vcfg: dict) -> DataFrame:
+def _rule_row_checks(df: DataFrame, vcfg: ValidationSettings) -> DataFrame:
     """Rule 1, plus the normalised title / authors keys the later rules match on."""
     df = df.withColumn("_reasons", _row_reasons(vcfg)).withColumn(_NORM, norm_title(F.col("title")))
     return df.withColumn(_AUTH, F.when(F.size("authors") > 0,
@@ -204,10 +195,10 @@ def _rule_cross_source(df: DataFrame, n_sources: int, merge: bool, temp: list) -
     ).drop("_kept", "_n_kept")
 
 
-def _annotate(df: DataFrame, vcfg: dict, n_sources: int, temp: list, merge: bool = False) -> DataFrame:
+def _annotate(df: DataFrame, vcfg: ValidationSettings, n_sources: int, temp: list, merge: bool) -> DataFrame:
     """The rules of the module doc, in order: ``_reason`` (null = valid) and ``_into`` (merged into that id)."""
     df = _rule_duplicate_ids(_rule_row_checks(df, vcfg))
-    if vcfg["dedupe_editions"]:
+    if vcfg.dedupe_editions:
         df = _rule_editions(df)
     df = _rule_cross_source(df, n_sources, merge, temp)
     return df.withColumn("_reason", F.when(F.size("_reasons") > 0, F.array_join("_reasons", ",")))
@@ -299,14 +290,13 @@ def _check_sources(sources: list[Mapping], summary: dict[int, Row], allow_empty:
                 "fix or re-export the file")
 
 
-def _materialise(spark: SparkSession, cfg: Mapping, domain: str, sources: list) -> DataFrame:
+def _materialise(spark: SparkSession, vcfg: ValidationSettings, domain: str, sources: list) -> DataFrame:
     """The annotated union of the sources, persisted once (files parsed once for both frames).
 
     The nonce column keeps Spark's cache manager from serving an earlier load's rows (same plan)
     after a source file changed; the previous cache of the same domain is released (its frames stay
     valid: they recompute from the files)."""
-    vcfg = _vcfg(cfg)
-    merge = bool(vcfg["merge_sources"]) and domain in MERGE_DOMAINS
+    merge = bool(vcfg.merge_sources) and domain in MERGE_DOMAINS
     temp: list[DataFrame] = []
     annotated = _annotate(read_sources(spark, sources), vcfg, len(sources), temp, merge)
     annotated = annotated.withColumn("_load", F.lit(uuid.uuid4().hex)).persist()
@@ -320,22 +310,20 @@ def _materialise(spark: SparkSession, cfg: Mapping, domain: str, sources: list) 
     return annotated
 
 
-def read_catalog(spark: SparkSession, cfg: Settings | Mapping, domain: str) -> CatalogLoad:
+def read_catalog(spark: SparkSession, settings: Settings, domain: str) -> CatalogLoad:
     """Every source of ``domain`` read, checked, validated and deduplicated (see the module doc).
 
-    ``cfg``: the run's ``lfr.settings.Settings`` (or a config mapping): its ``catalogs``,
-    ``validation`` and ``guards.allow_empty_sources``. Raises ``CatalogReadError`` for a file that
-    cannot be used as a whole. ``rejected_at`` is the load time, fixed for the whole call."""
-    if isinstance(cfg, Settings):
-        cfg = cfg.as_dict()
-    catalogs = cfg.get("catalogs") or {}
+    ``settings``: the run's ``lfr.settings.Settings``: its ``catalogs``, ``validation`` and
+    ``guards.allow_empty_sources``. Raises ``CatalogReadError`` for a file that cannot be used as a
+    whole. ``rejected_at`` is the load time, fixed for the whole call."""
+    catalogs = settings.catalogs
     if domain not in catalogs or not isinstance(catalogs[domain], list):
-        raise CatalogReadError(f"no catalog sources for domain '{domain}' in cfg['catalogs'] "
+        raise CatalogReadError(f"no catalog sources for domain '{domain}' in the settings' catalogs "
                                f"(have: {sorted(catalogs)})")
     sources = catalogs[domain]
-    annotated = _materialise(spark, cfg, domain, sources)
+    annotated = _materialise(spark, settings.validation, domain, sources)
     summary = _source_summary(annotated)
-    _check_sources(sources, summary, bool((cfg.get("guards") or {}).get("allow_empty_sources", False)))
+    _check_sources(sources, summary, settings.guards.allow_empty_sources)
     load = CatalogLoad(domain, _valid_frame(annotated), _rejects_frame(annotated, domain),
                        {str(spec["path"]): int(summary[i]["records"]) if i in summary else 0
                         for i, spec in enumerate(sources)},
@@ -365,8 +353,8 @@ def _rejects_frame(annotated: DataFrame, domain: str) -> DataFrame:
     ), S.REJECTS_SCHEMA)
 
 
-def load_catalog(spark: SparkSession, cfg: Settings | Mapping, domain: str) -> tuple[DataFrame, DataFrame]:
+def load_catalog(spark: SparkSession, settings: Settings, domain: str) -> tuple[DataFrame, DataFrame]:
     """``(valid_df, rejects_df)`` for ``domain`` in {movies, books} (``CATALOG_SCHEMA`` / ``REJECTS_SCHEMA``);
     ``read_catalog`` also returns what the reading found (records per source, merges, near matches)."""
-    load = read_catalog(spark, cfg, domain)
+    load = read_catalog(spark, settings, domain)
     return load.valid, load.rejects

@@ -326,7 +326,7 @@ def load_exclusions(spark: SparkSession, settings: Settings, path: str, movies: 
         p = getattr(settings.tables, domain).path
         if is_delta_table(spark, p):
             return spark.read.format("delta").load(p)
-        return load_catalog(spark, settings.as_dict(), domain)[0]
+        return load_catalog(spark, settings, domain)[0]
 
     return read_pairs(spark, path, catalog("movies"), catalog("books"))
 
