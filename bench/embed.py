@@ -220,7 +220,7 @@ def default_model(cfg, spark, folder: str) -> str:
 
     corpus = [list(r["genres"] or []) for d in ("books", "movies")
               for r in load_catalog(spark, cfg, d)[0].select("genres").limit(2000).collect()]
-    model = build_model(cfg["model"], corpus)
+    model = build_model(cfg.model, corpus)
     model.save(folder, extra_manifest={"bench": "untrained head, for throughput only"})
     del model
     return folder
@@ -303,22 +303,22 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
-    from lfr.config import load_config
     from lfr.model.text import resolve_precision
+    from lfr.settings import load_settings
     from lfr.spark import build_session
 
     procs = max(1, int(a.procs))
-    cfg = load_config(overrides=[
+    cfg = load_settings(overrides=[
         f"paths.data_dir={a.data_dir}", f"spark.master=local[{procs}]", "spark.task.cpus=1",
         f"spark.default.parallelism={procs}", "spark.ui.enabled=false", "spark.python.worker.reuse=true", *a.conf])
-    batch_size = int(a.batch_size or cfg["embed"]["batch_size"])
-    chunk = int(cfg["spark"]["conf"].get("spark.sql.execution.arrow.maxRecordsPerBatch", 10000))
+    batch_size = int(a.batch_size or cfg.embed.batch_size)
+    chunk = int(cfg.spark.conf["spark.sql.execution.arrow.maxRecordsPerBatch"])
     spark = build_session(cfg)
     spark.sparkContext.setLogLevel("ERROR")
     items = load_items(spark, cfg, a.domain, a.n)
     model_dir = a.model_dir or default_model(cfg, spark, os.path.join(tempfile.mkdtemp(prefix="lfr-bench-"), "model"))
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
-    requested = str(manifest.get("precision", cfg["model"]["precision"]))
+    requested = str(manifest.get("precision", cfg.model.precision))
     caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
             if os.environ.get(k)}
     env = {"cpu_capability": torch.backends.cpu.get_cpu_capability() + (f" (capped: {caps})" if caps else ""),

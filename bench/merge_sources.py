@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lfr.config import load_config  # noqa: E402
 from lfr.eval import baselines  # noqa: E402
 from lfr.eval.metrics import paired_difference, per_film_metrics, ranking_intervals, ranking_metrics, resolve_links  # noqa: E402
+from lfr.settings import load_settings, with_values  # noqa: E402
 
 KS = [1, 10, 100]
 
@@ -33,8 +33,7 @@ KS = [1, 10, 100]
 def load_variant(spark, cfg, merge: bool):
     from lfr.data import collect_driver_inputs
 
-    cfg = {**cfg, "validation": {**cfg["validation"], "merge_sources": merge}}
-    inputs = collect_driver_inputs(spark, cfg)
+    inputs = collect_driver_inputs(spark, with_values(cfg, {"validation.merge_sources": merge}))
     return inputs.movies, inputs.books, inputs.links
 
 
@@ -66,18 +65,18 @@ def main() -> None:
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(overrides=[f"paths.data_dir={Path(args.data).resolve()}", "spark.master=local[2]",
+    cfg = load_settings(overrides=[f"paths.data_dir={Path(args.data).resolve()}", "spark.master=local[2]",
                                  "spark.driver.memory=2g", *args.conf])
     spark = build_session(cfg)
     spark.sparkContext.setLogLevel("ERROR")
     variants = {name: load_variant(spark, cfg, merge) for name, merge in (("merged", True), ("imdb_only", False))}
     spark.stop()
     movies0, books0, _ = variants["merged"]
-    model = build_model({**cfg["model"], "include_title": False},
+    model = build_model(with_values(cfg.model, {"include_title": False}),
                         baselines.genre_lists(movies0) + baselines.genre_lists(books0))
     merged_desc = dict(zip(movies0["id"], movies0["description"]))
-    tag = json.dumps({k: cfg["model"].get(k) for k in ("encoder", "pooling", "max_length", "chunking", "chunk_overlap",
-                                                        "chunk_pooling")}, sort_keys=True)
+    keys = ("encoder", "pooling", "max_length", "chunking", "chunk_overlap", "chunk_pooling")
+    tag = json.dumps({k: getattr(cfg.model, k) for k in keys}, sort_keys=True)
     ranks: dict[str, list] = {}
     for name, (movies, books, links) in variants.items():
         films = sorted(links["movie_id"].unique())
