@@ -190,7 +190,7 @@ def run_spark(spark, cfg, items: dict, model_dir: str, batch_size: int, procs: i
     df = spark.createDataFrame(frame, "id string, title string, description string, genres array<string>")
     df = df.repartition(procs).persist()
     df.count()
-    ref = ship_artifact(spark, model_dir)
+    ref = ship_artifact(spark, model_dir, cfg.embed.ship_model)
     col = embed_column(ref, "title", "description", "genres", batch_size=batch_size).alias("embedding")
     times = []
     for _ in range(passes):

@@ -28,9 +28,9 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
 
     rows = _rows(toy_movies) + _rows(toy_books)  # includes a None description, [] and None genres
     df = spark.createDataFrame(rows, "id string, title string, description string, genres array<string>").repartition(2)
-    ref = ship_artifact(spark, tiny_artifact)  # the default (cluster) path: an archive added to the SparkContext
+    ref = ship_artifact(spark, tiny_artifact, "archive")  # the cluster default: an archive added to the SparkContext
     assert ref.mode == "archive" and ref.model_version == tiny_model.model_version
-    assert ship_artifact(spark, tiny_artifact) is ref  # shipped once per session
+    assert ship_artifact(spark, tiny_artifact, "archive") is ref  # shipped once per session
     out = df.select("id", embed_column(ref, batch_size=4).alias("e")).toPandas().set_index("id")
     assert (df.select(embed_column(ref, batch_size=4)).schema.fields[0].dataType
             == EMBEDDINGS_SCHEMA["embedding"].dataType)
@@ -60,7 +60,7 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
 
 def test_missing_model_is_a_clear_error(spark, tmp_path):
     with pytest.raises(ArtifactMissing, match="jobs/train.py"):
-        ship_artifact(spark, str(tmp_path / "nothing-here"))
+        ship_artifact(spark, str(tmp_path / "nothing-here"), "archive")
 
 
 def test_model_cache_loads_once_and_evicts_the_oldest(tiny_artifact, tiny_model):
@@ -297,7 +297,7 @@ def test_model_loaded_once_per_python_worker_across_batches_and_tasks(spark, tin
 
     from lfr.embed.udf import load_cached
 
-    ref = ship_artifact(spark, tiny_artifact)
+    ref = ship_artifact(spark, tiny_artifact, "archive")
 
     @pandas_udf("string")
     def probe(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:

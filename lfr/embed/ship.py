@@ -1,6 +1,6 @@
 """Getting the model artifact to the Python workers, once, and loading it once per worker.
 
-Driver side -- ``ship_artifact(spark, model_dir) -> ArtifactRef``:
+Driver side -- ``ship_artifact(spark, model_dir, mode) -> ArtifactRef``:
 
 The default (``mode="archive"``, the cluster code path) packs the artifact folder into
 one uncompressed tar named after its ``model_version`` and registers it with
@@ -135,9 +135,10 @@ def _shipped_on(sc) -> dict:
     return shipped
 
 
-def ship_artifact(spark, model_dir: str, mode: str = "archive", loader: Optional[str] = None) -> ArtifactRef:
+def ship_artifact(spark, model_dir: str, mode: str, loader: Optional[str] = None) -> ArtifactRef:
     """Make the artifact at ``model_dir`` available to every executor; see the module doc.
-    ``loader``: the workers' model loader (None: ``session_loader``)."""
+    ``mode``: ``embed.ship_model`` (archive | path). ``loader``: the workers' model loader
+    (None: ``session_loader``)."""
     if mode not in SHIP_MODES:
         raise ValueError(f"unknown ship mode {mode!r} (have: {', '.join(SHIP_MODES)})")
     sc = spark.sparkContext
