@@ -4,17 +4,25 @@ Why through spark-submit: the flags, the exit codes, the worker interpreter, shi
 and the library to the executors and the Delta tables the next job reads are what break for
 users, and none of that runs when library functions are called in-process.
 
-One module-scoped pipeline (train -> embed books -> embed movies -> score -> sql -f) writes one
-warehouse; each test then checks a job's output or runs one more job on it (or on a copy, when
-the job changes it). The tiny random DistilBERT (tests/fixtures_model.py) and a few dozen rows of
-data/sample (tests/e2e_data.py) keep every job short; expected counts are derived from the files
-written, never copied from a run.
+One module-scoped pipeline (``pipeline.py`` train -> embed books -> embed movies in one session,
+then ``score_all.py`` with its flags, then ``sql.py -f``) writes one warehouse; each test then checks
+a job's output or runs one more job on it (or on a copy, when the job changes it). The tiny random
+DistilBERT (tests/fixtures_model.py) and a few dozen rows of data/sample (tests/e2e_data.py) keep
+every job short; expected counts are derived from the files written, never copied from a run.
+
+Each spark-submit pays a JVM start and a cold session (most of a tiny job's time), so a check that
+is about a job's verdict rather than its launch (a refusal, a skip, an exit code 2, a flag's effect)
+runs the same script in this process (``in_process``: ``jobs/<job>.py`` as ``__main__``, its own flags,
+settings and exit code, on the test session); every script those checks use is also started through
+spark-submit by another test here.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -79,6 +87,32 @@ def submit(job: str, *args: str, conf: list[str], env: dict | None = None, timeo
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+@pytest.fixture
+def in_process(spark, monkeypatch, capsys, caplog):
+    """``run(job, *args, conf=[...])``: ``jobs/<job>`` executed as ``__main__`` in this process, as spark-submit
+    would start it (its flags, settings, body and exit code), except that the session is the test session
+    (``lfr.spark.build_session`` returns it): no JVM start. Returns a ``Run`` (log lines in ``err``)."""
+    monkeypatch.syspath_prepend(str(ROOT / "jobs"))       # spark-submit puts the script's folder on sys.path
+    monkeypatch.setattr("lfr.spark.build_session", lambda *a, **kw: spark)
+    monkeypatch.setenv("LFR_SPARK_LOG_LEVEL", "ERROR")
+
+    def run(job: str, *args: str, conf: list[str]) -> Run:
+        script = str(ROOT / "jobs" / job)
+        monkeypatch.setattr(sys, "argv", [script, *args, *(x for c in conf for x in ("--conf", c))])
+        capsys.readouterr()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lfr"):
+            try:
+                runpy.run_path(script, run_name="__main__")
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        printed = capsys.readouterr()
+        return Run(code, printed.out, caplog.text + printed.err)
+
+    return run
+
+
 def job_conf(work: Path, data_dir: Path, encoder: str) -> list[str]:
     return [
         f"paths.work_dir={work}", f"paths.data_dir={data_dir}", "paths.metastore_dir=null",
@@ -127,8 +161,9 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
     work = tmp_path_factory.mktemp("e2e") / "work"
     conf = job_conf(work, data.data_dir, tiny_encoder_dir)
     runs = {}
-    steps = [("train", "train.py", ["--no-progress"]), ("embed_books", "embed_books.py", []),
-             ("embed_movies", "embed_movies.py", []),
+    # train -> embed books -> embed movies in one session (jobs/pipeline.py, each step its job's own body);
+    # score_all.py and sql.py on their own, with their flags
+    steps = [("pipeline", "pipeline.py", ["--steps", "train,embed_books,embed_movies"]),
              # dense: checked against a dense brute force here (hybrid: tests/test_score_hybrid_spark.py)
              ("score", "score_all.py", ["--conf", "score.method=dense", "--k", str(len(data.books)),
                                         "--movie-filter", MOVIE_FILTER, "--book-filter", BOOK_FILTER,
@@ -145,11 +180,11 @@ def _manifest(model_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------ train
-def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, tmp_path):
+def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, tmp_path, in_process):
     model = tmp_path / "model"
     shutil.copytree(pipeline.model_dir, model)
     before = (model / "manifest.json").read_bytes()
-    again = submit("train.py", "--no-progress", "--model-dir", str(model), conf=pipeline.conf)
+    again = in_process("train.py", "--no-progress", "--model-dir", str(model), conf=pipeline.conf)
     assert again.code == 0, again
     assert "up to date" in again.log and "trained model" not in again.log, again
     assert (model / "manifest.json").read_bytes() == before        # nothing republished
@@ -160,10 +195,10 @@ def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, tmp_path):
     assert re.search(r"^epoch\s+stage\s+train_loss.*val_mrr", forced.out, re.M), forced   # the history table
 
 
-def test_train_no_pairs_publishes_to_model_dir(pipeline, tmp_path):
+def test_train_no_pairs_publishes_to_model_dir(pipeline, tmp_path, in_process):
     target = tmp_path / "genre_model"
     published = (pipeline.model_dir / "manifest.json").stat().st_mtime_ns
-    run = submit("train.py", "--no-progress", "--no-pairs", "--model-dir", str(target), conf=pipeline.conf)
+    run = in_process("train.py", "--no-progress", "--no-pairs", "--model-dir", str(target), conf=pipeline.conf)
     assert run.code == 0, run
     manifest, with_pairs = _manifest(target), _manifest(pipeline.model_dir)
     assert manifest["inputs_key"] != with_pairs["inputs_key"]    # trained without the links
@@ -172,9 +207,9 @@ def test_train_no_pairs_publishes_to_model_dir(pipeline, tmp_path):
 
 
 # ------------------------------------------------------------------ embed
-def test_embed_without_a_model_exits_2_naming_train(tiny_data, tmp_path):
+def test_embed_without_a_model_exits_2_naming_train(tiny_data, tmp_path, in_process):
     conf = job_conf(tmp_path / "work", tiny_data.data_dir, "unused") + [f"paths.model_dir={tmp_path / 'none'}"]
-    run = submit("embed_books.py", conf=conf)
+    run = in_process("embed_books.py", conf=conf)
     assert run.code == 2, run
     assert "jobs/train.py" in run.log, run
     assert not (tmp_path / "work" / "warehouse" / "book_embeddings").exists()   # failed before reading data
@@ -221,7 +256,7 @@ def test_embed_full_rebuilds_from_a_plain_shell(pipeline, spark):
     assert re.search(rf"embedded {n_books} books", run.log), run
 
 
-def test_embed_delete_missing_false_keeps_rows_that_left_the_catalog(pipeline, spark, tmp_path):
+def test_embed_delete_missing_false_keeps_rows_that_left_the_catalog(pipeline, spark, tmp_path, in_process):
     work = tmp_path / "work"
     shutil.copytree(pipeline.warehouse, work / "warehouse")
     data_dir, dropped = without_books(pipeline.data, tmp_path / "data", drop=2)
@@ -229,9 +264,9 @@ def test_embed_delete_missing_false_keeps_rows_that_left_the_catalog(pipeline, s
     emb_path = str(work / "warehouse" / "book_embeddings")
     assert gone <= {r["id"] for r in spark.read.format("delta").load(emb_path).collect()}
     conf = job_conf(work, data_dir, pipeline.encoder) + ["embed.delete_missing=false"]
-    refused = submit("embed_books.py", "--model-dir", str(pipeline.model_dir), conf=conf)
+    refused = in_process("embed_books.py", "--model-dir", str(pipeline.model_dir), conf=conf)
     assert refused.code == 2 and "--allow-deletes" in refused.log, refused   # 2 of the catalog's books: a shrink
-    run = submit("embed_books.py", "--model-dir", str(pipeline.model_dir), "--allow-deletes", conf=conf)
+    run = in_process("embed_books.py", "--model-dir", str(pipeline.model_dir), "--allow-deletes", conf=conf)
     assert run.code == 0, run
     catalog = {r["id"] for r in spark.read.format("delta").load(str(work / "warehouse" / "books")).collect()}
     kept = {r["id"] for r in spark.read.format("delta").load(emb_path).collect()}
@@ -289,7 +324,7 @@ def test_score_filters_on_catalog_columns_and_excludes_adaptation_pairs(pipeline
 
 @pytest.mark.parametrize("defect,message", [("null_version", "no model_version (null)"),
                                             ("duplicate_id", "duplicate id(s)")])
-def test_score_refuses_bad_embedding_tables(pipeline, spark, tmp_path, defect, message):
+def test_score_refuses_bad_embedding_tables(pipeline, spark, tmp_path, in_process, defect, message):
     from pyspark.sql import functions as F
 
     movies = pipeline.table(spark, "movie_embeddings")
@@ -297,9 +332,9 @@ def test_score_refuses_bad_embedding_tables(pipeline, spark, tmp_path, defect, m
            else movies.unionByName(movies.limit(1)))
     bad.write.format("delta").save(str(tmp_path / "bad"))
     out = tmp_path / "recommendations"
-    run = submit("score_all.py", conf=pipeline.conf + ["score.method=dense",
-                                                       f"tables.movie_embeddings.path={tmp_path / 'bad'}",
-                                                       f"tables.recommendations.path={out}"])
+    run = in_process("score_all.py", conf=pipeline.conf + ["score.method=dense",
+                                                           f"tables.movie_embeddings.path={tmp_path / 'bad'}",
+                                                           f"tables.recommendations.path={out}"])
     assert run.code != 0, run
     assert message in run.log, run
     assert not out.exists()      # nothing written
@@ -352,18 +387,6 @@ def _title_prefix_rows(pipeline: Pipeline, spark) -> int:
     return joined.filter(F.lower("bt").startswith(F.lower("mt"))).count()
 
 
-def test_sql_e_runs_statements_against_the_registered_tables(pipeline, spark):
-    run = submit("sql.py", "-e", "SELECT count(*) AS n FROM lfr.recommendations; "
-                                 "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
-                 conf=pipeline.conf)
-    assert run.code == 0, run
-    recs = pipeline.table(spark, "recommendations")
-    movies = pipeline.table(spark, "movies")
-    titles = recs.join(movies, recs.movie_id == movies.id).select("title").distinct().count()
-    assert re.search(rf"^\| {recs.count()}\s+\|$", run.out, re.M), run
-    assert re.search(rf"^\| {titles}\s+\|$", run.out, re.M), run
-
-
 # ------------------------------------------------------------------ evaluate
 def test_evaluate_a_saved_artifact(pipeline, tmp_path):
     run = submit("evaluate.py", "--artifact", "--reports-dir", str(tmp_path / "reports"), conf=pipeline.conf)
@@ -395,9 +418,10 @@ def test_training_history_table_has_the_recipe_columns():
 
 
 # ------------------------------------------------------------------ the pipeline job (one session)
-def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, tmp_path):
+def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, tmp_path):
     """jobs/pipeline.py on a copy of the fixture's work: a failing step stops the run with its exit code and
-    names the steps not run; ``--from`` resumes there and every step after it runs in ONE Spark session."""
+    names the steps not run; ``--from`` resumes there and every step after it runs in ONE Spark session;
+    ``--sql`` (jobs/sql.py's ``-e``) then runs statements against the registered tables and view."""
     work = tmp_path / "work"
     shutil.copytree(pipeline.work, work)
     conf = [c for c in pipeline.conf if not c.startswith("paths.work_dir=")] + [f"paths.work_dir={work}"]
@@ -409,9 +433,17 @@ def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, tmp_pat
     assert "score_all finished" not in failed.log
 
     run = submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
-                 "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method", conf=conf)
+                 "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method; "
+                          "SELECT count(*) AS n FROM lfr.recommendations; "
+                          "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
+                 conf=conf)
     assert run.code == 0, run
     assert re.search(r"embed_lexical finished .*score_all finished .*sql finished .*pipeline finished", run.log,
                      re.S), run
     assert len(re.findall(r"Spark \S+ session ", run.log)) == 1, run      # one session for all steps
     assert re.search(r"^\| hybrid\s+\| (\d+)\s+\|$", run.out, re.M), run   # the default method, scored just now
+    # the statements saw the tables (and the view) as this run left them
+    recs, movies = (spark.read.format("delta").load(str(work / "warehouse" / n)) for n in ("recommendations", "movies"))
+    titles = recs.join(movies, recs.movie_id == movies.id).select("title").distinct().count()
+    assert re.search(rf"^\| {recs.count()}\s+\|$", run.out, re.M), run
+    assert re.search(rf"^\| {titles}\s+\|$", run.out, re.M), run
