@@ -1,4 +1,5 @@
 """The scoring job on Spark: exact vs brute force, exclusions, filters, atomicity, versions, SQL view."""
+import collections
 import importlib.util
 import json
 import os
@@ -124,6 +125,13 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
         assert [r for _, _, r in got[m]] == list(range(1, K + 1))
         np.testing.assert_allclose([s for _, s, _ in got[m]], [s for _, s in ref[m]], atol=1e-6)
         assert not {(m, b) for b, _, _ in got[m]} & excluded
+    # hub statistics of the written lists, recounted here from the brute-force reference
+    occurrence = collections.Counter(b for lst in ref.values() for b, _ in lst[:min(10, K)])
+    hub_book, most = sorted(occurrence.items(), key=lambda x: (-x[1], x[0]))[0]
+    hubs = summary["hubs"]
+    assert (hubs["films"], hubs["books"], hubs["top"]) == (len(ref), summary["books"], min(10, K))
+    assert (hubs["hub_book"], hubs["max_occurrence"]) == (hub_book, most)
+    assert hubs["never_recommended"] == pytest.approx(1 - len(occurrence) / summary["books"], abs=1e-6)
     # ties: movies 2..5 equal the duplicated books -> bit-identical scores, smallest id first
     dups = sorted(b for b in book_ids[[3, 10, 77, 140]] if not b.endswith("5") and ("m0002", b) not in excluded)
     assert len(dups) >= 2 and [b for b, _, _ in got["m0002"][:len(dups)]] == dups

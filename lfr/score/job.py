@@ -66,6 +66,7 @@ from pyspark.sql import functions as F
 from lfr.phases import Phases
 from lfr.score.blocks import Blocks, plan_blocks
 from lfr.score.checks import ModelVersionMismatch, ScoringError, check_inputs
+from lfr.score.hubs import hub_stats
 from lfr.score.methods import Frames, Inputs, ScoringMethod, scoring_method
 from lfr.score.sides import MissingSideError
 from lfr.score.view import create_view, register_recommendations
@@ -104,10 +105,11 @@ class ScoreResult:
     rows: int              # rows written
     table_version: Optional[int]
     path: str
-    phases: dict           # seconds per phase (read, check, blocks, guard, score+write, history, register)
+    phases: dict           # seconds per phase (read, check, blocks, guard, score+write, history, hubs, register)
     # hybrid: the ids with one side only, per domain, and score.missing_side (lfr.score.sides); None otherwise
     missing_sides: Optional[dict] = None
     films: dict = field(default_factory=dict)    # the guard's count: films in the table before, after, deleted
+    hubs: dict = field(default_factory=dict)     # lfr.score.hubs.HubStats of the written table
 
     @property
     def seconds(self) -> float:
@@ -240,7 +242,7 @@ def score_recommendations(spark: SparkSession, movies: Optional[DataFrame], book
 
 def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings: ScoreSettings,
            exclude: Optional[DataFrame], target: _Target, kernel: Optional[Callable], phases: Phases) -> ScoreResult:
-    """The phases of a run: check, blocks, guard, score+write, history."""
+    """The phases of a run: check, blocks, guard, score+write, history, hubs."""
     with phases("check"):
         inputs = method.prepare(frames, settings)
         inputs.movies = _with_exclusions(inputs.movies, exclude)
@@ -251,8 +253,14 @@ def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings:
     shrink = _score_and_write(spark, blocks, inputs, method, settings.k, kernel, target, phases)
     with phases("history"):
         version, rows = table_version(spark, target.path)
+    with phases("hubs"):
+        hubs = hub_stats(spark.read.format("delta").load(target.path), blocks.ms.rows, blocks.bs.rows, settings.k)
     result = _result(target, method, inputs, blocks, settings.k, version, rows, phases)
-    result.films = _films(shrink)
+    result.films, result.hubs = _films(shrink), hubs.as_dict()
+    log.info("score %s: hubs over the top %d: the most recommended book (%s) is in %d of %d films' lists (%.1f%%); "
+             "%.1f%% of the books in none; Gini %.3f, skew %.2f", result.run_id, hubs.top, hubs.hub_book,
+             hubs.max_occurrence, hubs.films, 100 * hubs.max_share, 100 * hubs.never_recommended, hubs.gini,
+             hubs.skew)
     log.info("score %s: wrote %d rows (%d films; %d before, %d of them no longer scored) to %s (Delta version %s) "
              "in %.1fs (kernel+merge+write %.1fs)", result.run_id, result.rows, shrink.after, shrink.before,
              shrink.deleted, result.path, result.table_version, result.seconds, result.phases["score+write"])
