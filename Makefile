@@ -19,8 +19,11 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check lfr jobs udfs tests bench scripts
 
+# Two pytest-xdist workers, a test module per worker at a time (tests/conftest.py: which modules go first and
+# which share one); the 15 slowest tests printed at the end. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope) tests
 
 bench: setup
 	$(PY) bench/embed.py && $(PY) bench/score.py

@@ -39,6 +39,41 @@ def spark(tmp_path_factory):
     yield session
     session.stop()
 
+# ------------------------------------------------------------------ parallel runs (pytest-xdist)
+# make test runs ``pytest -n 2 --dist loadscope``: most of the suite waits on other processes (spark-submit
+# JVMs, a cluster, a JDBC server, a notebook kernel), so two workers overlap the waits. Each worker has its
+# own session (above), tmp dirs, warehouses and metastores; the servers take free ports.
+#: with --dist loadscope a module runs whole on one worker (its module fixtures are built once), and so do
+#: the modules of one of these groups (they share a session fixture worth building once)
+SHARED_GROUPS = {"test_notebook.py": "registered_warehouse", "test_sql_server.py": "registered_warehouse"}
+#: the modules that start JVMs, servers or a cluster, longest first: handed out before the rest, so that the
+#: two workers finish together (the other modules keep their order)
+SLOW_FIRST = ("test_jobs_e2e.py", "test_cluster.py", "test_two_clones.py", "test_session.py", "test_notebook.py",
+              "test_sql_server.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):     # an xdist worker; every worker sorts alike
+        rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadscope by module, with SHARED_GROUPS, in the workers' order (SLOW_FIRST). (Not xdist_group
+    marks: --dist loadgroup cannot rename node ids under pytest 9, so it sends every test on its own.)"""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return SHARED_GROUPS.get(module, module)
+
+    config.option.loadscopereorder = False
+    return ModuleScheduling(config, log)
+
+
 pytest_plugins = [
     "tests.fixtures_model",  # model fixtures: tiny_encoder_dir, tiny_artifact, ... (lfr.model)
     "tests.warehouse",       # registered_warehouse: a small warehouse + persistent metastore (notebook, JDBC)
