@@ -4,17 +4,19 @@ Why through spark-submit: the flags, the exit codes, the worker interpreter, shi
 and the library to the executors and the Delta tables the next job reads are what break for
 users, and none of that runs when library functions are called in-process.
 
-One module-scoped pipeline (``pipeline.py`` train -> embed books -> embed movies in one session,
-then ``score_all.py`` with its flags, then ``sql.py -f``) writes one warehouse; each test then checks
-a job's output or runs one more job on it (or on a copy, when the job changes it). The tiny random
-DistilBERT (tests/fixtures_model.py) and a few dozen rows of data/sample (tests/e2e_data.py) keep
-every job short; expected counts are derived from the files written, never copied from a run.
+One module-scoped pipeline (one ``pipeline.py`` run: train -> embed books -> embed movies -> score,
+in one session) writes one warehouse; each test then checks a job's output or runs one more job on it
+(or on a copy, when the job changes it). The tiny random DistilBERT (tests/fixtures_model.py) and a
+few dozen rows of data/sample (tests/e2e_data.py) keep every job short; expected counts are derived
+from the files written, never copied from a run.
 
-Each spark-submit pays a JVM start and a cold session (most of a tiny job's time), so a check that
-is about a job's verdict rather than its launch (a refusal, a skip, an exit code 2, a flag's effect)
-runs the same script in this process (``in_process``: ``jobs/<job>.py`` as ``__main__``, its own flags,
-settings and exit code, on the test session); every script those checks use is also started through
-spark-submit by another test here.
+Each spark-submit pays a JVM start and a cold session (most of a tiny job's time), so:
+- the tests' own spark-submits (``@later`` below) are all started together, three at a time, as soon
+  as the pipeline is built (each on its own copy of what it changes), and each test waits for its own;
+- a check that is about a job's verdict rather than its launch (a refusal, a skip, an exit code 2)
+  runs the same script in this process (``in_process``: ``jobs/<job>.py`` as ``__main__``, its own
+  flags, settings and exit code, on the test session). Every script those checks use is also started
+  through spark-submit by another test here.
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ import runpy
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -160,19 +164,57 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
     data = tiny_data
     work = tmp_path_factory.mktemp("e2e") / "work"
     conf = job_conf(work, data.data_dir, tiny_encoder_dir)
-    runs = {}
-    # train -> embed books -> embed movies in one session (jobs/pipeline.py, each step its job's own body);
-    # score_all.py and sql.py on their own, with their flags
-    steps = [("pipeline", "pipeline.py", ["--steps", "train,embed_books,embed_movies"]),
-             # dense: checked against a dense brute force here (hybrid: tests/test_score_hybrid_spark.py)
-             ("score", "score_all.py", ["--conf", "score.method=dense", "--k", str(len(data.books)),
-                                        "--movie-filter", MOVIE_FILTER, "--book-filter", BOOK_FILTER,
-                                        "--exclude-pairs", str(data.data_dir / "adaptations_dev.csv")]),
-             ("sql_file", "sql.py", ["-f", "conf/queries.sql", "--max-rows", "100"])]
-    for name, job, args in steps:
-        runs[name] = submit(job, *args, conf=conf)
-        assert runs[name].code == 0, f"{job} failed:\n{runs[name]}"
-    return Pipeline(data=data, work=work, conf=conf, encoder=tiny_encoder_dir, runs=runs)
+    # every step is its job's own body (jobs/pipeline.py); score_all's options as settings (as flags: below)
+    run = submit("pipeline.py", "--steps", "train,embed_books,embed_movies,score_all",
+                 conf=conf + [f"score.{key}={value}" for key, value in score_options(data).items()])
+    assert run.code == 0, f"pipeline.py failed:\n{run}"
+    return Pipeline(data=data, work=work, conf=conf, encoder=tiny_encoder_dir, runs={"pipeline": run})
+
+
+def score_options(data: TinyData) -> dict[str, str]:
+    """The scoring the tests check: dense (checked against a dense brute force here; hybrid:
+    tests/test_score_hybrid_spark.py), k covering every book, both filters, the fixture's links excluded."""
+    return {"method": "dense", "k": str(len(data.books)), "movie_filter": MOVIE_FILTER, "book_filter": BOOK_FILTER,
+            "exclude_pairs": str(data.data_dir / "adaptations_dev.csv")}
+
+
+def copy_conf(pipeline: Pipeline, work: Path) -> list[str]:
+    """The pipeline's settings on a copy of its work dir (warehouse and model)."""
+    shutil.copytree(pipeline.work, work)
+    return [c for c in pipeline.conf if not c.startswith("paths.work_dir=")] + [f"paths.work_dir={work}"]
+
+
+# ------------------------------------------------------------------ the tests' spark-submits, started together
+#: run name -> (the test that checks it, whether it goes first, the run)
+LATER: dict[str, tuple[str, bool, Callable[[Pipeline, Path], object]]] = {}
+
+
+def later(test: str, first: bool = False):
+    """Register ``run(pipeline, folder)`` (a spark-submit, or a few in a row; returns their ``Run``) for
+    ``test``: the ``started`` fixture starts it with the others once the pipeline is built, in ``folder``
+    (its own). ``first``: a long one, started before the others."""
+    def register(run: Callable[[Pipeline, Path], object]):
+        LATER[run.__name__] = (test, first, run)
+        return run
+    return register
+
+
+@pytest.fixture(scope="module")
+def started(request, pipeline, tmp_path_factory):
+    """``started(name) -> (what the run returned, its folder)``, once it is done. The runs of the selected
+    tests start together, the long ones first, three at a time (their JVM starts and cold sessions overlap)."""
+    selected = {item.originalname for item in request.session.items if item.module is request.module}
+    base = tmp_path_factory.mktemp("later")
+    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="spark-submit")
+    runs = sorted(((name, run) for name, (test, first, run) in LATER.items() if test in selected),
+                  key=lambda item: not LATER[item[0]][1])
+    futures = {name: pool.submit(run, pipeline, base / name) for name, run in runs}
+
+    def result(name: str) -> tuple:
+        return futures[name].result(), base / name
+
+    yield result
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _manifest(model_dir: Path) -> dict:
@@ -180,7 +222,13 @@ def _manifest(model_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------ train
-def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, tmp_path, in_process):
+@later("test_train_skips_unchanged_inputs_and_force_retrains", first=True)
+def forced_training(pipeline: Pipeline, folder: Path) -> Run:
+    shutil.copytree(pipeline.model_dir, folder / "model")
+    return submit("train.py", "--no-progress", "--force", "--model-dir", str(folder / "model"), conf=pipeline.conf)
+
+
+def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, started, tmp_path, in_process):
     model = tmp_path / "model"
     shutil.copytree(pipeline.model_dir, model)
     before = (model / "manifest.json").read_bytes()
@@ -188,10 +236,11 @@ def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, tmp_path, in_
     assert again.code == 0, again
     assert "up to date" in again.log and "trained model" not in again.log, again
     assert (model / "manifest.json").read_bytes() == before        # nothing republished
-    forced = submit("train.py", "--no-progress", "--force", "--model-dir", str(model), conf=pipeline.conf)
+    forced, folder = started("forced_training")                    # the same model, trained with --force
     assert forced.code == 0, forced
     assert "trained model" in forced.log and "up to date" not in forced.log, forced
-    assert _manifest(model)["inputs_key"] == json.loads(before)["inputs_key"]   # same inputs, retrained anyway
+    assert _manifest(folder / "model")["inputs_key"] == json.loads(before)["inputs_key"]   # same inputs, retrained
+    assert _manifest(folder / "model")["model_version"] != json.loads(before)["model_version"]
     assert re.search(r"^epoch\s+stage\s+train_loss.*val_mrr", forced.out, re.M), forced   # the history table
 
 
@@ -243,12 +292,18 @@ def test_embedding_tables_hold_every_valid_row_of_the_files(pipeline, spark):
     assert pipeline.table(spark, "book_embeddings").agg(F.countDistinct("content_hash")).first()[0] == len(books)
 
 
-def test_embed_full_rebuilds_from_a_plain_shell(pipeline, spark):
+@later("test_embed_full_rebuilds_from_a_plain_shell")
+def full_embedding(pipeline: Pipeline, folder: Path) -> Run:
+    return submit("embed_books.py", "--full", conf=copy_conf(pipeline, folder / "work"), env=plain_env())
+
+
+def test_embed_full_rebuilds_from_a_plain_shell(pipeline, spark, started):
     """No PYSPARK_PYTHON, no venv on PATH, no PYTHONPATH: the UDF's workers must still find torch and lfr."""
-    path = str(pipeline.warehouse / "book_embeddings")
-    before = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").agg({"version": "max"}).first()[0]
-    run = submit("embed_books.py", "--full", conf=pipeline.conf, env=plain_env())
+    before = spark.sql(f"DESCRIBE HISTORY delta.`{pipeline.warehouse / 'book_embeddings'}`") \
+        .agg({"version": "max"}).first()[0]
+    run, folder = started("full_embedding")      # on a copy of the pipeline's work dir
     assert run.code == 0, run
+    path = folder / "work" / "warehouse" / "book_embeddings"
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version", ascending=False).first()
     assert history["version"] == before + 1
     assert history["operation"] in ("WRITE", "CREATE OR REPLACE TABLE AS SELECT")   # an overwrite, not a MERGE
@@ -318,8 +373,31 @@ def test_score_filters_on_catalog_columns_and_excludes_adaptation_pairs(pipeline
     assert 0 < n_books < pipeline.table(spark, "book_embeddings").count()
     live = {(m, b) for m, b in excluded if m in ref and b in {x for v in ref.values() for x, _ in v}}
     assert live and not live & {(r["movie_id"], r["book_id"]) for r in recs}
-    summary = json.loads(re.search(r"score_all: (\{.*\})", pipeline.runs["score"].log).group(1))
+    summary = json.loads(re.search(r"score_all: (\{.*\})", pipeline.runs["pipeline"].log).group(1))
     assert (summary["movies"], summary["books"], summary["rows"]) == (len(ref), n_books, len(recs))
+
+
+@later("test_score_all_flags_equal_the_settings")
+def scoring_with_flags(pipeline: Pipeline, folder: Path) -> Run:
+    o = score_options(pipeline.data)
+    return submit("score_all.py", "--k", o["k"], "--movie-filter", o["movie_filter"], "--book-filter",
+                  o["book_filter"], "--exclude-pairs", o["exclude_pairs"],
+                  conf=copy_conf(pipeline, folder / "work") + [f"score.method={o['method']}"])
+
+
+def test_score_all_flags_equal_the_settings(pipeline, spark, started):
+    """jobs/score_all.py's --k, --movie-filter, --book-filter and --exclude-pairs score as the settings the
+    pipeline's score_all step read (checked against the brute force above): the same table, rescored."""
+    run, folder = started("scoring_with_flags")    # on a copy of the pipeline's work dir
+    assert run.code == 0, run
+    path = folder / "work" / "warehouse" / "recommendations"
+    assert spark.sql(f"DESCRIBE HISTORY delta.`{path}`").count() == \
+        spark.sql(f"DESCRIBE HISTORY delta.`{pipeline.warehouse / 'recommendations'}`").count() + 1
+    assert _ranked(spark.read.format("delta").load(str(path))) == _ranked(pipeline.table(spark, "recommendations"))
+
+
+def _ranked(recommendations) -> list[tuple]:
+    return sorted(tuple(r) for r in recommendations.select("movie_id", "rank", "book_id", "score", "method").collect())
 
 
 @pytest.mark.parametrize("defect,message", [("null_version", "no model_version (null)"),
@@ -354,11 +432,18 @@ def _row_count(section: str) -> int:
     return int(found.group(1))
 
 
-def test_sql_file_runs_every_example_query_on_the_tables(pipeline, spark):
+@later("test_sql_file_runs_every_example_query_on_the_tables")
+def sql_file(pipeline: Pipeline, folder: Path) -> Run:
+    return submit("sql.py", "-f", "conf/queries.sql", "--max-rows", "100", conf=pipeline.conf)   # reads only
+
+
+def test_sql_file_runs_every_example_query_on_the_tables(pipeline, spark, started):
     from lfr.score.sql import split_sql
 
     statements = split_sql((ROOT / "conf" / "queries.sql").read_text(encoding="utf-8"))
-    sections = _sections(pipeline.runs["sql_file"].out, statements)
+    run, _ = started("sql_file")
+    assert run.code == 0, run
+    sections = _sections(run.out, statements)
     recs = pipeline.table(spark, "recommendations")
     jp = pipeline.table(spark, "movies").filter("title = 'Jurassic Park'").select("id").collect()
     assert len(jp) == 1
@@ -388,11 +473,16 @@ def _title_prefix_rows(pipeline: Pipeline, spark) -> int:
 
 
 # ------------------------------------------------------------------ evaluate
-def test_evaluate_a_saved_artifact(pipeline, tmp_path):
-    run = submit("evaluate.py", "--artifact", "--reports-dir", str(tmp_path / "reports"), conf=pipeline.conf)
+@later("test_evaluate_a_saved_artifact")
+def evaluation(pipeline: Pipeline, folder: Path) -> Run:
+    return submit("evaluate.py", "--artifact", "--reports-dir", str(folder / "reports"), conf=pipeline.conf)
+
+
+def test_evaluate_a_saved_artifact(pipeline, started):
+    run, folder = started("evaluation")
     assert run.code == 0, run
-    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text(encoding="utf-8"))
-    assert (tmp_path / "reports" / "report.md").is_file()
+    metrics = json.loads((folder / "reports" / "metrics.json").read_text(encoding="utf-8"))
+    assert (folder / "reports" / "report.md").is_file()
     names = [m["method"] for m in metrics["methods"]]
     assert "text-only" in names or "text_only" in names, names
     linked_films = {(link["movie_title"], link["movie_year"]) for link in pipeline.data.links}
@@ -418,25 +508,30 @@ def test_training_history_table_has_the_recipe_columns():
 
 
 # ------------------------------------------------------------------ the pipeline job (one session)
-def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, tmp_path):
+@later("test_pipeline_stops_at_a_failed_step_and_resumes_with_from", first=True)
+def stop_and_resume(pipeline: Pipeline, folder: Path) -> tuple[Run, Run]:
+    conf = copy_conf(pipeline, folder / "work")
+    failed = submit("pipeline.py", "--steps", "embed_movies,embed_lexical,score_all",
+                    conf=conf + [f"paths.model_dir={folder / 'no_model'}"])
+    resumed = submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
+                     "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method; "
+                              "SELECT count(*) AS n FROM lfr.recommendations; "
+                              "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
+                     conf=conf)
+    return failed, resumed
+
+
+def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, started):
     """jobs/pipeline.py on a copy of the fixture's work: a failing step stops the run with its exit code and
     names the steps not run; ``--from`` resumes there and every step after it runs in ONE Spark session;
     ``--sql`` (jobs/sql.py's ``-e``) then runs statements against the registered tables and view."""
-    work = tmp_path / "work"
-    shutil.copytree(pipeline.work, work)
-    conf = [c for c in pipeline.conf if not c.startswith("paths.work_dir=")] + [f"paths.work_dir={work}"]
-    failed = submit("pipeline.py", "--steps", "embed_movies,embed_lexical,score_all",
-                    conf=conf + [f"paths.model_dir={tmp_path / 'no_model'}"])
+    (failed, run), folder = started("stop_and_resume")
+    work = folder / "work"
     assert failed.code == 2, failed
     assert "pipeline stopped: embed_movies exited with 2; not run: embed_lexical, score_all " \
            "(resume with --from embed_movies)" in failed.log, failed
     assert "score_all finished" not in failed.log
 
-    run = submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
-                 "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method; "
-                          "SELECT count(*) AS n FROM lfr.recommendations; "
-                          "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
-                 conf=conf)
     assert run.code == 0, run
     assert re.search(r"embed_lexical finished .*score_all finished .*sql finished .*pipeline finished", run.log,
                      re.S), run
