@@ -50,11 +50,12 @@ def spark(tmp_path_factory):
 # own session (above), tmp dirs, warehouses and metastores; the servers take free ports.
 #: with --dist loadscope a module runs whole on one worker (its module fixtures are built once), and so do
 #: the modules of one of these groups (they share a session fixture worth building once)
-SHARED_GROUPS = {"test_notebook.py": "registered_warehouse", "test_sql_server.py": "registered_warehouse"}
+SHARED_GROUPS = {"test_notebook.py": "registered_warehouse", "test_sql_server.py": "registered_warehouse",
+                 "test_session.py": "registered_warehouse"}
 #: the modules that start JVMs, servers or a cluster, longest first: handed out before the rest, so that the
 #: two workers finish together (the other modules keep their order)
-SLOW_FIRST = ("test_jobs_e2e.py", "test_cluster.py", "test_two_clones.py", "test_session.py", "test_notebook.py",
-              "test_sql_server.py")
+SLOW_FIRST = ("test_jobs_e2e.py", "test_cluster.py", "test_two_clones.py", "test_notebook.py", "test_sql_server.py",
+              "test_session.py")
 
 
 def pytest_collection_modifyitems(config, items):

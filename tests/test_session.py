@@ -73,59 +73,21 @@ def test_derby_in_use_sees_another_process_lock(tmp_path):
         fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-WRITER = """
-import sys
-import pandas as pd
-from pyspark.sql.functions import pandas_udf
-from lfr.config import load_config
-from lfr.spark import build_session
-from lfr.spark.delta import register_table
+def test_plain_python_runs_pandas_udf_and_catalog_persists(registered_warehouse):
+    """From `python -c` (not spark-submit) in a new user's shell (no PYSPARK_PYTHON, the project environment
+    not on PATH) the UDF's workers run the project interpreter, and the tables registered go to the embedded
+    Derby metastore under the work dir. The process is tests/warehouse.py's REGISTER (paid once for this,
+    the notebook and the JDBC tests); the next processes query the registered names: the JDBC server
+    (tests/test_sql_server.py) and the notebook's kernel (tests/test_notebook.py)."""
+    from tests.warehouse import new_user_env
 
-cfg = load_config(overrides=sys.argv[1:])
-spark = build_session(cfg)
-
-@pandas_udf("long")
-def twice(v: pd.Series) -> pd.Series:
-    return v * 2
-
-df = spark.range(5).select(twice("id").alias("v"))
-df.write.format("delta").save(cfg["paths"]["warehouse"] + "/t")
-print("catalog", spark.conf.get("spark.sql.catalogImplementation"))
-register_table(spark, "lfr_test", "t", cfg["paths"]["warehouse"] + "/t")
-spark.stop()
-"""
-
-READER = """
-import sys
-from lfr.config import load_config
-from lfr.spark import build_session
-
-spark = build_session(load_config(overrides=sys.argv[1:]))
-print("rows", sorted(r.v for r in spark.sql("SELECT v FROM lfr_test.t").collect()))
-spark.stop()
-"""
-
-
-def _plain_env() -> dict[str, str]:
-    """A new user's shell: no PYSPARK_PYTHON, the project environment not on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_") and k != "VIRTUAL_ENV"}
-    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def test_plain_python_runs_pandas_udf_and_catalog_persists(tmp_path):
-    """From `python -c` (not spark-submit) the UDF's workers run the project interpreter, and the
-    table registered by one process is queryable by name from the next (embedded Derby under tmp)."""
-    overrides = [f"paths.work_dir={tmp_path}", "spark.master=local[1]", "spark.ui.enabled=false",
-                 "spark.sql.shuffle.partitions=1", "spark.driver.memory=1g"]
-    run = dict(cwd=tmp_path, env=_plain_env(), capture_output=True, text=True, timeout=300)
-    first = subprocess.run([sys.executable, "-c", WRITER, *overrides], **run)
-    assert first.returncode == 0, first.stderr[-4000:]
-    assert "catalog hive" in first.stdout
-    assert (tmp_path / "metastore" / "metastore_db").is_dir()
-    assert not (tmp_path / "derby.log").exists()  # Derby's log stays in the metastore folder
-    second = subprocess.run([sys.executable, "-c", READER, *overrides], **run)
-    assert second.returncode == 0, second.stderr[-4000:]
-    assert "rows [0, 2, 4, 6, 8]" in second.stdout
-    assert "INFO SparkContext" not in first.stderr + second.stderr  # log4j2.properties applied
+    run, work_dir = registered_warehouse.register, registered_warehouse.work_dir
+    assert run.args[0] == sys.executable and run.args[1] == "-c"
+    assert "udf [0, 2, 4, 6, 8]" in run.stdout, run.stdout
+    assert "catalog: hive" in run.stdout
+    assert (work_dir / "metastore" / "metastore_db").is_dir()
+    assert not (work_dir / "derby.log").exists()  # Derby's log stays in the metastore folder (cwd: work_dir)
+    assert "INFO SparkContext" not in run.stderr  # log4j2.properties applied
+    env = new_user_env()        # the shell it ran in
+    assert not any(k.startswith("PYSPARK_") for k in env) and "VIRTUAL_ENV" not in env
+    assert str(Path(sys.executable).parent) not in env["PATH"].split(os.pathsep)

@@ -2,6 +2,11 @@
 (notebook, JDBC server): catalogs, embeddings, two scoring runs (dense, then hybrid) of
 ``recommendations`` in the Delta history, an evaluation ``metrics.json``, and the tables + view
 registered in a persistent (Derby) metastore under the tmp work dir by a separate process.
+
+That process is a user's plain ``python -c`` (not spark-submit: no PYSPARK_* exports, the project
+environment not on PATH) that also runs a pandas UDF, so its output is what tests/test_session.py
+checks of such a process (Python workers, Derby's files, quiet logs); the JDBC server and the notebook
+are the next processes, reading the registered names.
 """
 from __future__ import annotations
 
@@ -30,12 +35,20 @@ RUNS = {"dense": {"m1": ["b2", "b1", "b4"], "m2": ["b3", "b5", "b2"], "m3": ["b5
 
 REGISTER = """
 import sys
+import pandas as pd
+from pyspark.sql.functions import pandas_udf
 from lfr.config import load_config
 from lfr.spark import build_session
 from lfr.score import register_recommendations
 
 cfg = load_config(overrides=sys.argv[1:])
 spark = build_session(cfg)
+
+@pandas_udf("long")
+def twice(v: pd.Series) -> pd.Series:   # runs on the Python workers Spark starts
+    return v * 2
+
+print("udf", sorted(r.v for r in spark.range(5).select(twice("id").alias("v")).collect()))
 print("registered:", ",".join(register_recommendations(spark, cfg)),
       "catalog:", spark.conf.get("spark.sql.catalogImplementation"))
 spark.stop()
@@ -46,6 +59,7 @@ spark.stop()
 class Warehouse:
     work_dir: Path
     overrides: list[str]        # config overrides pointing every consumer at it
+    register: subprocess.CompletedProcess   # the plain `python -c` that registered the tables (cwd: work_dir)
 
     @property
     def lfr_conf(self) -> str:  # the same, as LFR_CONF for scripts and notebook kernels
@@ -102,14 +116,21 @@ def plain_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def new_user_env() -> dict[str, str]:
+    """A new user's shell: no PYSPARK_* exports, the project environment not on PATH or activated."""
+    env = plain_env(PATH="/usr/local/bin:/usr/bin:/bin")
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def registered_warehouse(spark, tmp_path_factory) -> Warehouse:
     work_dir = tmp_path_factory.mktemp("lfr_work")
     _write_tables(spark, work_dir)
     _write_report(work_dir)
-    wh = Warehouse(work_dir=work_dir, overrides=small_conf(work_dir))
-    proc = subprocess.run([sys.executable, "-c", REGISTER, *wh.overrides], cwd=work_dir, env=plain_env(),
+    overrides = small_conf(work_dir)
+    proc = subprocess.run([sys.executable, "-c", REGISTER, *overrides], cwd=work_dir, env=new_user_env(),
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "catalog: hive" in proc.stdout and "movie_book_recommendations" in proc.stdout, proc.stdout
-    return wh
+    return Warehouse(work_dir=work_dir, overrides=overrides, register=proc)
