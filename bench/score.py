@@ -301,16 +301,14 @@ def main(argv=None) -> int:
 
     from pyspark.sql import functions as F
 
-    from lfr.config import load_config
     from lfr.score import score_recommendations
-    from lfr.settings import Settings, with_values
+    from lfr.settings import load_settings, with_values
     from lfr.spark import build_session
     from lfr.spark.guards import Guards
 
     overrides = list(a.conf) + ([f"spark.master={a.master}"] if a.master else [])
-    cfg = load_config(overrides=overrides)
-    settings = Settings.from_config(cfg)
-    spark = build_session(cfg)
+    settings = load_settings(overrides=overrides)
+    spark = build_session(settings)
     spark.sparkContext.setLogLevel("ERROR")
     cores = spark.sparkContext.defaultParallelism
     mbr = a.movie_block_rows or settings.score.movie_block_rows

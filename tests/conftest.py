@@ -22,11 +22,11 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from lfr.config import load_config
+    from lfr.settings import load_settings
     from lfr.spark import build_session
 
     warehouse = tmp_path_factory.mktemp("warehouse")
-    cfg = load_config(overrides=[
+    cfg = load_settings(overrides=[
         "spark.master=local[2]",
         "spark.sql.shuffle.partitions=2",
         "spark.default.parallelism=2",

@@ -30,12 +30,12 @@ def test_a_table_registered_elsewhere_is_re_pointed(spark, tmp_path):
 
 
 def test_register_tables_creates_the_database_once_and_skips_missing_tables(spark, tmp_path):
-    present = str(tmp_path / "present")
-    write_table(spark.createDataFrame([Row(id="x", n=3)]), present, mode="overwrite")
-    cfg = {"tables": {"database": "lfr_reg_new", "present": {"name": "present", "path": present},
-                      "absent": {"name": "absent", "path": str(tmp_path / "absent")}}}
+    from lfr.settings import load_settings
+
+    tables = load_settings(overrides=[f"paths.warehouse={tmp_path}", "tables.database=lfr_reg_new"]).tables
+    write_table(spark.createDataFrame([Row(id="x", n=3)]), tables.movies.path, mode="overwrite")  # the others absent
     assert registered_locations(spark, "lfr_reg_new") == {}
-    assert register_tables(spark, cfg) == ["`lfr_reg_new`.`present`"]
-    assert register_tables(spark, cfg) == ["`lfr_reg_new`.`present`"]
-    assert set(registered_locations(spark, "lfr_reg_new")) == {"present"}
-    assert spark.sql("SELECT n FROM lfr_reg_new.present").first().n == 3
+    assert register_tables(spark, tables) == ["`lfr_reg_new`.`movies`"]
+    assert register_tables(spark, tables) == ["`lfr_reg_new`.`movies`"]
+    assert set(registered_locations(spark, "lfr_reg_new")) == {"movies"}
+    assert spark.sql("SELECT n FROM lfr_reg_new.movies").first().n == 3

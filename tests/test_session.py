@@ -8,14 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from lfr.config import load_config
+from lfr.settings import load_settings
 from lfr.spark.session import DERBY_URL_KEY, LOG4J_CONF, derby_in_use, main, session_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cfg(tmp_path, *overrides):
-    return load_config(overrides=[f"paths.work_dir={tmp_path}", *overrides])
+    return load_settings(overrides=[f"paths.work_dir={tmp_path}", *overrides])
 
 
 def test_local_profile_uses_embedded_metastore_under_metastore_dir(tmp_path):

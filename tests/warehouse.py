@@ -37,11 +37,11 @@ REGISTER = """
 import sys
 import pandas as pd
 from pyspark.sql.functions import pandas_udf
-from lfr.config import load_config
+from lfr.settings import load_settings
 from lfr.spark import build_session
 from lfr.score import register_recommendations
 
-cfg = load_config(overrides=sys.argv[1:])
+cfg = load_settings(overrides=sys.argv[1:])
 spark = build_session(cfg)
 
 @pandas_udf("long")

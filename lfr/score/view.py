@@ -40,13 +40,10 @@ def _title_table(spark: SparkSession, t, domain: str):
     return None
 
 
-def register_recommendations(spark: SparkSession, cfg) -> list[str]:
-    """Register every existing table of the ``tables`` settings plus the view; returns the names (idempotent).
-
-    ``cfg``: the typed :class:`lfr.settings.Settings` or the merged config mapping (``jobs/sql.py``).
-    """
-    t = cfg.tables.as_dict() if isinstance(cfg, Settings) else cfg["tables"]
-    names = register_tables(spark, {"tables": t})
+def register_recommendations(spark: SparkSession, settings: Settings) -> list[str]:
+    """Register every existing table of ``settings.tables`` plus the view; returns the names (idempotent)."""
+    t = settings.tables.as_dict()
+    names = register_tables(spark, settings.tables)
     db = t["database"]
     needed = [t["recommendations"], _title_table(spark, t, "movie"), _title_table(spark, t, "book")]
     if all(spec is not None and is_delta_table(spark, spec["path"]) for spec in needed):

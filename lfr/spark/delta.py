@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from lfr.errors import UsageError
+from lfr.settings import TablesSettings
 
 log = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -133,10 +134,10 @@ def register_table(spark: SparkSession, database: str, name: str, path: str,
     return qualified
 
 
-def register_tables(spark: SparkSession, cfg) -> list[str]:
-    """Register every existing Delta table named in ``cfg['tables']`` for SQL (one catalog lookup for all)."""
-    tables = cfg["tables"]
-    database = tables["database"]
+def register_tables(spark: SparkSession, settings: TablesSettings) -> list[str]:
+    """Register every existing Delta table of the ``tables`` settings for SQL (one catalog lookup for all)."""
+    tables = settings.as_dict()
+    database = settings.database
     registered = registered_locations(spark, database)
     if not registered and not spark.catalog.databaseExists(database):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")

@@ -127,11 +127,10 @@ def _java_options(conf: Mapping[str, object], folder: str | None) -> str:
     return " ".join(opts)
 
 
-def session_conf(settings: Settings | Mapping, extra_conf: Mapping[str, object] | None = None, *,
+def session_conf(settings: Settings, extra_conf: Mapping[str, object] | None = None, *,
                  jars: bool = True) -> dict[str, str]:
     """Every Spark setting of the project's sessions: ``spark.conf`` of the settings, the catalog,
     the log configuration, the Delta jars (``jars=False``: leave them to spark-submit)."""
-    settings = _typed(settings)
     conf: dict[str, object] = {k: v for k, v in {**settings.spark.conf, **(extra_conf or {})}.items()
                                if v is not None}
     conf.update(catalog_conf(settings.paths, conf))
@@ -189,18 +188,13 @@ def _python_workers(conf: Mapping[str, str]) -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", conf.get("spark.pyspark.driver.python") or sys.executable)
 
 
-def _typed(settings: Settings | Mapping) -> Settings:
-    """The typed settings; a merged config mapping (``lfr.config.load_config``) is parsed once here."""
-    return settings if isinstance(settings, Settings) else Settings.from_config(settings)
-
-
-def build_session(settings: Settings | Mapping, extra_conf: Mapping[str, object] | None = None) -> SparkSession:
+def build_session(settings: Settings, extra_conf: Mapping[str, object] | None = None) -> SparkSession:
     """Create (or reuse) the SparkSession described by ``settings.spark`` and ``settings.paths``.
 
     Parameters
     ----------
     settings : lfr.settings.Settings
-        From ``lfr.settings.load_settings`` (or the merged config mapping it is parsed from).
+        From ``lfr.settings.load_settings`` (the jobs: ``jobkit.job_settings``).
     extra_conf : mapping, optional
         Spark settings added to ``settings.spark.conf`` (they win).
 
@@ -214,7 +208,8 @@ def build_session(settings: Settings | Mapping, extra_conf: Mapping[str, object]
     -------
     >>> spark = build_session(load_settings(overrides=["spark.master=local[2]"]))  # doctest: +SKIP
     """
-    settings = _typed(settings)
+    if not isinstance(settings, Settings):
+        raise TypeError(f"build_session takes lfr.settings.Settings, got {type(settings).__name__}")
     builder = SparkSession.builder.appName(settings.spark.app_name)
     master = settings.spark.master
     if master and not os.environ.get("PYSPARK_GATEWAY_PORT"):
