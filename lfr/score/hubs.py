@@ -44,29 +44,44 @@ class HubStats:
 
 def occurrence_stats(counts: np.ndarray, n_books: int) -> tuple[float, float, float]:
     """``(never_recommended, gini, skew)`` of per-book occurrence counts, padded with zeros to ``n_books``."""
-    x = np.zeros(max(int(n_books), len(counts)), dtype=np.float64)
-    x[:len(counts)] = np.asarray(counts, dtype=np.float64)
-    n, total = len(x), float(x.sum())
+    values, books = np.unique(np.asarray(counts, dtype=np.int64), return_counts=True)
+    return histogram_stats(values, books, n_books)
+
+
+def histogram_stats(values: np.ndarray, books: np.ndarray, n_books: int) -> tuple[float, float, float]:
+    """``(never_recommended, gini, skew)`` from the histogram of the occurrence counts: ``books[i]`` books
+    are in ``values[i]`` lists; the books of ``n_books`` that no histogram row covers are in none."""
+    v = np.asarray(values, dtype=np.float64)
+    m = np.asarray(books, dtype=np.float64)
+    zeros = max(float(n_books) - float(m.sum()), 0.0)
+    v, m = np.append(v, 0.0), np.append(m, zeros)
+    order = np.argsort(v, kind="stable")
+    v, m = v[order], m[order]
+    n, total = float(m.sum()), float((v * m).sum())
     if n == 0 or total == 0:
         return (1.0 if n else 0.0), 0.0, 0.0
-    ascending = np.sort(x)
-    gini = float(2.0 * np.sum(np.arange(1, n + 1) * ascending) / (n * total) - (n + 1) / n)
-    std = float(x.std())
-    skew = float(np.mean((x - x.mean()) ** 3) / std ** 3) if std > 0 else 0.0
-    return float(np.mean(x == 0)), gini, skew
+    start = np.cumsum(m) - m                        # books before each run of equal counts (ascending)
+    weighted = float(np.sum(v * (m * start + m * (m + 1) / 2)))   # sum of position * count over every book
+    gini = 2.0 * weighted / (n * total) - (n + 1) / n
+    mean = total / n
+    var = float(np.sum(m * (v - mean) ** 2)) / n
+    skew = float(np.sum(m * (v - mean) ** 3)) / n / var ** 1.5 if var > 0 else 0.0
+    return float(m[v == 0].sum() / n), float(gini), skew
 
 
 def hub_stats(recs: DataFrame, films: int, n_books: int, k: int, top: int = HUB_TOP) -> HubStats:
     """:class:`HubStats` of ``recs`` (``movie_id, rank, book_id``) over its first ``min(top, k)`` ranks;
-    ``films`` / ``n_books``: the films and books that were scored. One Spark aggregation; the per-book
-    counts (at most one row per book) come to the driver."""
+    ``films`` / ``n_books``: the films and books that were scored. Only the histogram of the per-book
+    counts (one row per distinct count, at most ``films`` rows) and the top book come to the driver."""
     top = min(int(top), int(k))
-    rows = (recs.filter(F.col("rank") <= top).groupBy("book_id").agg(F.count("*").alias("n"))
-            .orderBy(F.desc("n"), "book_id").collect())
-    counts = np.array([r["n"] for r in rows], dtype=np.int64)
-    never, gini, skew = occurrence_stats(counts, n_books)
-    best = int(counts[0]) if len(counts) else 0
-    return HubStats(top=top, films=int(films), books=int(max(n_books, len(counts))), max_occurrence=best,
+    per_book = recs.filter(F.col("rank") <= top).groupBy("book_id").agg(F.count("*").alias("n"))
+    hist = per_book.groupBy("n").agg(F.count("*").alias("books")).collect()
+    hub = per_book.orderBy(F.desc("n"), "book_id").first()
+    values = np.array([r["n"] for r in hist], dtype=np.int64)
+    books = np.array([r["books"] for r in hist], dtype=np.int64)
+    never, gini, skew = histogram_stats(values, books, n_books)
+    best = int(hub["n"]) if hub else 0
+    return HubStats(top=top, films=int(films), books=int(max(n_books, int(books.sum()))), max_occurrence=best,
                     max_share=round(best / films, 6) if films else 0.0,
-                    hub_book=rows[0]["book_id"] if rows else None, never_recommended=round(never, 6),
+                    hub_book=hub["book_id"] if hub else None, never_recommended=round(never, 6),
                     gini=round(gini, 6), skew=round(skew, 6))
