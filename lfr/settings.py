@@ -193,6 +193,7 @@ class ScoreSettings(_Section):
     missing_side: str
     movie_block_rows: int
     book_block_rows: int
+    precision: str
     exclude_pairs: Optional[str]
     movie_filter: Optional[str]
     book_filter: Optional[str]

@@ -145,7 +145,7 @@ def test_csr_rows_validates_and_normalises():
     assert ok.tolist() == [True, False, False, True, False]               # hybrid keeps a term-less row
 
 
-def _hybrid_kernel(qn, bn, qa, ba, book_order, bbr, alpha, k, chunk):
+def _hybrid_kernel(qn, bn, qa, ba, book_order, bbr, alpha, k, chunk, precision):
     """The hybrid kernel over blocks, with catalog-wide stats accumulated block by block (as the job)."""
     n = bn.shape[0]
     s1, s2, bsum, gram = np.zeros(qn.shape[0]), np.zeros(qn.shape[0]), 0.0, 0.0
@@ -155,19 +155,21 @@ def _hybrid_kernel(qn, bn, qa, ba, book_order, bbr, alpha, k, chunk):
         bs, g = dense_book_moments(bn[cs])
         s1, s2, bsum, gram = s1 + x1, s2 + x2, bsum + bs, gram + g
     coef = convex_coefficients(alpha, *dense_movie_stats(qn, n, bsum, gram), *moments_to_stats(s1, s2, n))
-    return lambda ms, cs: hybrid_topk(qn[ms], bn[cs], qa[ms], ba[cs], coef[ms], k, chunk_elems=chunk)
+    return lambda ms, cs: hybrid_topk(qn[ms], bn[cs], qa[ms], ba[cs], coef[ms], k, chunk_elems=chunk,
+                                      precision=precision)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-screen"])
 @pytest.mark.parametrize("alpha", [0.7, 0.0, 1.0])
 @pytest.mark.parametrize("k,mbr,bbr,chunk",
                          [(5, 1000, 1000, 1 << 20), (5, 13, 17, 64), (12, 30, 7, 100), (100, 25, 40, 64)])
-def test_hybrid_topk_equals_brute_force_over_all_books(alpha, k, mbr, bbr, chunk):
+def test_hybrid_topk_equals_brute_force_over_all_books(alpha, k, mbr, bbr, chunk, precision):
     movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog()
     qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
     qa, _ = to_csr(m_lex, False)
     ba, _ = to_csr(b_lex, False)
     order = np.argsort(book_ids, kind="stable")
-    fn = _hybrid_kernel(qn, bn, qa, ba, order, bbr, alpha, k, chunk)
+    fn = _hybrid_kernel(qn, bn, qa, ba, order, bbr, alpha, k, chunk, precision)
     got = blocked(fn, movie_ids, book_ids, k, mbr, bbr)
     ref = brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, alpha)
     assert_same(got, ref)
@@ -190,7 +192,7 @@ def test_hybrid_is_not_a_rerank_of_truncated_lists():
     d64 = (qn.astype(np.float64) @ bn.astype(np.float64).T)[0]
     assert np.argmax(d64) == 0 and np.argmax(l64) == 1
     coef = convex_coefficients(0.5, [d64.mean()], [d64.var()], [l64.mean()], [l64.var()])
-    r, c, s = hybrid_topk(qn, bn, qa, ba, coef, 1)
+    r, c, s = hybrid_topk(qn, bn, qa, ba, coef, 1, precision="fp32")
     assert c.tolist() == [2]
     np.testing.assert_allclose(s, combine(coef, np.array([0]), np.float32(d64[2:3]), np.float32(l64[2:3])))
 
@@ -227,7 +229,8 @@ def brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, rrf_k, exclude=()):
     return out
 
 
-def blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n, chunk=1 << 20, exclude=()):
+def blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n, chunk=1 << 20, exclude=(),
+                precision="fp32"):
     """The job's RRF plan in plain Python: block candidates, per-movie proof, unproven movies retried with 4n."""
     from lfr.score.hybrid import rrf_block_candidates, rrf_fuse
 
@@ -244,7 +247,7 @@ def blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n
                       if (movie_ids[mi], book_ids[j]) in exclude]
                 ex_r, ex_c = (np.array([e[0] for e in ex]), np.array([e[1] for e in ex])) if ex else (None, None)
                 r, c, sd, sl = rrf_block_candidates(qn[ms], bn[cs], qa[ms], ba[cs], n_top, ex_r, ex_c,
-                                                    chunk_elems=chunk)
+                                                    chunk_elems=chunk, precision=precision)
                 for rr, cc, x, y in zip(r, c, sd, sl):
                     rows_of[ms[rr]].append((book_ids[cs[cc]], x, y))
         complete = n_top >= len(book_ids)
@@ -261,15 +264,17 @@ def blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n
     return out, rounds
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-screen"])
 @pytest.mark.parametrize("k,mbr,bbr,first_n,rrf_k,chunk", [(5, 1000, 1000, 100, 60, 1 << 20), (5, 13, 17, 5, 60, 64),
                                                             (12, 30, 7, 12, 1, 1 << 20), (3, 25, 40, 3, 0, 256),
                                                             (100, 25, 40, 100, 60, 1 << 20)])
-def test_rrf_equals_brute_force_over_all_books_with_ties(k, mbr, bbr, first_n, rrf_k, chunk):
+def test_rrf_equals_brute_force_over_all_books_with_ties(k, mbr, bbr, first_n, rrf_k, chunk, precision):
     movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog()
     qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
     qa, _ = to_csr(m_lex, False)
     ba, _ = to_csr(b_lex, False)
-    got, rounds = blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n, chunk=chunk)
+    got, rounds = blocked_rrf(qn, bn, qa, ba, movie_ids, book_ids, k, rrf_k, mbr, bbr, first_n, chunk=chunk,
+                              precision=precision)
     assert_same(got, brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, rrf_k))
     dup = sorted(book_ids[[7, 11, 40, 63]])[:k]            # identical in both spaces: one shared rank pair
     assert [b for b, _ in got["m003"][:4]] == dup and len({s for _, s in got["m003"][:4]}) == 1

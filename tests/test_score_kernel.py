@@ -1,8 +1,10 @@
-"""The block kernel against a brute force (numpy only, no Spark)."""
+"""The block kernel against a brute force (numpy only, no Spark), with either dense screen (score.precision)."""
 import numpy as np
 import pytest
 
 from lfr.score.kernel import block_topk, merge_topk, normalize_rows, score_margin, topk_local
+
+SCREENS = ["fp32", "bf16-screen"]
 
 
 def brute_force(movie_ids, mv, book_ids, bv, k, exclude=()):
@@ -53,11 +55,13 @@ def assert_same(got, ref):
         np.testing.assert_allclose([s for _, s in got[m]], [s for _, s in ref[m]], atol=1e-6)
 
 
+@pytest.mark.parametrize("precision", SCREENS)
 @pytest.mark.parametrize("k,mbr,bbr", [(5, 1000, 1000), (5, 17, 23), (12, 40, 9), (200, 50, 64)])
-def test_blocked_topk_equals_brute_force_with_ties(k, mbr, bbr):
+def test_blocked_topk_equals_brute_force_with_ties(k, mbr, bbr, precision):
     rng = np.random.default_rng(7)
     movie_ids, mv, book_ids, bv = data_with_ties(rng)
-    got = as_dict(*topk_local(movie_ids, mv, book_ids, bv, k, movie_block_rows=mbr, book_block_rows=bbr))
+    got = as_dict(*topk_local(movie_ids, mv, book_ids, bv, k, movie_block_rows=mbr, book_block_rows=bbr,
+                              precision=precision))
     ref = brute_force(movie_ids, mv, book_ids, bv, k)
     assert_same(got, ref)
     # ties: movies 2..5 equal book b's 3/10/77/140 -> score 1 for all four, smallest id first
@@ -67,16 +71,17 @@ def test_blocked_topk_equals_brute_force_with_ties(k, mbr, bbr):
         assert len({s for _, s in got["m0002"][:4]}) == 1
 
 
-def test_exclusions_are_masked_before_truncation():
+@pytest.mark.parametrize("precision", SCREENS)
+def test_exclusions_are_masked_before_truncation(precision):
     rng = np.random.default_rng(3)
     movie_ids, mv, book_ids, bv = data_with_ties(rng, n_movies=30)
     qn, _ = normalize_rows(mv)
     order = np.argsort(book_ids)
     bids, bn = book_ids[order], normalize_rows(bv)[0][order]
-    full_r, full_c, _ = block_topk(qn, bn, 5)
+    full_r, full_c, _ = block_topk(qn, bn, 5, precision=precision)
     # exclude every book of each movie's unconstrained top-5: the answer must be the next five
     ex_r, ex_c = full_r, full_c
-    r, c, s = block_topk(qn, bn, 5, exclude_rows=ex_r, exclude_cols=ex_c)
+    r, c, s = block_topk(qn, bn, 5, exclude_rows=ex_r, exclude_cols=ex_c, precision=precision)
     excluded = {(movie_ids[i], bids[j]) for i, j in zip(ex_r, ex_c)}
     got = {}
     for i, j, sc in zip(r, c, s):
@@ -86,12 +91,13 @@ def test_exclusions_are_masked_before_truncation():
     assert not excluded & {(m, b) for m, v in got.items() for b, _ in v}
 
 
-def test_fewer_books_than_k_and_everything_excluded():
+@pytest.mark.parametrize("precision", SCREENS)
+def test_fewer_books_than_k_and_everything_excluded(precision):
     q, _ = normalize_rows(np.eye(3, 4, dtype=np.float32))
     b, _ = normalize_rows(np.eye(2, 4, dtype=np.float32))
-    r, c, s = block_topk(q, b, 10)
+    r, c, s = block_topk(q, b, 10, precision=precision)
     assert len(r) == 6 and set(np.bincount(r)) == {2}
-    r, c, s = block_topk(q, b, 10, exclude_rows=[0, 0], exclude_cols=[0, 1])
+    r, c, s = block_topk(q, b, 10, exclude_rows=[0, 0], exclude_cols=[0, 1], precision=precision)
     assert 0 not in r and len(r) == 4
 
 
@@ -122,15 +128,13 @@ def test_merge_topk_orders_by_score_then_id():
     assert list(zip(m, r, b)) == [("a", 1, "y"), ("a", 2, "x"), ("b", 1, "q")]
 
 
+@pytest.mark.parametrize("precision", SCREENS)
 @pytest.mark.parametrize("bbr", [1000, 16])
-def test_more_ties_than_the_topk_window_are_rescanned(bbr):
-    """25 identical books (> k + EXTRA_CANDIDATES = 13) that two movies point at exactly: the window
-    of ``torch.topk`` holds only ties, so the row is rescanned in full and the smallest ids win."""
-    from lfr.score.kernel import EXTRA_CANDIDATES
-
+def test_a_cluster_of_ties_wider_than_k_goes_to_the_smallest_ids(bbr, precision):
+    """25 identical books (5x k) that two movies point at exactly: every one is a candidate (the
+    selection compares whole rows, it never stops at a window), and the smallest ids win."""
     rng = np.random.default_rng(11)
     k, n_tied = 5, 25
-    assert n_tied > k + EXTRA_CANDIDATES
     bv = rng.standard_normal((80, 16)).astype(np.float32)
     tied_rows = rng.choice(80, n_tied, replace=False)
     bv[tied_rows] = bv[tied_rows[0]]
@@ -138,7 +142,8 @@ def test_more_ties_than_the_topk_window_are_rescanned(bbr):
     mv[[1, 4]] = bv[tied_rows[0]] * 3.0            # same direction: cosine 1 with every tied book
     movie_ids = np.array([f"m{i}" for i in range(6)])
     book_ids = np.array([f"b{(i * 29) % 80:03d}" for i in range(80)])   # ids not in row order
-    got = as_dict(*topk_local(movie_ids, mv, book_ids, bv, k, movie_block_rows=4, book_block_rows=bbr))
+    got = as_dict(*topk_local(movie_ids, mv, book_ids, bv, k, movie_block_rows=4, book_block_rows=bbr,
+                              precision=precision))
     ref = brute_force(movie_ids, mv, book_ids, bv, k)
     assert_same(got, ref)
     smallest_tied = sorted(book_ids[tied_rows])[:k]

@@ -49,6 +49,7 @@ def test_one_dispatch_from_method_and_fusion(method, fusion, cls, params):
     ("alpha", 1.5, r"score.alpha must be in \[0, 1\]"), ("k", 0, "score.k must be positive"),
     ("book_block_rows", -1, "score.book_block_rows must be positive"),
     ("missing_side", "guess", "score.missing_side must be one of"),
+    ("precision", "fp16", "score.precision must be one of"),
 ])
 def test_bad_settings_are_usage_errors_naming_the_key(key, value, match):
     from lfr.errors import UsageError
@@ -99,7 +100,7 @@ def test_a_strategys_pair_kernel_travels_to_the_workers():
     q, _ = normalize_rows(rng.normal(size=(4, 8)))
     b, _ = normalize_rows(rng.normal(size=(9, 8)))
     pair = BlockPair(0, 0, None, q, None, None, None, b, None, None, None, 1)
-    kernel = cloudpickle.loads(cloudpickle.dumps(partial(Dense().pair_kernel, n=3, kernel=None)))
-    for got, ref in zip(kernel(pair), block_topk(q, b, 3, threads=1)):
+    kernel = cloudpickle.loads(cloudpickle.dumps(partial(Dense(precision="bf16-screen").pair_kernel, n=3, kernel=None)))
+    for got, ref in zip(kernel(pair), block_topk(q, b, 3, threads=1, precision="fp32")):
         np.testing.assert_array_equal(got, ref)
     assert BlockStats.from_row(None) == BlockStats(0, 0, 0, 0, None, None)

@@ -18,13 +18,14 @@ Exact per-movie statistics over the whole book catalog, without materialising th
   sum of squares (:func:`lfr.score.sparse.sparse_moments`); a vocabulary-sized Gram matrix is not
   bounded, the pass is.
 
-Top-k, one pass over paired blocks (the dense and lexical rows of the same books): the float32
-BLAS product gives approximate ``g = a * s_d + b * s_l`` (``s_l`` exact); every book within a
-per-movie margin (``|a| * score_margin(d)`` for the dense error plus float32 rounding of the
-combination, see :func:`hybrid_margin`) of the k-th best ``g`` is a candidate; candidates are
-rescored exactly (dense in float64) and ranked by (h desc, book_id asc). As in the dense kernel,
-no true top-k book can fall outside the margin, so the result is the exact top-k of ``h`` over
-all books, not a re-rank of two truncated lists.
+Top-k, one pass over paired blocks (the dense and lexical rows of the same books): the dense
+screen of ``score.precision`` (:func:`lfr.score.kernel.dense_screen`: float32 BLAS or bf16) gives
+approximate ``g = a * s_d + b * s_l`` (``s_l`` exact); every book within a per-movie margin
+(``2 |a|`` times the screen's per-movie dense error plus float32 rounding of the combination, see
+:func:`hybrid_margin`) of the k-th best ``g`` is a candidate; candidates are rescored exactly (dense
+in float64) and ranked by (h desc, book_id asc). As in the dense kernel, no true top-k book can fall
+outside the margin, so the result is the exact top-k of ``h`` over all books, not a re-rank of two
+truncated lists, and it does not depend on the screen.
 """
 from __future__ import annotations
 
@@ -36,12 +37,13 @@ from lfr.score.kernel import (
     CHUNK_ELEMS,
     _rescore,
     as_rows,
+    below,
     compute_settings,
     concat_parts,
+    dense_screen,
     first_k_per_group,
     mask_excluded,
     prologue,
-    score_margin,
     select_candidates,
 )
 from lfr.score.sparse import _book_columns, chunk_rows, lexical_chunk
@@ -79,15 +81,17 @@ def convex_coefficients(alpha: float, mu_d, var_d, mu_l, var_l) -> np.ndarray:
     return np.stack([a, b, c], axis=1)
 
 
-def hybrid_margin(coef: np.ndarray, dim: int) -> np.ndarray:
-    """Per-movie candidate margin on ``g = a s_d + b s_l`` computed in float32.
+def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray) -> np.ndarray:
+    """Per-movie candidate margin on ``g = a s_d + b s_l`` computed in float32 from the screened ``s_d``.
 
-    ``|a| * score_margin(d)`` covers twice the dense float32 error; ``2**-20 (|a|+|b|+|c|)``
-    (16 float32 ulps of the largest term, |s| <= 1) covers the float32 rounding of ``a``, ``b``,
-    the products and the sum, and the final rounding of ``h`` to float32 (the ``c`` term).
+    ``2 |a| dense_error`` covers twice the dense screen's error (``dense_error``: per movie, its bound on
+    |screened - published| for every book, :meth:`lfr.score.kernel.Fp32Screen.error` /
+    :meth:`~lfr.score.kernel.Bf16Screen.error`); ``2**-20 (|a|+|b|+|c|)`` (16 float32 ulps of the largest
+    term, |s| <= 1 up to the screen's error) covers the float32 rounding of ``a``, ``b``, the products and
+    the sum, and the final rounding of ``h`` to float32 (the ``c`` term).
     """
     a, b, c = np.abs(coef[:, 0]), np.abs(coef[:, 1]), np.abs(coef[:, 2])
-    return a * score_margin(dim) + 2.0 ** -20 * (a + b + c)
+    return 2.0 * a * dense_error + 2.0 ** -20 * (a + b + c)
 
 
 def combine(coef: np.ndarray, rows: np.ndarray, s_d: np.ndarray, s_l: np.ndarray) -> np.ndarray:
@@ -102,9 +106,12 @@ def hybrid_topk(
     exclude_cols: Optional[np.ndarray] = None,
     threads: Optional[int] = None,
     chunk_elems: int = CHUNK_ELEMS,
+    *,
+    precision: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact top-k of the hybrid score per movie row; row i of ``q``/``qa`` is the same movie, row j
-    of ``b``/``ba`` the same book (ordered by book_id). Same contract as ``block_topk``."""
+    of ``b``/``ba`` the same book (ordered by book_id). Same contract as ``block_topk`` (``precision``:
+    the dense screen, ``score.precision``)."""
     q, b = as_rows(q, b)
     paired = (q.shape[1] == b.shape[1] and qa.shape[1] == ba.shape[1] and qa.shape[0] == q.shape[0]
               and ba.shape[0] == b.shape[0])
@@ -113,29 +120,33 @@ def hybrid_topk(
     if p is None:
         return concat_parts([])
     coef = np.asarray(coef, dtype=np.float64)
-    margin = hybrid_margin(coef, q.shape[1])
     coef32 = coef[:, :2].astype(np.float32)
     parts = []
     # 20 bytes per pair: float32 dense + float64/32 lexical + float32 g
-    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, p.n, chunk_elems, 20)):
+    for screen, r0, r1, s_d, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, p.n, chunk_elems, 20),
+                                                  precision):
+        g = screen.float32(s_d)
         g *= coef32[r0:r1, 0:1]
         g += coef32[r0:r1, 1:2] * s_l
         mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
-        rows, cols = select_candidates(torch, g, p.kk, p.take, margin[r0:r1])
+        rows, cols = select_candidates(g, p.kk, below(hybrid_margin(coef[r0:r1], screen.error(r0, r1))))
         h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols])
         idx, _ = first_k_per_group(rows, cols, h, p.kk)
         parts.append((rows[idx] + r0, cols[idx], h[idx]))
     return concat_parts(parts)
 
 
-def _chunk_scores(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], chunk: int) -> Iterator:
-    """``(torch, r0, r1, dense scores, lexical scores)`` of the movie rows ``r0:r1``, ``chunk`` rows at a
-    time, so a task's memory depends on the block sizes only (torch: the kernels' compute settings)."""
-    bt, qa64, bt64 = np.ascontiguousarray(b.T), qa.astype(np.float64), _book_columns(ba)
+def _chunk_scores(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], chunk: int,
+                  precision: str) -> Iterator:
+    """``(screen, r0, r1, screened dense scores, lexical scores)`` of the movie rows ``r0:r1``, ``chunk`` rows
+    at a time, so a task's memory depends on the block sizes only (``screen``: the dense screen of
+    ``precision``, :func:`lfr.score.kernel.dense_screen`; its chunk buffer is reused by the next chunk)."""
+    qa64, bt64 = qa.astype(np.float64), _book_columns(ba)
     with compute_settings(threads) as torch:
+        screen = dense_screen(torch, q, b, chunk, precision)
         for r0 in range(0, q.shape[0], chunk):
             r1 = min(q.shape[0], r0 + chunk)
-            yield torch, r0, r1, q[r0:r1] @ bt, lexical_chunk(qa64, bt64, r0, r1)
+            yield screen, r0, r1, screen.scores(r0, r1), lexical_chunk(qa64, bt64, r0, r1)
 
 
 # ---------------------------------------------------------------- reciprocal rank fusion (score.fusion: rrf)
@@ -162,29 +173,33 @@ def rrf_block_candidates(
     exclude_cols: Optional[np.ndarray] = None,
     threads: Optional[int] = None,
     chunk_elems: int = CHUNK_ELEMS,
+    *,
+    precision: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per movie row: the union of the block's top-``n_top`` books by dense and by lexical score.
 
     Returns ``(rows int32, cols int32, dense float32, lexical float32)``: both exact scores of every
     emitted pair (the same bits as :func:`lfr.score.kernel.block_topk` / :func:`lfr.score.sparse.sparse_topk`
     give it in any block); excluded pairs are never emitted nor ranked. ``b``/``ba`` ordered by book_id.
+    ``precision``: the dense screen (``score.precision``; the output does not depend on it).
     """
     q, b = as_rows(q, b)
     p = prologue(q.shape[0], b.shape[0], n_top, exclude_rows, exclude_cols)
     if p is None:
         e = np.empty(0, np.float32)
         return np.empty(0, np.int32), np.empty(0, np.int32), e, e
-    margin, n = score_margin(q.shape[1]), p.n
+    n = p.n
     parts = []
     # 16 bytes per pair: float32 dense + float64/32 lexical
-    for torch, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, n, chunk_elems, 16)):
+    for screen, r0, r1, g, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, n, chunk_elems, 16),
+                                                precision):
         mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
         mask_excluded(s_l, r0, r1, p.ex_r, p.ex_c)
-        rows, cols = select_candidates(torch, g, p.kk, p.take, margin)
+        rows, cols = select_candidates(g, p.kk, screen.threshold(r0, r1))
         s_d = _rescore(q, b, rows + r0, cols)
         idx, _ = first_k_per_group(rows, cols, s_d, p.kk)
         d_rows, d_cols = rows[idx], cols[idx]
-        rows, cols = select_candidates(torch, s_l, p.kk, p.take, 0.0)
+        rows, cols = select_candidates(s_l, p.kk, below(0.0))
         idx, _ = first_k_per_group(rows, cols, s_l[rows, cols], p.kk)
         key = np.unique(np.r_[d_rows * n + d_cols, rows[idx] * n + cols[idx]])   # union, sorted by row
         u_rows, u_cols = key // n, key % n

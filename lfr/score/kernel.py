@@ -12,55 +12,84 @@ identical book vectors are not guaranteed equal scores, and "on equal score the
 smaller book_id wins" would depend on the block layout. So the kernel works in two
 steps:
 
-1. **Select candidates** with the float32 product ``S = Q @ B.T`` (numpy's BLAS, limited
-   to the task's CPUs with threadpoolctl; ~1.4x faster than torch's sgemm for this shape
-   on the CPUs measured) and ``torch.topk`` (~15x faster than ``np.argpartition``):
-   every book whose float32 score is within
-   ``2 * eps`` of the row's k-th best float32 score (``eps`` bounds the float32
-   error of a dot product of unit vectors of dimension d: ``d * 2**-24`` plus
-   rounding, see :func:`score_margin`). No true top-k book can be outside this
-   set: if ``t`` is the k-th best float32 score and ``t*`` the k-th best exact
-   score, ``t* >= t - eps`` and every true top-k book has float32 score
-   ``>= t* - eps >= t - 2 eps``.
+1. **Screen**: an approximate score ``o`` for every pair with a proven bound on
+   ``|o - s|`` (``s`` the published score, below), and **select** every book whose
+   screened score can still be in the row's top k. Two screens (``score.precision``):
+
+   * ``fp32``: the float32 BLAS product ``Q @ B.T`` (numpy's BLAS, limited to the task's
+     CPUs with threadpoolctl). ``|o - s| <= eps`` for every pair, ``eps = score_margin(d) / 2``
+     (``d * 2**-24`` plus rounding, see :func:`score_margin`);
+   * ``bf16-screen``: torch's bf16 matmul of bf16 copies of the unit rows (float32
+     accumulation, bf16 result; about twice the float32 rate where the CPU has native
+     bf16). Its bound is per movie row and wider (:class:`Bf16Screen`: the inputs' rounding
+     to bf16 measured as norms, the float32 accumulation, the rounding of the result).
+
+   ``auto`` picks ``bf16-screen`` where bf16 is native (:func:`resolve_score_precision`).
+   Candidates: with ``t`` the row's k-th best screened score and ``t*`` its k-th best
+   exact score, the k books screened ``>= t`` have ``s >= t - eps``, so ``t* >= t - eps``,
+   and every true top-k book (``s >= t*``) has ``o >= t* - eps >= t - 2 eps``: the
+   candidates are every ``o >= t - 2 eps`` (the bf16 screen's threshold has the same
+   argument with its own error, :func:`bf16_threshold`). Both screens therefore yield
+   the same top-k, by construction.
 2. **Rescore exactly** the few candidates per movie in float64 (products of float32
    values are exact in float64; the sum's error is ~1e-14), round to float32 --
    the published score -- and rank by (score desc, book_id asc).
 
 The published score is therefore the cosine of the two float32-normalised vectors
-computed to float32 precision, independent of blocking, BLAS and threads; equal
-vectors get bit-identical scores, and ties are broken by the smaller book_id
+computed to float32 precision, independent of blocking, BLAS, threads and screen;
+equal vectors get bit-identical scores, and ties are broken by the smaller book_id
 (Python/Arrow string order = UTF-8 byte order, the same order Spark SQL uses).
 Block columns must be sorted by book_id (the block builder does this) because the
 kernel breaks ties by column index.
 
-The same selection (:func:`select_candidates`) and ranking (:func:`first_k_per_group`) serve
-the lexical kernel (``lfr.score.sparse``, exact scores: margin 0) and the hybrid kernel
-(``lfr.score.hybrid``, a per-movie margin).
+Selection without a sort of the row (:func:`select_candidates`): a lower bound of each row's
+k-th best comes from the maxima of ``max(64, 8k)`` column groups (one vectorised pass: the
+k-th largest of k distinct elements of the row is <= the row's k-th largest); one compare
+of the chunk with the threshold of that bound gives a small superset of the candidates
+(extracted 8 bytes of mask at a time), in which the exact k-th best is found (every top-k
+score is in it), and the superset is cut to the threshold of the exact k-th best. No row is
+ever rescanned, however many ties or however wide the margin.
+
+The same selection and ranking (:func:`first_k_per_group`) serve the lexical kernel
+(``lfr.score.sparse``, exact scores: margin 0) and the hybrid kernel (``lfr.score.hybrid``,
+a per-movie margin from the dense screen's error, :meth:`Fp32Screen.error`).
 
 Process-wide settings (torch's thread count and float32 matmul precision, numpy's BLAS
 threads) are changed only inside :func:`compute_settings`, which restores the previous values.
 
-Cost: the matrix product dominates (``2 m n d`` flops); ``topk(k + 8)`` and the
-rescoring of ~k candidates per row add ~30% at d=384 (measured: 0.64 s vs 0.47 s for
-the bare product of a 4096 x 16384 pair on one core). Memory is bounded by
-``chunk_elems`` float32 scores per step (rows of ``S`` are computed in chunks).
+Cost: the matrix product dominates (``2 m n d`` flops); docs/BENCHMARKS.md has the measured
+shares of the product, the selection and the rescoring. Memory is bounded by ``chunk_elems``
+float32 scores per step (rows of ``S`` are computed in chunks into one reused buffer).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-#: extra candidates taken by ``topk`` beyond k; rows with more than this many scores within
-#: the margin of the k-th best are rescanned in full (rare: near-duplicate clusters).
-EXTRA_CANDIDATES = 8
+log = logging.getLogger(__name__)
+
+#: ``score.precision`` values; ``auto`` is resolved per machine by :func:`resolve_score_precision`.
+PRECISIONS = ("auto", "fp32", "bf16-screen")
 #: float32 scores held at once per kernel call (64 MiB); bounds memory independently of block sizes.
 CHUNK_ELEMS = 1 << 24
-#: candidates rescored in float64 at once (bounds the gather buffer to ~32 MiB at d=384).
-RESCORE_BATCH = 1 << 13
+#: candidates rescored in float64 at once: the float64 product buffer (3 MiB at d=384) stays in cache.
+RESCORE_BATCH = 1 << 10
+#: column groups per row (at least this many, and at least ``GROUPS_PER_ENTRY`` per kept entry) whose
+#: maxima bound the row's k-th best score from below (:func:`kth_lower_bound`).
+GROUPS = 64
+GROUPS_PER_ENTRY = 8
+#: unit roundoff of bfloat16 (8 significant bits, round to nearest even)
+BF16_U = 2.0 ** -8
+
+#: a threshold rule: each row's k-th best screened score -> the lowest screened score that can still be in its
+#: top k (float64 arrays; non-decreasing, ``-inf`` -> ``-inf``)
+Threshold = Callable[[np.ndarray], np.ndarray]
 
 
 def score_margin(dim: int) -> float:
@@ -131,12 +160,18 @@ def _blas_threads(threads: Optional[int]):
 
 
 def _rescore(q: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """float32-rounded float64 dot products of ``q[rows]`` and ``b[cols]`` (exact to float32)."""
+    """float32-rounded float64 dot products of ``q[rows]`` and ``b[cols]`` (exact to float32).
+
+    Each product is exact in float64 (24+24 bit mantissas) and each row's sum is numpy's pairwise
+    sum over the d products, so a pair gets the same bits in any batch. Small batches into one
+    reused buffer keep the float64 products in cache."""
     out = np.empty(len(rows), dtype=np.float32)
+    buf = np.empty((min(len(rows), RESCORE_BATCH), q.shape[1]), dtype=np.float64)
     for s in range(0, len(rows), RESCORE_BATCH):
         r, c = rows[s:s + RESCORE_BATCH], cols[s:s + RESCORE_BATCH]
-        prod = q[r].astype(np.float64) * b[c].astype(np.float64)   # exact: 24+24 bit mantissas
-        out[s:s + RESCORE_BATCH] = prod.sum(axis=1).astype(np.float32)
+        prod = buf[:len(r)]
+        np.multiply(np.take(q, r, axis=0), np.take(b, c, axis=0), out=prod, dtype=np.float64)
+        out[s:s + RESCORE_BATCH] = prod.sum(axis=1)
     out += np.float32(0.0)   # -0.0 -> 0.0, so equal scores compare equal everywhere (Spark sorts too)
     return out
 
@@ -171,38 +206,287 @@ def exclusion_index(exclude_rows, exclude_cols) -> tuple[np.ndarray, np.ndarray]
     return ex_r, ex_c
 
 
-def mask_excluded(s: np.ndarray, r0: int, r1: int, ex_r: np.ndarray, ex_c: np.ndarray) -> None:
-    """Set the excluded pairs of rows ``r0:r1`` to -inf in the chunk ``s`` (in place)."""
+def mask_excluded(s, r0: int, r1: int, ex_r: np.ndarray, ex_c: np.ndarray) -> None:
+    """Set the excluded pairs of rows ``r0:r1`` to -inf in the chunk ``s`` (in place; float32 array or bf16
+    tensor)."""
     lo, hi = np.searchsorted(ex_r, [r0, r1])
     if hi > lo:
-        s[ex_r[lo:hi] - r0, ex_c[lo:hi]] = -np.inf
+        chunk = _chunk(s)
+        chunk.values[ex_r[lo:hi] - r0, ex_c[lo:hi]] = chunk.minus_inf
 
 
-def select_candidates(torch, s_np: np.ndarray, kk: int, take: int, margin) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of every finite score within ``margin`` of its row's ``kk``-th best.
+# ---------------------------------------------------------------- selection
 
-    ``margin`` is a scalar or one value per row. ``take`` (>= kk) scores per row come from
-    ``torch.topk``; a row whose whole window is within the margin is rescanned in full, so
-    no score within the margin is ever missed, however many ties there are.
+
+class _Float32Chunk:
+    """A chunk of float32 scores (numpy), as the selection reads it."""
+    minus_inf = np.float32(-np.inf)
+
+    def __init__(self, s: np.ndarray):
+        self.values = s
+
+    def group_reps(self, starts: np.ndarray) -> np.ndarray:
+        """One score per column group (its maximum), float32."""
+        return np.maximum.reduceat(self.values, starts, axis=1)
+
+    def at_least(self, thr: np.ndarray) -> np.ndarray:
+        """Mask of the scores ``>= thr`` (float32, one per row)."""
+        return self.values >= thr[:, None]
+
+    def take(self, flat: np.ndarray) -> np.ndarray:
+        return self.values.reshape(-1)[flat]
+
+
+class _Bf16Chunk:
+    """A chunk of bf16 scores (a torch tensor), read through its int16 bit patterns (numpy, no copy).
+
+    For non-negative values the int16 order of the bit patterns is the float order, and every negative
+    value (sign bit set) is a negative int16: so ``o >= thr`` for ``thr > 0`` is ``bits(o) >= bits(thr)``
+    with ``thr`` truncated to bf16 (rounded down: a superset, cut again in float32). Rows whose threshold
+    is not positive are compared in float32. Group maxima of the int16 patterns are elements of the group
+    (the maximum itself when the group has a non-negative score), which is all a lower bound needs."""
+    minus_inf = np.int16(-128)                                # 0xFF80
+
+    def __init__(self, t):
+        import torch
+
+        self.values = t.view(torch.int16).numpy()
+
+    def group_reps(self, starts: np.ndarray) -> np.ndarray:
+        return bf16_bits_to_float32(np.maximum.reduceat(self.values, starts, axis=1))
+
+    def at_least(self, thr: np.ndarray) -> np.ndarray:
+        pos = thr > 0
+        key = np.where(pos, thr.view(np.int32) >> 16, -(1 << 15)).astype(np.int16)
+        mask = self.values >= key[:, None]
+        if not pos.all():
+            mask[~pos] = bf16_bits_to_float32(self.values[~pos]) >= thr[~pos, None]
+        return mask
+
+    def take(self, flat: np.ndarray) -> np.ndarray:
+        return bf16_bits_to_float32(self.values.reshape(-1)[flat])
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns (int16) -> the same values as float32 (exact: bf16 is float32's top half)."""
+    return (bits.astype(np.int32) << 16).view(np.float32)
+
+
+def _chunk(s) -> Union[_Float32Chunk, _Bf16Chunk]:
+    return _Float32Chunk(s) if isinstance(s, np.ndarray) else _Bf16Chunk(s)
+
+
+def below(margin) -> Threshold:
+    """The threshold rule 'within ``margin`` of the k-th best' (a scalar or one value per row)."""
+    return lambda t: t - margin
+
+
+def floor32(x: np.ndarray) -> np.ndarray:
+    """float64 -> the largest float32 not above it (a threshold rounded so that it never drops a candidate)."""
+    x32 = x.astype(np.float32)
+    return np.where(x32 > x, np.nextafter(x32, np.float32(-np.inf)), x32)
+
+
+def flat_nonzero(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero`` of a sparse C-contiguous bool mask, scanning 8 bytes at a time (uint64 words)."""
+    flat = mask.reshape(-1)
+    n8 = len(flat) // 8 * 8
+    words = np.flatnonzero(flat[:n8].view(np.uint64))
+    idx = (words[:, None] * 8 + np.arange(8)).reshape(-1)
+    idx = idx[flat[idx]]
+    if n8 < len(flat):
+        idx = np.concatenate([idx, n8 + np.flatnonzero(flat[n8:])])
+    return idx
+
+
+def kth_lower_bound(chunk, kk: int) -> np.ndarray:
+    """Per row, a value <= its ``kk``-th best score: the ``kk``-th largest of its column groups' maxima
+    (``kk`` distinct elements of the row). With ``max(64, 8 kk)`` groups the top scores rarely share a
+    group, so the bound is close to the ``kk``-th best itself. float64, one per row."""
+    c, n = chunk.values.shape
+    g = min(n, max(GROUPS, GROUPS_PER_ENTRY * kk))
+    reps = chunk.group_reps((np.arange(g) * n) // g)     # g non-empty groups covering every column
+    return np.partition(reps, g - kk, axis=1)[:, g - kk].astype(np.float64)
+
+
+def kth_per_row(rows: np.ndarray, vals: np.ndarray, kk: int, c: int) -> np.ndarray:
+    """Per row ``0..c-1``, the ``kk``-th largest of its entries in ``(rows, vals)`` (``-inf`` with fewer)."""
+    order = np.lexsort((-vals, rows))
+    counts = np.bincount(rows, minlength=c)
+    starts = np.cumsum(counts) - counts
+    t = np.full(c, -np.inf)
+    ok = counts >= kk
+    t[ok] = vals[order[starts[ok] + kk - 1]]
+    return t
+
+
+def select_candidates(s, kk: int, threshold: Threshold) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every finite score ``>= threshold(its row's kk-th best score)``.
+
+    ``s``: a chunk of scores, float32 array or bf16 tensor, excluded pairs at -inf. A lower bound of each
+    row's ``kk``-th best (:func:`kth_lower_bound`) gives, in one compare, a superset of the candidates (the
+    rule is non-decreasing); it holds every score >= the exact ``kk``-th best, which is found in it and
+    cuts it to the exact candidates. Rows with fewer than ``kk`` finite scores keep all of them."""
+    chunk = _chunk(s)
+    c, n = chunk.values.shape
+    mask = chunk.at_least(floor32(threshold(kth_lower_bound(chunk, kk))))
+    flat = flat_nonzero(mask)
+    vals = chunk.take(flat)
+    fin = np.isfinite(vals)
+    flat, vals = flat[fin], vals[fin]
+    rows, cols = flat // n, flat % n
+    keep = vals >= floor32(threshold(kth_per_row(rows, vals, kk, c)))[rows]
+    return rows[keep], cols[keep]
+
+
+# ---------------------------------------------------------------- screens (score.precision)
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_score_precision(requested: str, device: str) -> tuple[str, str]:
+    """``(fp32 | bf16-screen, why)`` for a ``score.precision`` value on ``device`` (``cpu`` or ``cuda``).
+
+    ``auto``: ``bf16-screen`` where bf16 matmuls are native -- a CUDA device with bf16, or a CPU for which
+    ``model.precision: auto`` picks bf16 (:func:`lfr.model.text.resolve_precision`: AVX512_BF16 or AMX-BF16,
+    not capped); emulated bf16 is slower than float32, so ``fp32`` elsewhere. Explicit values win. Either
+    way the top-k is the same; only the speed differs. Logged once per process and value."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"score.precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested != "auto":
+        resolved, why = requested, f"score.precision={requested} (explicit)"
+    elif device == "cuda":
+        import torch
+
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        resolved = "bf16-screen" if native else "fp32"
+        why = f"auto: CUDA device {'with' if native else 'without'} bf16"
+    else:
+        from lfr.model.text import resolve_precision
+
+        model_precision, why = resolve_precision("auto")
+        resolved = "bf16-screen" if model_precision == "bf16" else "fp32"
+    log.info("score kernel precision %s (%s)", resolved, why)
+    return resolved, why
+
+
+class Fp32Screen:
+    """float32 BLAS scores (numpy, into one reused chunk buffer); every pair within ``score_margin(d) / 2``
+    of its published score."""
+
+    def __init__(self, q: np.ndarray, b: np.ndarray, chunk_rows: int):
+        self.q, self.bt = q, b.T                 # numpy hands BLAS the transposed view: no copy
+        self.buf = np.empty((chunk_rows, b.shape[0]), dtype=np.float32)
+        self.eps = score_margin(q.shape[1]) / 2.0
+
+    def scores(self, r0: int, r1: int) -> np.ndarray:
+        out = self.buf[:r1 - r0]
+        np.matmul(self.q[r0:r1], self.bt, out=out)
+        return out
+
+    def float32(self, s) -> np.ndarray:
+        return s
+
+    def error(self, r0: int, r1: int) -> np.ndarray:
+        """Per movie row, a bound on |screened - published| for every book of the block."""
+        return np.full(r1 - r0, self.eps)
+
+    def threshold(self, r0: int, r1: int) -> Threshold:
+        return below(2.0 * self.eps)
+
+
+class Bf16Screen:
+    """bf16 scores: torch's matmul of bf16 copies of the unit rows (converted once per block pair), float32
+    accumulation, bf16 result, into one reused chunk buffer.
+
+    The error of a screened score ``o`` against the published score ``s`` (``x``, ``y``: the float32 unit
+    rows; ``x~ = bf16(x)``; ``dx = x - x~``, exact in float32; ``f``: the float32 sum before the result's
+    rounding):
+
+    * inputs: ``x.y - x~.y~ = x~.dy + dx.y~ + dx.dy``, so (Cauchy-Schwarz) ``|x.y - x~.y~| <= |x~| |dy| +
+      |dx| |y~| + |dx| |dy|``, with the norms measured per movie row and as maxima over the book block.
+      The worst case is ``|dx| <= u |x|`` (u = 2**-8, the bf16 unit roundoff, so ``2u + u**2`` for unit
+      rows); the measured norms are about half that (half as many candidates to rescore), and they hold
+      whatever rounding the conversion uses;
+    * accumulation: products of bf16 values are exact in float32, and a float32 sum of d terms in any order
+      (AVX512-BF16 / AMX dot products, a blocked GEMM) errs by at most ``gamma_d sum|x~_i y~_i| <=
+      gamma_d |x~| |y~|``, ``gamma_d = d 2**-24 / (1 - d 2**-24)``; denormals flushed to zero add at most
+      ``3 d 2**-126``. (A GPU port must keep float32 accumulation: no reduced-precision reductions.)
+    * the published score is the float64 sum (error ~d 2**-53) rounded to float32 (<= 2**-24): with the
+      denormal terms and bf16's absolute rounding below its normal range (2**-134), all within 2**-22;
+
+    so ``|f - s| <= e`` for every book of the block (``e`` per movie row: the three terms from upper bounds
+    of the norms, :func:`_rounding_norms`, times ``1 + 2**-20`` for the float64 arithmetic). The result is
+    rounded to bf16 (to nearest): ``|o - f| <= u |f|``, so ``|f| <= |o| / (1 - u)`` and ``|o - s| <= e +
+    u' |o|``, ``u' = u / (1 - u)`` -- relative to the screened score, which :func:`bf16_threshold` turns
+    into the candidate rule. The
+    hybrid, which mixes the dense score with the lexical one, takes the uniform ``e + u |f|max``
+    (:meth:`error`, ``|f| <= (1 + gamma_d) |x~| |y~|``).
     """
-    c, n = s_np.shape
-    if take >= n:                                          # tiny book block: every column is a candidate
-        rows, cols = np.nonzero(np.isfinite(s_np))
-        return rows, cols
-    vals, idx = torch.topk(torch.from_numpy(s_np), take, dim=1, largest=True, sorted=True)
-    thr = (vals[:, kk - 1].numpy().astype(np.float64) - margin).astype(np.float32)
-    vals_np, idx_np = vals.numpy(), idx.numpy()
-    keep = (vals_np >= thr[:, None]) & np.isfinite(vals_np)
-    full = vals_np[:, -1] >= thr                           # margin reaches past the topk window
-    keep[full] = False
-    rows, cols = np.nonzero(keep)
-    cols = idx_np[rows, cols]
-    if full.any():
-        extra = [(np.full(len(cc), r), cc) for r in np.flatnonzero(full)
-                 for cc in [np.flatnonzero((s_np[r] >= thr[r]) & np.isfinite(s_np[r]))]]
-        rows = np.concatenate([rows, *[e[0] for e in extra]])
-        cols = np.concatenate([cols, *[e[1] for e in extra]])
-    return rows.astype(np.int64), cols.astype(np.int64)
+
+    def __init__(self, torch, q: np.ndarray, b: np.ndarray, chunk_rows: int):
+        qt, bt = torch.from_numpy(q), torch.from_numpy(b)
+        self.qb, bb = qt.to(torch.bfloat16), bt.to(torch.bfloat16)
+        self.bbt = bb.t().contiguous()                        # (d, n): the faster layout for the bf16 matmul
+        self.buf = torch.empty((chunk_rows, b.shape[0]), dtype=torch.bfloat16)
+        self.mm = torch.mm
+        nx, dx = _rounding_norms(torch, qt, self.qb)
+        ny, dy = (v.max() for v in _rounding_norms(torch, bt, bb))
+        d = q.shape[1]
+        gamma = d * 2.0 ** -24 / (1.0 - d * 2.0 ** -24)
+        slack = 1.0 + 2.0 ** -20
+        self.e = slack * (nx * dy + dx * ny + dx * dy + gamma * nx * ny) + 2.0 ** -22
+        self.f_max = slack * (1.0 + gamma) * nx * ny
+
+    def scores(self, r0: int, r1: int):
+        out = self.buf[:r1 - r0]
+        self.mm(self.qb[r0:r1], self.bbt, out=out)
+        return out
+
+    def float32(self, s) -> np.ndarray:
+        return s.float().numpy()
+
+    def error(self, r0: int, r1: int) -> np.ndarray:
+        """Per movie row, a bound on |screened - published| for every book of the block."""
+        return self.e[r0:r1] + BF16_U * self.f_max[r0:r1]
+
+    def threshold(self, r0: int, r1: int) -> Threshold:
+        e = self.e[r0:r1]
+        return lambda t: bf16_threshold(t, e)
+
+
+def _rounding_norms(torch, x, xb) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, upper bounds of ``(|bf16(x)|, |x - bf16(x)|)`` (float64). The difference is exact in float32;
+    a float32 norm of d terms errs by less than ``(d + 2) 2**-24`` relative (the squares, the sum in any
+    order, the root), so the computed norms are inflated by twice that, plus 2**-60 for underflow."""
+    inflate = 1.0 + (x.shape[1] + 2) * 2.0 ** -23
+    norms = (torch.linalg.vector_norm(xb, dim=1, dtype=torch.float32), torch.linalg.vector_norm(x - xb, dim=1))
+    return tuple(v.numpy().astype(np.float64) * inflate + 2.0 ** -60 for v in norms)
+
+
+def bf16_threshold(t: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """The bf16 screen's candidate rule: the lowest screened score a true top-k book can have, from the row's
+    k-th best screened score ``t`` and its error ``e`` (:class:`Bf16Screen`: ``|o - s| <= e + u' |o|``).
+
+    The k books screened ``>= t`` have ``s >= o - u'|o| - e >= t - u'|t| - e`` (``o - u'|o|`` increases with
+    ``o``), so the k-th best exact score ``t* >= t - u'|t| - e``; a true top-k book has ``s >= t*``, so
+    ``o + u'|o| >= s - e >= t - u'|t| - 2e =: v`` and, ``o + u'|o|`` increasing, ``o >= v / (1 + u')``
+    (``v >= 0``) or ``v / (1 - u')`` (``v < 0``). Non-decreasing in ``t``; ``-inf`` stays ``-inf``.
+    """
+    up = BF16_U / (1.0 - BF16_U)
+    t = np.asarray(t, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        v = t - up * np.abs(t) - 2.0 * e
+        thr = np.where(v >= 0, v / (1.0 + up), v / (1.0 - up))
+    return np.where(np.isfinite(t), thr, -np.inf)
+
+
+Screen = Union[Fp32Screen, Bf16Screen]
+
+
+def dense_screen(torch, q: np.ndarray, b: np.ndarray, chunk_rows: int, precision: str) -> Screen:
+    """The screen of ``score.precision`` (``auto`` resolved for this process's CPU) for one block pair."""
+    resolved, _ = resolve_score_precision(precision, "cpu")
+    return Bf16Screen(torch, q, b, chunk_rows) if resolved == "bf16-screen" else Fp32Screen(q, b, chunk_rows)
 
 
 def concat_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,12 +500,11 @@ def concat_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Prologue:
-    """What every block-pair kernel works out first (:func:`prologue`): sizes, entries per row, the
-    ``topk`` window and the excluded pairs sorted by row."""
+    """What every block-pair kernel works out first (:func:`prologue`): sizes, entries per row and the
+    excluded pairs sorted by row."""
     m: int                  # movie rows
     n: int                  # book rows
     kk: int                 # entries kept per row: min(k, n)
-    take: int               # scores per row from ``torch.topk``: kk + EXTRA_CANDIDATES, at most n
     ex_r: np.ndarray        # excluded (row, col) pairs, sorted by row (:func:`exclusion_index`)
     ex_c: np.ndarray
 
@@ -235,9 +518,8 @@ def prologue(m: int, n: int, k: int, exclude_rows=None, exclude_cols=None,
         return None
     if mismatch:
         raise ValueError(mismatch)
-    kk = min(k, n)
     ex_r, ex_c = exclusion_index(exclude_rows, exclude_cols)
-    return Prologue(m, n, kk, min(n, kk + EXTRA_CANDIDATES), ex_r, ex_c)
+    return Prologue(m, n, min(k, n), ex_r, ex_c)
 
 
 def as_rows(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -253,12 +535,15 @@ def block_topk(
     exclude_cols: Optional[np.ndarray] = None,
     threads: Optional[int] = None,
     chunk_elems: int = CHUNK_ELEMS,
+    *,
+    precision: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact top-k of ``q @ b.T`` per row of ``q``; rows of both must be unit length.
 
     ``b``'s rows must be ordered by book_id: on equal (float32) score the smaller column
     wins. ``(exclude_rows[i], exclude_cols[i])`` pairs are never returned (masked before
-    selection, so exclusion is exact). Returns ``(rows int32, cols int32, scores float32)``
+    selection, so exclusion is exact). ``precision``: ``score.precision``, the screen (the
+    result does not depend on it). Returns ``(rows int32, cols int32, scores float32)``
     sorted by row, then rank; a row gets ``min(k, n - excluded)`` entries.
     """
     q, b = as_rows(q, b)
@@ -267,16 +552,15 @@ def block_topk(
                  f"dimension mismatch: movie block d={q.shape[1]}, book block d={b.shape[1]}")
     if p is None:
         return concat_parts([])
-    margin = score_margin(q.shape[1])
-    bt = np.ascontiguousarray(b.T)                             # (d, n): the fastest layout for sgemm
     chunk = max(1, min(p.m, chunk_elems // p.n))
     parts = []
     with compute_settings(threads) as torch:
+        screen = dense_screen(torch, q, b, chunk, precision)
         for r0 in range(0, p.m, chunk):
             r1 = min(p.m, r0 + chunk)
-            s_np = q[r0:r1] @ bt                               # (c, n) float32 scores, numpy BLAS
-            mask_excluded(s_np, r0, r1, p.ex_r, p.ex_c)
-            rows, cols = select_candidates(torch, s_np, p.kk, p.take, margin)
+            s = screen.scores(r0, r1)
+            mask_excluded(s, r0, r1, p.ex_r, p.ex_c)
+            rows, cols = select_candidates(s, p.kk, screen.threshold(r0, r1))
             rows += r0
             parts.append(_first_k_per_row(rows, cols, _rescore(q, b, rows, cols), p.kk))
     return concat_parts(parts)
@@ -297,9 +581,10 @@ def merge_topk(
 
 def topk_local(
     movie_ids, movie_vecs, book_ids, book_vecs, k: int, *,
-    movie_block_rows: int, book_block_rows: int, threads: Optional[int] = None,
+    movie_block_rows: int, book_block_rows: int, precision: str, threads: Optional[int] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Single-process version of the job (same kernel, same results): for small catalogs and checks."""
+    """Single-process version of the job (same kernel, same results): for small catalogs and checks.
+    ``precision``: ``score.precision`` (:func:`block_topk`)."""
     movie_ids = np.asarray(movie_ids, dtype=object)
     book_ids = np.asarray(book_ids, dtype=object)
     qn, qv = normalize_rows(movie_vecs)
@@ -310,7 +595,8 @@ def topk_local(
     parts = []
     for m0 in range(0, len(qn), movie_block_rows):
         for b0 in range(0, len(bn), book_block_rows):
-            r, c, s = block_topk(qn[m0:m0 + movie_block_rows], bn[b0:b0 + book_block_rows], k, threads=threads)
+            r, c, s = block_topk(qn[m0:m0 + movie_block_rows], bn[b0:b0 + book_block_rows], k, threads=threads,
+                                 precision=precision)
             parts.append((movie_ids[m0 + r], book_ids[b0 + c], s))
     if not parts:
         e = np.empty(0, dtype=object)

@@ -19,7 +19,9 @@ strategy           ``(method, fusion)``   block-pair kernel
 =================  =====================  ==========================================================
 
 Every kernel takes the decoded :class:`lfr.score.blocks.BlockPair` (decoded once per pair by
-``iter_block_pairs``); every strategy is built from :class:`lfr.settings.ScoreSettings` only.
+``iter_block_pairs``); every strategy is built from :class:`lfr.settings.ScoreSettings` only. The dense
+kernels also take ``score.precision`` (the dense screen, resolved on each worker: ``auto`` follows the
+worker's CPU); it changes their speed, never their output, so it is not a recorded method parameter.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ from lfr.score.checks import (
     check_lexical_inputs,
     require_columns,
 )
+from lfr.score.kernel import PRECISIONS
 from lfr.score.sides import Sides, check_missing_side, count_sides, pair_sides, paired_rows, report_sides
 from lfr.settings import ScoreSettings
 
@@ -155,9 +158,14 @@ class ScoringMethod(ABC):
 @dataclass(frozen=True)
 class Dense(ScoringMethod):
     """``score.method: dense``: the cosine of the embeddings (:mod:`lfr.score.kernel`)."""
+    precision: str
     name: ClassVar[str] = "dense"
     reads_dense: ClassVar[bool] = True
     reads_lexical: ClassVar[bool] = False
+
+    @classmethod
+    def from_settings(cls, score: ScoreSettings) -> "Dense":
+        return cls(precision=score.precision)
 
     def prepare(self, frames: Frames, score: ScoreSettings) -> Inputs:
         movies, books = _sides(frames.movies, frames.books, score, "embeddings", EMBEDDING_COLUMNS)
@@ -167,7 +175,7 @@ class Dense(ScoringMethod):
     def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
         from lfr.score.kernel import block_topk
 
-        return (kernel or block_topk)(pair.q, pair.b, n, **pair.kernel_args)
+        return (kernel or block_topk)(pair.q, pair.b, n, precision=self.precision, **pair.kernel_args)
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,7 @@ class Lexical(ScoringMethod):
 class Hybrid(ScoringMethod):
     """``score.method: hybrid``: both sides of every item, paired by id (:mod:`lfr.score.sides`)."""
     missing_side: str
+    precision: str
     name: ClassVar[str] = "hybrid"
     reads_dense: ClassVar[bool] = True
     reads_lexical: ClassVar[bool] = True
@@ -218,7 +227,7 @@ class Convex(Hybrid):
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Convex":
-        return cls(missing_side=score.missing_side, alpha=float(score.alpha))
+        return cls(missing_side=score.missing_side, precision=score.precision, alpha=float(score.alpha))
 
     def params(self) -> dict:
         return {"fusion": "convex", "alpha": float(self.alpha),
@@ -237,7 +246,8 @@ class Convex(Hybrid):
     def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
         from lfr.score.hybrid import hybrid_topk
 
-        return (kernel or hybrid_topk)(pair.q, pair.b, pair.qa, pair.ba, pair.coef, n, **pair.kernel_args)
+        return (kernel or hybrid_topk)(pair.q, pair.b, pair.qa, pair.ba, pair.coef, n, precision=self.precision,
+                                       **pair.kernel_args)
 
 
 @dataclass(frozen=True)
@@ -248,7 +258,7 @@ class Rrf(Hybrid):
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Rrf":
-        return cls(missing_side=score.missing_side, rrf_k=int(score.rrf_k))
+        return cls(missing_side=score.missing_side, precision=score.precision, rrf_k=int(score.rrf_k))
 
     def params(self) -> dict:
         return {"fusion": "rrf", "rrf_k": int(self.rrf_k),
@@ -258,7 +268,8 @@ class Rrf(Hybrid):
         """Per movie row: the block's top-``n`` books by dense and by lexical, with both exact scores."""
         from lfr.score.hybrid import rrf_block_candidates
 
-        return (kernel or rrf_block_candidates)(pair.q, pair.b, pair.qa, pair.ba, n, **pair.kernel_args)
+        return (kernel or rrf_block_candidates)(pair.q, pair.b, pair.qa, pair.ba, n, precision=self.precision,
+                                                **pair.kernel_args)
 
     def topk(self, blocks: Blocks, k: int, kernel: Optional[Callable], cached: list) -> DataFrame:
         from lfr.score.rrf import RRF_CANDIDATE_SCHEMA, rrf_topk
@@ -287,6 +298,8 @@ def scoring_method(score: ScoreSettings) -> ScoringMethod:
         raise ConfigError(f"score.method must be one of {METHODS}, got {score.method!r}")
     if score.fusion not in FUSIONS:
         raise ConfigError(f"score.fusion must be one of {FUSIONS}, got {score.fusion!r}")
+    if score.precision not in PRECISIONS:
+        raise ConfigError(f"score.precision must be one of {PRECISIONS}, got {score.precision!r}")
     if not 0.0 <= float(score.alpha) <= 1.0:
         raise ConfigError(f"score.alpha must be in [0, 1], got {score.alpha}")
     for key in ("k", "movie_block_rows", "book_block_rows"):

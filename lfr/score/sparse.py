@@ -26,6 +26,7 @@ import numpy as np
 
 from lfr.score.kernel import (
     CHUNK_ELEMS,
+    below,
     compute_settings,
     concat_parts,
     first_k_per_group,
@@ -106,12 +107,12 @@ def sparse_topk(
     qa64, bt64 = qa.astype(np.float64), _book_columns(ba)
     chunk = chunk_rows(p.m, p.n, chunk_elems, 12)          # float64 product + its float32 copy
     parts = []
-    with compute_settings(threads) as torch:
+    with compute_settings(threads):
         for r0 in range(0, p.m, chunk):
             r1 = min(p.m, r0 + chunk)
             s = lexical_chunk(qa64, bt64, r0, r1)
             mask_excluded(s, r0, r1, p.ex_r, p.ex_c)
-            rows, cols = select_candidates(torch, s, p.kk, p.take, 0.0)
+            rows, cols = select_candidates(s, p.kk, below(0.0))
             sc = s[rows, cols]
             idx, _ = first_k_per_group(rows, cols, sc, p.kk)
             parts.append((rows[idx] + r0, cols[idx], sc[idx]))
