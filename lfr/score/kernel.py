@@ -219,22 +219,23 @@ def mask_excluded(s, r0: int, r1: int, ex_r: np.ndarray, ex_c: np.ndarray) -> No
 
 
 class _Float32Chunk:
-    """A chunk of float32 scores (numpy), as the selection reads it."""
+    """A chunk of float32 scores (numpy), as the selection reads it: group maxima are true maxima."""
     minus_inf = np.float32(-np.inf)
 
     def __init__(self, s: np.ndarray):
         self.values = s
 
-    def group_reps(self, starts: np.ndarray) -> np.ndarray:
-        """One score per column group (its maximum), float32."""
-        return np.maximum.reduceat(self.values, starts, axis=1)
+    def group_reps(self, gs: int, g: int) -> np.ndarray:
+        """One score per column group (its maximum; the last group runs to the row's end), float32."""
+        return np.maximum.reduceat(self.values, np.arange(g) * gs, axis=1)
 
-    def at_least(self, thr: np.ndarray) -> np.ndarray:
-        """Mask of the scores ``>= thr`` (float32, one per row)."""
-        return self.values >= thr[:, None]
+    def keys(self, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(key, grouped)``: per row the value the raw scores are compared with (``>= key`` iff ``>= thr``)
+        and whether the row's group maxima may skip groups (every row here)."""
+        return thr, np.ones(len(thr), bool)
 
-    def take(self, flat: np.ndarray) -> np.ndarray:
-        return self.values.reshape(-1)[flat]
+    def floats(self, raw: np.ndarray) -> np.ndarray:
+        return raw
 
 
 class _Bf16Chunk:
@@ -242,9 +243,9 @@ class _Bf16Chunk:
 
     For non-negative values the int16 order of the bit patterns is the float order, and every negative
     value (sign bit set) is a negative int16: so ``o >= thr`` for ``thr > 0`` is ``bits(o) >= bits(thr)``
-    with ``thr`` truncated to bf16 (rounded down: a superset, cut again in float32). Rows whose threshold
-    is not positive are compared in float32. Group maxima of the int16 patterns are elements of the group
-    (the maximum itself when the group has a non-negative score), which is all a lower bound needs."""
+    with ``thr`` truncated to bf16 (rounded down: a superset, cut again in float32). The int16 maximum of a
+    group is its true maximum when the group holds a non-negative score, and below ``thr > 0`` otherwise, so
+    groups are skipped only for rows with a positive threshold; the other rows are compared in float32."""
     minus_inf = np.int16(-128)                                # 0xFF80
 
     def __init__(self, t):
@@ -252,19 +253,15 @@ class _Bf16Chunk:
 
         self.values = t.view(torch.int16).numpy()
 
-    def group_reps(self, starts: np.ndarray) -> np.ndarray:
-        return bf16_bits_to_float32(np.maximum.reduceat(self.values, starts, axis=1))
+    def group_reps(self, gs: int, g: int) -> np.ndarray:
+        return bf16_bits_to_float32(np.maximum.reduceat(self.values, np.arange(g) * gs, axis=1))
 
-    def at_least(self, thr: np.ndarray) -> np.ndarray:
+    def keys(self, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = thr > 0
-        key = np.where(pos, thr.view(np.int32) >> 16, -(1 << 15)).astype(np.int16)
-        mask = self.values >= key[:, None]
-        if not pos.all():
-            mask[~pos] = bf16_bits_to_float32(self.values[~pos]) >= thr[~pos, None]
-        return mask
+        return np.where(pos, thr.view(np.int32) >> 16, -(1 << 15)).astype(np.int16), pos
 
-    def take(self, flat: np.ndarray) -> np.ndarray:
-        return bf16_bits_to_float32(self.values.reshape(-1)[flat])
+    def floats(self, raw: np.ndarray) -> np.ndarray:
+        return bf16_bits_to_float32(raw)
 
 
 def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -299,14 +296,11 @@ def flat_nonzero(mask: np.ndarray) -> np.ndarray:
     return idx
 
 
-def kth_lower_bound(chunk, kk: int) -> np.ndarray:
-    """Per row, a value <= its ``kk``-th best score: the ``kk``-th largest of its column groups' maxima
-    (``kk`` distinct elements of the row). With ``max(64, 8 kk)`` groups the top scores rarely share a
-    group, so the bound is close to the ``kk``-th best itself. float64, one per row."""
-    c, n = chunk.values.shape
-    g = min(n, max(GROUPS, GROUPS_PER_ENTRY * kk))
-    reps = chunk.group_reps((np.arange(g) * n) // g)     # g non-empty groups covering every column
-    return np.partition(reps, g - kk, axis=1)[:, g - kk].astype(np.float64)
+def column_groups(n: int, kk: int) -> tuple[int, int]:
+    """``(size, count)`` of the column groups of a row of ``n`` scores: at least ``max(64, 8 kk)`` groups (all
+    ``n`` columns when fewer), of one size, the last one also holding the ``n mod size`` remaining columns."""
+    gs = max(1, n // max(GROUPS, GROUPS_PER_ENTRY * kk))
+    return gs, n // gs
 
 
 def kth_per_row(rows: np.ndarray, vals: np.ndarray, kk: int, c: int) -> np.ndarray:
@@ -320,21 +314,50 @@ def kth_per_row(rows: np.ndarray, vals: np.ndarray, kk: int, c: int) -> np.ndarr
     return t
 
 
+def _at_least(chunk, thr: np.ndarray, reps: np.ndarray, gs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every score ``>= thr`` of its row: in the groups whose maximum reaches ``thr`` (a
+    strided view, no copy of the chunk), in the remaining columns after the last whole group, and in full
+    for the rows that cannot skip groups."""
+    v = chunk.values
+    c, n = v.shape
+    g = reps.shape[1]
+    key, grouped = chunk.keys(thr)
+    hr, hg = np.nonzero((reps >= thr[:, None]) & grouped[:, None])
+    groups = np.lib.stride_tricks.as_strided(v, (c, g, gs), (v.strides[0], gs * v.itemsize, v.itemsize))
+    flat = flat_nonzero(groups[hr, hg] >= key[hr, None])
+    i, j = flat // gs, flat % gs
+    rows, cols = [hr[i]], [hg[i] * gs + j]
+    if g * gs < n:
+        tr, tc = np.nonzero(v[:, g * gs:] >= key[:, None])
+        keep = grouped[tr]
+        rows.append(tr[keep])
+        cols.append(tc[keep] + g * gs)
+    for r in np.flatnonzero(~grouped):
+        cc = np.flatnonzero(chunk.floats(v[r]) >= thr[r])
+        rows.append(np.full(len(cc), r))
+        cols.append(cc)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
 def select_candidates(s, kk: int, threshold: Threshold) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of every finite score ``>= threshold(its row's kk-th best score)``.
 
-    ``s``: a chunk of scores, float32 array or bf16 tensor, excluded pairs at -inf. A lower bound of each
-    row's ``kk``-th best (:func:`kth_lower_bound`) gives, in one compare, a superset of the candidates (the
-    rule is non-decreasing); it holds every score >= the exact ``kk``-th best, which is found in it and
-    cuts it to the exact candidates. Rows with fewer than ``kk`` finite scores keep all of them."""
+    ``s``: a chunk of scores, float32 array or bf16 tensor, excluded pairs at -inf; ``threshold``
+    non-decreasing. The maxima of the row's column groups (:func:`column_groups`: one vectorised pass) are
+    ``g >= kk`` distinct elements of the row, so their ``kk``-th largest is a lower bound of the row's
+    ``kk``-th best, and close to it (the top scores rarely share a group). Every score ``>=`` the threshold
+    of that bound -- a superset of the candidates, found in the groups whose maximum reaches it -- holds
+    the row's top ``kk``, so the exact ``kk``-th best is found in it, and its threshold cuts the superset to
+    the candidates. Rows with fewer than ``kk`` finite scores keep all of them."""
     chunk = _chunk(s)
     c, n = chunk.values.shape
-    mask = chunk.at_least(floor32(threshold(kth_lower_bound(chunk, kk))))
-    flat = flat_nonzero(mask)
-    vals = chunk.take(flat)
+    gs, g = column_groups(n, kk)
+    reps = chunk.group_reps(gs, g)
+    lower = np.partition(reps, g - kk, axis=1)[:, g - kk].astype(np.float64)
+    rows, cols = _at_least(chunk, floor32(threshold(lower)), reps, gs)
+    vals = chunk.floats(chunk.values[rows, cols])
     fin = np.isfinite(vals)
-    flat, vals = flat[fin], vals[fin]
-    rows, cols = flat // n, flat % n
+    rows, cols, vals = rows[fin], cols[fin], vals[fin]
     keep = vals >= floor32(threshold(kth_per_row(rows, vals, kk, c)))[rows]
     return rows[keep], cols[keep]
 
