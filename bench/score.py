@@ -23,6 +23,16 @@ Cold vs warm: every timed job runs after a warm-up job in the same session (Pyth
 started, torch imported, JIT warm); Spark start-up is excluded. The machine's load average is
 printed at the start and the end: on a shared machine other processes distort the timings.
 
+``--precision fp32,bf16-screen`` measures the dense screens (``score.precision``) side by side in the same run,
+on the same tables (default: the configured ``score.precision`` only): per screen the job's time, GFLOP/s and
+share of the measured float32 peak, the ratio of the fp32 job's time to each screen's (target for bf16-screen
+>= 1.6 where bf16 is native), the per-task time, and the agreement of the screen's table with the first
+screen's (same movie, rank, book and float32 score; must be 1.0: the top-k is exact either way). The header
+prints the CPU capability and what ``auto`` resolves to; the peak lines add torch's bf16 matmul rate.
+
+    flock /tmp/lfr-cpu.lock .venv/bin/python bench/score.py --sizes 50000x100000 --method dense \
+        --naive-size none --precision fp32,bf16-screen
+
 ``--method dense,lexical,hybrid`` measures the scoring methods side by side in the same run, on
 the same tables (synthetic lexical rows: ``--terms`` mean terms per movie/book over ``--vocab``
 terms, skewed so that frequent terms are shared by many rows, as in real descriptions): per
@@ -154,9 +164,9 @@ def _csr(rows, vocab: int, lo: int, hi: int):
 
 
 def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr: int, k: int, threads: int,
-                 alpha: float) -> dict:
+                 alpha: float, precision: str) -> dict:
     """One block pair of the configured size, in this process: kernel seconds and peak MiB (tracemalloc);
-    ``alpha``: the hybrid's ``score.alpha``."""
+    ``alpha``: the hybrid's ``score.alpha``; ``precision``: ``score.precision``."""
     import tracemalloc
 
     from lfr.score.hybrid import convex_coefficients, dense_book_moments, dense_movie_stats, hybrid_topk
@@ -174,9 +184,9 @@ def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr:
         bsum, gram = dense_book_moments(b)
         s1, s2 = sparse_moments(qa, ba)
         coef = convex_coefficients(alpha, *dense_movie_stats(q, n, bsum, gram), s1 / n, s2 / n - (s1 / n) ** 2)
-    run = {"dense": lambda: block_topk(q, b, k, threads=threads),
+    run = {"dense": lambda: block_topk(q, b, k, threads=threads, precision=precision),
            "lexical": lambda: sparse_topk(qa, ba, k, threads=threads),
-           "hybrid": lambda: hybrid_topk(q, b, qa, ba, coef, k, threads=threads)}[method]
+           "hybrid": lambda: hybrid_topk(q, b, qa, ba, coef, k, threads=threads, precision=precision)}[method]
     t = _timed(run)
     t_pre = _timed(lambda: sparse_moments(qa, ba)) if method == "hybrid" else 0.0
     tracemalloc.start()
@@ -222,7 +232,8 @@ def blocked_baseline(q: np.ndarray, b: np.ndarray, k: int, threads: int, mbr: in
 
 
 def matmul_peak(threads: int, d: int, side: int = 4096) -> dict:
-    """Best-of-3 float32 GFLOP/s of a block-shaped and a square matmul, torch and numpy, all cores."""
+    """Best-of-3 float32 GFLOP/s of a block-shaped and a square matmul, torch and numpy, all cores; and
+    torch's bf16 rate on the block shape (what the bf16 screen runs; not part of the fp32 peak)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -233,11 +244,43 @@ def matmul_peak(threads: int, d: int, side: int = 4096) -> dict:
         a = rng.standard_normal((m, kk), dtype=np.float32)
         b = rng.standard_normal((kk, n), dtype=np.float32)
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        for lib, f in (("torch", lambda: ta @ tb), ("numpy", lambda: a @ b)):
+        fns = [("torch", lambda: ta @ tb), ("numpy", lambda: a @ b)]
+        if name.startswith("block"):
+            ha, hb = ta.bfloat16(), tb.bfloat16()
+            fns.append(("torch bf16", lambda: ha @ hb))
+        for lib, f in fns:
             f()
             best = min(_timed(f) for _ in range(3))
             out[f"{lib} {name}"] = 2 * m * kk * n / best / 1e9
     return out
+
+
+def fp32_peak(peak: dict) -> float:
+    """The machine's measured float32 peak: the best float32 rate of :func:`matmul_peak`."""
+    return max((v for name, v in peak.items() if "bf16" not in name), default=float("nan"))
+
+
+def cpu_line() -> str:
+    """The CPU capability torch dispatches to, its native bf16 units and what ``score.precision: auto`` picks."""
+    import torch
+
+    from lfr.model.text import cpu_bf16_capability
+    from lfr.score.kernel import resolve_score_precision
+
+    cap = cpu_bf16_capability()
+    native = "+".join(x for x in ("avx512_bf16", "amx_bf16") if cap.get(x)) or "none"
+    resolved, why = resolve_score_precision("auto", "cpu")
+    return (f"cpu capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {native}; "
+            f"score.precision auto -> {resolved} ({why})")
+
+
+def same_rows(spark, path_a: str, path_b: str) -> float:
+    """Share of the rows of two recommendation tables that are identical (movie, rank, book, float32 score)."""
+    cols = ("movie_id", "rank", "book_id", "score")
+    a = spark.read.format("delta").load(path_a).select(*cols)
+    b = spark.read.format("delta").load(path_b).select(*cols)
+    total = max(a.count(), b.count())
+    return a.intersect(b).count() / total if total else 1.0
 
 
 def _timed(f) -> float:
@@ -292,6 +335,9 @@ def main(argv=None) -> int:
                    help="comma list of dense|lexical|hybrid measured side by side per size (default %(default)s)")
     p.add_argument("--vocab", type=int, default=262144, help="lexical vocabulary size (default %(default)s)")
     p.add_argument("--terms", default="80,40", help="mean lexical terms per movie,book (default %(default)s)")
+    p.add_argument("--precision", default=None,
+                   help="comma list of score.precision values (fp32|bf16-screen|auto) measured side by side "
+                        "(default: score.precision)")
     a = p.parse_args(argv)
     if a.quick:
         a.sizes, a.naive_size = "300x700", "100x200"
@@ -299,7 +345,6 @@ def main(argv=None) -> int:
     for noisy in ("py4j", "lfr.data.pairs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from pyspark.sql import functions as F
 
     from lfr.score import score_recommendations
     from lfr.settings import load_settings, with_values
@@ -318,6 +363,8 @@ def main(argv=None) -> int:
     d, k = a.dim, a.k or settings.score.k
     print(f"# bench/score.py  master={spark.sparkContext.master} cores={cores} (os.cpu_count={os.cpu_count()}) "
           f"d={d} k={k} blocks={mbr}x{nbr} load avg at start={os.getloadavg()[0]:.1f}", flush=True)
+    print(f"# {cpu_line()}", flush=True)
+    precisions = [x.strip() for x in (a.precision or settings.score.precision).split(",") if x.strip()]
 
     def tables(m: int, n: int) -> tuple[str, str, np.ndarray, np.ndarray]:
         mv = unit_vectors(m, d, a.seed)
@@ -339,37 +386,46 @@ def main(argv=None) -> int:
         write_lexical(spark, bp, "b", br, a.vocab)
         return str(mp), str(bp), mr, br
 
-    def run_job(m: int, n: int, mp: str, bp: str, method: str = "dense", lex=(None, None)):
+    def run_job(m: int, n: int, mp: str, bp: str, method: str = "dense", lex=(None, None),
+                precision: str = precisions[0]):
         load = lambda path: spark.read.format("delta").load(path) if path else None  # noqa: E731
         t0 = time.perf_counter()
         score = with_values(settings.score, {"k": k, "method": method, "movie_block_rows": mbr,
-                                             "book_block_rows": nbr})
+                                             "book_block_rows": nbr, "precision": precision})
         res = score_recommendations(spark, load(mp) if method != "lexical" else None,
-                                    load(bp) if method != "lexical" else None, str(work / f"recs_{m}x{n}_{method}"),
+                                    load(bp) if method != "lexical" else None,
+                                    str(work / f"recs_{m}x{n}_{method}_{precision}"),
                                     settings=score, guards=Guards.from_settings(settings.guards),
                                     movie_lexical=load(lex[0]), book_lexical=load(lex[1]))
         return res, time.perf_counter() - t0
 
     def compare_methods(m: int, n: int, mp: str, bp: str, mv, bv) -> str:
-        """Every --method on the same tables, one after the other: job time, per-task time and memory."""
+        """Every --method x --precision on the same tables, one after the other: job time, per-task time and
+        memory; per method, each screen's table against the first screen's."""
         lmp, lbp, mr, br = lexical_tables(m, n)
         rows = {}
         for meth in methods:
-            res, t_job = run_job(m, n, mp, bp, meth, (lmp, lbp))
-            rows[meth] = (t_job, res, task_profile(meth, mv, bv, mr, br, a.vocab, mbr, nbr, k, 1, settings.score.alpha))
-        base = rows.get("dense", next(iter(rows.values())))[0]
+            for prec in (precisions if meth != "lexical" else precisions[:1]):
+                res, t_job = run_job(m, n, mp, bp, meth, (lmp, lbp), prec)
+                rows[meth, prec] = (t_job, res, task_profile(meth, mv, bv, mr, br, a.vocab, mbr, nbr, k, 1,
+                                                             settings.score.alpha, prec))
         out = [f"size {m}x{n} (vocab {a.vocab}, mean terms {terms_m:g}/{terms_b:g}, blocks {mbr}x{nbr}):",
-               f"    {'method':8s} {'job s':>8s} {'x dense':>8s} {'pairs':>6s} {'task s':>8s} {'(stats s)':>9s} "
-               f"{'task peak MiB':>13s}  (one {next(iter(rows.values()))[2]['pair']} block pair, 1 thread)"]
-        for meth, (t_job, res, prof) in rows.items():
-            out.append(f"    {meth:8s} {t_job:8.1f} {t_job / base:8.2f} {res.pairs:6d} {prof['seconds']:8.2f} "
-                       f"{prof['stats_seconds']:9.2f} {prof['peak_mib']:13.1f}")
+               f"    {'method':8s} {'precision':12s} {'job s':>8s} {'x dense':>8s} {'fp32/this':>9s} {'pairs':>6s} "
+               f"{'task s':>8s} {'(stats s)':>9s} {'task peak MiB':>13s} {'same rows':>9s}  (one "
+               f"{next(iter(rows.values()))[2]['pair']} block pair, 1 thread)"]
+        for (meth, prec), (t_job, res, prof) in rows.items():
+            dense = rows.get(("dense", prec), rows.get(("dense", precisions[0]), (t_job,)))[0]
+            fp32 = rows.get((meth, "fp32"), (float("nan"),))[0]
+            first = rows[meth, (precisions if meth != "lexical" else precisions[:1])[0]][1]
+            out.append(f"    {meth:8s} {prec:12s} {t_job:8.1f} {t_job / dense:8.2f} {fp32 / t_job:9.2f} "
+                       f"{res.pairs:6d} {prof['seconds']:8.2f} {prof['stats_seconds']:9.2f} {prof['peak_mib']:13.1f} "
+                       f"{same_rows(spark, first.path, res.path):9.4f}")
         return "\n".join(out)
 
     lines = []
     # (c) only: the dense job's efficiency
     peak = matmul_peak(cores, d, 1024 if a.quick else 4096) if methods == ["dense"] else {}
-    peak_best = max(peak.values(), default=float("nan"))
+    peak_best = fp32_peak(peak)
     for name, g in peak.items():
         print(f"peak  {name:28s} {g:8.1f} GFLOP/s", flush=True)
 
@@ -387,42 +443,23 @@ def main(argv=None) -> int:
                      f"rows differing from the naive ranking: {same}")
         print(lines[-1], flush=True)
 
-    # (b), (c) and growth
+    # (b), (c), (d) per screen, and growth
     growth = []
     for size in a.sizes.split(","):
         m, n = parse_size(size)
         mp, bp, mv, bv = tables(m, n)
         if not growth and a.naive_size.lower() == "none":
-            run_job(min(m, 2000), min(n, 5000), *tables(min(m, 2000), min(n, 5000))[:2])   # warm-up
+            for prec in precisions:                         # warm-up: Python workers, torch import, each screen
+                run_job(min(m, 2000), min(n, 5000), *tables(min(m, 2000), min(n, 5000))[:2], precision=prec)
         if methods != ["dense"]:
             lines.append(compare_methods(m, n, mp, bp, mv, bv))
             growth.append((m, n, float("nan")))
             print(lines[-1], flush=True)
             continue
-        res, t_job = run_job(m, n, mp, bp)
-        flops = 2.0 * m * n * d
-        g_job = flops / t_job / 1e9
+        env = {"spark": spark, "cores": cores, "k": k, "d": d, "mbr": mbr, "nbr": nbr, "peak": peak_best,
+               "alpha": settings.score.alpha, "vocab": a.vocab, "baseline": None if a.no_torch else a.baseline}
+        msg, t_job = dense_size(env, m, n, mv, bv, precisions, lambda prec: run_job(m, n, mp, bp, precision=prec))
         growth.append((m, n, t_job))
-        phases = ", ".join(f"{kk} {v:.1f}s" for kk, v in (res.phases or {}).items())
-        msg = (f"size {m}x{n}: job {t_job:.1f}s ({phases}; {res.movie_blocks}x{res.book_blocks} block pairs) "
-               f"= {g_job:.1f} GFLOP/s")
-        if not a.no_torch:
-            ti, ts, t_base = blocked_baseline(mv, bv, k, cores, min(mbr, 4096), nbr, a.baseline)  # 4096-row chunks
-            # agreement: job's top-k ids vs the baseline's (differences only where scores tie within float32 error)
-            sample = list(range(0, m, max(1, m // 2000)))
-            got = {}
-            for r in (spark.read.format("delta").load(res.path).select("movie_id", "book_id")
-                      .filter(F.col("movie_id").isin([f"m{i:08d}" for i in sample])).collect()):
-                got.setdefault(r.movie_id, set()).add(int(r.book_id[1:]))
-            agree = np.mean([len(got.get(f"m{i:08d}", set()) & set(ti[i].tolist())) / k for i in sample])
-            msg += (f"\n    (b) single process ({a.baseline} matmul + torch.topk, {cores} threads) {t_base:.1f}s "
-                    f"({flops / t_base / 1e9:.1f} GFLOP/s) -> baseline/job = {t_base / t_job:.2f} (target >= 0.9); "
-                    f"top-k agreement {agree:.4f}")
-        msg += (f"\n    (c) job {g_job:.1f} GFLOP/s / measured peak {peak_best:.1f} = {g_job / peak_best:.2f} "
-                f"(target >= 0.6)")
-        prof = task_profile("dense", mv, bv, None, None, a.vocab, mbr, nbr, k, 1, settings.score.alpha)
-        msg += (f"\n    (d) per task: one {prof['pair']} block pair, 1 thread: {prof['seconds']:.2f}s, "
-                f"peak {prof['peak_mib']:.0f} MiB (depends on the block sizes, not on the catalog)")
         lines.append(msg)
         print(msg, flush=True)
     if len(growth) > 1 and methods == ["dense"]:
@@ -430,10 +467,62 @@ def main(argv=None) -> int:
         for m, n, t in rest:
             lines.append(f"growth {m0}x{n0} -> {m}x{n}: pairs x{m * n / (m0 * n0):.1f}, time x{t / t0:.2f}")
     print("\n# summary (one run, load avg now %.1f)" % os.getloadavg()[0])
+    print(f"# {cpu_line()}")
     for line in lines:
         print(line)
     spark.stop()
     return 0
+
+
+def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run) -> tuple[str, float]:
+    """(b), (c), (d) of one size, one block per ``precisions`` entry (``run(precision) -> (result, seconds)``):
+    the job's time and phases, GFLOP/s, share of the fp32 peak, fp32 job / this job; the baseline once, and
+    each screen's agreement with it (ids) and with the first screen's table (rows, scores included).
+    Returns the report and the first screen's job time (growth)."""
+    flops, msgs, times = 2.0 * m * n * env["d"], [], {}
+    base = None
+    if env["baseline"]:
+        ti, _, t_base = blocked_baseline(mv, bv, env["k"], env["cores"], min(env["mbr"], 4096), env["nbr"],
+                                         env["baseline"])   # 4096-row chunks
+        base = (ti, t_base)
+    first = None
+    for prec in precisions:
+        res, t_job = run(prec)
+        times[prec] = t_job
+        first = first or res
+        g_job = flops / t_job / 1e9
+        phases = ", ".join(f"{kk} {v:.1f}s" for kk, v in (res.phases or {}).items())
+        msg = (f"size {m}x{n} precision {prec}: job {t_job:.1f}s ({phases}; {res.movie_blocks}x{res.book_blocks} "
+               f"block pairs) = {g_job:.1f} GFLOP/s")
+        if base:
+            msg += (f"\n    (b) single process ({env['baseline']} matmul + torch.topk, {env['cores']} threads) "
+                    f"{base[1]:.1f}s ({flops / base[1] / 1e9:.1f} GFLOP/s) -> baseline/job = {base[1] / t_job:.2f} "
+                    f"(target >= 0.9); top-k agreement {baseline_agreement(env['spark'], res.path, base[0], m):.4f}")
+        msg += (f"\n    (c) job {g_job:.1f} GFLOP/s / measured fp32 peak {env['peak']:.1f} = {g_job / env['peak']:.2f} "
+                f"(target >= 0.6 for fp32)")
+        if "fp32" in times and prec != "fp32":
+            msg += (f"\n    fp32 job / {prec} job = {times['fp32'] / t_job:.2f} (target >= 1.6 where bf16 is native); "
+                    f"rows identical to the {precisions[0]} table: {same_rows(env['spark'], first.path, res.path):.4f}")
+        prof = task_profile("dense", mv, bv, None, None, env["vocab"], env["mbr"], env["nbr"], env["k"], 1,
+                            env["alpha"], prec)
+        msg += (f"\n    (d) per task: one {prof['pair']} block pair, 1 thread: {prof['seconds']:.2f}s, "
+                f"peak {prof['peak_mib']:.0f} MiB (depends on the block sizes, not on the catalog)")
+        msgs.append(msg)
+    return "\n".join(msgs), times[precisions[0]]
+
+
+def baseline_agreement(spark, path: str, top_ids: np.ndarray, m: int) -> float:
+    """Mean share of the baseline's top-k ids in the job's list, over ~2000 sampled movies (differences only
+    where scores tie within float32 error)."""
+    from pyspark.sql import functions as F
+
+    k = top_ids.shape[1]
+    sample = list(range(0, m, max(1, m // 2000)))
+    got: dict = {}
+    for r in (spark.read.format("delta").load(path).select("movie_id", "book_id")
+              .filter(F.col("movie_id").isin([f"m{i:08d}" for i in sample])).collect()):
+        got.setdefault(r.movie_id, set()).add(int(r.book_id[1:]))
+    return float(np.mean([len(got.get(f"m{i:08d}", set()) & set(top_ids[i].tolist())) / k for i in sample]))
 
 
 if __name__ == "__main__":
