@@ -61,8 +61,12 @@ def user_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: the C1 JIT only, as for the tests' drivers (tests/conftest.py): the daemons and executors are short-lived too
+C1_ONLY = "-XX:TieredStopAtLevel=1"
+
+
 def cluster_script(folder: Path, action: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable)
+    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable, SPARK_DAEMON_JAVA_OPTS=C1_ONLY)
     return subprocess.run(["bash", str(ROOT / "scripts" / "cluster.sh"), action], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -83,7 +87,7 @@ def cluster(tmp_path_factory):
 def submit(cluster: Cluster, script: str, job_conf: list[str], *, spark_conf: list[str] = (), cwd: Path = ROOT,
            py_files: str | None = None) -> subprocess.Popen:
     """``spark-submit --master spark://... [--py-files ...] script --conf ...`` (started, not awaited)."""
-    cmd = ["spark-submit", "--master", cluster.url]
+    cmd = ["spark-submit", "--master", cluster.url, "--conf", f"spark.executor.extraJavaOptions={C1_ONLY}"]
     for c in spark_conf:
         cmd += ["--conf", c]
     if py_files:
@@ -163,7 +167,7 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
     wheel = "dist/lightfusionrec-0.1.0-py3-none-any.whl"
     assert (tmp_path / wheel).is_file()
     out = finish(submit(cluster, "jobs/score_all.py", [*work["conf"], "score.k=3", "score.method=dense"],
-                        cwd=tmp_path, py_files=wheel))
+                        cwd=tmp_path, py_files=wheel, spark_conf=["spark.cores.max=1"]))   # one executor does
     assert "executors run lfr from" not in out        # lfr came from the wheel, not shipped from a checkout
 
     wh = work["warehouse"]

@@ -13,10 +13,12 @@ from the files written, never copied from a run.
 Each spark-submit pays a JVM start and a cold session (most of a tiny job's time), so:
 - the tests' own spark-submits (``@later`` below) are all started together, three at a time, as soon
   as the pipeline is built (each on its own copy of what it changes), and each test waits for its own;
-- a check that is about a job's verdict rather than its launch (a refusal, a skip, an exit code 2)
-  runs the same script in this process (``in_process``: ``jobs/<job>.py`` as ``__main__``, its own
-  flags, settings and exit code, on the test session). Every script those checks use is also started
-  through spark-submit by another test here.
+- a check that is about a job's verdict or its flags rather than its launch (a refusal, a skip, an
+  exit code 2, flags equal to settings) runs the same script in this process (``in_process``:
+  ``jobs/<job>.py`` as ``__main__``, its own flags, settings and exit code, on the test session). Every
+  script those checks use is also started through spark-submit: train.py, embed_books.py, pipeline.py
+  and evaluate.py here, score_all.py and embed_movies.py in tests/test_cluster.py, sql.py's body by
+  pipeline.py's ``--sql`` here.
 """
 from __future__ import annotations
 
@@ -377,20 +379,16 @@ def test_score_filters_on_catalog_columns_and_excludes_adaptation_pairs(pipeline
     assert (summary["movies"], summary["books"], summary["rows"]) == (len(ref), n_books, len(recs))
 
 
-@later("test_score_all_flags_equal_the_settings")
-def scoring_with_flags(pipeline: Pipeline, folder: Path) -> Run:
-    o = score_options(pipeline.data)
-    return submit("score_all.py", "--k", o["k"], "--movie-filter", o["movie_filter"], "--book-filter",
-                  o["book_filter"], "--exclude-pairs", o["exclude_pairs"],
-                  conf=copy_conf(pipeline, folder / "work") + [f"score.method={o['method']}"])
-
-
-def test_score_all_flags_equal_the_settings(pipeline, spark, started):
+def test_score_all_flags_equal_the_settings(pipeline, spark, tmp_path, in_process):
     """jobs/score_all.py's --k, --movie-filter, --book-filter and --exclude-pairs score as the settings the
-    pipeline's score_all step read (checked against the brute force above): the same table, rescored."""
-    run, folder = started("scoring_with_flags")    # on a copy of the pipeline's work dir
+    pipeline's score_all step read (checked against the brute force above): the same table, rescored.
+    (score_all.py through spark-submit: tests/test_cluster.py.)"""
+    o = score_options(pipeline.data)
+    run = in_process("score_all.py", "--k", o["k"], "--movie-filter", o["movie_filter"], "--book-filter",
+                     o["book_filter"], "--exclude-pairs", o["exclude_pairs"],
+                     conf=copy_conf(pipeline, tmp_path / "work") + [f"score.method={o['method']}"])
     assert run.code == 0, run
-    path = folder / "work" / "warehouse" / "recommendations"
+    path = tmp_path / "work" / "warehouse" / "recommendations"
     assert spark.sql(f"DESCRIBE HISTORY delta.`{path}`").count() == \
         spark.sql(f"DESCRIBE HISTORY delta.`{pipeline.warehouse / 'recommendations'}`").count() + 1
     assert _ranked(spark.read.format("delta").load(str(path))) == _ranked(pipeline.table(spark, "recommendations"))
@@ -432,16 +430,12 @@ def _row_count(section: str) -> int:
     return int(found.group(1))
 
 
-@later("test_sql_file_runs_every_example_query_on_the_tables")
-def sql_file(pipeline: Pipeline, folder: Path) -> Run:
-    return submit("sql.py", "-f", "conf/queries.sql", "--max-rows", "100", conf=pipeline.conf)   # reads only
-
-
-def test_sql_file_runs_every_example_query_on_the_tables(pipeline, spark, started):
+def test_sql_file_runs_every_example_query_on_the_tables(pipeline, spark, in_process):
+    """(jobs/sql.py's body through spark-submit: pipeline.py --sql, below.)"""
     from lfr.score.sql import split_sql
 
     statements = split_sql((ROOT / "conf" / "queries.sql").read_text(encoding="utf-8"))
-    run, _ = started("sql_file")
+    run = in_process("sql.py", "-f", "conf/queries.sql", "--max-rows", "100", conf=pipeline.conf)   # reads only
     assert run.code == 0, run
     sections = _sections(run.out, statements)
     recs = pipeline.table(spark, "recommendations")
@@ -509,23 +503,22 @@ def test_training_history_table_has_the_recipe_columns():
 
 # ------------------------------------------------------------------ the pipeline job (one session)
 @later("test_pipeline_stops_at_a_failed_step_and_resumes_with_from", first=True)
-def stop_and_resume(pipeline: Pipeline, folder: Path) -> tuple[Run, Run]:
-    conf = copy_conf(pipeline, folder / "work")
-    failed = submit("pipeline.py", "--steps", "embed_movies,embed_lexical,score_all",
-                    conf=conf + [f"paths.model_dir={folder / 'no_model'}"])
-    resumed = submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
-                     "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method; "
-                              "SELECT count(*) AS n FROM lfr.recommendations; "
-                              "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
-                     conf=conf)
-    return failed, resumed
+def resumed_pipeline(pipeline: Pipeline, folder: Path) -> Run:
+    return submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
+                  "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method; "
+                           "SELECT count(*) AS n FROM lfr.recommendations; "
+                           "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
+                  conf=copy_conf(pipeline, folder / "work"))
 
 
-def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, started):
-    """jobs/pipeline.py on a copy of the fixture's work: a failing step stops the run with its exit code and
-    names the steps not run; ``--from`` resumes there and every step after it runs in ONE Spark session;
-    ``--sql`` (jobs/sql.py's ``-e``) then runs statements against the registered tables and view."""
-    (failed, run), folder = started("stop_and_resume")
+def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, started, tmp_path, in_process):
+    """jobs/pipeline.py on copies of the fixture's work: a failing step stops the run with its exit code and
+    names the steps not run (a verdict: in this process); ``--from`` resumes there and every step after it
+    runs in ONE Spark session; ``--sql`` (jobs/sql.py's ``-e``) then runs statements against the registered
+    tables and view."""
+    failed = in_process("pipeline.py", "--steps", "embed_movies,embed_lexical,score_all",
+                        conf=copy_conf(pipeline, tmp_path / "work") + [f"paths.model_dir={tmp_path / 'no_model'}"])
+    run, folder = started("resumed_pipeline")
     work = folder / "work"
     assert failed.code == 2, failed
     assert "pipeline stopped: embed_movies exited with 2; not run: embed_lexical, score_all " \
