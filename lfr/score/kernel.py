@@ -438,7 +438,7 @@ class Bf16Screen:
       denormal terms and bf16's absolute rounding below its normal range (2**-134), all within 2**-22;
 
     so ``|f - s| <= e`` for every book of the block (``e`` per movie row: the three terms from upper bounds
-    of the norms, :func:`_rounding_norms`, times ``1 + 2**-20`` for the float64 arithmetic). The result is
+    of the norms, :func:`_bf16_rows`, times ``1 + 2**-20`` for the float64 arithmetic). The result is
     rounded to bf16 (to nearest): ``|o - f| <= u |f|``, so ``|f| <= |o| / (1 - u)`` and ``|o - s| <= e +
     u' |o|``, ``u' = u / (1 - u)`` -- relative to the screened score, which :func:`bf16_threshold` turns
     into the candidate rule. The
@@ -447,13 +447,12 @@ class Bf16Screen:
     """
 
     def __init__(self, torch, q: np.ndarray, b: np.ndarray, chunk_rows: int):
-        qt, bt = torch.from_numpy(q), torch.from_numpy(b)
-        self.qb, bb = qt.to(torch.bfloat16), bt.to(torch.bfloat16)
+        self.qb, nx, dx = _bf16_rows(torch, q)
+        bb, ny, dy = _bf16_rows(torch, b)
         self.bbt = bb.t().contiguous()                        # (d, n): the faster layout for the bf16 matmul
         self.buf = torch.empty((chunk_rows, b.shape[0]), dtype=torch.bfloat16)
         self.mm = torch.mm
-        nx, dx = _rounding_norms(torch, qt, self.qb)
-        ny, dy = (v.max() for v in _rounding_norms(torch, bt, bb))
+        ny, dy = ny.max(), dy.max()
         d = q.shape[1]
         gamma = d * 2.0 ** -24 / (1.0 - d * 2.0 ** -24)
         slack = 1.0 + 2.0 ** -20
@@ -477,13 +476,21 @@ class Bf16Screen:
         return lambda t: bf16_threshold(t, e)
 
 
-def _rounding_norms(torch, x, xb) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, upper bounds of ``(|bf16(x)|, |x - bf16(x)|)`` (float64). The difference is exact in float32;
-    a float32 norm of d terms errs by less than ``(d + 2) 2**-24`` relative (the squares, the sum in any
-    order, the root), so the computed norms are inflated by twice that, plus 2**-60 for underflow."""
+def _bf16_rows(torch, x: np.ndarray, rows: int = 2048):
+    """``(bf16 copy of x, |bf16(x)|, |x - bf16(x)|)``: the copy as a torch tensor, upper bounds of the two norms
+    per row (float64), ``rows`` rows at a time so that the temporaries stay in cache. ``x - bf16(x)`` is exact
+    in float32; a float32 norm of d terms errs by less than ``(d + 2) 2**-24`` relative (the squares, the
+    sum in any order, the root), so the computed norms are inflated by twice that, plus 2**-60 (underflow)."""
+    xt = torch.from_numpy(x)
+    xb = torch.empty(x.shape, dtype=torch.bfloat16)
+    norms = np.empty((2, len(x)), dtype=np.float32)
+    for r0 in range(0, len(x), rows):
+        part, part_b = xt[r0:r0 + rows], xb[r0:r0 + rows]
+        part_b.copy_(part)
+        norms[0, r0:r0 + rows] = torch.linalg.vector_norm(part_b, dim=1, dtype=torch.float32).numpy()
+        norms[1, r0:r0 + rows] = torch.linalg.vector_norm(part - part_b, dim=1).numpy()
     inflate = 1.0 + (x.shape[1] + 2) * 2.0 ** -23
-    norms = (torch.linalg.vector_norm(xb, dim=1, dtype=torch.float32), torch.linalg.vector_norm(x - xb, dim=1))
-    return tuple(v.numpy().astype(np.float64) * inflate + 2.0 ** -60 for v in norms)
+    return xb, norms[0].astype(np.float64) * inflate + 2.0 ** -60, norms[1].astype(np.float64) * inflate + 2.0 ** -60
 
 
 def bf16_threshold(t: np.ndarray, e: np.ndarray) -> np.ndarray:
