@@ -6,6 +6,7 @@ each test writes under its own ``tmp_path`` so tests do not see each other's tab
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,9 @@ def spark(tmp_path_factory):
         "spark.driver.memory=2g",
         "spark.databricks.delta.snapshotPartitions=2",
         "spark.sql.adaptive.coalescePartitions.initialPartitionNum=2",
+        # the Python workers fork from a daemon that has imported torch once (tests/daemon/)
+        "spark.python.daemon.module=lfr_test_daemon",
+        f"spark.executorEnv.PYTHONPATH={Path(__file__).parent / 'daemon'}",
     ])
     submit_opts = os.environ.get("SPARK_SUBMIT_OPTS")
     os.environ["SPARK_SUBMIT_OPTS"] = (submit_opts or "").replace(C1_ONLY, "").strip()
