@@ -20,8 +20,8 @@ steps:
      CPUs with threadpoolctl). ``|o - s| <= eps`` for every pair, ``eps = score_margin(d) / 2``
      (``d * 2**-24`` plus rounding, see :func:`score_margin`);
    * ``bf16-screen``: torch's bf16 matmul of bf16 copies of the unit rows (float32
-     accumulation, bf16 result; about twice the float32 rate where the CPU has native
-     bf16). Its bound is per movie row and wider (:class:`Bf16Screen`: the inputs' rounding
+     accumulation, bf16 result; faster than float32 where the CPU has native bf16,
+     docs/BENCHMARKS.md). Its bound is per movie row and wider (:class:`Bf16Screen`: the inputs' rounding
      to bf16 measured as norms, the float32 accumulation, the rounding of the result).
 
    ``auto`` picks ``bf16-screen`` where bf16 is native (:func:`resolve_score_precision`).
@@ -43,12 +43,12 @@ Block columns must be sorted by book_id (the block builder does this) because th
 kernel breaks ties by column index.
 
 Selection without a sort of the row (:func:`select_candidates`): a lower bound of each row's
-k-th best comes from the maxima of ``max(64, 8k)`` column groups (one vectorised pass: the
-k-th largest of k distinct elements of the row is <= the row's k-th largest); one compare
-of the chunk with the threshold of that bound gives a small superset of the candidates
-(extracted 8 bytes of mask at a time), in which the exact k-th best is found (every top-k
-score is in it), and the superset is cut to the threshold of the exact k-th best. No row is
-ever rescanned, however many ties or however wide the margin.
+k-th best comes from the maxima of ``max(64, 8k)`` column groups (one vectorised pass over the
+chunk: the k-th largest of k distinct elements of the row is <= the row's k-th largest); only
+the groups whose maximum reaches the threshold of that bound are read to collect a small
+superset of the candidates, in which the exact k-th best is found (every top-k score is in it),
+and the superset is cut to the threshold of the exact k-th best. No row is ever rescanned,
+however many ties or however wide the margin.
 
 The same selection and ranking (:func:`first_k_per_group`) serve the lexical kernel
 (``lfr.score.sparse``, exact scores: margin 0) and the hybrid kernel (``lfr.score.hybrid``,
