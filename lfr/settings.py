@@ -194,6 +194,9 @@ class ScoreSettings(_Section):
     movie_block_rows: int
     book_block_rows: int
     precision: str
+    hubness: str
+    hub_k: int
+    hub_weight: float
     exclude_pairs: Optional[str]
     movie_filter: Optional[str]
     book_filter: Optional[str]
