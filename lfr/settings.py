@@ -82,6 +82,7 @@ class TablesSettings(_Section):
     movie_lexical: TableSpec
     book_lexical: TableSpec
     recommendations: TableSpec
+    book_hubs: TableSpec
     recommendations_view: str
 
 

@@ -65,9 +65,14 @@ def brute_lexical(movie_ids, m_lex, book_ids, b_lex, k, exclude=()):
 
 
 def brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, alpha, exclude=()):
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    return brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, alpha, exclude)
+
+
+def brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, alpha, exclude=()):
+    """The hybrid over all books from the dense rows as the kernel gets them (unit, or hub-aware augmented)."""
     qa, _ = to_csr(m_lex, False)
     ba, _ = to_csr(b_lex, False)
-    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
     d64 = qn.astype(np.float64) @ bn.astype(np.float64).T
     l32 = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32)
     l64 = l32.astype(np.float64)
@@ -209,13 +214,14 @@ def test_coefficients_drop_a_constant_component():
 # ---------------------------------------------------------------- reciprocal rank fusion
 
 
-def brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, rrf_k, exclude=()):
-    """RRF over all books: competition ranks ('min', ties share the best) of the exact float32 scores."""
+def brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, rrf_k, exclude=(), normalize=True):
+    """RRF over all books: competition ranks ('min', ties share the best) of the exact float32 scores
+    (``normalize=False``: the dense rows as the kernel gets them, e.g. hub-aware augmented)."""
     from scipy.stats import rankdata
 
     qa, _ = to_csr(m_lex, False)
     ba, _ = to_csr(b_lex, False)
-    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    qn, bn = (normalize_rows(mv)[0], normalize_rows(bv)[0]) if normalize else (mv, bv)
     d32 = (qn.astype(np.float64) @ bn.astype(np.float64).T).astype(np.float32)
     l32 = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32)
     out = {}

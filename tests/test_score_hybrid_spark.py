@@ -177,6 +177,42 @@ def test_rrf_run_equals_brute_force_and_retries_unproven_movies(spark, env, monk
     assert sum(r.getMessage().startswith("score rrf: round") for r in caplog.records) > 1   # n=7 proved not all
 
 
+def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, env, monkeypatch):
+    """score.hubness=csls, over several blocks: dense, convex and rrf (forced retries: re-blocked films are
+    augmented too) give the brute-force top-k of ``cos - w r(book)``; ``book_hubs`` holds each r(book)."""
+    from lfr.score import rrf, run_score
+    from lfr.score.kernel import normalize_rows
+    from tests.test_score_csls import hub_rows
+    from tests.test_score_hybrid_kernel import brute_hybrid_rows, ranked
+    from tests.test_score_precision import exact32
+
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
+    settings = _with(env["settings"], k=K, hubness="csls", hub_k=5, hub_weight=0.5, movie_block_rows=15,
+                     book_block_rows=25)
+    path, hubs_path = settings.tables.recommendations.path, settings.tables.book_hubs.path
+    qa, ba, r = hub_rows(normalize_rows(mv)[0], normalize_rows(bv)[0], hub_k=5, weight=0.5)
+
+    res = run_score(spark, _with(settings, method="dense"))
+    got = _read(spark, path)
+    _assert_same(got, ranked(movie_ids, book_ids, exact32(qa, ba), K))
+    assert json.loads(res.method_params)["hubness"] == "csls" and "hub pass" in res.phases
+    hubs = {row.book_id: row for row in spark.read.format("delta").load(hubs_path).collect()}
+    np.testing.assert_allclose([hubs[b].hub_r for b in book_ids], r, rtol=0, atol=1e-7)
+    occurrences = {b: sum(b in [x for x, _ in lst] for lst in got.values()) for b in book_ids}
+    assert {b: hubs[b].occurrences for b in book_ids} == occurrences
+    assert {h.run_id for h in hubs.values()} == {res.run_id}
+    meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{hubs_path}` LIMIT 1").first().userMetadata)
+    assert meta["hubs"]["max_occurrence"] == max(occurrences.values()) and meta["hub_k"] == 5
+
+    alpha = float(settings.score.alpha)
+    run_score(spark, _with(settings, method="hybrid"))
+    _assert_same(_read(spark, path), brute_hybrid_rows(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, alpha))
+
+    monkeypatch.setattr(rrf, "RRF_FIRST_N", 2)
+    run_score(spark, _with(settings, method="hybrid", fusion="rrf", rrf_k=30))
+    _assert_same(_read(spark, path), brute_rrf(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, 30, normalize=False))
+
+
 def _one_sided(spark, env):
     """The fixture's four tables with ids on one side only: m005, m006 and book #2 lose their embedding,
     m007 and book #3 their lexical row; the arrays the brute force sees (the missing side empty)."""

@@ -50,6 +50,8 @@ def test_one_dispatch_from_method_and_fusion(method, fusion, cls, params):
     ("book_block_rows", -1, "score.book_block_rows must be positive"),
     ("missing_side", "guess", "score.missing_side must be one of"),
     ("precision", "fp16", "score.precision must be one of"),
+    ("hubness", "zscore", "score.hubness must be one of"), ("hub_k", 0, "score.hub_k must be positive"),
+    ("hub_weight", 1.5, r"score.hub_weight must be in \[0, 1\]"),
 ])
 def test_bad_settings_are_usage_errors_naming_the_key(key, value, match):
     from lfr.errors import UsageError
@@ -93,6 +95,7 @@ def test_a_strategys_pair_kernel_travels_to_the_workers():
     from pyspark import cloudpickle
 
     from lfr.score.blocks import BlockPair, BlockStats
+    from lfr.score.hubs import Hubness
     from lfr.score.kernel import block_topk, normalize_rows
     from lfr.score.methods import Dense
 
@@ -100,7 +103,8 @@ def test_a_strategys_pair_kernel_travels_to_the_workers():
     q, _ = normalize_rows(rng.normal(size=(4, 8)))
     b, _ = normalize_rows(rng.normal(size=(9, 8)))
     pair = BlockPair(0, 0, None, q, None, None, None, b, None, None, None, 1)
-    kernel = cloudpickle.loads(cloudpickle.dumps(partial(Dense(precision="bf16-screen").pair_kernel, n=3, kernel=None)))
+    dense = Dense(precision="bf16-screen", hubness=Hubness("none", 10, 0.5))
+    kernel = cloudpickle.loads(cloudpickle.dumps(partial(dense.pair_kernel, n=3, kernel=None)))
     for got, ref in zip(kernel(pair), block_topk(q, b, 3, threads=1, precision="fp32")):
         np.testing.assert_array_equal(got, ref)
     assert BlockStats.from_row(None) == BlockStats(0, 0, 0, 0, None, None)

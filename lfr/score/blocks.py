@@ -397,6 +397,7 @@ class Blocks:
     movie_rows: DataFrame        # the rows the movie blocks were built from
     with_exclusions: bool
     parallel: int                # 2 x the session's default parallelism
+    augment: Optional[Callable[[DataFrame], DataFrame]] = None   # applied to rebuilt movie blocks (lfr.score.hubs)
 
     @property
     def vocab(self) -> Optional[int]:
@@ -409,7 +410,14 @@ class Blocks:
     def pairs(self, movie_blocks: Optional[DataFrame] = None) -> DataFrame:
         """The (movie block, book block) pairs (``movie_blocks``: instead of the run's, e.g. with the hybrid's
         coefficients); coalesced into ~2 tasks per core when they are all small."""
-        pairs = pair_blocks(self.movies if movie_blocks is None else movie_blocks, self.books)
+        return self._coalesced(pair_blocks(self.movies if movie_blocks is None else movie_blocks, self.books))
+
+    def book_pairs(self) -> DataFrame:
+        """The same pairs with the roles swapped: each book block (``m_*`` columns) with each movie block
+        (``b_*``), for statistics per book (:mod:`lfr.score.hubs`); no exclusions."""
+        return self._coalesced(pair_blocks(self.books, self.movies))
+
+    def _coalesced(self, pairs: DataFrame) -> DataFrame:
         row_bytes = 4 * (self.dim or 128)                      # lexical rows: ~a hundred terms x 8 bytes
         if (self.n_pairs > self.parallel
                 and self.n_pairs * (self.ms.largest + self.bs.largest) * row_bytes <= SMALL_PAIRS_BYTES):
@@ -418,8 +426,9 @@ class Blocks:
 
     def rebuild(self, ids: DataFrame, n: int) -> DataFrame:
         """Movie blocks of the ``n`` movies in ``ids`` (one ``id`` column), cut like the run's."""
-        return build_blocks(self.movie_rows.join(ids, "id", "left_semi"), self.ms.largest or 1, n, self.spec,
-                            with_exclusions=self.with_exclusions)
+        built = build_blocks(self.movie_rows.join(ids, "id", "left_semi"), self.ms.largest or 1, n, self.spec,
+                             with_exclusions=self.with_exclusions)
+        return self.augment(built) if self.augment else built
 
     def unpersist(self) -> None:
         self.movies.unpersist()

@@ -1,4 +1,4 @@
-"""Hub statistics of a recommendations table: how evenly the books are recommended.
+"""Hubs: how evenly a run recommends the books (its statistics), and the hub-aware score (``score.hubness``).
 
 Why: an exact cosine top-k over high-dimensional embeddings has *hubs*, a few books in the
 top-k of a large share of all films (on the full catalogs *Hamlet* reached 7% of the films'
@@ -13,15 +13,44 @@ ones count with 0):
 * ``never_recommended``: the share of scored books in no list;
 * ``gini`` of ``N`` (0: every book equally often; near 1: a few books take every list);
 * ``skew``: the skewness of ``N`` (the hubness measure of Radovanović et al., 2010).
+
+Hub-aware score (``score.hubness: csls``, after CSLS, Lample et al. 2018): a book near the centre of the
+films is close to every film, so its cosine is discounted by how close it is to its own nearest films::
+
+    r(book) = mean of the hub_k highest cosines between the book and the run's films
+    score   = cosine - hub_weight * r(book)
+
+``hub_weight`` 0.5 ranks each film's books exactly as CSLS ``2 cos - r(film) - r(book)`` does (``r(film)`` is
+constant per film); the published score is the one above. The dense and hybrid methods apply it to their
+dense score (the hybrid before its per-film z-scores); it is exact in the kernel's sense, because it is a
+dot product of *augmented* rows computed by the same kernels::
+
+    film row [x, 1]   book row [y, -float32(hub_weight * r(book))]   ->   x.y - hub_weight * r(book)
+
+so screening, exact float64 rescoring, ties and precision work unchanged (:func:`lfr.score.kernel.score_margin`
+takes the rows' norms, ``<= sqrt(2)`` each here). ``r(book)`` itself comes from one pass over every block pair
+with the roles swapped (:func:`hub_means`: each book's exact top ``hub_k`` films, the dense kernel's), and is
+stored with the run (``tables.book_hubs``). A film row without a dense part (the hybrid's zeros under
+``score.missing_side: use_present``) gets ``[0, 0]``: dense score 0, as without hubness, and takes no part in
+any ``r(book)``.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
-from typing import Optional
+from functools import partial
+from typing import Iterator, Optional
 
 import numpy as np
-from pyspark.sql import DataFrame
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from lfr.config import ConfigError
+from lfr.score.blocks import CANDIDATE_SCHEMA, BlockPair, Blocks, map_pairs, merge_candidates
+
+#: ``score.hubness`` values
+HUBNESS = ("none", "csls")
 
 HUB_TOP = 10
 
@@ -85,3 +114,156 @@ def hub_stats(recs: DataFrame, films: int, n_books: int, k: int, top: int = HUB_
                     max_share=round(best / films, 6) if films else 0.0,
                     hub_book=hub["book_id"] if hub else None, never_recommended=round(never, 6),
                     gini=round(gini, 6), skew=round(skew, 6))
+
+
+# ---------------------------------------------------------------- hub-aware score (score.hubness)
+
+
+@dataclass(frozen=True)
+class Hubness:
+    """``score.hubness`` / ``hub_k`` / ``hub_weight``, checked; what a dense score applies (module doc)."""
+    kind: str
+    k: int
+    weight: float
+
+    @classmethod
+    def from_settings(cls, score) -> "Hubness":
+        """From :class:`lfr.settings.ScoreSettings`; a bad value is a ``ConfigError`` naming the key."""
+        if score.hubness not in HUBNESS:
+            raise ConfigError(f"score.hubness must be one of {HUBNESS}, got {score.hubness!r}")
+        if int(score.hub_k) <= 0:
+            raise ConfigError(f"score.hub_k must be positive, got {score.hub_k}")
+        if not 0.0 <= float(score.hub_weight) <= 1.0:   # <= 1 keeps the augmented book rows' norms <= sqrt(2)
+            raise ConfigError(f"score.hub_weight must be in [0, 1], got {score.hub_weight}")
+        return cls(score.hubness, int(score.hub_k), float(score.hub_weight))
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none"
+
+    def params(self) -> dict:
+        """What the run records in ``method_params`` (nothing when off, so earlier runs' records stay as they were)."""
+        if not self.active:
+            return {}
+        return {"hubness": self.kind, "hub_k": self.k, "hub_weight": self.weight,
+                "hub_score": "cosine - hub_weight * r(book), r = mean cosine of the book's hub_k nearest films"}
+
+
+def film_column(q: np.ndarray) -> np.ndarray:
+    """The film rows' extra column: 1, or 0 for a row without direction (all zeros: no dense part)."""
+    return (np.abs(q).max(axis=1) > 0).astype(np.float32) if len(q) else np.zeros(0, np.float32)
+
+
+def book_column(r: np.ndarray, weight: float) -> np.ndarray:
+    """The book rows' extra column ``-float32(weight * r)`` (float64 product, rounded once)."""
+    return -(float(weight) * np.asarray(r, dtype=np.float64)).astype(np.float32)
+
+
+def augment(x: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """``[x, column]``: float32 rows with one more column."""
+    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float32)
+    out[:, :-1] = x
+    out[:, -1] = column
+    return out
+
+
+def book_side_topk(pair: BlockPair, k: int, precision: str) -> tuple:
+    """Worker side of :func:`hub_means`: the pair's book rows (``pair.q``) against its film rows (``pair.b``),
+    each book's exact top ``k`` films (:func:`lfr.score.kernel.block_topk`); films without a dense part skipped."""
+    from lfr.score.kernel import block_topk
+
+    films = np.flatnonzero(film_column(pair.b))
+    rows, cols, scores = block_topk(pair.q, pair.b[films], k, threads=pair.threads, precision=precision)
+    return rows, films[cols].astype(np.int32), scores
+
+
+def hub_means(blocks: Blocks, k: int, precision: str) -> DataFrame:
+    """``book_id, hub_r``: each book's mean cosine with its ``k`` nearest films of the run (lazy).
+
+    The pass over every (book block, film block) pair keeps ``k`` films per book and pair, merged into the exact
+    top ``k``; the mean adds the sorted scores in float64, so it does not depend on the order tasks finish."""
+    cands = map_pairs(blocks.book_pairs(), partial(book_side_topk, k=k, precision=precision), blocks.dim, None,
+                      CANDIDATE_SCHEMA)
+    top = merge_candidates(cands, k)                   # movie_id: the book here, book_id: the film
+    scores = F.array_sort(F.collect_list(F.col("score").cast("double")))
+    total = F.aggregate(scores, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+    return top.groupBy(F.col("movie_id").alias("book_id")).agg((total / F.size(scores)).alias("hub_r"))
+
+
+def _augmented(column_of, dim: int, schema):
+    """mapInArrow function: every block's ``vec`` (``n x dim``) -> ``n x (dim + 1)`` with ``column_of(batch, i, q)``
+    as the extra column; the other columns of ``schema`` unchanged."""
+    names = [f.name for f in schema.fields]
+
+    def add(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        for batch in batches:
+            vecs = []
+            for i in range(batch.num_rows):
+                raw = batch.column("vec")[i].as_buffer()
+                q = np.frombuffer(raw if raw is not None else b"", np.float32).reshape(-1, dim)
+                vecs.append(augment(q, column_of(batch, i, q)).tobytes())
+            cols = [pa.array(vecs, pa.binary()) if n == "vec" else batch.column(n) for n in names]
+            yield pa.RecordBatch.from_arrays(cols, names=names)
+
+    return add
+
+
+def _film_column(batch, i, q):
+    return film_column(q)
+
+
+def _book_column(weight: float):
+    def column(batch, i, q):
+        r = np.zeros(len(q))
+        hub = batch.column("hub")[i].as_py() or []
+        for entry in hub:
+            if entry["hub_r"] is not None:
+                r[entry["pos"]] = entry["hub_r"]
+        return book_column(r, weight)
+
+    return column
+
+
+def augment_film_blocks(movie_blocks: DataFrame, dim: int) -> DataFrame:
+    """Film blocks with rows ``[x, 1]`` (``[0, 0]`` without a dense part), lazy."""
+    return movie_blocks.mapInArrow(_augmented(_film_column, dim, movie_blocks.schema), movie_blocks.schema)
+
+
+def apply_hubness(blocks: Blocks, hub: Hubness, precision: str) -> DataFrame:
+    """The hub pass: ``r(book)`` for every book (:func:`hub_means`), then both sides' blocks replaced by their
+    augmented rows (cached; the old ones released), ``blocks.dim`` one more. Returns ``book_id, hub_r``
+    (cached: the caller releases it, and stores it with the run)."""
+    dim = blocks.dim
+    hub_r = hub_means(blocks, hub.k, precision).persist(StorageLevel.MEMORY_AND_DISK)
+    per_block = (blocks.books.filter("n > 0").select("block", F.posexplode("ids").alias("pos", "book_id"))
+                 .join(hub_r, "book_id", "left")
+                 .groupBy("block").agg(F.sort_array(F.collect_list(F.struct("pos", "hub_r"))).alias("hub")))
+    books = blocks.books.join(F.broadcast(per_block), "block", "left")
+    books = books.mapInArrow(_augmented(_book_column(hub.weight), dim, blocks.books.schema), blocks.books.schema)
+    movies = augment_film_blocks(blocks.movies, dim)
+    new = [df.persist(StorageLevel.MEMORY_AND_DISK) for df in (movies, books)]
+    for df in new:
+        df.count()
+    blocks.unpersist()
+    blocks.movies, blocks.books, blocks.dim = new[0], new[1], dim + 1
+    blocks.augment = partial(augment_film_blocks, dim=dim)
+    return hub_r
+
+
+def write_book_hubs(spark: SparkSession, hub_r: DataFrame, recs_path: str, path: str, hub: Hubness,
+                    stats: HubStats, run_id: str) -> None:
+    """``tables.book_hubs``: per scored book its ``hub_r``, the offset the run subtracted and its k-occurrence in
+    the run's top ``stats.top`` lists; replaced with each hub-aware run (one overwrite commit whose
+    ``userMetadata`` holds the run's :class:`HubStats`)."""
+    occ = (spark.read.format("delta").load(recs_path).filter(F.col("rank") <= stats.top)
+           .groupBy("book_id").agg(F.count("*").cast("int").alias("occurrences")))
+    out = (hub_r.join(occ, "book_id", "left").fillna(0, ["occurrences"])
+           .withColumn("hub_offset", (F.lit(hub.weight) * F.col("hub_r")).cast("float"))
+           .withColumn("run_id", F.lit(run_id))
+           .select("book_id", "hub_r", "hub_offset", "occurrences", "run_id"))
+    (out.coalesce(1).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        .option("userMetadata", json.dumps({"run_id": run_id, **hub.params(), "hubs": stats.as_dict()},
+                                           sort_keys=True))
+        .save(path))

@@ -81,17 +81,18 @@ def convex_coefficients(alpha: float, mu_d, var_d, mu_l, var_l) -> np.ndarray:
     return np.stack([a, b, c], axis=1)
 
 
-def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray) -> np.ndarray:
+def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray, dense_max=1.0) -> np.ndarray:
     """Per-movie candidate margin on ``g = a s_d + b s_l`` computed in float32 from the screened ``s_d``.
 
     ``2 |a| dense_error`` covers twice the dense screen's error (``dense_error``: per movie, its bound on
     |screened - published| for every book, :meth:`lfr.score.kernel.Fp32Screen.error` /
-    :meth:`~lfr.score.kernel.Bf16Screen.error`); ``2**-20 (|a|+|b|+|c|)`` (16 float32 ulps of the largest
-    term, |s| <= 1 up to the screen's error) covers the float32 rounding of ``a``, ``b``, the products and
-    the sum, and the final rounding of ``h`` to float32 (the ``c`` term).
+    :meth:`~lfr.score.kernel.Bf16Screen.error`); ``2**-20 (|a| dense_max + |b| + |c|)`` (16 float32 ulps of
+    the largest term: ``|s_d| <= dense_max``, the screen's :meth:`~lfr.score.kernel.Fp32Screen.magnitude`,
+    above 1 for the hub-aware score; ``|s_l| <= 1``) covers the float32 rounding of ``a``, ``b``, the
+    products and the sum, and the final rounding of ``h`` to float32 (the ``c`` term).
     """
     a, b, c = np.abs(coef[:, 0]), np.abs(coef[:, 1]), np.abs(coef[:, 2])
-    return 2.0 * a * dense_error + 2.0 ** -20 * (a + b + c)
+    return 2.0 * a * dense_error + 2.0 ** -20 * (a * np.maximum(dense_max, 1.0) + b + c)
 
 
 def combine(coef: np.ndarray, rows: np.ndarray, s_d: np.ndarray, s_l: np.ndarray) -> np.ndarray:
@@ -129,7 +130,8 @@ def hybrid_topk(
         g *= coef32[r0:r1, 0:1]
         g += coef32[r0:r1, 1:2] * s_l
         mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
-        rows, cols = select_candidates(g, p.kk, below(hybrid_margin(coef[r0:r1], screen.error(r0, r1))))
+        margin = hybrid_margin(coef[r0:r1], screen.error(r0, r1), screen.magnitude(r0, r1))
+        rows, cols = select_candidates(g, p.kk, below(margin))
         h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols])
         idx, _ = first_k_per_group(rows, cols, h, p.kk)
         parts.append((rows[idx] + r0, cols[idx], h[idx]))

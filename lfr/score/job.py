@@ -66,7 +66,7 @@ from pyspark.sql import functions as F
 from lfr.phases import Phases
 from lfr.score.blocks import Blocks, plan_blocks
 from lfr.score.checks import ModelVersionMismatch, ScoringError, check_inputs
-from lfr.score.hubs import hub_stats
+from lfr.score.hubs import apply_hubness, hub_stats, write_book_hubs
 from lfr.score.methods import Frames, Inputs, ScoringMethod, scoring_method
 from lfr.score.sides import MissingSideError
 from lfr.score.view import create_view, register_recommendations
@@ -128,6 +128,7 @@ class _Target:
     guards: Guards
     sources: tuple
     run_id: str
+    hubs_path: Optional[str] = None    # where a hub-aware run stores r(book) (tables.book_hubs); None: not stored
 
 
 def _with_exclusions(movies: DataFrame, exclude: Optional[DataFrame]) -> DataFrame:
@@ -191,7 +192,8 @@ def score_recommendations(spark: SparkSession, movies: Optional[DataFrame], book
                           movie_lexical: Optional[DataFrame] = None, book_lexical: Optional[DataFrame] = None,
                           exclude: Optional[DataFrame] = None, run_id: Optional[str] = None,
                           rows_per_file: int = ROWS_PER_FILE, kernel: Optional[Callable] = None,
-                          phases: Optional[Phases] = None, sources: Sequence[str] = ()) -> ScoreResult:
+                          phases: Optional[Phases] = None, sources: Sequence[str] = (),
+                          hubs_path: Optional[str] = None) -> ScoreResult:
     """Exact top-k books per movie by ``settings.method``, written to the Delta table at ``output_path``
     in one overwrite commit (the previous version stays readable until then).
 
@@ -216,6 +218,9 @@ def score_recommendations(spark: SparkSession, movies: Optional[DataFrame], book
     run_id, rows_per_file, kernel, phases, sources : optional
         The run's id (default: UTC time + random), rows per output file, a stand-in for the method's
         block kernel (tests), the caller's phase timer, the inputs a guard's refusal names.
+    hubs_path : str, optional
+        With ``settings.hubness: csls``: the Delta table that stores each book's ``r(book)`` with the run
+        (:func:`lfr.score.hubs.write_book_hubs`; ``tables.book_hubs`` in the job); None: not stored.
 
     Returns
     -------
@@ -235,14 +240,14 @@ def score_recommendations(spark: SparkSession, movies: Optional[DataFrame], book
     >>> result.rows, result.table_version, result.phases  # doctest: +SKIP
     """
     run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    target = _Target(output_path, rows_per_file, guards, tuple(sources), run_id)
+    target = _Target(output_path, rows_per_file, guards, tuple(sources), run_id, hubs_path)
     return _score(spark, scoring_method(settings), Frames(movies, books, movie_lexical, book_lexical), settings,
                   exclude, target, kernel, phases if phases is not None else Phases(f"score {run_id}", log))
 
 
 def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings: ScoreSettings,
            exclude: Optional[DataFrame], target: _Target, kernel: Optional[Callable], phases: Phases) -> ScoreResult:
-    """The phases of a run: check, blocks, guard, score+write, history, hubs."""
+    """The phases of a run: check, blocks, guard, (hub pass,) score+write, history, hubs."""
     with phases("check"):
         inputs = method.prepare(frames, settings)
         inputs.movies = _with_exclusions(inputs.movies, exclude)
@@ -250,11 +255,15 @@ def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings:
         blocks = plan_blocks(spark, inputs.movies, inputs.books, (inputs.movie_rows, inputs.book_rows), inputs.spec,
                              (settings.movie_block_rows, settings.book_block_rows), exclude is not None)
     _log_plan(target.run_id, method, inputs, blocks, settings.k, phases)
-    shrink = _score_and_write(spark, blocks, inputs, method, settings.k, kernel, target, phases)
+    shrink, hub_r = _score_and_write(spark, blocks, inputs, method, settings, kernel, target, phases)
     with phases("history"):
         version, rows = table_version(spark, target.path)
     with phases("hubs"):
         hubs = hub_stats(spark.read.format("delta").load(target.path), blocks.ms.rows, blocks.bs.rows, settings.k)
+        if hub_r is not None:
+            if target.hubs_path:
+                write_book_hubs(spark, hub_r, target.path, target.hubs_path, method.hub, hubs, target.run_id)
+            hub_r.unpersist()
     result = _result(target, method, inputs, blocks, settings.k, version, rows, phases)
     result.films, result.hubs = _films(shrink), hubs.as_dict()
     log.info("score %s: hubs over the top %d: the most recommended book (%s) is in %d of %d films' lists (%.1f%%); "
@@ -267,22 +276,33 @@ def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings:
     return result
 
 
-def _score_and_write(spark: SparkSession, blocks: Blocks, inputs: Inputs, method: ScoringMethod, k: int,
-                     kernel: Optional[Callable], target: _Target, phases: Phases) -> Shrink:
-    """Phase 3: the films guard, then the method's kernel over every block pair, the k-bounded merge and
-    the Delta write; the cached blocks are released whatever happens. Returns the guard's count."""
+def _score_and_write(spark: SparkSession, blocks: Blocks, inputs: Inputs, method: ScoringMethod,
+                     settings: ScoreSettings, kernel: Optional[Callable], target: _Target,
+                     phases: Phases) -> tuple[Shrink, Optional[DataFrame]]:
+    """Phase 3: the films guard, the hub pass (``score.hubness``), then the method's kernel over every block
+    pair, the k-bounded merge and the Delta write; the cached blocks are released whatever happens. Returns
+    the guard's count and the hub pass's ``book_id, hub_r`` (cached; None without it)."""
     cached = [blocks.movies, blocks.books]
+    hub_r, k = None, settings.k
     try:
         n_movies, n_books = blocks.ms.rows, blocks.bs.rows
         if n_movies == 0 or n_books == 0:
             raise ScoringError(f"nothing to score: {n_movies} valid movie and {n_books} valid book rows")
         with phases("guard"):
             shrink = _guard_films(spark, blocks, target)
+        if method.hub:
+            with phases("hub pass"):
+                hub_r = apply_hubness(blocks, method.hub, settings.precision)
+                cached += [blocks.movies, blocks.books]
         with phases("score+write"):
             merged = method.topk(blocks, k, kernel, cached)
             _write(merged, inputs, method, target, n_movies * min(k, n_books),
                    _commit_metadata(target, method, inputs, shrink))
-        return shrink
+        return shrink, hub_r
+    except BaseException:
+        if hub_r is not None:
+            hub_r.unpersist()
+        raise
     finally:
         for df in cached:
             df.unpersist()
@@ -403,7 +423,7 @@ def run_score(spark: SparkSession, settings: Settings, *, kernel: Optional[Calla
         spark, frames.get("movie_embeddings"), frames.get("book_embeddings"), tables.recommendations.path,
         settings=score, guards=Guards.from_settings(settings.guards), movie_lexical=frames.get("movie_lexical"),
         book_lexical=frames.get("book_lexical"), exclude=exclude, kernel=kernel, phases=phases,
-        sources=[getattr(tables, key).path for key in frames])
+        sources=[getattr(tables, key).path for key in frames], hubs_path=tables.book_hubs.path)
     with phases("register"):
         names = register_recommendations(spark, settings)
     log.info("registered for SQL: %s", ", ".join(names))

@@ -92,14 +92,29 @@ BF16_U = 2.0 ** -8
 Threshold = Callable[[np.ndarray], np.ndarray]
 
 
-def score_margin(dim: int) -> float:
-    """``2 * eps``: twice a bound on |float32 BLAS dot - float32-rounded exact dot| for unit vectors.
+def score_margin(dim: int, scale: float = 1.0) -> float:
+    """``2 * eps``: twice a bound on |float32 BLAS dot - float32-rounded exact dot| for rows whose norms
+    multiply to at most ``scale`` (1: unit vectors).
 
-    float32 dot of length d, any summation order: error <= d * u * sum|x_i y_i| <= d * u
-    (u = 2**-24, unit vectors; 5% slack for the normalisation's own rounding), plus half an
-    ulp of the rounded exact score (<= 2**-25 below 1) -- taken generously as 2**-22.
+    float32 dot of length d, any summation order: error <= d * u * sum|x_i y_i| <= d * u * |x| |y|
+    (u = 2**-24; 5% slack for the normalisation's own rounding), plus half an ulp of the rounded
+    exact score (<= 2**-25 |x| |y|) -- taken generously as 2**-22 |x| |y|. ``scale`` is above 1 for the
+    hub-aware rows (:func:`lfr.score.hubs.augment`: a unit row plus one column).
     """
-    return 2.0 * (dim * 2.0 ** -24 * 1.05 + 2.0 ** -22)
+    return 2.0 * scale * (dim * 2.0 ** -24 * 1.05 + 2.0 ** -22)
+
+
+def max_norm(x: np.ndarray) -> float:
+    """An upper bound of the largest row norm of ``x`` (float64 sums of squares, 2**-40 relative slack)."""
+    if not len(x):
+        return 0.0
+    return float(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64).max()) * (1.0 + 2.0 ** -40))
+
+
+def norm_scale(q: np.ndarray, b: np.ndarray) -> float:
+    """``max(1, max|q_i| max|b_j|)``: the ``scale`` of :func:`score_margin` for a block pair (1 for unit rows,
+    so plain cosine blocks keep the unit-vector margin)."""
+    return max(1.0, max_norm(q) * max_norm(b))
 
 
 def normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -393,13 +408,14 @@ def resolve_score_precision(requested: str, device: str) -> tuple[str, str]:
 
 
 class Fp32Screen:
-    """float32 BLAS scores (numpy, into one reused chunk buffer); every pair within ``score_margin(d) / 2``
-    of its published score."""
+    """float32 BLAS scores (numpy, into one reused chunk buffer); every pair within ``score_margin(d, scale) / 2``
+    of its published score (``scale``: :func:`norm_scale`, 1 for unit rows)."""
 
     def __init__(self, q: np.ndarray, b: np.ndarray, chunk_rows: int):
         self.q, self.bt = q, b.T                 # numpy hands BLAS the transposed view: no copy
         self.buf = np.empty((chunk_rows, b.shape[0]), dtype=np.float32)
-        self.eps = score_margin(q.shape[1]) / 2.0
+        self.scale = norm_scale(q, b)
+        self.eps = score_margin(q.shape[1], self.scale) / 2.0
 
     def scores(self, r0: int, r1: int) -> np.ndarray:
         out = self.buf[:r1 - r0]
@@ -415,6 +431,10 @@ class Fp32Screen:
 
     def threshold(self, r0: int, r1: int) -> Threshold:
         return below(2.0 * self.eps)
+
+    def magnitude(self, r0: int, r1: int) -> np.ndarray:
+        """Per movie row, a bound on |published score| over the block (|x| |y|, plus the error)."""
+        return np.full(r1 - r0, self.scale + self.eps)
 
 
 class Bf16Screen:
@@ -434,8 +454,9 @@ class Bf16Screen:
       (AVX512-BF16 / AMX dot products, a blocked GEMM) errs by at most ``gamma_d sum|x~_i y~_i| <=
       gamma_d |x~| |y~|``, ``gamma_d = d 2**-24 / (1 - d 2**-24)``; denormals flushed to zero add at most
       ``3 d 2**-126``. (A GPU port must keep float32 accumulation: no reduced-precision reductions.)
-    * the published score is the float64 sum (error ~d 2**-53) rounded to float32 (<= 2**-24): with the
-      denormal terms and bf16's absolute rounding below its normal range (2**-134), all within 2**-22;
+    * the published score is the float64 sum (error ~d 2**-53) rounded to float32 (<= 2**-24 |s|): with the
+      denormal terms and bf16's absolute rounding below its normal range (2**-134), all within
+      ``2**-22 max(1, |x~| |y~|)`` (rows are unit, or a unit row plus one column for the hub-aware score);
 
     so ``|f - s| <= e`` for every book of the block (``e`` per movie row: the three terms from upper bounds
     of the norms, :func:`_bf16_rows`, times ``1 + 2**-20`` for the float64 arithmetic). The result is
@@ -456,7 +477,7 @@ class Bf16Screen:
         d = q.shape[1]
         gamma = d * 2.0 ** -24 / (1.0 - d * 2.0 ** -24)
         slack = 1.0 + 2.0 ** -20
-        self.e = slack * (nx * dy + dx * ny + dx * dy + gamma * nx * ny) + 2.0 ** -22
+        self.e = slack * (nx * dy + dx * ny + dx * dy + gamma * nx * ny) + 2.0 ** -22 * np.maximum(1.0, nx * ny)
         self.f_max = slack * (1.0 + gamma) * nx * ny
 
     def scores(self, r0: int, r1: int):
@@ -474,6 +495,10 @@ class Bf16Screen:
     def threshold(self, r0: int, r1: int) -> Threshold:
         e = self.e[r0:r1]
         return lambda t: bf16_threshold(t, e)
+
+    def magnitude(self, r0: int, r1: int) -> np.ndarray:
+        """Per movie row, a bound on |published score| over the block (``|f| + e``)."""
+        return self.f_max[r0:r1] + self.e[r0:r1]
 
 
 def _bf16_rows(torch, x: np.ndarray, rows: int = 2048):

@@ -57,6 +57,7 @@ from lfr.score.checks import (
     check_lexical_inputs,
     require_columns,
 )
+from lfr.score.hubs import Hubness
 from lfr.score.kernel import PRECISIONS
 from lfr.score.sides import Sides, check_missing_side, count_sides, pair_sides, paired_rows, report_sides
 from lfr.settings import ScoreSettings
@@ -129,7 +130,18 @@ class ScoringMethod(ABC):
 
     def params(self) -> dict:
         """The method's settings as recorded per run (``method_params``)."""
-        return {"score": "cosine"}
+        return self.recorded({"score": "cosine"})
+
+    @property
+    def hub(self) -> Optional[Hubness]:
+        """``score.hubness`` as the method applies it to its dense score (:mod:`lfr.score.hubs`); None: no dense
+        score (lexical) or off."""
+        hub = getattr(self, "hubness", None)
+        return hub if hub is not None and hub.active else None
+
+    def recorded(self, params: dict) -> dict:
+        """``params`` plus the hub-aware score's settings when it is on."""
+        return {**params, **(self.hub.params() if self.hub else {})}
 
     def params_json(self) -> str:
         return json.dumps(self.params(), sort_keys=True)
@@ -157,15 +169,17 @@ class ScoringMethod(ABC):
 
 @dataclass(frozen=True)
 class Dense(ScoringMethod):
-    """``score.method: dense``: the cosine of the embeddings (:mod:`lfr.score.kernel`)."""
+    """``score.method: dense``: the cosine of the embeddings (:mod:`lfr.score.kernel`), hub-aware with
+    ``score.hubness`` (:mod:`lfr.score.hubs`)."""
     precision: str
+    hubness: Hubness
     name: ClassVar[str] = "dense"
     reads_dense: ClassVar[bool] = True
     reads_lexical: ClassVar[bool] = False
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Dense":
-        return cls(precision=score.precision)
+        return cls(precision=score.precision, hubness=Hubness.from_settings(score))
 
     def prepare(self, frames: Frames, score: ScoreSettings) -> Inputs:
         movies, books = _sides(frames.movies, frames.books, score, "embeddings", EMBEDDING_COLUMNS)
@@ -198,9 +212,11 @@ class Lexical(ScoringMethod):
 
 @dataclass(frozen=True)
 class Hybrid(ScoringMethod):
-    """``score.method: hybrid``: both sides of every item, paired by id (:mod:`lfr.score.sides`)."""
+    """``score.method: hybrid``: both sides of every item, paired by id (:mod:`lfr.score.sides`); the dense
+    side hub-aware with ``score.hubness``."""
     missing_side: str
     precision: str
+    hubness: Hubness
     name: ClassVar[str] = "hybrid"
     reads_dense: ClassVar[bool] = True
     reads_lexical: ClassVar[bool] = True
@@ -227,11 +243,12 @@ class Convex(Hybrid):
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Convex":
-        return cls(missing_side=score.missing_side, precision=score.precision, alpha=float(score.alpha))
+        return cls(missing_side=score.missing_side, precision=score.precision, hubness=Hubness.from_settings(score),
+                   alpha=float(score.alpha))
 
     def params(self) -> dict:
-        return {"fusion": "convex", "alpha": float(self.alpha),
-                "normalisation": "z-score per movie over all scored books"}
+        return self.recorded({"fusion": "convex", "alpha": float(self.alpha),
+                              "normalisation": "z-score per movie over all scored books"})
 
     def movie_blocks(self, blocks: Blocks, cached: list) -> DataFrame:
         """Each movie's statistics over all books (lexical moments pass + the book side's dense moments),
@@ -258,11 +275,12 @@ class Rrf(Hybrid):
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Rrf":
-        return cls(missing_side=score.missing_side, precision=score.precision, rrf_k=int(score.rrf_k))
+        return cls(missing_side=score.missing_side, precision=score.precision, hubness=Hubness.from_settings(score),
+                   rrf_k=int(score.rrf_k))
 
     def params(self) -> dict:
-        return {"fusion": "rrf", "rrf_k": int(self.rrf_k),
-                "ranks": "competition ranks per method over all scored books (ties share the best)"}
+        return self.recorded({"fusion": "rrf", "rrf_k": int(self.rrf_k),
+                              "ranks": "competition ranks per method over all scored books (ties share the best)"})
 
     def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
         """Per movie row: the block's top-``n`` books by dense and by lexical, with both exact scores."""
@@ -306,4 +324,7 @@ def scoring_method(score: ScoreSettings) -> ScoringMethod:
         if int(getattr(score, key)) <= 0:
             raise ConfigError(f"score.{key} must be positive, got {getattr(score, key)}")
     check_missing_side(score.missing_side)
+    hub = Hubness.from_settings(score)
+    if hub.active and score.method == "lexical":
+        log.info("score.hubness=%s applies to dense scores: score.method=lexical scores without it", hub.kind)
     return STRATEGIES[(score.method, score.fusion if score.method == "hybrid" else None)].from_settings(score)
