@@ -21,7 +21,7 @@ LINKS = pd.DataFrame(
 )
 ALL_METHODS = ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained", "lightfusionrec",
                "distilbert_text_only", "lightfusionrec_distilbert", "hybrid_text_only", "hybrid_rrf_text_only",
-               "hybrid", "hybrid_rrf"]
+               "hybrid", "hybrid_rrf", "text_only_csls", "lightfusionrec_csls", "hybrid_csls"]
 
 
 @pytest.fixture()
@@ -116,7 +116,7 @@ def test_distilbert_rows_skipped_with_note(eval_settings, toy_movies, toy_books,
     settings = with_values(eval_settings, {"eval": dataclasses.replace(eval_settings.eval, folds=1,
                                                                        distilbert_path=None)})
     result = run_evaluation(toy_movies, toy_books, LINKS, settings, trained_model=tiny_model)
-    assert result.table()["method"].tolist() == ALL_METHODS[:6] + ALL_METHODS[-4:]
+    assert result.table()["method"].tolist() == [m for m in ALL_METHODS if "distilbert" not in m]
     assert result.setup["n_test_movies"] == 2 and result.setup["fold_sizes"][0]["train_movies"] == 3
     assert any("DistilBERT rows skipped" in n for n in result.notes)
     assert any("may have" in n for n in result.notes)           # a given artifact is flagged

@@ -28,6 +28,10 @@ Methods (``standard_methods``):
 * ``hybrid_rrf`` -- reciprocal rank fusion ``1/(k + rank_dense) + 1/(k + rank_lexical)``, nothing tuned.
 * ``hybrid_text_only`` / ``hybrid_rrf_text_only`` -- the same two fusions on the frozen text-only dense side,
   added when there is a trained model (so the table shows what training adds to the hybrid).
+* ``text_only_csls`` / ``lightfusionrec_csls`` / ``hybrid_csls`` -- hub-aware (``score.hubness: csls``):
+  ``cos(film, book) - hub_weight * r(book)``, ``r(book)`` the mean of the book's ``hub_k`` highest cosines
+  over ALL films of the catalog (``csls_method``); ``hybrid_csls`` fuses the trained model's hub-aware
+  scores with lexical, alpha tuned like ``hybrid`` on the frozen encoder's hub-aware scores.
 
 Most methods are one cosine (``embed``); the fusions are not, so a ``Method`` may instead give its
 score matrix directly (``score``); ``method_scores`` runs either kind.
@@ -300,6 +304,35 @@ def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: 
     ]
 
 
+def book_hubness(scores: np.ndarray, hub_k: int) -> np.ndarray:
+    """``r(book)``: per column, the mean of its ``hub_k`` highest scores (capped at the number of rows).
+    ``scores``: every film of the catalog x the books, so ``r`` is how close a book is to its nearest films."""
+    s = np.asarray(scores, dtype=np.float64)
+    k = max(1, min(int(hub_k), s.shape[0]))
+    return np.partition(s, s.shape[0] - k, axis=0)[s.shape[0] - k:].mean(axis=0)
+
+
+def csls_method(dense: Method, all_movies: pd.DataFrame, hub_k: int, hub_weight: float) -> Method:
+    """``<dense>_csls``: ``cos(film, book) - hub_weight * r(book)`` (``lfr/score``'s ``score.hubness: csls``).
+
+    Why: a book near the centre of the embedding space (a *hub*) is close to every film and fills the
+    top lists of films it has nothing to do with; ``r(book)`` measures that from ``dense``'s own cosines
+    with ALL films of ``all_movies`` (the catalog, not only the films being scored, as the Spark job
+    measures it over every film of its run). No link is read: legal inside a fold. hub_weight 0.5 ranks
+    each film's books as CSLS (``2 cos - r(film) - r(book)``)."""
+    memo: dict[str, np.ndarray] = {}
+
+    def score(movies: pd.DataFrame, books: pd.DataFrame) -> np.ndarray:
+        key = hashlib.sha256("\x00".join(books["id"].astype(str)).encode("utf-8")).hexdigest()
+        if key not in memo:          # r(book) once per catalog: every fold's films share it
+            memo[key] = book_hubness(method_scores(dense, all_movies, books), hub_k)
+        return method_scores(dense, movies, books) - float(hub_weight) * memo[key][None, :]
+
+    return Method(f"{dense.name}_csls", f"{dense.name} - {hub_weight:g} r(book), r = mean cosine of the book's "
+                  f"{hub_k} nearest films of the catalog (CSLS hub correction)", score=score,
+                  info={"dense": dense.name, "hub_k": int(hub_k), "hub_weight": float(hub_weight)})
+
+
 def standard_methods(
     corpus: Sequence[str] | Method,
     base_model,
@@ -314,13 +347,15 @@ def standard_methods(
     train_links: pd.DataFrame | None = None,
     catalog: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     alpha_grid: Sequence[float] = ALPHA_GRID,
+    hubs: tuple[int, float] | None = None,
 ) -> list[Method]:
     """The ablation's rows, in report order. ``None`` models leave their rows out.
 
     ``corpus``: the descriptions TF-IDF is fitted on, or an already fitted TF-IDF ``Method``.
     ``cache``: share one ``FeatureCache`` across calls (e.g. folds) to encode each text once.
     ``lexical`` (``lexical_method``) adds its row; with ``train_links`` (this fold's training links)
-    and ``catalog`` (all movies, all books) also ``hybrid`` and ``hybrid_rrf`` (``hybrid_methods``).
+    and ``catalog`` (all movies, all books) also ``hybrid`` and ``hybrid_rrf`` (``hybrid_methods``);
+    ``hubs`` = ``(hub_k, hub_weight)`` with ``catalog`` adds the hub-aware rows (``_csls_rows``).
     """
     cache = cache if cache is not None else FeatureCache()
     methods = [corpus if isinstance(corpus, Method) else tfidf_method(corpus)]
@@ -344,6 +379,8 @@ def standard_methods(
                                      batch_size, cache))
     if lexical is not None and train_links is not None and catalog is not None:
         methods += _hybrid_rows(methods, lexical, train_links, catalog, alpha_grid)
+    if hubs is not None and catalog is not None:
+        methods += _csls_rows(methods, lexical, train_links, catalog, alpha_grid, hubs)
     return methods
 
 
@@ -360,4 +397,20 @@ def _hybrid_rows(methods: list[Method], lexical: Method, train_links: pd.DataFra
     dense = trained or text
     if dense is not None:
         out += hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid, tune_dense=text)
+    return out
+
+
+def _csls_rows(methods: list[Method], lexical: Method | None, train_links: pd.DataFrame | None,
+               catalog: tuple[pd.DataFrame, pd.DataFrame], alpha_grid: Sequence[float],
+               hubs: tuple[int, float]) -> list[Method]:
+    """``text_only_csls``, ``lightfusionrec_csls`` and ``hybrid_csls``: the convex hybrid on the trained model's
+    (else text-only's) hub-aware scores, alpha tuned with the frozen encoder's hub-aware scores (as ``hybrid``
+    is tuned with the frozen ones): what the product publishes with ``score.hubness: csls``."""
+    by_name = {m.name: m for m in methods}
+    csls = {n: csls_method(by_name[n], catalog[0], *hubs) for n in ("text_only", "lightfusionrec") if n in by_name}
+    out = list(csls.values())
+    dense = csls.get("lightfusionrec") or csls.get("text_only")
+    if dense is not None and lexical is not None and train_links is not None:
+        out.append(hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid, suffix="_csls",
+                                  tune_dense=csls.get("text_only"))[0])
     return out

@@ -37,6 +37,12 @@ same films by the bootstrap of the per-film difference (``paired_difference``): 
 whose interval contains 0 is within noise. With ~65 linked films one film is 1/65 = 0.015 of
 Recall@k, so a one-point (0.01) change of R@10 is below the resolution of the data.
 
+Hubs (``occurrence_counts``, ``score_hub_stats``)
+-------------------------------------------------
+Over a method's scores for every film of the catalog: a book's k-occurrence is the number of films
+with it in their first 10; ``lfr.score.hubs`` turns the counts into the statistics the scoring job
+logs (max share of films, never recommended, Gini, skew), so the two report the same numbers.
+
 Error metrics (``confidence_error_metrics``) -- our reading of the paper's MAE/RMSE
 -----------------------------------------------------------------------------------
 The paper reports MAE and RMSE "on the top 20/50/80% predictions" without a full definition.
@@ -334,3 +340,35 @@ def ranking_intervals(ranks: Mapping[str, Sequence[Sequence[int]]], reference: s
             out["paired"][m] = {name: paired_difference(values[name], ref[name], n_resamples, seed=seed, level=level)
                                 for name in names}
     return out
+
+
+# --------------------------------------------------------------------------- hubs
+
+HUB_TOP = 10     # as lfr.score.hubs: the k-occurrence of a book counts the films with it in their first 10
+
+
+def occurrence_counts(scores: np.ndarray, top: int = HUB_TOP) -> np.ndarray:
+    """Per book (column), the number of films (rows) with it among their first ``top`` books.
+
+    Ties at a film's ``top``-th score go to the smaller column, as the product's kernel gives them to
+    the smaller book id, so a film whose scores are all equal still lists exactly ``top`` books."""
+    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
+    top = max(1, min(int(top), s.shape[1]))
+    cut = -np.partition(-s, top - 1, axis=1)[:, top - 1:top]        # each film's top-th highest score
+    above, at = s > cut, s == cut
+    room = top - above.sum(axis=1, keepdims=True)
+    return (above | (at & (np.cumsum(at, axis=1) <= room))).sum(axis=0)
+
+
+def score_hub_stats(scores: np.ndarray, book_ids: Sequence[str], top: int = HUB_TOP):
+    """``lfr.score.hubs.HubStats`` of a score matrix over EVERY film of the catalog x every book: the
+    statistics the scoring job logs for the table it wrote, here for an evaluated method."""
+    from lfr.score.hubs import HubStats, occurrence_stats
+
+    counts = occurrence_counts(scores, top)
+    never, gini, skew = occurrence_stats(counts, len(book_ids))
+    best, films = int(counts.max(initial=0)), int(scores.shape[0])
+    return HubStats(top=min(int(top), len(book_ids)), films=films, books=len(book_ids), max_occurrence=best,
+                    max_share=round(best / films, 6) if films else 0.0,
+                    hub_book=str(book_ids[int(np.argmax(counts))]) if best else None,
+                    never_recommended=round(never, 6), gini=round(gini, 6), skew=round(skew, 6))

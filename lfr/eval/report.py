@@ -10,7 +10,11 @@ report opens with one table holding every method under every protocol and the pa
 difference strict - open per method, then each protocol's full sections. ``metrics.json`` keeps
 the first protocol's payload at the top level (what older readers expect) and every protocol's
 under ``protocols``; ``metrics.png`` is the first protocol's figure, ``metrics_<protocol>.png``
-the others'."""
+the others'.
+
+Each protocol also gets a "Hubs" table (``hub_table``; ``hubs`` in ``metrics.json``): per method, how
+its top-10 lists over every film of the catalog concentrate on a few books, and each hub-aware
+``_csls`` row's paired difference against its plain row (``setup.csls_vs_plain``)."""
 from __future__ import annotations
 
 import json
@@ -156,6 +160,36 @@ def noise_lines(intervals: dict) -> list[str]:
     return lines
 
 
+def hub_table(result: EvalResult) -> str:
+    """Per method, its top-10 lists over every film of the catalog: the most recommended book and the
+    share of films it reaches, the share of books never recommended, Gini and skew of the k-occurrence."""
+    cols = {"method": "method", "hub_max_occurrence": "films (max)", "hub_max_share": "max share",
+            "hub_title": "most recommended book", "hub_never_recommended": "never recommended", "hub_gini": "Gini",
+            "hub_skew": "skew"}
+    records = [{label: r.get(c) for c, label in cols.items()} for r in result.rows
+               if r.get("hub_max_share") is not None]
+    return markdown_table(pd.DataFrame(records, columns=list(cols.values())), int_columns=("films (max)",))
+
+
+def hub_lines(result: EvalResult) -> list[str]:
+    """The "Hubs" section: what is counted, the table, each hub-aware row against its plain one."""
+    h = result.setup.get("hubs") or {}
+    if not any(r.get("hub_max_share") is not None for r in result.rows):
+        return []
+    lines = [f"Each method's top-{h.get('top', 10)} list for every one of the {h.get('films')} films of the catalog "
+             f"(not only the held-out ones) against all {h.get('books')} books; a book's k-occurrence is the number "
+             "of lists it is in. Trained rows differ per fold: every statistic is the mean over folds, the book is "
+             "the fold's most recommended one where it was in the most lists. `_csls` rows: cosine - "
+             f"{h.get('hub_weight')} r(book), r(book) = mean cosine of the book's {h.get('hub_k')} nearest films "
+             f"(`score.hubness: csls`; this run's setting: `{h.get('hubness')}`).", "", hub_table(result), ""]
+    diffs = result.setup.get("csls_vs_plain") or {}
+    if diffs:
+        cols = list(next(iter(diffs.values())))
+        lines += ["Hub-aware - plain, paired over the same held-out films [95% interval]; (noise): the interval "
+                  "contains 0.", "", difference_table({"metrics": cols, "paired": diffs, "reference": None}), ""]
+    return lines
+
+
 def error_table(result: EvalResult) -> str:
     cols = ["method", *result.error_columns, "n_pairs"]
     frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in result.rows], columns=cols)
@@ -241,6 +275,9 @@ def _format_one(result: EvalResult, intervals: dict | None = None) -> str:
                   f"{intervals['reference']}, [95% interval])", difference_table(intervals)]
     parts += [" ".join(noise_lines(intervals)), "Error on the most confident pairs (lower is better)",
               error_table(result)]
+    hubs = hub_lines(result)
+    if hubs:
+        parts += ["Hubs (top-10 lists over every film of the catalog)", "\n".join(hubs).strip()]
     return "\n\n".join(parts)
 
 
@@ -379,10 +416,11 @@ def _text_protocol_lines(s: dict) -> list[str]:
 
 def _result_sections(result: EvalResult, intervals: dict, png: str) -> list[str]:
     """One protocol's sections: protocol, ranking, paired differences, errors, methods, per film, notes."""
-    s = result.setup
+    s, hubs = result.setup, hub_lines(result)
     md = [*_protocol_lines(s), "", "## Ranking metrics", "Value [95% bootstrap interval over films].", "",
           ranking_table(result, intervals), "", *_difference_section(intervals),
           "## MAE / RMSE on the most confident predictions", error_table(result), "",
+          *(["## Hubs", *hubs] if hubs else []),
           "## Methods", *[f"- `{r['method']}`: {r['description']} ({r['seconds']} s)" for r in result.rows], "",
           "## Per held-out film: rank of the linked book (best rank if several)",
           markdown_table(result.per_movie, int_columns=tuple(r["method"] for r in result.rows)), ""]
@@ -395,8 +433,10 @@ def _result_sections(result: EvalResult, intervals: dict, png: str) -> list[str]
 
 
 def _payload(result: EvalResult, intervals: dict) -> dict:
+    hubs = [{"method": r["method"], **{c: r.get(c) for c in result.hub_columns}} for r in result.rows]
     return {"setup": result.setup, "notes": result.notes, "methods": _rows_with_intervals(result, intervals),
-            "intervals": intervals, "per_movie": result.per_movie.to_dict(orient="records")}
+            "intervals": intervals, "per_movie": result.per_movie.to_dict(orient="records"),
+            "hubs": hubs if result.hub_columns else []}
 
 
 def write_report(results, out_dir: str | os.PathLike) -> dict:

@@ -18,6 +18,11 @@ Protocol (``run_evaluation``):
    non-linked books per link (label 0, seeded) -> MAE/RMSE on the most confident 20/50/80%
    (``lfr.eval.metrics.confidence_error_metrics``).
 
+5. **Hubs**: every method (a fold's trained one included) also ranks every film of the catalog against
+   every book; the k-occurrence statistics of those top-10 lists (``lfr.score.hubs``: the share of films
+   the most recommended book reaches, books never recommended, Gini, skew) are averaged over the folds
+   (``HUB_COLUMNS``), and each hub-aware ``_csls`` row is compared with its plain row, paired over films.
+
 Methods that do not learn from links (TF-IDF, genre-only, text-only, untrained fusion) give the
 same scores whichever fold a film is in. Unsupervised parts see the whole catalogs (TF-IDF
 vocabulary and idf, the FastText genre model): descriptions and genre labels, never links.
@@ -46,17 +51,22 @@ import pandas as pd
 from lfr.eval import baselines
 from lfr.eval.masking import check_protocols, mask_catalogs
 from lfr.eval.metrics import (
+    HUB_TOP,
     confidence_error_metrics,
     paired_difference,
     per_film_metrics,
     ranking_metrics,
     resolve_links,
+    score_hub_stats,
 )
 from lfr.settings import EvalSettings, ModelSettings, Settings, with_values
 
 log = logging.getLogger(__name__)
 
 NDCG_K = 10
+#: per method, over every film of the catalog and every book, the mean over folds (``fold_hubs``)
+HUB_COLUMNS = ["hub_max_occurrence", "hub_max_share", "hub_book", "hub_title", "hub_never_recommended", "hub_gini",
+               "hub_skew"]
 TRAINED_LABEL = "LightFusionRec: fusion trained on the training links"
 
 #: ``train_fn(movies, books, train_links, settings) -> model | TrainResult`` (``settings.model`` is the row's model)
@@ -74,9 +84,10 @@ class EvalResult:
     ranking_columns: list[str] = field(default_factory=list)
     error_columns: list[str] = field(default_factory=list)
     ranks: dict = field(default_factory=dict)   # method -> per held-out film: ranks of its linked books (intervals)
+    hub_columns: list[str] = field(default_factory=list)   # k-occurrence statistics over all films (``HUB_COLUMNS``)
 
     def table(self) -> pd.DataFrame:
-        cols = ["method", *self.ranking_columns, "n_evaluated", *self.error_columns]
+        cols = ["method", *self.ranking_columns, "n_evaluated", *self.error_columns, *self.hub_columns]
         return pd.DataFrame([{c: r.get(c) for c in cols} for r in self.rows], columns=cols)
 
 
@@ -246,6 +257,8 @@ class _Folds:
     info: list = field(default_factory=list)
     training: dict = field(default_factory=dict)
     train_seconds: float = 0.0
+    hubs: dict = field(default_factory=dict)            # method -> [HubStats per fold] (all films x all books)
+    hub_seconds: float = 0.0
 
 
 def resolve_usable_links(links: pd.DataFrame, movie_ids: list[str], book_ids: list[str]):
@@ -327,13 +340,18 @@ def run_fold(f: int, split, movies, books, settings: Settings, models: _Models, 
     fold_alpha: dict = {}   # the hybrid's alpha, tuned on this fold's training links (reported per fold)
     for method in baselines.standard_methods(models.tfidf, models.base, trained, models.trained_label,
                                              models.db_base, db_trained, batch_size=batch_size, cache=cache,
-                                             lexical=models.lexical, train_links=train_links, catalog=(movies, books)):
+                                             lexical=models.lexical, train_links=train_links, catalog=(movies, books),
+                                             hubs=(settings.score.hub_k, settings.score.hub_weight)):
         t1 = time.time()
         acc.scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
         if "alpha" in method.info:
             fold_alpha[method.name] = {k: v for k, v in method.info.items() if k != "mrr_by_alpha"}
         acc.descriptions[method.name] = method.description
         acc.seconds[method.name] = acc.seconds.get(method.name, 0.0) + time.time() - t1
+        t1 = time.time()        # the hubs: this fold's method on every film of the catalog (not timed above)
+        acc.hubs.setdefault(method.name, []).append(
+            score_hub_stats(baselines.method_scores(method, movies, books), book_ids))
+        acc.hub_seconds += time.time() - t1
     acc.eval_frames.append(eval_movies.assign(fold=f))
     acc.relevant.extend(rel_f)
     acc.info.append({"fold": f, **fold_alpha, "train_links": int(len(train_links)),
@@ -352,11 +370,29 @@ def summarise(acc: _Folds, books, ev: EvalSettings) -> tuple[list[dict], dict, p
         row, ranks[name] = method_row(name, acc.descriptions[name], np.vstack(parts), acc.relevant, pairs, ks,
                                       fractions)
         row["seconds"] = round(acc.seconds[name], 2)
+        row.update(fold_hubs(acc.hubs.get(name, []), books))
         rows.append(row)
         log.info("eval %-26s R@%d=%.3f MRR=%.3f (%d films) in %.1fs", name, ks[-1],
                  row.get(f"recall@{ks[-1]}", math.nan), row["mrr"], row["n_evaluated"], row["seconds"])
     eval_movies_all = pd.concat(acc.eval_frames, ignore_index=True)
     return rows, ranks, pairs, _per_movie_table(eval_movies_all, books, acc.relevant, ranks)
+
+
+def fold_hubs(per_fold: list, books: pd.DataFrame) -> dict:
+    """A method's ``HUB_COLUMNS``: each statistic's mean over the folds (a trained model, and so its rows'
+    top lists, differs per fold); the hub book is the most recommended book of the fold where it was in
+    the most lists (its title from ``books``)."""
+    if not per_fold:
+        return {c: None for c in HUB_COLUMNS}
+    worst = max(per_fold, key=lambda h: h.max_occurrence)
+    titles = dict(zip(books["id"].astype(str), books["title"] if "title" in books else books["id"]))
+
+    def mean(attr: str) -> float:
+        return round(float(np.mean([getattr(h, attr) for h in per_fold])), 6)
+
+    out = {"hub_max_occurrence": mean("max_occurrence"), "hub_max_share": mean("max_share"),
+           "hub_book": worst.hub_book, "hub_title": titles.get(worst.hub_book)}
+    return {**out, **{f"hub_{a}": mean(a) for a in ("never_recommended", "gini", "skew")}}
 
 
 def _setup(ev: EvalSettings, protocol: str, acc: _Folds, models: _Models, usable, stats, pairs, *,
@@ -389,6 +425,9 @@ def _setup(ev: EvalSettings, protocol: str, acc: _Folds, models: _Models, usable
         "trained_model": ("given artifact" if models.trained_model is not None
                           else "trained per fold on the other folds' links"),
         "train_seconds": round(acc.train_seconds, 1),
+        "hubs": {"top": HUB_TOP, "films": n_movies, "books": n_books, "seconds": round(acc.hub_seconds, 1),
+                 "aggregation": "mean over folds of each fold's statistics",
+                 "per_fold": {m: [h.as_dict() for h in hs] for m, hs in acc.hubs.items()}},
         "training": acc.training,
         "test_movie_ids": pd.concat(acc.eval_frames, ignore_index=True)["id"].tolist(),
     }
@@ -458,19 +497,24 @@ def run_evaluation(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFram
         run_fold(f, split, movies, books, settings, models, train_fn or default_train, acc, cache=cache)
     return _result(acc, books, ev, models, notes, description=description, text_protocol=text_protocol,
                    usable=usable, stats=stats, masking=masking, n_movies=len(movies),
-                   n_unresolved_pairs=n_unresolved_pairs)
+                   n_unresolved_pairs=n_unresolved_pairs, hubness={
+                       k: getattr(settings.score, k) for k in ("hubness", "hub_k", "hub_weight")})
 
 
 def _result(acc: _Folds, books: pd.DataFrame, ev: EvalSettings, models: _Models, notes: list[str], *,
             description: str, text_protocol: str, usable, stats, masking, n_movies: int,
-            n_unresolved_pairs: int) -> EvalResult:
-    """Phase 4 and the result: pooled metrics, the setup, the fusion rows against the best single method."""
+            n_unresolved_pairs: int, hubness: dict) -> EvalResult:
+    """Phase 4 and the result: pooled metrics, the setup, the fusion rows against the best single method, the
+    hub-aware rows against their plain ones (``hubness``: the ``score`` settings they used)."""
     rows, ranks, pairs, per_movie = summarise(acc, books, ev)
     setup = _setup(ev, description, acc, models, usable, stats, pairs, n_movies=n_movies, n_books=len(books),
                    n_unresolved_pairs=n_unresolved_pairs)
     setup["text_protocol"], setup["masking"] = text_protocol, masking.as_dict() if masking else None
     setup["fusion_vs_best_single"], lines = fusion_differences(rows, ranks, ev)
-    return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes + lines, ranks=ranks,
+    setup["hubs"].update(hubness)
+    setup["csls_vs_plain"], hub_lines = csls_differences(rows, ranks, ev)
+    return EvalResult(rows=rows, setup=setup, per_movie=per_movie, notes=notes + lines + hub_lines, ranks=ranks,
+                      hub_columns=list(HUB_COLUMNS),
                       ranking_columns=[*(f"recall@{k}" for k in ev.ks), "mrr", f"ndcg@{NDCG_K}", "median_rank"],
                       error_columns=[f"{m}@{100 * q:g}%" for q in ev.confidence_fractions for m in ("mae", "rmse")])
 
@@ -489,20 +533,35 @@ def fusion_differences(rows: list[dict], ranks: dict, ev: EvalSettings) -> tuple
     paired per-film differences with 95% bootstrap intervals (``{fusion: {metric: {diff, lo, hi, ...}}}``)
     and one line per fusion for the report's notes. The best single method is picked after the fact, so
     the comparison is the hardest one for the fusion, not a pre-registered one."""
-    ks, seed = ev.ks, ev.seed
     singles = [r for r in rows if not r["method"].startswith("hybrid") and r["method"] in ranks]
     fusions = [r["method"] for r in rows if r["method"].startswith("hybrid") and r["method"] in ranks]
     if not singles or not fusions:
         return {}, []
     best = max(singles, key=lambda r: (np.nan_to_num(r["mrr"], nan=-1.0)))["method"]
-    per = {m: per_film_metrics(ranks[m], ks, NDCG_K) for m in [best, *fusions]}
+    out, lines = paired_rows([(m, best) for m in fusions], ranks, ev, "best single method by MRR")
+    return {"best_single": best, **out}, lines
+
+
+def csls_differences(rows: list[dict], ranks: dict, ev: EvalSettings) -> tuple[dict, list[str]]:
+    """Each hub-aware row (``<name>_csls``) against its plain ``<name>``, paired over the same films:
+    what the hub correction costs or gains in accuracy (``{row: {metric: {diff, lo, hi, ...}}}``, lines)."""
+    pairs = [(r["method"], r["method"][:-len("_csls")]) for r in rows
+             if r["method"].endswith("_csls") and r["method"] in ranks and r["method"][:-len("_csls")] in ranks]
+    return paired_rows(pairs, ranks, ev, "hub-aware - plain")
+
+
+def paired_rows(pairs: list[tuple[str, str]], ranks: dict, ev: EvalSettings, why: str) -> tuple[dict, list[str]]:
+    """``{a: {metric: paired_difference(a - b)}}`` for each ``(a, b)`` (Recall@k of ``ev.ks`` and MRR, seed
+    ``ev.seed``) and one line per pair; ``why`` says in the line what the comparison is."""
+    ks = ev.ks
+    per = {m: per_film_metrics(ranks[m], ks, NDCG_K) for pair in pairs for m in pair}
     shown = [f"recall@{k}" for k in ks] + ["mrr"]
-    out, lines = {"best_single": best}, []
-    for m in fusions:
-        out[m] = {c: paired_difference(per[m][c], per[best][c], seed=seed) for c in shown}
+    out, lines = {}, []
+    for a, b in pairs:
+        out[a] = {c: paired_difference(per[a][c], per[b][c], seed=ev.seed) for c in shown}
         parts = [f"{'R@' + c.split('@')[1] if '@' in c else 'MRR'} {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-                 + (" (noise)" if d["within_noise"] else "") for c, d in out[m].items()]
-        lines.append(f"{m} - {best} (best single method by MRR), paired over films: " + "; ".join(parts) + ".")
+                 + (" (noise)" if d["within_noise"] else "") for c, d in out[a].items()]
+        lines.append(f"{a} - {b} ({why}), paired over films: " + "; ".join(parts) + ".")
     return out, lines
 
 

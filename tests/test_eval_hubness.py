@@ -1,0 +1,165 @@
+"""Hub-aware evaluation rows (``_csls``) and the per-method hub statistics (numpy/pandas, no Spark)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lfr.eval import run_evaluation, write_report
+from lfr.eval.baselines import Method, book_hubness, csls_method, l2_normalize, method_scores
+from lfr.eval.metrics import occurrence_counts, score_hub_stats
+from lfr.eval.runner import HUB_COLUMNS
+from lfr.settings import load_settings, with_values
+
+
+def _vector_method(name: str, vectors: dict[str, np.ndarray]) -> Method:
+    """A dense method whose (row-normalised) vectors are looked up by id."""
+    def embed(movies, books):
+        return tuple(np.stack([vectors[i] for i in f["id"]]) for f in (movies, books))
+
+    return Method(name, name, embed)
+
+
+def _catalog(films: np.ndarray, books: np.ndarray):
+    movies = pd.DataFrame({"id": [f"m{i}" for i in range(len(films))]})
+    book_frame = pd.DataFrame({"id": [f"b{j}" for j in range(len(books))]})
+    vectors = {**dict(zip(movies["id"], films)), **dict(zip(book_frame["id"], books))}
+    return movies, book_frame, _vector_method("dense", vectors)
+
+
+def test_r_book_and_the_csls_score_equal_a_brute_force():
+    rng = np.random.default_rng(5)
+    films, books = l2_normalize(rng.normal(size=(7, 6))), l2_normalize(rng.normal(size=(5, 6)))
+    movies, book_frame, dense = _catalog(films, books)
+    cos = films @ books.T
+    r = [np.mean(sorted(cos[:, j])[-3:]) for j in range(5)]          # each book's 3 nearest of ALL 7 films
+    np.testing.assert_allclose(book_hubness(cos, 3), r, atol=1e-7)
+    np.testing.assert_allclose(book_hubness(cos, 50), cos.mean(axis=0), atol=1e-7)   # hub_k capped at the films
+    some = movies.iloc[[2, 5]].reset_index(drop=True)                 # scoring two films: r still from all 7
+    got = method_scores(csls_method(dense, movies, 3, 0.5), some, book_frame)
+    want = [[cos[i, j] - 0.5 * r[j] for j in range(5)] for i in (2, 5)]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # hub_weight 0.5 ranks each film's books as CSLS 2 cos - r(film) - r(book) (r(film): its 3 nearest books)
+    r_film = np.sort(cos, axis=1)[:, -3:].mean(axis=1)
+    csls = 2 * cos - r_film[:, None] - np.array(r)[None, :]
+    full = method_scores(csls_method(dense, movies, 3, 0.5), movies, book_frame)
+    np.testing.assert_array_equal(np.argsort(-full, axis=1), np.argsort(-csls, axis=1))
+    np.testing.assert_allclose(method_scores(csls_method(dense, movies, 3, 0.0), some, book_frame), cos[[2, 5]],
+                               atol=1e-6)
+    method = csls_method(dense, movies, 3, 1.0)
+    assert method.name == "dense_csls" and method.info == {"dense": "dense", "hub_k": 3, "hub_weight": 1.0}
+
+
+def test_occurrence_counts_equal_a_stable_sort_and_give_ties_to_the_smaller_column():
+    rng = np.random.default_rng(2)
+    s = rng.integers(0, 4, size=(30, 12)).astype(float)             # many ties
+    s[3] = 1.0                                                       # a film whose books all tie
+    s[4, 0] = np.nan                                                 # NaN is the worst score
+    first = np.argsort(-np.nan_to_num(s, nan=-np.inf), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(occurrence_counts(s, 5), np.bincount(first.ravel(), minlength=12))
+    assert occurrence_counts(s, 5).sum() == 30 * 5
+    assert occurrence_counts(np.ones((2, 3)), 10).tolist() == [2, 2, 2]     # top capped at the books
+
+
+def test_score_hub_stats_are_the_scoring_jobs_statistics():
+    from lfr.score.hubs import occurrence_stats
+
+    s = np.array([[3.0, 2, 1, 0], [3, 1, 2, 0], [1, 3, 2, 0]])
+    h = score_hub_stats(s, ["a", "b", "c", "d"], top=2)              # counts a 2, b 2, c 2, d 0
+    never, gini, skew = occurrence_stats(np.array([2, 2, 2, 0]), 4)
+    assert (h.top, h.films, h.books, h.max_occurrence, h.hub_book) == (2, 3, 4, 2, "a")
+    assert h.max_share == pytest.approx(2 / 3, abs=1e-6) and h.never_recommended == 0.25 == never
+    assert h.gini == pytest.approx(gini, abs=1e-6) and h.gini == pytest.approx(0.25)
+    assert h.skew == pytest.approx(skew, abs=1e-6) and h.skew < 0
+
+
+def test_a_planted_hub_fills_the_plain_lists_and_csls_removes_it():
+    """Films and books share a direction; a book at the films' centroid is the nearest book of nearly every
+    film. Its r(book) is the highest of all books, so the hub-aware score pushes it out of the lists."""
+    rng = np.random.default_rng(0)
+    shared = np.eye(64)[0]
+    films = l2_normalize(shared + rng.normal(size=(200, 64)) / 8.0)
+    books = l2_normalize(shared + rng.normal(size=(300, 64)) / 8.0)
+    books[0] = l2_normalize(films.mean(axis=0, keepdims=True))[0]
+    movies, book_frame, dense = _catalog(films, books)
+    ids = book_frame["id"].tolist()
+    plain = score_hub_stats(method_scores(dense, movies, book_frame), ids)
+    half, full = (score_hub_stats(method_scores(csls_method(dense, movies, 10, w), movies, book_frame), ids)
+                  for w in (0.5, 1.0))
+    assert plain.hub_book == "b0" and plain.max_share >= 0.95 and plain.skew > 5
+    hub = {w: int(occurrence_counts(method_scores(csls_method(dense, movies, 10, w), movies, book_frame))[0])
+           for w in (0.5, 1.0)}
+    assert hub[0.5] < 0.8 * plain.max_occurrence and hub[1.0] <= 5          # of 200 films
+    assert full.max_share <= 0.1 and full.gini < half.gini < plain.gini
+    assert full.never_recommended < plain.never_recommended
+
+
+@pytest.fixture()
+def hub_settings(tiny_model_cfg, tmp_path):
+    settings = load_settings(overrides=[f"paths.work_dir={tmp_path}", "eval.ks=[1, 3, 100]"], environ={})
+    return with_values(settings, {"eval": dataclasses.replace(settings.eval, folds=2, distilbert_path=None),
+                                  "model": tiny_model_cfg, "train.epochs": 2, "train.lr": 0.01,
+                                  "train.val_fraction": 0.0, "score.hub_k": 3, "score.hub_weight": 1.0})
+
+
+WORDS = "spaceship love crime paris empire desert robbery students galaxy romance vault planet".split()
+GENRES = [["Science Fiction"], ["Romance"], ["Crime", "Thriller"], ["Adventure"]]
+
+
+@pytest.fixture()
+def hub_books(toy_books) -> pd.DataFrame:
+    """The toy books + 12 unlinked ones: more books than a top-10 list holds, so the lists can differ."""
+    extra = pd.DataFrame({"id": [f"goodreads:x{i}" for i in range(12)], "title": [f"Extra {i}" for i in range(12)],
+                          "description": [" ".join(WORDS[i:] + WORDS[:i][:3]) for i in range(12)],
+                          "genres": [GENRES[i % 4] for i in range(12)]})
+    return pd.concat([toy_books, extra.reindex(columns=toy_books.columns)], ignore_index=True)
+
+
+LINKS = pd.DataFrame([("imdb:space-odyssey-1968", "goodreads:1"), ("imdb:star-war-1977", "goodreads:2"),
+                      ("imdb:love-story-1970", "goodreads:4"), ("imdb:paris-nights-1999", "goodreads:5"),
+                      ("imdb:the-heist-2001", "goodreads:6")], columns=["movie_id", "book_id"])
+
+
+def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings, toy_movies, hub_books, tmp_path):
+    from lfr.eval.baselines import text_method
+    from lfr.eval.runner import default_build, eval_model_settings, genre_corpus
+
+    result = run_evaluation(toy_movies, hub_books, LINKS, hub_settings)
+    table = result.table()
+    assert table["method"].tolist()[-3:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls"]
+    assert list(table.columns[-len(HUB_COLUMNS):]) == HUB_COLUMNS and table["hub_max_share"].notna().all()
+    hubs = result.setup["hubs"]
+    assert (hubs["films"], hubs["books"], hubs["hub_k"], hubs["hub_weight"]) == (6, 20, 3, 1.0)
+    # text-only reads no link: both folds' lists are the frozen encoder's over all 6 films, as computed here
+    base = default_build(eval_model_settings(hub_settings), genre_corpus(toy_movies, hub_books))
+    want = score_hub_stats(method_scores(text_method(base, batch_size=8), toy_movies, hub_books),
+                           hub_books["id"].tolist())
+    assert hubs["per_fold"]["text_only"] == [want.as_dict()] * 2 and want.gini > 0
+    row = next(r for r in result.rows if r["method"] == "text_only")
+    assert (row["hub_max_occurrence"], row["hub_book"]) == (want.max_occurrence, want.hub_book)
+    assert row["hub_title"] == dict(zip(hub_books["id"], hub_books["title"]))[want.hub_book]
+    for r in result.rows:                                         # the row's figures: the mean over the 2 folds
+        per_fold = hubs["per_fold"][r["method"]]
+        assert len(per_fold) == 2 and all(h["films"] == 6 and h["books"] == 20 for h in per_fold)
+        assert r["hub_gini"] == pytest.approx(np.mean([h["gini"] for h in per_fold]), abs=1e-6), r["method"]
+        assert r["hub_max_share"] == pytest.approx(r["hub_max_occurrence"] / 6, abs=1e-5)
+    assert set(result.setup["csls_vs_plain"]) == {"text_only_csls", "lightfusionrec_csls", "hybrid_csls"}
+    assert any(n.startswith("hybrid_csls - hybrid (hub-aware - plain)") for n in result.notes)
+    assert all(f["hybrid_csls"]["tuned_with"] == "text_only_csls" for f in result.setup["fold_sizes"])
+    paths = write_report(result, tmp_path / "reports")
+    md = open(paths["report"], encoding="utf-8").read()
+    section = md.split("## Hubs", 1)[1].split("\n## ", 1)[0]
+    assert all(f"| {m} |" in section for m in table["method"])
+    data = json.load(open(paths["json"], encoding="utf-8"))
+    assert [h["method"] for h in data["hubs"]] == table["method"].tolist()
+
+
+def test_csls_rows_with_hub_weight_0_equal_their_plain_rows(hub_settings, toy_movies, hub_books, tiny_model):
+    settings = with_values(hub_settings, {"score.hub_weight": 0.0, "score.hub_k": 10})
+    result = run_evaluation(toy_movies, hub_books, LINKS, settings, trained_model=tiny_model)
+    for name in ("text_only", "lightfusionrec", "hybrid"):
+        assert result.ranks[f"{name}_csls"] == result.ranks[name], name
+        assert all(d["diff"] == 0.0 for d in result.setup["csls_vs_plain"][f"{name}_csls"].values())
