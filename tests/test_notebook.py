@@ -45,8 +45,16 @@ def test_notebook_runs_against_the_catalog(registered_warehouse, monkeypatch):
     assert "dense (v0)" in joined and "hybrid (v1)" in joined
     assert "'books_recommended': 5" in joined          # popularity skew over the 5 recommended books
     assert "lightfusionrec" in joined and "no evaluation report" not in joined
+    # k-occurrence of the latest run's top lists (3 films): b1, b3, b4, b5 in 2 lists each, b2 in 1
+    occurrence = next(t for t in text if "k-occurrence over the top 10:" in t)
+    assert "'films': 3, 'books': 5, 'max_films_per_book': 2, 'max_share': 0.6667" in occurrence
+    assert "'never_recommended': 0.0, 'gini': 0.089" in occurrence       # Gini of 1, 2, 2, 2, 2
+    hubs = next(t for t in text if "top hub books" in t)
+    assert hubs.index("b1") < hubs.index("b3") < hubs.index("b4") < hubs.index("b5") < hubs.index("b2")
+    assert "Congo" in hubs and "0.6667" in hubs
     figs = registered_warehouse.work_dir / "reports"
-    for name in ("notebook_score_distribution.png", "notebook_popularity_skew.png", "notebook_eval_ranks.png"):
+    for name in ("notebook_score_distribution.png", "notebook_popularity_skew.png", "notebook_hub_occurrence.png",
+                 "notebook_eval_ranks.png"):
         assert (figs / name).stat().st_size > 1000, name
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert images == 3
+    assert images == 4
