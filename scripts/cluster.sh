@@ -12,7 +12,10 @@
 # in $LFR_CLUSTER_DIR (default work/cluster): state (pids, URL), logs, worker work dirs.
 #
 # Settings (environment): LFR_CLUSTER_DIR, LFR_CLUSTER_WORKERS (2), LFR_WORKER_CORES (1),
-# LFR_WORKER_MEMORY (1g), LFR_MASTER_PORT (free port), LFR_CLUSTER_PYTHON (.venv/bin/python).
+# LFR_WORKER_MEMORY (1g), LFR_MASTER_PORT (free port), LFR_CLUSTER_PYTHON (.venv/bin/python),
+# LFR_WORKER_GPUS (0: none; N: each worker offers N GPUs found by LFR_GPU_DISCOVERY, default
+# scripts/gpu_discovery.sh = nvidia-smi's indices; jobs then ask with spark.executor.resource.gpu.amount
+# and spark.task.resource.gpu.amount, docs/OPERATIONS.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -105,6 +108,10 @@ EOF
   echo "http://127.0.0.1:$ui" >"$DIR/master.ui"
   wait_for 60 grep -q "I have been elected leader" "$DIR/logs/master.log" \
     || { tail -20 "$DIR/logs/master.log" >&2; stop; die "master did not start"; }
+  if [ "${LFR_WORKER_GPUS:-0}" -gt 0 ]; then   # the Worker JVM reads SPARK_WORKER_OPTS
+    export SPARK_WORKER_OPTS="-Dspark.worker.resource.gpu.amount=$LFR_WORKER_GPUS \
+-Dspark.worker.resource.gpu.discoveryScript=${LFR_GPU_DISCOVERY:-$ROOT/scripts/gpu_discovery.sh} ${SPARK_WORKER_OPTS:-}"
+  fi
   local i wport wui
   for i in $(seq 1 "$WORKERS"); do
     wport="${ports[$((2 * i))]}"; wui="${ports[$((2 * i + 1))]}"

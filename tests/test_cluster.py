@@ -7,7 +7,8 @@ workers, separate JVMs and work dirs, on free loopback ports), and under faults.
   the model's own output, the executors loaded the model from the archive Spark shipped into their
   work dirs;
 - score_all run as the README's cluster command (wheel via --py-files, from outside the checkout):
-  the exact top-k of the embeddings;
+  the exact top-k of the embeddings; the workers offer a GPU (a fake discovery script) and the job asks for
+  one per task: each task receives its address, and with no CUDA the kernel runs on the CPU and says so;
 - without a cluster (shared local session): a tampered artifact fails naming the file and writes no
   embeddings; concurrent creation of ``rejects`` is retried; tables of an older schema.
 Small on purpose: a few dozen rows of the bundled sample, the tiny random DistilBERT artifact.
@@ -65,8 +66,17 @@ def user_env(**extra: str) -> dict[str, str]:
 C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 
+#: GPU scheduling without a GPU: every worker reports one device, address "0" (scripts/gpu_discovery.sh's format)
+FAKE_GPU = '#!/bin/sh\necho \'{"name": "gpu", "addresses": ["0"]}\'\n'
+GPU_TASKS = ["spark.executor.resource.gpu.amount=1", "spark.task.resource.gpu.amount=1"]
+
+
 def cluster_script(folder: Path, action: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable, SPARK_DAEMON_JAVA_OPTS=C1_ONLY)
+    fake = folder / "fake_gpu.sh"
+    fake.write_text(FAKE_GPU)
+    fake.chmod(0o755)
+    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable, SPARK_DAEMON_JAVA_OPTS=C1_ONLY,
+                   LFR_WORKER_GPUS="1", LFR_GPU_DISCOVERY=str(fake))
     return subprocess.run(["bash", str(ROOT / "scripts" / "cluster.sh"), action], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -167,8 +177,10 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
     wheel = "dist/lightfusionrec-0.1.0-py3-none-any.whl"
     assert (tmp_path / wheel).is_file()
     out = finish(submit(cluster, "jobs/score_all.py", [*work["conf"], "score.k=3", "score.method=dense"],
-                        cwd=tmp_path, py_files=wheel, spark_conf=["spark.cores.max=1"]))   # one executor does
+                        cwd=tmp_path, py_files=wheel, spark_conf=["spark.cores.max=1", *GPU_TASKS]))  # one executor
     assert "executors run lfr from" not in out        # lfr came from the wheel, not shipped from a checkout
+    stderr = "".join(p.read_text(errors="replace") for p in cluster.folder.glob("worker-*/app-*/*/stderr"))
+    assert "assigned GPU(s) ['0'] but torch" in stderr and "falling back to CPU" in stderr, stderr[-3000:]
 
     wh = work["warehouse"]
     movies, books = read_delta(spark, wh / "movie_embeddings"), read_delta(spark, wh / "book_embeddings")

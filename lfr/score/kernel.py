@@ -54,8 +54,13 @@ The same selection and ranking (:func:`first_k_per_group`) serve the lexical ker
 (``lfr.score.sparse``, exact scores: margin 0) and the hybrid kernel (``lfr.score.hybrid``,
 a per-movie margin from the dense screen's error, :meth:`Fp32Screen.error`).
 
+Device (:func:`kernel_device`): the screens' matrix products run on the task's GPU (``cuda:<address>`` from
+Spark's task resources) when torch sees CUDA, else on the CPU; every chunk comes back to the host for the
+selection and the float64 rescoring, so the top-k does not depend on the device either.
+
 Process-wide settings (torch's thread count and float32 matmul precision, numpy's BLAS
-threads) are changed only inside :func:`compute_settings`, which restores the previous values.
+threads, CUDA's reduced-precision bf16 reductions) are changed only inside :func:`compute_settings`, which
+restores the previous values.
 
 Cost: the matrix product dominates (``2 m n d`` flops); docs/BENCHMARKS.md has the measured
 shares of the product, the selection and the rescoring. Memory is bounded by ``chunk_elems``
@@ -143,7 +148,8 @@ def compute_settings(threads: Optional[int] = None) -> Iterator:
     """Scoped process-wide settings for a kernel call; yields the torch module.
 
     * torch float32 matmul precision ``highest``: a global 'medium'/'high' setting would let
-      fp32 products run as bf16/tf32, and the candidate margin assumes true float32 products;
+      fp32 products run as bf16/tf32, and the candidate margin assumes true float32 products; on CUDA
+      also no reduced-precision reductions in bf16 matmuls (the bf16 bound assumes float32 accumulation);
     * torch's and numpy BLAS's thread counts limited to the task's CPUs (Spark runs several
       tasks per executor), when ``threads`` is given.
 
@@ -152,7 +158,9 @@ def compute_settings(threads: Optional[int] = None) -> Iterator:
     import torch
 
     prev_precision, prev_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
+    prev_reduction = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
     torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     if threads:
         torch.set_num_threads(int(threads))
     try:
@@ -160,6 +168,7 @@ def compute_settings(threads: Optional[int] = None) -> Iterator:
             yield torch
     finally:
         torch.set_float32_matmul_precision(prev_precision)
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = prev_reduction
         torch.set_num_threads(prev_threads)
 
 
@@ -437,6 +446,26 @@ class Fp32Screen:
         return np.full(r1 - r0, self.scale + self.eps)
 
 
+class TorchFp32Screen(Fp32Screen):
+    """The float32 screen through torch on ``device`` (a GPU: ``cuda:<address>``): the same bound as
+    :class:`Fp32Screen` (float32 products and accumulation, in any order; TF32 is off under
+    :func:`compute_settings`), each chunk copied back to the host for the selection."""
+
+    def __init__(self, torch, q: np.ndarray, b: np.ndarray, chunk_rows: int, device: str):
+        super().__init__(q, b, chunk_rows)
+        self.qd = torch.from_numpy(q).to(device)
+        self.btd = torch.from_numpy(b).to(device).t().contiguous()
+        self.out = torch.empty((chunk_rows, b.shape[0]), dtype=torch.float32, device=device)
+        self.host = torch.from_numpy(self.buf)
+        self.mm = torch.mm
+
+    def scores(self, r0: int, r1: int) -> np.ndarray:
+        out = self.out[:r1 - r0]
+        self.mm(self.qd[r0:r1], self.btd, out=out)
+        self.host[:r1 - r0].copy_(out)
+        return self.buf[:r1 - r0]
+
+
 class Bf16Screen:
     """bf16 scores: torch's matmul of bf16 copies of the unit rows (converted once per block pair), float32
     accumulation, bf16 result, into one reused chunk buffer.
@@ -467,11 +496,13 @@ class Bf16Screen:
     (:meth:`error`, ``|f| <= (1 + gamma_d) |x~| |y~|``).
     """
 
-    def __init__(self, torch, q: np.ndarray, b: np.ndarray, chunk_rows: int):
-        self.qb, nx, dx = _bf16_rows(torch, q)
+    def __init__(self, torch, q: np.ndarray, b: np.ndarray, chunk_rows: int, device: str = "cpu"):
+        qb, nx, dx = _bf16_rows(torch, q)
         bb, ny, dy = _bf16_rows(torch, b)
-        self.bbt = bb.t().contiguous()                        # (d, n): the faster layout for the bf16 matmul
+        self.qb = qb.to(device)
+        self.bbt = bb.t().contiguous().to(device)             # (d, n): the faster layout for the bf16 matmul
         self.buf = torch.empty((chunk_rows, b.shape[0]), dtype=torch.bfloat16)
+        self.out = self.buf if device == "cpu" else torch.empty_like(self.buf, device=device)
         self.mm = torch.mm
         ny, dy = ny.max(), dy.max()
         d = q.shape[1]
@@ -481,9 +512,11 @@ class Bf16Screen:
         self.f_max = slack * (1.0 + gamma) * nx * ny
 
     def scores(self, r0: int, r1: int):
-        out = self.buf[:r1 - r0]
+        out = self.out[:r1 - r0]
         self.mm(self.qb[r0:r1], self.bbt, out=out)
-        return out
+        if out is not self.buf[:r1 - r0]:
+            self.buf[:r1 - r0].copy_(out)                     # the selection reads the chunk on the host
+        return self.buf[:r1 - r0]
 
     def float32(self, s) -> np.ndarray:
         return s.float().numpy()
@@ -538,10 +571,48 @@ def bf16_threshold(t: np.ndarray, e: np.ndarray) -> np.ndarray:
 Screen = Union[Fp32Screen, Bf16Screen]
 
 
-def dense_screen(torch, q: np.ndarray, b: np.ndarray, chunk_rows: int, precision: str) -> Screen:
-    """The screen of ``score.precision`` (``auto`` resolved for this process's CPU) for one block pair."""
-    resolved, _ = resolve_score_precision(precision, "cpu")
-    return Bf16Screen(torch, q, b, chunk_rows) if resolved == "bf16-screen" else Fp32Screen(q, b, chunk_rows)
+def dense_screen(torch, q: np.ndarray, b: np.ndarray, chunk_rows: int, precision: str,
+                 device: Optional[str] = None) -> Screen:
+    """The screen of ``score.precision`` for one block pair, on ``device`` (default :func:`kernel_device`: the
+    task's GPU where torch sees CUDA, else the CPU; ``auto`` resolved for that device)."""
+    device = device or kernel_device()
+    resolved, _ = resolve_score_precision(precision, "cuda" if device.startswith("cuda") else "cpu")
+    if resolved == "bf16-screen":
+        return Bf16Screen(torch, q, b, chunk_rows, device)
+    return TorchFp32Screen(torch, q, b, chunk_rows, device) if device != "cpu" else Fp32Screen(q, b, chunk_rows)
+
+
+def task_gpus() -> list[str]:
+    """The GPU addresses Spark assigned to the running task (``spark.task.resource.gpu.amount``), or []."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return []
+    ctx = TaskContext.get()
+    gpu = ctx.resources().get("gpu") if ctx is not None else None
+    return list(gpu.addresses) if gpu is not None else []
+
+
+def kernel_device() -> str:
+    """``cuda:<address>`` of the task's first assigned GPU (``cuda`` when Spark assigned none) where torch sees
+    CUDA; ``cpu`` otherwise -- also when Spark assigned a GPU that torch cannot use (warned once per process:
+    a CPU-only torch, no driver), so a GPU profile on CPU executors is slow, never wrong."""
+    import torch
+
+    gpus = task_gpus()
+    if torch.cuda.is_available():
+        device = f"cuda:{gpus[0]}" if gpus else "cuda"
+        _note_device(device, f"task GPU addresses {gpus}" if gpus else "no GPU assigned by Spark")
+        return device
+    if gpus:
+        _note_device("cpu", f"this task was assigned GPU(s) {gpus} but torch {torch.__version__} sees no CUDA "
+                            "device; falling back to CPU", warn=True)
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def _note_device(device: str, why: str, warn: bool = False) -> None:
+    (log.warning if warn else log.info)("score kernel on %s (%s)", device, why)
 
 
 def concat_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
