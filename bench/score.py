@@ -64,6 +64,52 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 log = logging.getLogger("bench.score")
 
 
+class RssPeak:
+    """Peak resident memory of the local executor while a job runs: this process's Spark JVM and its Python
+    workers (psutil, sampled every 0.25 s). ``jvm`` and ``worker`` (the largest Python worker) in MiB, and
+    ``total`` (JVM + all workers at one sample)."""
+
+    def __init__(self):
+        import threading
+
+        self.jvm = self.worker = self.total = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        jvm, workers = 0.0, []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                rss = p.memory_info().rss / 2 ** 20
+                name = p.name()
+            except psutil.Error:
+                continue
+            if name.startswith("java"):
+                jvm += rss
+            elif name.startswith("python"):
+                workers.append(rss)
+        self.jvm, self.worker = max(self.jvm, jvm), max([self.worker, *workers])
+        self.total = max(self.total, jvm + sum(workers))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self._sample()
+
+    def __enter__(self) -> "RssPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def line(self) -> str:
+        return (f"executor peak RSS {self.total:.0f} MiB (JVM {self.jvm:.0f} MiB, largest Python worker "
+                f"{self.worker:.0f} MiB)")
+
+
 def parse_size(s: str) -> tuple[int, int]:
     m, n = s.lower().split("x")
     return int(float(m)), int(float(n))
@@ -365,6 +411,7 @@ def main(argv=None) -> int:
           f"d={d} k={k} blocks={mbr}x{nbr} load avg at start={os.getloadavg()[0]:.1f}", flush=True)
     print(f"# {cpu_line()}", flush=True)
     precisions = [x.strip() for x in (a.precision or settings.score.precision).split(",") if x.strip()]
+    peaks: dict = {}                                        # result path -> RssPeak of its job
 
     def tables(m: int, n: int) -> tuple[str, str, np.ndarray, np.ndarray]:
         mv = unit_vectors(m, d, a.seed)
@@ -392,11 +439,13 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         score = with_values(settings.score, {"k": k, "method": method, "movie_block_rows": mbr,
                                              "book_block_rows": nbr, "precision": precision})
-        res = score_recommendations(spark, load(mp) if method != "lexical" else None,
-                                    load(bp) if method != "lexical" else None,
-                                    str(work / f"recs_{m}x{n}_{method}_{precision}"),
-                                    settings=score, guards=Guards.from_settings(settings.guards),
-                                    movie_lexical=load(lex[0]), book_lexical=load(lex[1]))
+        with RssPeak() as rss:
+            res = score_recommendations(spark, load(mp) if method != "lexical" else None,
+                                        load(bp) if method != "lexical" else None,
+                                        str(work / f"recs_{m}x{n}_{method}_{precision}"),
+                                        settings=score, guards=Guards.from_settings(settings.guards),
+                                        movie_lexical=load(lex[0]), book_lexical=load(lex[1]))
+        peaks[res.path] = rss
         return res, time.perf_counter() - t0
 
     def compare_methods(m: int, n: int, mp: str, bp: str, mv, bv) -> str:
@@ -411,7 +460,7 @@ def main(argv=None) -> int:
                                                              settings.score.alpha, prec))
         out = [f"size {m}x{n} (vocab {a.vocab}, mean terms {terms_m:g}/{terms_b:g}, blocks {mbr}x{nbr}):",
                f"    {'method':8s} {'precision':12s} {'job s':>8s} {'x dense':>8s} {'fp32/this':>9s} {'pairs':>6s} "
-               f"{'task s':>8s} {'(stats s)':>9s} {'task peak MiB':>13s} {'same rows':>9s}  (one "
+               f"{'task s':>8s} {'(stats s)':>9s} {'task peak MiB':>13s} {'exec MiB':>8s} {'same rows':>9s}  (one "
                f"{next(iter(rows.values()))[2]['pair']} block pair, 1 thread)"]
         for (meth, prec), (t_job, res, prof) in rows.items():
             dense = rows.get(("dense", prec), rows.get(("dense", precisions[0]), (t_job,)))[0]
@@ -419,6 +468,7 @@ def main(argv=None) -> int:
             first = rows[meth, (precisions if meth != "lexical" else precisions[:1])[0]][1]
             out.append(f"    {meth:8s} {prec:12s} {t_job:8.1f} {t_job / dense:8.2f} {fp32 / t_job:9.2f} "
                        f"{res.pairs:6d} {prof['seconds']:8.2f} {prof['stats_seconds']:9.2f} {prof['peak_mib']:13.1f} "
+                       f"{peaks[res.path].total:8.0f} "
                        f"{same_rows(spark, first.path, res.path):9.4f}")
         return "\n".join(out)
 
@@ -456,7 +506,7 @@ def main(argv=None) -> int:
             growth.append((m, n, float("nan")))
             print(lines[-1], flush=True)
             continue
-        env = {"spark": spark, "cores": cores, "k": k, "d": d, "mbr": mbr, "nbr": nbr, "peak": peak_best,
+        env = {"spark": spark, "cores": cores, "k": k, "d": d, "mbr": mbr, "nbr": nbr, "peak": peak_best, "rss": peaks,
                "alpha": settings.score.alpha, "vocab": a.vocab, "baseline": None if a.no_torch else a.baseline}
         msg, t_job = dense_size(env, m, n, mv, bv, precisions, lambda prec: run_job(m, n, mp, bp, precision=prec))
         growth.append((m, n, t_job))
@@ -493,7 +543,7 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run) -> tupl
         g_job = flops / t_job / 1e9
         phases = ", ".join(f"{kk} {v:.1f}s" for kk, v in (res.phases or {}).items())
         msg = (f"size {m}x{n} precision {prec}: job {t_job:.1f}s ({phases}; {res.movie_blocks}x{res.book_blocks} "
-               f"block pairs) = {g_job:.1f} GFLOP/s")
+               f"block pairs) = {g_job:.1f} GFLOP/s; {env['rss'][res.path].line()}")
         if base:
             msg += (f"\n    (b) single process ({env['baseline']} matmul + torch.topk, {env['cores']} threads) "
                     f"{base[1]:.1f}s ({flops / base[1] / 1e9:.1f} GFLOP/s) -> baseline/job = {base[1] / t_job:.2f} "
