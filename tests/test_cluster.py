@@ -176,7 +176,8 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
     shutil.copytree(ROOT / "jobs", tmp_path / "jobs")                    # outside the checkout: the wheel's lfr
     wheel = "dist/lightfusionrec-0.1.0-py3-none-any.whl"
     assert (tmp_path / wheel).is_file()
-    out = finish(submit(cluster, "jobs/score_all.py", [*work["conf"], "score.k=3", "score.method=dense"],
+    job_conf = [*work["conf"], "score.k=3", "score.method=dense", "score.hubness=none"]
+    out = finish(submit(cluster, "jobs/score_all.py", job_conf,
                         cwd=tmp_path, py_files=wheel, spark_conf=["spark.cores.max=1", *GPU_TASKS]))  # one executor
     assert "executors run lfr from" not in out        # lfr came from the wheel, not shipped from a checkout
     stderr = "".join(p.read_text(errors="replace") for p in cluster.folder.glob("worker-*/app-*/*/stderr"))

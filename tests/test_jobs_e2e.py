@@ -174,10 +174,11 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
 
 
 def score_options(data: TinyData) -> dict[str, str]:
-    """The scoring the tests check: dense (checked against a dense brute force here; hybrid:
-    tests/test_score_hybrid_spark.py), k covering every book, both filters, the fixture's links excluded."""
-    return {"method": "dense", "k": str(len(data.books)), "movie_filter": MOVIE_FILTER, "book_filter": BOOK_FILTER,
-            "exclude_pairs": str(data.data_dir / "adaptations_dev.csv")}
+    """The scoring the tests check: dense cosine (checked against a dense brute force here; hybrid and
+    score.hubness: tests/test_score_hybrid_spark.py), k covering every book, both filters, the fixture's links
+    excluded."""
+    return {"method": "dense", "hubness": "none", "k": str(len(data.books)), "movie_filter": MOVIE_FILTER,
+            "book_filter": BOOK_FILTER, "exclude_pairs": str(data.data_dir / "adaptations_dev.csv")}
 
 
 def copy_conf(pipeline: Pipeline, work: Path) -> list[str]:
@@ -386,7 +387,8 @@ def test_score_all_flags_equal_the_settings(pipeline, spark, tmp_path, in_proces
     o = score_options(pipeline.data)
     run = in_process("score_all.py", "--k", o["k"], "--movie-filter", o["movie_filter"], "--book-filter",
                      o["book_filter"], "--exclude-pairs", o["exclude_pairs"],
-                     conf=copy_conf(pipeline, tmp_path / "work") + [f"score.method={o['method']}"])
+                     conf=copy_conf(pipeline, tmp_path / "work") + [f"score.method={o['method']}",
+                                                                           f"score.hubness={o['hubness']}"])
     assert run.code == 0, run
     path = tmp_path / "work" / "warehouse" / "recommendations"
     assert spark.sql(f"DESCRIBE HISTORY delta.`{path}`").count() == \

@@ -22,8 +22,10 @@ def test_the_packaged_conf_gives_the_strategy_with_the_yamls_values():
     method = scoring_method(load_settings(environ={}).score)
     assert isinstance(method, Convex) and (yaml["method"], yaml["fusion"]) == ("hybrid", "convex")
     assert (method.alpha, method.missing_side) == (yaml["alpha"], yaml["missing_side"])
+    hub = {"hubness": yaml["hubness"], "hub_k": yaml["hub_k"], "hub_weight": yaml["hub_weight"],
+           "hub_score": "cosine - hub_weight * r(book), r = mean cosine of the book's hub_k nearest films"}
     assert method.params() == {"fusion": "convex", "alpha": yaml["alpha"],
-                               "normalisation": "z-score per movie over all scored books"}
+                               "normalisation": "z-score per movie over all scored books", **hub}
     assert method.tables == ("movie_embeddings", "book_embeddings", "movie_lexical", "book_lexical")
 
 
@@ -37,8 +39,8 @@ def test_one_dispatch_from_method_and_fusion(method, fusion, cls, params):
     from lfr.score import methods
     from lfr.settings import load_settings
 
-    score = load_settings(overrides=[f"score.method={method}", f"score.fusion={fusion}", "score.rrf_k=30"],
-                          environ={}).score
+    score = load_settings(overrides=[f"score.method={method}", f"score.fusion={fusion}", "score.rrf_k=30",
+                                     "score.hubness=none"], environ={}).score
     strategy = methods.scoring_method(score)
     assert type(strategy) is getattr(methods, cls) and strategy.params() == params
     assert strategy.name == method

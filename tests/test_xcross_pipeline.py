@@ -84,7 +84,7 @@ def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
     assert np.abs(bv - wrong).max() > 1e-3  # the domain matters: books were not embedded as films
 
     out = str(tmp / "recs")
-    scoring = load_settings(overrides=["score.method=dense", "score.k=3"], environ={})
+    scoring = load_settings(overrides=["score.method=dense", "score.k=3", "score.hubness=none"], environ={})
     score_recommendations(spark, spark.createDataFrame(movies[["id", "embedding", "model_version"]]),
                           spark.createDataFrame(books[["id", "embedding", "model_version"]]), out,
                           settings=scoring.score, guards=Guards.from_settings(scoring.guards))
