@@ -3,6 +3,7 @@ import collections
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -250,3 +251,19 @@ def test_a_run_covering_fewer_films_is_refused_unless_allowed(spark, env, caplog
     meta = json.loads(spark.sql("DESCRIBE HISTORY lfr_score_guard.recommendations").first()["userMetadata"])
     assert meta["films"] == {"before": 59, "after": 41, "deleted": 18} and meta["method"] == "dense"
     assert meta["missing_sides"] is None
+
+
+def test_the_merge_gets_a_task_per_two_million_candidate_rows(spark, monkeypatch):
+    """Large runs hash their candidates by movie into more merge tasks than spark.sql.shuffle.partitions (a
+    100k x 1M run put 7.8M rows into each of 8 tasks and ran out of execution memory); the result is the same."""
+    from lfr.score import blocks
+
+    rows = [(f"m{i % 7}", f"b{i:03d}", float(i % 11)) for i in range(120)]
+    cands = spark.createDataFrame(rows, blocks.CANDIDATE_SCHEMA)
+    monkeypatch.setattr(blocks, "MERGE_ROWS_PER_TASK", 4)
+    split = blocks.merge_candidates(cands, 3, rows=120)
+    assert re.search(r"hashpartitioning\(movie_id#\d+, 30\), REPARTITION_BY_NUM",
+                     split._jdf.queryExecution().executedPlan().toString())
+    plain = blocks.merge_candidates(cands, 3)
+    assert sorted(map(tuple, split.collect())) == sorted(map(tuple, plain.collect()))
+    assert len(plain.collect()) == 7 * 3

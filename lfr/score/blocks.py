@@ -375,8 +375,19 @@ def map_pairs(pairs: DataFrame, kernel: Callable[[BlockPair], tuple], dim: Optio
     return pairs.mapInArrow(score, schema)
 
 
-def merge_candidates(cands: DataFrame, k: int) -> DataFrame:
-    """Final top-k per movie: rank 1..k by score desc, then book_id asc (the tie rule)."""
+#: candidate rows per merge task: the merge sorts its share of ``movies x book blocks x k`` rows, so their number
+#: sets the tasks (``spark.sql.shuffle.partitions`` alone, 8 locally, put 7.8M rows per task at 100k x 1M and
+#: ran out of execution memory)
+MERGE_ROWS_PER_TASK = 2_000_000
+
+
+def merge_candidates(cands: DataFrame, k: int, rows: int = 0) -> DataFrame:
+    """Final top-k per movie: rank 1..k by score desc, then book_id asc (the tie rule). ``rows``: how many
+    candidate rows to expect (0: unknown); they are hashed by movie into at least ``rows /``
+    :data:`MERGE_ROWS_PER_TASK` merge tasks (never fewer than ``spark.sql.shuffle.partitions``)."""
+    parts = math.ceil(rows / MERGE_ROWS_PER_TASK)
+    if parts > int(cands.sparkSession.conf.get("spark.sql.shuffle.partitions")):
+        cands = cands.repartition(parts, "movie_id")
     w = Window.partitionBy("movie_id").orderBy(F.col("score").desc(), F.col("book_id").asc())
     return (cands.withColumn("rank", F.row_number().over(w))
                  .filter(F.col("rank") <= k)

@@ -184,7 +184,8 @@ def hub_means(blocks: Blocks, k: int, precision: str) -> DataFrame:
     top ``k``; the mean adds the sorted scores in float64, so it does not depend on the order tasks finish."""
     cands = map_pairs(blocks.book_pairs(), partial(book_side_topk, k=k, precision=precision), blocks.dim, None,
                       CANDIDATE_SCHEMA)
-    top = merge_candidates(cands, k)                   # movie_id: the book here, book_id: the film
+    top = merge_candidates(cands, k, rows=blocks.bs.rows * blocks.ms.blocks * min(k, blocks.ms.largest))
+    # (movie_id: the book here, book_id: the film)
     scores = F.array_sort(F.collect_list(F.col("score").cast("double")))
     total = F.aggregate(scores, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
     return top.groupBy(F.col("movie_id").alias("book_id")).agg((total / F.size(scores)).alias("hub_r"))

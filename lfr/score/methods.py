@@ -164,7 +164,7 @@ class ScoringMethod(ABC):
         pairs = blocks.pairs(self.movie_blocks(blocks, cached))
         cands = map_pairs(pairs, partial(self.pair_kernel, n=k, kernel=kernel), blocks.dim, blocks.vocab,
                           CANDIDATE_SCHEMA)
-        return merge_candidates(cands, k)
+        return merge_candidates(cands, k, rows=blocks.ms.rows * blocks.bs.blocks * min(k, blocks.bs.largest))
 
 
 @dataclass(frozen=True)
