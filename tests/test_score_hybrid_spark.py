@@ -189,15 +189,16 @@ def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, 
     from tests.test_score_precision import exact32
 
     movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
-    settings = _with(env["settings"], k=K, hubness="csls", hub_k=5, hub_weight=0.5, movie_block_rows=15,
-                     book_block_rows=25)
+    hub = {"hubness": "csls", "hub_k": 5, "hub_weight": 0.5}            # every _with call: it defaults to none
+    settings = _with(env["settings"], k=K, movie_block_rows=15, book_block_rows=25, **hub)
     path, hubs_path = settings.tables.recommendations.path, settings.tables.book_hubs.path
     qa, ba, r = hub_rows(normalize_rows(mv)[0], normalize_rows(bv)[0], hub_k=5, weight=0.5)
 
-    res = run_score(spark, _with(settings, method="dense"))
+    res = run_score(spark, _with(settings, method="dense", **hub))
     got = _read(spark, path)
     _assert_same(got, ranked(movie_ids, book_ids, exact32(qa, ba), K))
     assert json.loads(res.method_params)["hubness"] == "csls" and "hub pass" in res.phases
+    assert res.dim == mv.shape[1]                                        # the embeddings', not the augmented rows'
     hubs = {row.book_id: row for row in spark.read.format("delta").load(hubs_path).collect()}
     np.testing.assert_allclose([hubs[b].hub_r for b in book_ids], r, rtol=0, atol=1e-7)
     occurrences = {b: sum(b in [x for x, _ in lst] for lst in got.values()) for b in book_ids}
@@ -207,11 +208,11 @@ def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, 
     assert meta["hubs"]["max_occurrence"] == max(occurrences.values()) and meta["hub_k"] == 5
 
     alpha = float(settings.score.alpha)
-    run_score(spark, _with(settings, method="hybrid"))
+    run_score(spark, _with(settings, method="hybrid", **hub))
     _assert_same(_read(spark, path), brute_hybrid_rows(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, alpha))
 
     monkeypatch.setattr(rrf, "RRF_FIRST_N", 2)
-    run_score(spark, _with(settings, method="hybrid", fusion="rrf", rrf_k=30))
+    run_score(spark, _with(settings, method="hybrid", fusion="rrf", rrf_k=30, **hub))
     _assert_same(_read(spark, path), brute_rrf(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, 30, normalize=False))
 
 

@@ -93,7 +93,7 @@ def test_job_exact_with_exclusions_filter_and_view(spark, env, capsys, caplog):
     keep_books = np.array([not b.endswith("5") for b in book_ids])   # book_filter drops ids ending in 5
 
     argv = ["--conf", f"paths.work_dir={tmp}", "--conf", "tables.database=lfr_score_test",
-            "--conf", "score.method=dense",
+            "--conf", "score.method=dense", "--conf", "score.hubness=none",   # the brute force's plain cosine
             "--k", str(K), "--movie-block-rows", "30", "--book-block-rows", "20",   # ~10-row book blocks < k
             "--exclude-pairs", str(pair_file), "--book-filter", "id NOT LIKE '%5'"]
     score_all = _job("score_all")
