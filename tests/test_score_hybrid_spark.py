@@ -198,7 +198,7 @@ def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, 
     got = _read(spark, path)
     _assert_same(got, ranked(movie_ids, book_ids, exact32(qa, ba), K))
     assert json.loads(res.method_params)["hubness"] == "csls" and "hub pass" in res.phases
-    assert res.dim == mv.shape[1]                                        # the embeddings', not the augmented rows'
+    assert res.dim == mv.shape[1]                      # the embeddings' dimension, not the augmented rows
     hubs = {row.book_id: row for row in spark.read.format("delta").load(hubs_path).collect()}
     np.testing.assert_allclose([hubs[b].hub_r for b in book_ids], r, rtol=0, atol=1e-7)
     occurrences = {b: sum(b in [x for x, _ in lst] for lst in got.values()) for b in book_ids}
