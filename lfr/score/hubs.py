@@ -217,11 +217,14 @@ def _film_column(batch, i, q):
 
 def _book_column(weight: float):
     def column(batch, i, q):
+        """The block's ``r(book)`` by row position (Arrow arrays, no Python loop over books; none: 0)."""
         r = np.zeros(len(q))
-        hub = batch.column("hub")[i].as_py() or []
-        for entry in hub:
-            if entry["hub_r"] is not None:
-                r[entry["pos"]] = entry["hub_r"]
+        hub = batch.column("hub")[i].values              # struct<pos, hub_r> per book, or None
+        if hub is not None and len(hub):
+            pos = hub.field("pos").to_numpy(zero_copy_only=False)
+            vals = hub.field("hub_r").to_numpy(zero_copy_only=False).astype(np.float64)
+            known = ~np.isnan(vals)                       # a null hub_r (no film) arrives as NaN
+            r[pos[known]] = vals[known]
         return book_column(r, weight)
 
     return column
