@@ -248,12 +248,14 @@ def reference_selection(s32, kk, margin):
 
 
 @pytest.mark.parametrize("as_bf16", [False, True])
-def test_selection_misses_no_score_within_the_margin(as_bf16):
-    """Ties, duplicated maxima, -inf exclusions, negative rows, rows with fewer than kk finite scores."""
+@pytest.mark.parametrize("shift", [0.0, -0.3])
+def test_selection_misses_no_score_within_the_margin(as_bf16, shift):
+    """Ties, duplicated maxima, -inf exclusions, negative rows, rows with fewer than kk finite scores; with
+    ``shift`` every row is negative (hub-aware scores ``cos - w r`` mostly are) and the near-ties too."""
     import torch
 
     rng = np.random.default_rng(4)
-    s = rng.standard_normal((12, 517)).astype(np.float32) * 0.1
+    s = rng.standard_normal((12, 517)).astype(np.float32) * 0.1 + np.float32(shift)
     s[1, ::3] = 0.25                                   # a row of many exact ties at the top
     s[2] -= 5.0                                        # all negative
     s[3, 4:] = -np.inf                                 # fewer finite scores than kk
@@ -268,6 +270,49 @@ def test_selection_misses_no_score_within_the_margin(as_bf16):
     for kk, margin in ((1, 0.0), (7, 0.01), (30, 0.05)):
         rows, cols = select_candidates(chunk, kk, below(margin))
         assert set(zip(rows.tolist(), cols.tolist())) == reference_selection(s32, kk, margin)
+
+
+def test_bf16_keys_order_every_pattern_as_its_float_and_thresholds_round_down():
+    """Exhaustive over the 65,536 bf16 patterns (NaNs aside): the int16 keys sort as the floats (-0.0 = 0.0),
+    and ``key >= key(thr)`` holds exactly for the patterns ``>=`` the largest bf16 not above ``thr``."""
+    import torch
+
+    from lfr.score.kernel import _Bf16Chunk, bf16_bits_to_float32
+
+    bits = np.arange(-(1 << 15), 1 << 15).astype(np.int16)
+    f = bf16_bits_to_float32(bits)
+    bits, f = bits[~np.isnan(f)], f[~np.isnan(f)]
+    chunk = _Bf16Chunk(torch.from_numpy(bits[None].copy()).view(torch.bfloat16))
+    keys = chunk.ordered(bits)
+    o = np.argsort(f, kind="stable")
+    assert (np.diff(keys[o].astype(np.int32)) >= 0).all()
+    assert ((np.diff(keys[o].astype(np.int32)) == 0) == (np.diff(f[o]) == 0)).all()
+    rng = np.random.default_rng(3)
+    thr = np.concatenate([[-np.inf, np.inf, 0.0, -0.0, -1.0, 1.0], rng.standard_normal(300),
+                          -rng.random(100) * 1e-3, f[rng.choice(len(f), 100)]]).astype(np.float32)
+    for t, k in zip(thr, chunk.key(thr)):
+        floor = f[f <= t].max()                       # the largest bf16 not above t
+        assert ((keys >= k) == (f >= floor)).all(), t
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_negative_rows_group_maxima_are_the_true_maxima(seed):
+    """Hub-aware rows are negative throughout: each group's representative is its float maximum."""
+    import torch
+
+    from lfr.score.kernel import _Bf16Chunk, column_groups
+
+    rng = np.random.default_rng(seed)
+    s = (rng.standard_normal((5, 1000)) * 0.05 - 0.4).astype(np.float32)
+    s[1, :500] += 0.6                                    # groups of mixed sign
+    s[2, ::7] = -np.inf
+    t = torch.from_numpy(s).bfloat16()
+    gs, g = column_groups(1000, 4)
+    reps = _Bf16Chunk(t).group_reps(gs, g)
+    s32 = t.float().numpy()
+    want = np.stack([np.r_[[s32[:, i * gs:(i + 1) * gs].max(1) for i in range(g - 1)],
+                           [s32[:, (g - 1) * gs:].max(1)]]]).squeeze(0).T
+    assert np.array_equal(reps, want)
 
 
 # ---------------------------------------------------------------- hybrid

@@ -253,10 +253,13 @@ class _Float32Chunk:
         """One score per column group (its maximum; the last group runs to the row's end), float32."""
         return np.maximum.reduceat(self.values, np.arange(g) * gs, axis=1)
 
-    def keys(self, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(key, grouped)``: per row the value the raw scores are compared with (``>= key`` iff ``>= thr``)
-        and whether the row's group maxima may skip groups (every row here)."""
-        return thr, np.ones(len(thr), bool)
+    def key(self, thr: np.ndarray) -> np.ndarray:
+        """Per row the value that :meth:`ordered` raw scores are compared with (``>= key`` iff ``>= thr``)."""
+        return thr
+
+    def ordered(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores as values whose order is the scores' order (float32: themselves)."""
+        return raw
 
     def floats(self, raw: np.ndarray) -> np.ndarray:
         return raw
@@ -265,11 +268,12 @@ class _Float32Chunk:
 class _Bf16Chunk:
     """A chunk of bf16 scores (a torch tensor), read through its int16 bit patterns (numpy, no copy).
 
-    For non-negative values the int16 order of the bit patterns is the float order, and every negative
-    value (sign bit set) is a negative int16: so ``o >= thr`` for ``thr > 0`` is ``bits(o) >= bits(thr)``
-    with ``thr`` truncated to bf16 (rounded down: a superset, cut again in float32). The int16 maximum of a
-    group is its true maximum when the group holds a non-negative score, and below ``thr > 0`` otherwise, so
-    groups are skipped only for rows with a positive threshold; the other rows are compared in float32."""
+    bf16 is sign + magnitude: as int16, non-negative scores sort in float order, negative ones (sign bit set,
+    ``-32768 + magnitude``) in reverse. So a group's true maximum is its int16 maximum when that is
+    non-negative and its int16 minimum (the smallest magnitude) when every score of the group is negative;
+    and comparisons with a threshold go through :meth:`ordered`, which maps negative patterns to
+    ``-magnitude`` (``-0.0`` and ``0.0`` alike), an order-preserving int16 key. Scores can be negative in
+    whole rows: hub-aware scores (``cos - w r``) are, for most films."""
     minus_inf = np.int16(-128)                                # 0xFF80
 
     def __init__(self, t):
@@ -278,11 +282,24 @@ class _Bf16Chunk:
         self.values = t.view(torch.int16).numpy()
 
     def group_reps(self, gs: int, g: int) -> np.ndarray:
-        return bf16_bits_to_float32(np.maximum.reduceat(self.values, np.arange(g) * gs, axis=1))
+        starts = np.arange(g) * gs
+        hi = np.maximum.reduceat(self.values, starts, axis=1)
+        negative = hi < 0
+        if negative.any():                                    # all-negative groups: the smallest magnitude
+            hi = np.where(negative, np.minimum.reduceat(self.values, starts, axis=1), hi)
+        return bf16_bits_to_float32(hi)
 
-    def keys(self, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = thr > 0
-        return np.where(pos, thr.view(np.int32) >> 16, -(1 << 15)).astype(np.int16), pos
+    def key(self, thr: np.ndarray) -> np.ndarray:
+        """``thr`` (float32) rounded down to bf16, as an :meth:`ordered` key: truncating the low 16 bits
+        rounds toward zero, so a negative ``thr`` with bits dropped takes one more unit of magnitude."""
+        b = np.ascontiguousarray(thr, dtype=np.float32).view(np.int32)
+        hi = (b >> 16).astype(np.int16)
+        hi += ((b < 0) & ((b & 0xFFFF) != 0)).astype(np.int16)
+        return self.ordered(hi)
+
+    @staticmethod
+    def ordered(raw: np.ndarray) -> np.ndarray:
+        return np.where(raw < 0, (raw ^ np.int16(0x7FFF)) + np.int16(1), raw).astype(np.int16, copy=False)
 
     def floats(self, raw: np.ndarray) -> np.ndarray:
         return bf16_bits_to_float32(raw)
@@ -340,26 +357,20 @@ def kth_per_row(rows: np.ndarray, vals: np.ndarray, kk: int, c: int) -> np.ndarr
 
 def _at_least(chunk, thr: np.ndarray, reps: np.ndarray, gs: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of every score ``>= thr`` of its row: in the groups whose maximum reaches ``thr`` (a
-    strided view, no copy of the chunk), in the remaining columns after the last whole group, and in full
-    for the rows that cannot skip groups."""
+    strided view, no copy of the chunk) and in the remaining columns after the last whole group."""
     v = chunk.values
     c, n = v.shape
     g = reps.shape[1]
-    key, grouped = chunk.keys(thr)
-    hr, hg = np.nonzero((reps >= thr[:, None]) & grouped[:, None])
+    key = chunk.key(thr)
+    hr, hg = np.nonzero(reps >= thr[:, None])
     groups = np.lib.stride_tricks.as_strided(v, (c, g, gs), (v.strides[0], gs * v.itemsize, v.itemsize))
-    flat = flat_nonzero(groups[hr, hg] >= key[hr, None])
+    flat = flat_nonzero(chunk.ordered(groups[hr, hg]) >= key[hr, None])
     i, j = flat // gs, flat % gs
     rows, cols = [hr[i]], [hg[i] * gs + j]
     if g * gs < n:
-        tr, tc = np.nonzero(v[:, g * gs:] >= key[:, None])
-        keep = grouped[tr]
-        rows.append(tr[keep])
-        cols.append(tc[keep] + g * gs)
-    for r in np.flatnonzero(~grouped):
-        cc = np.flatnonzero(chunk.floats(v[r]) >= thr[r])
-        rows.append(np.full(len(cc), r))
-        cols.append(cc)
+        tr, tc = np.nonzero(chunk.ordered(v[:, g * gs:]) >= key[:, None])
+        rows.append(tr)
+        cols.append(tc + g * gs)
     return np.concatenate(rows), np.concatenate(cols)
 
 
