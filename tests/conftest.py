@@ -41,6 +41,11 @@ def spark(tmp_path_factory):
         "spark.driver.memory=2g",
         "spark.databricks.delta.snapshotPartitions=2",
         "spark.sql.adaptive.coalescePartitions.initialPartitionNum=2",
+        # Interpreted expressions, no whole-stage codegen: the tests run hundreds of small queries once each,
+        # where compiling generated Java costs more than it saves (docs/BENCHMARKS.md: measured). Same results;
+        # make demo, the jobs' spark-submits and the benches keep Spark's default (codegen).
+        "spark.sql.codegen.wholeStage=false",
+        "spark.sql.codegen.factoryMode=NO_CODEGEN",
         # the Python workers fork from a daemon that has imported torch once (tests/daemon/)
         "spark.python.daemon.module=lfr_test_daemon",
         f"spark.executorEnv.PYTHONPATH={Path(__file__).parent / 'daemon'}",
