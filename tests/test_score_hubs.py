@@ -35,3 +35,8 @@ def test_hub_stats_counts_the_first_ranks_of_a_table(spark):
     assert s.max_share == 1.0 and s.never_recommended == pytest.approx(3 / 6)
     never, gini, skew = occurrence_stats(np.array([3, 2, 1]), 6)
     assert (s.gini, s.skew) == (pytest.approx(gini, abs=1e-6), pytest.approx(skew, abs=1e-6))
+    tied = hub_stats(recs, films=3, n_books=6, k=3, top=3)            # b1 x3, b4 x2 ... and b2, b3 x2: b1 alone
+    assert (tied.hub_book, tied.max_occurrence) == ("b1", 3)
+    ties = spark.createDataFrame([("m1", 1, "b9"), ("m1", 2, "b3"), ("m2", 1, "b3"), ("m2", 2, "b9"),
+                                  ("m3", 1, "b5")], "movie_id string, rank int, book_id string")
+    assert hub_stats(ties, films=3, n_books=4, k=2).hub_book == "b3"   # b3 and b9 tie at 2: the smaller id

@@ -101,18 +101,19 @@ def histogram_stats(values: np.ndarray, books: np.ndarray, n_books: int) -> tupl
 def hub_stats(recs: DataFrame, films: int, n_books: int, k: int, top: int = HUB_TOP) -> HubStats:
     """:class:`HubStats` of ``recs`` (``movie_id, rank, book_id``) over its first ``min(top, k)`` ranks;
     ``films`` / ``n_books``: the films and books that were scored. Only the histogram of the per-book
-    counts (one row per distinct count, at most ``films`` rows) and the top book come to the driver."""
+    counts (one row per distinct count, at most ``films`` rows, each with its smallest book id: the top book
+    is the highest count's) comes to the driver, in one query."""
     top = min(int(top), int(k))
     per_book = recs.filter(F.col("rank") <= top).groupBy("book_id").agg(F.count("*").alias("n"))
-    hist = per_book.groupBy("n").agg(F.count("*").alias("books")).collect()
-    hub = per_book.orderBy(F.desc("n"), "book_id").first()
+    hist = per_book.groupBy("n").agg(F.count("*").alias("books"), F.min("book_id").alias("first")).collect()
     values = np.array([r["n"] for r in hist], dtype=np.int64)
     books = np.array([r["books"] for r in hist], dtype=np.int64)
     never, gini, skew = histogram_stats(values, books, n_books)
+    hub = max(hist, key=lambda r: r["n"]) if hist else None
     best = int(hub["n"]) if hub else 0
     return HubStats(top=top, films=int(films), books=int(max(n_books, int(books.sum()))), max_occurrence=best,
                     max_share=round(best / films, 6) if films else 0.0,
-                    hub_book=hub["book_id"] if hub else None, never_recommended=round(never, 6),
+                    hub_book=hub["first"] if hub else None, never_recommended=round(never, 6),
                     gini=round(gini, 6), skew=round(skew, 6))
 
 
