@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.jvm import C1_ONLY, NO_CODEGEN
+
 # No PYSPARK_PYTHON here: lfr.spark.build_session makes the workers run this interpreter
 # (tests/test_session.py checks it from a process without the export).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The JVMs the tests start are short-lived and run each query once: the C1 JIT alone (no C2) takes less CPU
-# per spark-submit for the same results, which counts when two workers share two cores. SPARK_SUBMIT_OPTS
-# reaches every driver JVM started through spark-submit: the jobs, the JDBC server, the notebook kernel's
-# session, the processes of tests/test_session.py and tests/warehouse.py. Not the shared session below: it
-# runs the whole run's in-process queries, where the full JIT (C2) pays off. (docs/OPERATIONS.md: measured.)
-C1_ONLY = "-XX:TieredStopAtLevel=1"
+# SPARK_SUBMIT_OPTS reaches every driver JVM started through spark-submit: the jobs, the JDBC server, the
+# notebook kernel's session, the processes of tests/test_session.py and tests/warehouse.py; not the shared
+# session below (its whole run's in-process queries are where the full JIT pays off).
 os.environ.setdefault("SPARK_SUBMIT_OPTS", C1_ONLY)
 
 
@@ -41,11 +40,7 @@ def spark(tmp_path_factory):
         "spark.driver.memory=2g",
         "spark.databricks.delta.snapshotPartitions=2",
         "spark.sql.adaptive.coalescePartitions.initialPartitionNum=2",
-        # Interpreted expressions, no whole-stage codegen: the tests run hundreds of small queries once each,
-        # where compiling generated Java costs more than it saves (docs/BENCHMARKS.md: measured). Same results;
-        # make demo, the jobs' spark-submits and the benches keep Spark's default (codegen).
-        "spark.sql.codegen.wholeStage=false",
-        "spark.sql.codegen.factoryMode=NO_CODEGEN",
+        *NO_CODEGEN,
         # the Python workers fork from a daemon that has imported torch once (tests/daemon/)
         "spark.python.daemon.module=lfr_test_daemon",
         f"spark.executorEnv.PYTHONPATH={Path(__file__).parent / 'daemon'}",

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.jvm import C1_ONLY
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SAMPLE = ROOT / "data" / "sample"
@@ -62,8 +64,6 @@ def user_env(**extra: str) -> dict[str, str]:
     return env
 
 
-#: the C1 JIT only, as for the tests' drivers (tests/conftest.py): the daemons and executors are short-lived too
-C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 
 #: GPU scheduling without a GPU: every worker reports one device, address "0" (scripts/gpu_discovery.sh's format)

@@ -39,6 +39,7 @@ import numpy as np
 import pytest
 
 from tests.e2e_data import TinyData, without_books, write_tiny_data
+from tests.jvm import NO_CODEGEN
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -124,7 +125,7 @@ def job_conf(work: Path, data_dir: Path, encoder: str) -> list[str]:
         f"paths.work_dir={work}", f"paths.data_dir={data_dir}", "paths.metastore_dir=null",
         "spark.master=local[2]", "spark.sql.shuffle.partitions=2", "spark.default.parallelism=2",
         "spark.ui.enabled=false", "spark.driver.memory=1g", "spark.databricks.delta.snapshotPartitions=1",
-        "spark.sql.catalogImplementation=in-memory",
+        "spark.sql.catalogImplementation=in-memory", *NO_CODEGEN,
         f"model.encoder={encoder}", "model.pooling=cls", "model.max_length=64", "model.chunking=off",
         "model.genre_dim=8", "model.genre_epochs=5", "model.genre_bucket=1000", "model.precision=fp32",
         "train.epochs=2", "train.pretrain_epochs=0", "train.hard_negatives=2", "train.patience=1",

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.jvm import NO_CODEGEN
+
 ROOT = Path(__file__).resolve().parent.parent
 
 MOVIES = [("m1", "Jurassic Park", ["Adventure", "Sci-Fi"]), ("m2", "The Godfather", ["Crime", "Drama"]),
@@ -68,7 +70,8 @@ class Warehouse:
 
 def small_conf(work_dir: Path) -> list[str]:
     return [f"paths.work_dir={work_dir}", "spark.master=local[1]", "spark.sql.shuffle.partitions=1",
-            "spark.ui.enabled=false", "spark.driver.memory=1g", "spark.databricks.delta.snapshotPartitions=1"]
+            "spark.ui.enabled=false", "spark.driver.memory=1g", "spark.databricks.delta.snapshotPartitions=1",
+            *NO_CODEGEN]
 
 
 def _write_tables(spark, work_dir: Path) -> None:
