@@ -54,6 +54,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -245,19 +246,35 @@ def task_profile(method: str, mv, bv, m_rows, b_rows, vocab: int, mbr: int, nbr:
             "pair": f"{m}x{n}"}
 
 
-def blocked_baseline(q: np.ndarray, b: np.ndarray, k: int, threads: int, mbr: int, nbr: int, lib: str = "numpy"):
+def blocked_baseline(q: np.ndarray, b: np.ndarray, k: int, threads: int, mbr: int, nbr: int, lib: str = "numpy",
+                     hub: Optional[tuple[int, float]] = None):
     """Single process: blocked float32 matmul (``lib``: numpy's BLAS as the job, or torch) + torch.topk
-    per block, running merge; returns (ids, scores, seconds)."""
+    per block, running merge; returns (ids, scores, seconds). ``hub``: ``(hub_k, hub_weight)`` of a hub-aware
+    job (``score.hubness: csls``): first each book's ``hub_k`` best films (the same loop, roles swapped), then
+    the films' top-k of ``cos - hub_weight * r(book)`` as dot products of augmented rows, as the job scores."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     torch.set_float32_matmul_precision("highest")
     t0 = time.perf_counter()
+    limits = threadpool_limits(limits=threads, user_api="blas")
+    if hub:
+        _, near = _blocked_topk(b, q, hub[0], mbr, nbr, lib)
+        r = np.sort(near.astype(np.float64), axis=1).sum(axis=1) / near.shape[1]
+        q = np.hstack([q, np.ones((len(q), 1), np.float32)])
+        b = np.hstack([b, (-(hub[1] * r)).astype(np.float32)[:, None]])
+    ids, scores = _blocked_topk(q, b, k, mbr, nbr, lib)
+    limits.restore_original_limits()
+    return ids, scores, time.perf_counter() - t0
+
+
+def _blocked_topk(q: np.ndarray, b: np.ndarray, k: int, mbr: int, nbr: int, lib: str):
+    import torch
+
     qt, bt = torch.from_numpy(q), torch.from_numpy(b)
     bT = [np.ascontiguousarray(b[n0:n0 + nbr].T) for n0 in range(0, len(b), nbr)] if lib == "numpy" else None
     out_i, out_s = [], []
-    limits = threadpool_limits(limits=threads, user_api="blas")
     for m0 in range(0, len(q), mbr):
         best_s = best_i = None
         for j, n0 in enumerate(range(0, len(b), nbr)):
@@ -272,9 +289,7 @@ def blocked_baseline(q: np.ndarray, b: np.ndarray, k: int, threads: int, mbr: in
                 best_i = torch.gather(ci, 1, j)
         out_i.append(best_i)
         out_s.append(best_s)
-    limits.restore_original_limits()
-    res = torch.cat(out_i).numpy(), torch.cat(out_s).numpy()
-    return res[0], res[1], time.perf_counter() - t0
+    return torch.cat(out_i).numpy(), torch.cat(out_s).numpy()
 
 
 def matmul_peak(threads: int, d: int, side: int = 4096) -> dict:
@@ -507,7 +522,9 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
             continue
         env = {"spark": spark, "cores": cores, "k": k, "d": d, "mbr": mbr, "nbr": nbr, "peak": peak_best, "rss": peaks,
-               "alpha": settings.score.alpha, "vocab": a.vocab, "baseline": None if a.no_torch else a.baseline}
+               "alpha": settings.score.alpha, "vocab": a.vocab, "baseline": None if a.no_torch else a.baseline,
+               "hub": ((int(settings.score.hub_k), float(settings.score.hub_weight))
+                       if settings.score.hubness == "csls" else None)}
         msg, t_job = dense_size(env, m, n, mv, bv, precisions, lambda prec: run_job(m, n, mp, bp, precision=prec))
         growth.append((m, n, t_job))
         lines.append(msg)
@@ -533,7 +550,7 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run) -> tupl
     base = None
     if env["baseline"]:
         ti, _, t_base = blocked_baseline(mv, bv, env["k"], env["cores"], min(env["mbr"], 4096), env["nbr"],
-                                         env["baseline"])   # 4096-row chunks
+                                         env["baseline"], env["hub"])   # 4096-row chunks
         base = (ti, t_base)
     first = None
     for prec in precisions:
@@ -545,7 +562,8 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run) -> tupl
         msg = (f"size {m}x{n} precision {prec}: job {t_job:.1f}s ({phases}; {res.movie_blocks}x{res.book_blocks} "
                f"block pairs) = {g_job:.1f} GFLOP/s; {env['rss'][res.path].line()}")
         if base:
-            msg += (f"\n    (b) single process ({env['baseline']} matmul + torch.topk, {env['cores']} threads) "
+            what = f"hub-aware: hub pass + augmented rows, hub_k {env['hub'][0]}, " if env["hub"] else ""
+            msg += (f"\n    (b) single process ({what}{env['baseline']} matmul + torch.topk, {env['cores']} threads) "
                     f"{base[1]:.1f}s ({flops / base[1] / 1e9:.1f} GFLOP/s) -> baseline/job = {base[1] / t_job:.2f} "
                     f"(target >= 0.9); top-k agreement {baseline_agreement(env['spark'], res.path, base[0], m):.4f}")
         msg += (f"\n    (c) job {g_job:.1f} GFLOP/s / measured fp32 peak {env['peak']:.1f} = {g_job / env['peak']:.2f} "
