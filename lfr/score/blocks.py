@@ -409,6 +409,12 @@ class Blocks:
     with_exclusions: bool
     parallel: int                # 2 x the session's default parallelism
     augment: Optional[Callable[[DataFrame], DataFrame]] = None   # applied to rebuilt movie blocks (lfr.score.hubs)
+    extra_columns: int = 0       # columns the hub pass appended to the dense rows (lfr.score.hubs)
+
+    @property
+    def embedding_dim(self) -> Optional[int]:
+        """The embeddings' length: ``dim`` without the columns the hub pass appended."""
+        return self.dim - self.extra_columns if self.dim else self.dim
 
     @property
     def vocab(self) -> Optional[int]:

@@ -253,6 +253,7 @@ def apply_hubness(blocks: Blocks, hub: Hubness, precision: str) -> DataFrame:
         df.count()
     blocks.unpersist()
     blocks.movies, blocks.books, blocks.dim = new[0], new[1], dim + 1
+    blocks.extra_columns += 1
     blocks.augment = partial(augment_film_blocks, dim=dim)
     return hub_r
 

@@ -315,7 +315,7 @@ def _result(target: _Target, method: ScoringMethod, inputs: Inputs, blocks: Bloc
     return ScoreResult(
         run_id=target.run_id, method=method.name, method_params=method.params_json(),
         model_version=inputs.model_version, lexical_version=inputs.lexical_version, k=k,
-        dim=blocks.dim - 1 if method.hub and blocks.dim else blocks.dim,        # the hub pass adds a column
+        dim=blocks.embedding_dim,
         vocab_size=inputs.vocab_size, movies=ms.rows, books=bs.rows, movies_invalid=ms.invalid,
         books_invalid=bs.invalid, movie_blocks=ms.blocks, book_blocks=bs.blocks, pairs=blocks.n_pairs,
         rows=rows if rows is not None else -1, table_version=version, path=target.path, phases=phases.rounded(),
