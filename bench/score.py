@@ -260,10 +260,11 @@ def blocked_baseline(q: np.ndarray, b: np.ndarray, k: int, threads: int, mbr: in
     t0 = time.perf_counter()
     limits = threadpool_limits(limits=threads, user_api="blas")
     if hub:
+        from lfr.score.hubs import augment, book_column, film_column
+
         _, near = _blocked_topk(b, q, hub[0], mbr, nbr, lib)
-        r = np.sort(near.astype(np.float64), axis=1).sum(axis=1) / near.shape[1]
-        q = np.hstack([q, np.ones((len(q), 1), np.float32)])
-        b = np.hstack([b, (-(hub[1] * r)).astype(np.float32)[:, None]])
+        r = np.sort(near.astype(np.float64), axis=1).sum(axis=1) / near.shape[1]   # as hub_means: sorted, float64
+        q, b = augment(q, film_column(q)), augment(b, book_column(r, hub[1]))
     ids, scores = _blocked_topk(q, b, k, mbr, nbr, lib)
     limits.restore_original_limits()
     return ids, scores, time.perf_counter() - t0

@@ -64,8 +64,6 @@ def user_env(**extra: str) -> dict[str, str]:
     return env
 
 
-
-
 #: GPU scheduling without a GPU: every worker reports one device, address "0" (scripts/gpu_discovery.sh's format)
 FAKE_GPU = '#!/bin/sh\necho \'{"name": "gpu", "addresses": ["0"]}\'\n'
 GPU_TASKS = ["spark.executor.resource.gpu.amount=1", "spark.task.resource.gpu.amount=1"]
