@@ -198,6 +198,7 @@ class ScoreSettings(_Section):
     hubness: str
     hub_k: int
     hub_weight: float
+    fused_hub_weight: float
     exclude_pairs: Optional[str]
     movie_filter: Optional[str]
     book_filter: Optional[str]

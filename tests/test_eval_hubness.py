@@ -53,6 +53,21 @@ def test_r_book_and_the_csls_score_equal_a_brute_force():
     assert method.name == "dense_csls" and method.info == {"dense": "dense", "hub_k": 3, "hub_weight": 1.0}
 
 
+def test_the_fused_row_corrects_a_fused_score_by_its_own_r_book():
+    """``score.fused_hub_weight`` in the evaluation: csls of any score (here a stand-in for the hybrid's),
+    r(book) from that score over ALL films, in its units."""
+    rng = np.random.default_rng(8)
+    films, books = l2_normalize(rng.normal(size=(6, 4))), l2_normalize(rng.normal(size=(5, 4)))
+    movies, book_frame, dense = _catalog(films, books)
+    fused = Method("hybrid_csls", "h", score=lambda m, b: 3.0 * method_scores(dense, m, b) + 1.0)
+    h = 3.0 * films @ books.T + 1.0
+    r = [np.mean(sorted(h[:, j])[-2:]) for j in range(5)]
+    method = csls_method(fused, movies, 2, 0.25, suffix="_fused")
+    got = method_scores(method, movies.iloc[[1, 4]].reset_index(drop=True), book_frame)
+    np.testing.assert_allclose(got, h[[1, 4]] - 0.25 * np.array(r)[None, :], atol=1e-6)
+    assert method.name == "hybrid_csls_fused" and method.info["hub_weight"] == 0.25
+
+
 def test_occurrence_counts_equal_a_stable_sort_and_give_ties_to_the_smaller_column():
     rng = np.random.default_rng(2)
     s = rng.integers(0, 4, size=(30, 12)).astype(float)             # many ties
@@ -127,9 +142,10 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
     from lfr.eval.baselines import text_method
     from lfr.eval.runner import default_build, eval_model_settings, genre_corpus
 
-    result = run_evaluation(toy_movies, hub_books, LINKS, hub_settings)
+    result = run_evaluation(toy_movies, hub_books, LINKS, with_values(hub_settings, {"score.fused_hub_weight": 0.5}))
     table = result.table()
-    assert table["method"].tolist()[-3:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls"]
+    assert table["method"].tolist()[-4:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
+                                             "hybrid_csls_fused"]
     assert list(table.columns[-len(HUB_COLUMNS):]) == HUB_COLUMNS and table["hub_max_share"].notna().all()
     hubs = result.setup["hubs"]
     assert (hubs["films"], hubs["books"], hubs["hub_k"], hubs["hub_weight"]) == (6, 20, 3, 1.0)
@@ -146,8 +162,11 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
         assert len(per_fold) == 2 and all(h["films"] == 6 and h["books"] == 20 for h in per_fold)
         assert r["hub_gini"] == pytest.approx(np.mean([h["gini"] for h in per_fold]), abs=1e-6), r["method"]
         assert r["hub_max_share"] == pytest.approx(r["hub_max_occurrence"] / 6, abs=1e-5)
-    assert set(result.setup["csls_vs_plain"]) == {"text_only_csls", "lightfusionrec_csls", "hybrid_csls"}
+    assert set(result.setup["csls_vs_plain"]) == {"text_only_csls", "lightfusionrec_csls", "hybrid_csls",
+                                                  "hybrid_csls_fused"}
     assert any(n.startswith("hybrid_csls - hybrid (hub-aware - plain)") for n in result.notes)
+    assert any(n.startswith("hybrid_csls_fused - hybrid_csls (hub-aware - plain)") for n in result.notes)
+    assert hubs["fused_hub_weight"] == 0.5
     assert all(f["hybrid_csls"]["tuned_with"] == "text_only_csls" for f in result.setup["fold_sizes"])
     paths = write_report(result, tmp_path / "reports")
     md = open(paths["report"], encoding="utf-8").read()
@@ -163,3 +182,4 @@ def test_csls_rows_with_hub_weight_0_equal_their_plain_rows(hub_settings, toy_mo
     for name in ("text_only", "lightfusionrec", "hybrid"):
         assert result.ranks[f"{name}_csls"] == result.ranks[name], name
         assert all(d["diff"] == 0.0 for d in result.setup["csls_vs_plain"][f"{name}_csls"].values())
+    assert "hybrid_csls_fused" not in result.ranks            # score.fused_hub_weight: 0 (conf/lfr.yaml): no row

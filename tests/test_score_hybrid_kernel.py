@@ -8,6 +8,7 @@ from lfr.score.hybrid import (
     convex_coefficients,
     dense_book_moments,
     dense_movie_stats,
+    hybrid_book_topk,
     hybrid_topk,
     moments_to_stats,
 )
@@ -69,16 +70,30 @@ def brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, k, alpha, exclude=()
     return brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, alpha, exclude)
 
 
-def brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, alpha, exclude=()):
-    """The hybrid over all books from the dense rows as the kernel gets them (unit, or hub-aware augmented)."""
+def brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, alpha, exclude=(), fused=(0, 0.0)):
+    """The hybrid over all books from the dense rows as the kernel gets them (unit, or hub-aware augmented);
+    ``fused``: ``(hub_k, score.fused_hub_weight)``, the fused correction's offsets subtracted."""
+    h64, coef = hybrid_scores(qn, m_lex, bn, b_lex, alpha)
+    if fused[1]:
+        h64 = h64 - fused_offsets(h64.astype(np.float32), *fused).astype(np.float64)[None, :]
+    return ranked(movie_ids, book_ids, h64.astype(np.float32), k, exclude)
+
+
+def hybrid_scores(qn, m_lex, bn, b_lex, alpha):
+    """(every pair's hybrid score in float64 before the float32 rounding, the films' coefficients)."""
     qa, _ = to_csr(m_lex, False)
     ba, _ = to_csr(b_lex, False)
     d64 = qn.astype(np.float64) @ bn.astype(np.float64).T
     l32 = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32)
     l64 = l32.astype(np.float64)
     coef = convex_coefficients(alpha, d64.mean(1), d64.var(1), l64.mean(1), l64.var(1))
-    h = (coef[:, :1] * d64.astype(np.float32).astype(np.float64) + coef[:, 1:2] * l64 + coef[:, 2:]).astype(np.float32)
-    return ranked(movie_ids, book_ids, h, k, exclude)
+    return coef[:, :1] * d64.astype(np.float32).astype(np.float64) + coef[:, 1:2] * l64 + coef[:, 2:], coef
+
+
+def fused_offsets(h: np.ndarray, hub_k: int, weight: float) -> np.ndarray:
+    """float32 ``weight * r_h(book)``, r_h = the mean of the book's ``hub_k`` highest (float32) scores."""
+    r = np.sort(h.astype(np.float64), axis=0)[-hub_k:].mean(axis=0)
+    return (weight * r).astype(np.float32)
 
 
 def blocked(kernel_pairs, movie_ids, book_ids, k, mbr, bbr):
@@ -180,6 +195,33 @@ def test_hybrid_topk_equals_brute_force_over_all_books(alpha, k, mbr, bbr, chunk
     assert_same(got, ref)
     dup = sorted(book_ids[[7, 11, 40, 63]])                # identical in both spaces: bit-identical hybrid score
     assert [b for b, _ in got["m003"][:4]] == dup and len({s for _, s in got["m003"][:4]}) == 1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-screen"])
+@pytest.mark.parametrize("hk,k,mbr,bbr,chunk", [(3, 5, 1000, 1000, 1 << 20), (4, 12, 13, 17, 64), (10, 7, 30, 8, 100)])
+def test_fused_correction_equals_brute_force(hk, k, mbr, bbr, chunk, precision):
+    """``score.fused_hub_weight``: each book's top films by the hybrid score (roles swapped, coefficients per
+    column), then the main pass with the books' offsets, both against the brute force over all pairs."""
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog(seed=11)
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    h64, coef = hybrid_scores(qn, m_lex, bn, b_lex, 0.8)
+    h = h64.astype(np.float32)
+    tops = blocked(lambda bs, fs: hybrid_book_topk(bn[bs], qn[fs], ba[bs], qa[fs], coef[fs], hk, chunk_elems=chunk,
+                                                   precision=precision), book_ids, movie_ids, hk, bbr, mbr)
+    assert_same(tops, ranked(book_ids, movie_ids, h.T, hk))
+    off = fused_offsets(h, hk, 0.5)
+    np.testing.assert_allclose([0.5 * np.mean(np.float64([x for _, x in tops[b]])) for b in book_ids], off, rtol=1e-6)
+
+    def main_pass(offset):
+        return blocked(lambda ms, cs: hybrid_topk(qn[ms], bn[cs], qa[ms], ba[cs], coef[ms], k, chunk_elems=chunk,
+                                                  precision=precision, book_offset=offset(cs)),
+                       movie_ids, book_ids, k, mbr, bbr)
+
+    got = main_pass(lambda cs: off[cs])
+    assert_same(got, brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, 0.8, fused=(hk, 0.5)))
+    assert got != main_pass(lambda cs: None)
 
 
 def test_hybrid_is_not_a_rerank_of_truncated_lists():

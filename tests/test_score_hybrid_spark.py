@@ -185,7 +185,7 @@ def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, 
     from lfr.score import rrf, run_score
     from lfr.score.kernel import normalize_rows
     from tests.test_score_csls import hub_rows
-    from tests.test_score_hybrid_kernel import brute_hybrid_rows, ranked
+    from tests.test_score_hybrid_kernel import brute_hybrid_rows, fused_offsets, hybrid_scores, ranked
     from tests.test_score_precision import exact32
 
     movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
@@ -210,6 +210,17 @@ def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, 
     alpha = float(settings.score.alpha)
     run_score(spark, _with(settings, method="hybrid", **hub))
     _assert_same(_read(spark, path), brute_hybrid_rows(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, alpha))
+
+    # score.fused_hub_weight: one more pass (each book's top hybrid scores over all films), then the offsets
+    res = run_score(spark, _with(settings, method="hybrid", fused_hub_weight=0.5, **hub))
+    want = brute_hybrid_rows(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, alpha, fused=(5, 0.5))
+    _assert_same(_read(spark, path), want)
+    assert want != brute_hybrid_rows(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, alpha)
+    off = fused_offsets(hybrid_scores(qa, m_lex, ba, b_lex, alpha)[0].astype(np.float32), 5, 0.5)
+    hubs = {row.book_id: row for row in spark.read.format("delta").load(hubs_path).collect()}
+    np.testing.assert_allclose([hubs[b].fused_offset for b in book_ids], off, rtol=1e-6)
+    np.testing.assert_allclose([hubs[b].hub_r for b in book_ids], r, rtol=0, atol=1e-7)
+    assert json.loads(res.method_params)["fused_hub_weight"] == 0.5
 
     monkeypatch.setattr(rrf, "RRF_FIRST_N", 2)
     run_score(spark, _with(settings, method="hybrid", fusion="rrf", rrf_k=30, **hub))

@@ -312,14 +312,16 @@ def book_hubness(scores: np.ndarray, hub_k: int) -> np.ndarray:
     return np.partition(s, s.shape[0] - k, axis=0)[s.shape[0] - k:].mean(axis=0)
 
 
-def csls_method(dense: Method, all_movies: pd.DataFrame, hub_k: int, hub_weight: float) -> Method:
+def csls_method(dense: Method, all_movies: pd.DataFrame, hub_k: int, hub_weight: float,
+                suffix: str = "_csls") -> Method:
     """``<dense>_csls``: ``cos(film, book) - hub_weight * r(book)`` (``lfr/score``'s ``score.hubness: csls``).
 
     Why: a book near the centre of the embedding space (a *hub*) is close to every film and fills the
     top lists of films it has nothing to do with; ``r(book)`` measures that from ``dense``'s own cosines
     with ALL films of ``all_movies`` (the catalog, not only the films being scored, as the Spark job
     measures it over every film of its run). No link is read: legal inside a fold. hub_weight 0.5 ranks
-    each film's books as CSLS (``2 cos - r(film) - r(book)``)."""
+    each film's books as CSLS (``2 cos - r(film) - r(book)``). ``dense`` may be any method (a fusion: the
+    hybrid's ``score.fused_hub_weight``, r(book) then in its score's units)."""
     memo: dict[str, np.ndarray] = {}
 
     def score(movies: pd.DataFrame, books: pd.DataFrame) -> np.ndarray:
@@ -328,7 +330,7 @@ def csls_method(dense: Method, all_movies: pd.DataFrame, hub_k: int, hub_weight:
             memo[key] = book_hubness(method_scores(dense, all_movies, books), hub_k)
         return method_scores(dense, movies, books) - float(hub_weight) * memo[key][None, :]
 
-    return Method(f"{dense.name}_csls", f"{dense.name} - {hub_weight:g} r(book), r = mean cosine of the book's "
+    return Method(f"{dense.name}{suffix}", f"{dense.name} - {hub_weight:g} r(book), r = mean score of the book's "
                   f"{hub_k} nearest films of the catalog (CSLS hub correction)", score=score,
                   info={"dense": dense.name, "hub_k": int(hub_k), "hub_weight": float(hub_weight)})
 
@@ -355,7 +357,7 @@ def standard_methods(
     ``cache``: share one ``FeatureCache`` across calls (e.g. folds) to encode each text once.
     ``lexical`` (``lexical_method``) adds its row; with ``train_links`` (this fold's training links)
     and ``catalog`` (all movies, all books) also ``hybrid`` and ``hybrid_rrf`` (``hybrid_methods``);
-    ``hubs`` = ``(hub_k, hub_weight)`` with ``catalog`` adds the hub-aware rows (``_csls_rows``).
+    ``hubs`` = ``(hub_k, hub_weight, fused_hub_weight)`` with ``catalog`` adds the hub-aware rows (``_csls_rows``).
     """
     cache = cache if cache is not None else FeatureCache()
     methods = [corpus if isinstance(corpus, Method) else tfidf_method(corpus)]
@@ -402,15 +404,21 @@ def _hybrid_rows(methods: list[Method], lexical: Method, train_links: pd.DataFra
 
 def _csls_rows(methods: list[Method], lexical: Method | None, train_links: pd.DataFrame | None,
                catalog: tuple[pd.DataFrame, pd.DataFrame], alpha_grid: Sequence[float],
-               hubs: tuple[int, float]) -> list[Method]:
+               hubs: tuple[int, float, float]) -> list[Method]:
     """``text_only_csls``, ``lightfusionrec_csls`` and ``hybrid_csls``: the convex hybrid on the trained model's
     (else text-only's) hub-aware scores, alpha tuned with the frozen encoder's hub-aware scores (as ``hybrid``
-    is tuned with the frozen ones): what the product publishes with ``score.hubness: csls``."""
+    is tuned with the frozen ones): what the product publishes with ``score.hubness: csls``. With a
+    ``fused_hub_weight`` above 0 also ``hybrid_csls_fused``: ``hybrid_csls`` corrected once more on its fused
+    score (``score.fused_hub_weight``)."""
+    hub_k, hub_weight, fused_weight = hubs
     by_name = {m.name: m for m in methods}
-    csls = {n: csls_method(by_name[n], catalog[0], *hubs) for n in ("text_only", "lightfusionrec") if n in by_name}
+    csls = {n: csls_method(by_name[n], catalog[0], hub_k, hub_weight)
+            for n in ("text_only", "lightfusionrec") if n in by_name}
     out = list(csls.values())
     dense = csls.get("lightfusionrec") or csls.get("text_only")
     if dense is not None and lexical is not None and train_links is not None:
         out.append(hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid, suffix="_csls",
                                   tune_dense=csls.get("text_only"))[0])
+        if fused_weight > 0:
+            out.append(csls_method(out[-1], catalog[0], hub_k, fused_weight, suffix="_fused"))
     return out

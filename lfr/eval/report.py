@@ -181,7 +181,9 @@ def hub_lines(result: EvalResult) -> list[str]:
              "of lists it is in. Trained rows differ per fold: every statistic is the mean over folds, the book is "
              "the fold's most recommended one where it was in the most lists. `_csls` rows: cosine - "
              f"{h.get('hub_weight')} r(book), r(book) = mean cosine of the book's {h.get('hub_k')} nearest films "
-             f"(`score.hubness: csls`; this run's setting: `{h.get('hubness')}`).", "", hub_table(result), ""]
+             f"(`score.hubness: csls`; this run's setting: `{h.get('hubness')}`). `_fused` row: the hybrid's score "
+             f"h - {h.get('fused_hub_weight')} r_h(book), r_h = the mean of the book's {h.get('hub_k')} highest h "
+             "(`score.fused_hub_weight`).", "", hub_table(result), ""]
     diffs = result.setup.get("csls_vs_plain") or {}
     if diffs:
         cols = list(next(iter(diffs.values())))

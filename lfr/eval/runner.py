@@ -341,7 +341,8 @@ def run_fold(f: int, split, movies, books, settings: Settings, models: _Models, 
     for method in baselines.standard_methods(models.tfidf, models.base, trained, models.trained_label,
                                              models.db_base, db_trained, batch_size=batch_size, cache=cache,
                                              lexical=models.lexical, train_links=train_links, catalog=(movies, books),
-                                             hubs=(settings.score.hub_k, settings.score.hub_weight)):
+                                             hubs=(settings.score.hub_k, settings.score.hub_weight,
+                                                   settings.score.fused_hub_weight)):
         t1 = time.time()
         acc.scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
         if "alpha" in method.info:
@@ -498,7 +499,7 @@ def run_evaluation(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFram
     return _result(acc, books, ev, models, notes, description=description, text_protocol=text_protocol,
                    usable=usable, stats=stats, masking=masking, n_movies=len(movies),
                    n_unresolved_pairs=n_unresolved_pairs, hubness={
-                       k: getattr(settings.score, k) for k in ("hubness", "hub_k", "hub_weight")})
+                       k: getattr(settings.score, k) for k in ("hubness", "hub_k", "hub_weight", "fused_hub_weight")})
 
 
 def _result(acc: _Folds, books: pd.DataFrame, ev: EvalSettings, models: _Models, notes: list[str], *,
@@ -545,8 +546,8 @@ def fusion_differences(rows: list[dict], ranks: dict, ev: EvalSettings) -> tuple
 def csls_differences(rows: list[dict], ranks: dict, ev: EvalSettings) -> tuple[dict, list[str]]:
     """Each hub-aware row (``<name>_csls``) against its plain ``<name>``, paired over the same films:
     what the hub correction costs or gains in accuracy (``{row: {metric: {diff, lo, hi, ...}}}``, lines)."""
-    pairs = [(r["method"], r["method"][:-len("_csls")]) for r in rows
-             if r["method"].endswith("_csls") and r["method"] in ranks and r["method"][:-len("_csls")] in ranks]
+    pairs = [(r["method"], r["method"][:-len(suffix)]) for r in rows for suffix in ("_csls", "_fused")
+             if r["method"].endswith(suffix) and r["method"] in ranks and r["method"][:-len(suffix)] in ranks]
     return paired_rows(pairs, ranks, ev, "hub-aware - plain")
 
 

@@ -53,7 +53,7 @@ mapInArrow over pairs decodes them once (:func:`iter_block_pairs` -> :class:`Blo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from pyspark import StorageLevel
@@ -294,12 +294,21 @@ def _exclusions(col: dict, i: int, b_ids):
     return col["ex_row"][i].values.filter(hit).to_numpy(), pos.filter(hit).to_numpy()
 
 
-def _coefficients(col: dict, i: int):
-    """The movie block's convex-fusion coefficients ``(a, b, c)`` per row (``m x 3``), or None."""
+def _coefficients(col: dict, i: int, side: str = "m"):
+    """A block's convex-fusion coefficients ``(a, b, c)`` per row (``n x 3``), or None (``side``: ``m`` the
+    movie block, ``b`` the films of a book-side pair, :meth:`Blocks.book_pairs`)."""
     import numpy as np
 
-    raw = col["m_coef"][i].as_py() if "m_coef" in col else None
+    raw = col[f"{side}_coef"][i].as_py() if f"{side}_coef" in col else None
     return None if raw is None else np.frombuffer(raw, np.float64).reshape(-1, 3)
+
+
+def _offsets(col: dict, i: int):
+    """The book block's per-row offsets (float32, ``score.fused_hub_weight``), or None."""
+    import numpy as np
+
+    raw = col["b_offset"][i].as_py() if "b_offset" in col else None
+    return None if raw is None else np.frombuffer(raw, np.float32)
 
 
 @dataclass
@@ -318,6 +327,8 @@ class BlockPair:
     ex_rows: object      # excluded (row, col) positions, or None
     ex_cols: object
     threads: Optional[int]
+    b_coef: object = None    # book-side pairs of the hybrid: the films' coefficients (n x 3), or None
+    b_offset: object = None  # the books' float32 offsets (score.fused_hub_weight), or None
 
     @property
     def kernel_args(self) -> dict:
@@ -339,19 +350,24 @@ def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]
             b_ids, b, ba = _block_arrays(col, i, "b", dim, vocab)
             ex_r, ex_c = _exclusions(col, i, b_ids)
             yield BlockPair(col["m_block"][i].as_py(), col["b_block"][i].as_py(), m_ids, q, qa,
-                            _coefficients(col, i), b_ids, b, ba, ex_r, ex_c, threads)
+                            _coefficients(col, i), b_ids, b, ba, ex_r, ex_c, threads, _coefficients(col, i, "b"),
+                            _offsets(col, i))
 
 
 def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
-    """All (movie block, book block) pairs as a cartesian product of the two block tables."""
+    """All (movie block, book block) pairs as a cartesian product of the two block tables. Optional columns
+    travel when a side has them: exclusions and ``coef`` (movie side), ``coef`` and ``offset`` (book side)."""
     data = ["block", "ids", "vec", "indptr", "terms", "weights"]
 
-    def col_or_null(c: str, t: str):
-        return F.col(c) if c in movie_blocks.columns else F.lit(None).cast(t)
+    def col_or_null(df: DataFrame, c: str, t: str):
+        return F.col(c) if c in df.columns else F.lit(None).cast(t)
     m = movie_blocks.filter("n > 0").select(
-        *[F.col(c).alias(f"m_{c}") for c in data], col_or_null("ex_row", "array<int>").alias("ex_row"),
-        col_or_null("ex_book", "array<string>").alias("ex_book"), col_or_null("coef", "binary").alias("m_coef"))
-    b = book_blocks.filter("n > 0").select(*[F.col(c).alias(f"b_{c}") for c in data])
+        *[F.col(c).alias(f"m_{c}") for c in data], col_or_null(movie_blocks, "ex_row", "array<int>").alias("ex_row"),
+        col_or_null(movie_blocks, "ex_book", "array<string>").alias("ex_book"),
+        col_or_null(movie_blocks, "coef", "binary").alias("m_coef"))
+    b = book_blocks.filter("n > 0").select(*[F.col(c).alias(f"b_{c}") for c in data],
+                                           col_or_null(book_blocks, "coef", "binary").alias("b_coef"),
+                                           col_or_null(book_blocks, "offset", "binary").alias("b_offset"))
     # SHUFFLE_REPLICATE_NL = CartesianProduct: task (i, j) reads movie block partition i and
     # book block partition j; never a broadcast of a whole side (see module doc).
     return m.hint("shuffle_replicate_nl").crossJoin(b)
@@ -410,6 +426,7 @@ class Blocks:
     parallel: int                # 2 x the session's default parallelism
     augment: Optional[Callable[[DataFrame], DataFrame]] = None   # applied to rebuilt movie blocks (lfr.score.hubs)
     extra_columns: int = 0       # columns the hub pass appended to the dense rows (lfr.score.hubs)
+    book_stats: list = field(default_factory=list)   # the hub passes' per-book frames (cached; lfr.score.hubs)
 
     @property
     def embedding_dim(self) -> Optional[int]:
@@ -429,10 +446,11 @@ class Blocks:
         coefficients); coalesced into ~2 tasks per core when they are all small."""
         return self._coalesced(pair_blocks(self.movies if movie_blocks is None else movie_blocks, self.books))
 
-    def book_pairs(self) -> DataFrame:
+    def book_pairs(self, movie_blocks: Optional[DataFrame] = None) -> DataFrame:
         """The same pairs with the roles swapped: each book block (``m_*`` columns) with each movie block
-        (``b_*``), for statistics per book (:mod:`lfr.score.hubs`); no exclusions."""
-        return self._coalesced(pair_blocks(self.books, self.movies))
+        (``b_*``; ``movie_blocks``: instead of the run's), for statistics per book (:mod:`lfr.score.hubs`);
+        no exclusions."""
+        return self._coalesced(pair_blocks(self.books, self.movies if movie_blocks is None else movie_blocks))
 
     def _coalesced(self, pairs: DataFrame) -> DataFrame:
         row_bytes = 4 * (self.dim or 128)                      # lexical rows: ~a hundred terms x 8 bytes

@@ -33,6 +33,17 @@ with the roles swapped (:func:`hub_means`: each book's exact top ``hub_k`` films
 stored with the run (``tables.book_hubs``). A film row without a dense part (the hybrid's zeros under
 ``score.missing_side: use_present``) gets ``[0, 0]``: dense score 0, as without hubness, and takes no part in
 any ``r(book)``.
+
+Fused correction (``score.fused_hub_weight``, convex hybrid only): the dense correction cannot see the hubs of
+the lexical half, so the hybrid's own score ``h`` (per-film z-scores, :mod:`lfr.score.hybrid`) is corrected
+once more, by the same rule in its own units::
+
+    r_h(book) = mean of the hub_k highest h between the book and the run's films
+    score     = h - float32(fused_hub_weight * r_h(book))
+
+``r_h`` needs every film's coefficients, so its pass (:func:`apply_fused_hubness`: each book's exact top
+``hub_k`` films by ``h``, :func:`lfr.score.hybrid.hybrid_book_topk`) runs after the hybrid's statistics pass;
+the book blocks then carry the offsets, which the main pass subtracts inside its margins (exact as before).
 """
 from __future__ import annotations
 
@@ -183,13 +194,69 @@ def hub_means(blocks: Blocks, k: int, precision: str) -> DataFrame:
 
     The pass over every (book block, film block) pair keeps ``k`` films per book and pair, merged into the exact
     top ``k``; the mean adds the sorted scores in float64, so it does not depend on the order tasks finish."""
-    cands = map_pairs(blocks.book_pairs(), partial(book_side_topk, k=k, precision=precision), blocks.dim, None,
-                      CANDIDATE_SCHEMA)
+    return top_means(blocks, blocks.book_pairs(), partial(book_side_topk, k=k, precision=precision), k, None, "hub_r")
+
+
+def top_means(blocks: Blocks, book_pairs: DataFrame, kernel, k: int, vocab: Optional[int], name: str) -> DataFrame:
+    """``book_id, <name>``: per book the mean of the ``k`` scores ``kernel`` finds best over all its
+    (book block, film block) pairs (the exact top ``k``, merged; float64 sum of the sorted scores)."""
+    cands = map_pairs(book_pairs, kernel, blocks.dim, vocab, CANDIDATE_SCHEMA)
     top = merge_candidates(cands, k, rows=blocks.bs.rows * blocks.ms.blocks * min(k, blocks.ms.largest))
     # (movie_id: the book here, book_id: the film)
     scores = F.array_sort(F.collect_list(F.col("score").cast("double")))
     total = F.aggregate(scores, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
-    return top.groupBy(F.col("movie_id").alias("book_id")).agg((total / F.size(scores)).alias("hub_r"))
+    return top.groupBy(F.col("movie_id").alias("book_id")).agg((total / F.size(scores)).alias(name))
+
+
+def fused_book_topk(pair: BlockPair, k: int, precision: str) -> tuple:
+    """Worker side of :func:`apply_fused_hubness`: the pair's books (``pair.q``) against its films (``pair.b``,
+    with their coefficients), each book's exact top ``k`` films by the hybrid score."""
+    from lfr.score.hybrid import hybrid_book_topk
+
+    return hybrid_book_topk(pair.q, pair.b, pair.qa, pair.ba, pair.b_coef, k, threads=pair.threads,
+                            precision=precision)
+
+
+def apply_fused_hubness(blocks: Blocks, movie_blocks: DataFrame, k: int, weight: float, precision: str) -> None:
+    """``score.fused_hub_weight`` (the convex hybrid): ``r_h(book)``, the mean of the book's ``k`` highest hybrid
+    scores over the run's films (``movie_blocks``: with their coefficients), then the book blocks replaced by
+    ones carrying ``offset = float32(weight * r_h)`` per row (cached; the old ones released).
+    ``book_id, fused_r, fused_offset`` (cached) joins ``blocks.book_stats``."""
+    kernel = partial(fused_book_topk, k=k, precision=precision)
+    fused = (top_means(blocks, blocks.book_pairs(movie_blocks), kernel, k, blocks.vocab, "fused_r")
+             .withColumn("fused_offset", (F.lit(float(weight)) * F.col("fused_r")).cast("float"))
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    blocks.book_stats.append(fused)
+    per_block = (blocks.books.filter("n > 0").select("block", F.posexplode("ids").alias("pos", "book_id"))
+                 .join(fused, "book_id", "left")
+                 .groupBy("block").agg(F.sort_array(F.collect_list(F.struct("pos", "fused_offset"))).alias("off")))
+    names = blocks.books.columns
+
+    def with_offsets(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        for batch in batches:
+            out = []
+            for i in range(batch.num_rows):
+                off = np.zeros(batch.column("n")[i].as_py() or 0, np.float32)
+                rows = batch.column("off")[i].values            # struct<pos, fused_offset>, or None
+                if rows is not None and len(rows):
+                    pos = rows.field("pos").to_numpy(zero_copy_only=False)
+                    vals = rows.field("fused_offset").to_numpy(zero_copy_only=False).astype(np.float32)
+                    known = ~np.isnan(vals)                       # a book without films: no offset
+                    off[pos[known]] = vals[known]
+                out.append(off.tobytes())
+            yield pa.RecordBatch.from_arrays([batch.column(c) for c in names] + [pa.array(out, pa.binary())],
+                                             names=names + ["offset"])
+
+    from pyspark.sql.types import BinaryType, StructField, StructType
+
+    schema = StructType(blocks.books.schema.fields + [StructField("offset", BinaryType())])
+    books = (blocks.books.join(F.broadcast(per_block), "block", "left").mapInArrow(with_offsets, schema)
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    books.count()
+    blocks.books.unpersist()
+    blocks.books = books
 
 
 def _augmented(column_of, dim: int, schema):
@@ -236,12 +303,13 @@ def augment_film_blocks(movie_blocks: DataFrame, dim: int) -> DataFrame:
     return movie_blocks.mapInArrow(_augmented(_film_column, dim, movie_blocks.schema), movie_blocks.schema)
 
 
-def apply_hubness(blocks: Blocks, hub: Hubness, precision: str) -> DataFrame:
+def apply_hubness(blocks: Blocks, hub: Hubness, precision: str) -> None:
     """The hub pass: ``r(book)`` for every book (:func:`hub_means`), then both sides' blocks replaced by their
-    augmented rows (cached; the old ones released), ``blocks.dim`` one more. Returns ``book_id, hub_r``
-    (cached: the caller releases it, and stores it with the run)."""
+    augmented rows (cached; the old ones released), ``blocks.dim`` one more. ``book_id, hub_r, hub_offset``
+    (cached) joins ``blocks.book_stats``."""
     dim = blocks.dim
-    hub_r = hub_means(blocks, hub.k, precision).persist(StorageLevel.MEMORY_AND_DISK)
+    hub_r = hub_offsets(hub_means(blocks, hub.k, precision), hub).persist(StorageLevel.MEMORY_AND_DISK)
+    blocks.book_stats.append(hub_r)
     per_block = (blocks.books.filter("n > 0").select("block", F.posexplode("ids").alias("pos", "book_id"))
                  .join(hub_r, "book_id", "left")
                  .groupBy("block").agg(F.sort_array(F.collect_list(F.struct("pos", "hub_r"))).alias("hub")))
@@ -255,21 +323,31 @@ def apply_hubness(blocks: Blocks, hub: Hubness, precision: str) -> DataFrame:
     blocks.movies, blocks.books, blocks.dim = new[0], new[1], dim + 1
     blocks.extra_columns += 1
     blocks.augment = partial(augment_film_blocks, dim=dim)
-    return hub_r
 
 
-def write_book_hubs(spark: SparkSession, hub_r: DataFrame, recs_path: str, path: str, hub: Hubness,
+#: ``tables.book_hubs``: the columns a pass did not run are null
+BOOK_HUB_COLUMNS = {"hub_r": "double", "hub_offset": "float", "fused_r": "double", "fused_offset": "float"}
+
+
+def hub_offsets(hub_r: DataFrame, hub: Hubness) -> DataFrame:
+    """``book_id, hub_r, hub_offset``: the dense hub pass's statistic and the offset the run subtracted."""
+    return hub_r.withColumn("hub_offset", (F.lit(hub.weight) * F.col("hub_r")).cast("float"))
+
+
+def write_book_hubs(spark: SparkSession, per_book: list, recs_path: str, path: str, params: dict,
                     stats: HubStats, run_id: str) -> None:
-    """``tables.book_hubs``: per scored book its ``hub_r``, the offset the run subtracted and its k-occurrence in
-    the run's top ``stats.top`` lists; replaced with each hub-aware run (one overwrite commit whose
-    ``userMetadata`` holds the run's :class:`HubStats`)."""
+    """``tables.book_hubs``: per scored book the statistics of the run's hub passes (``per_book``: frames keyed
+    by ``book_id``: :func:`hub_offsets`, :func:`apply_fused_hubness`), the offsets the run subtracted and its
+    k-occurrence in the run's top ``stats.top`` lists; replaced with each hub-aware run (one overwrite commit
+    whose ``userMetadata`` holds the run's ``params`` and :class:`HubStats`)."""
     occ = (spark.read.format("delta").load(recs_path).filter(F.col("rank") <= stats.top)
            .groupBy("book_id").agg(F.count("*").cast("int").alias("occurrences")))
-    out = (hub_r.join(occ, "book_id", "left").fillna(0, ["occurrences"])
-           .withColumn("hub_offset", (F.lit(hub.weight) * F.col("hub_r")).cast("float"))
-           .withColumn("run_id", F.lit(run_id))
-           .select("book_id", "hub_r", "hub_offset", "occurrences", "run_id"))
+    out = per_book[0]
+    for df in per_book[1:]:
+        out = out.join(df, "book_id", "full_outer")
+    out = (out.join(occ, "book_id", "left").fillna(0, ["occurrences"]).withColumn("run_id", F.lit(run_id))
+           .select("book_id", *(F.col(c) if c in out.columns else F.lit(None).cast(t).alias(c)
+                                for c, t in BOOK_HUB_COLUMNS.items()), "occurrences", "run_id"))
     (out.coalesce(1).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-        .option("userMetadata", json.dumps({"run_id": run_id, **hub.params(), "hubs": stats.as_dict()},
-                                           sort_keys=True))
+        .option("userMetadata", json.dumps({"run_id": run_id, **params, "hubs": stats.as_dict()}, sort_keys=True))
         .save(path))

@@ -81,7 +81,7 @@ def convex_coefficients(alpha: float, mu_d, var_d, mu_l, var_l) -> np.ndarray:
     return np.stack([a, b, c], axis=1)
 
 
-def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray, dense_max=1.0) -> np.ndarray:
+def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray, dense_max=1.0, offset_max: float = 0.0) -> np.ndarray:
     """Per-movie candidate margin on ``g = a s_d + b s_l`` computed in float32 from the screened ``s_d``.
 
     ``2 |a| dense_error`` covers twice the dense screen's error (``dense_error``: per movie, its bound on
@@ -89,15 +89,20 @@ def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray, dense_max=1.0) -> n
     :meth:`~lfr.score.kernel.Bf16Screen.error`); ``2**-20 (|a| dense_max + |b| + |c|)`` (16 float32 ulps of
     the largest term: ``|s_d| <= dense_max``, the screen's :meth:`~lfr.score.kernel.Fp32Screen.magnitude`,
     above 1 for the hub-aware score; ``|s_l| <= 1``) covers the float32 rounding of ``a``, ``b``, the
-    products and the sum, and the final rounding of ``h`` to float32 (the ``c`` term).
+    products and the sum, and the final rounding of ``h`` to float32 (the ``c`` term). ``offset_max``: the
+    largest per-book offset subtracted in float32 too (``score.fused_hub_weight``), one more term.
     """
     a, b, c = np.abs(coef[:, 0]), np.abs(coef[:, 1]), np.abs(coef[:, 2])
-    return 2.0 * a * dense_error + 2.0 ** -20 * (a * np.maximum(dense_max, 1.0) + b + c)
+    return 2.0 * a * dense_error + 2.0 ** -20 * (a * np.maximum(dense_max, 1.0) + b + c + offset_max)
 
 
-def combine(coef: np.ndarray, rows: np.ndarray, s_d: np.ndarray, s_l: np.ndarray) -> np.ndarray:
-    """The published hybrid score: float64 ``a s_d + b s_l + c`` of float32 scores, rounded to float32."""
+def combine(coef: np.ndarray, rows: np.ndarray, s_d: np.ndarray, s_l: np.ndarray,
+            offset: Optional[np.ndarray] = None) -> np.ndarray:
+    """The published hybrid score: float64 ``a s_d + b s_l + c`` of float32 scores, rounded to float32
+    (``offset``: per pair, subtracted before the rounding: the book's ``score.fused_hub_weight`` correction)."""
     h = coef[rows, 0] * s_d.astype(np.float64) + coef[rows, 1] * s_l.astype(np.float64) + coef[rows, 2]
+    if offset is not None:
+        h -= offset
     return h.astype(np.float32) + np.float32(0.0)
 
 
@@ -109,10 +114,12 @@ def hybrid_topk(
     chunk_elems: int = CHUNK_ELEMS,
     *,
     precision: str,
+    book_offset: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact top-k of the hybrid score per movie row; row i of ``q``/``qa`` is the same movie, row j
     of ``b``/``ba`` the same book (ordered by book_id). Same contract as ``block_topk`` (``precision``:
-    the dense screen, ``score.precision``)."""
+    the dense screen, ``score.precision``). ``book_offset``: float32 per book, subtracted from its score
+    (``score.fused_hub_weight`` times the book's :func:`hybrid_book_topk` mean; None: 0)."""
     q, b = as_rows(q, b)
     paired = (q.shape[1] == b.shape[1] and qa.shape[1] == ba.shape[1] and qa.shape[0] == q.shape[0]
               and ba.shape[0] == b.shape[0])
@@ -122,6 +129,8 @@ def hybrid_topk(
         return concat_parts([])
     coef = np.asarray(coef, dtype=np.float64)
     coef32 = coef[:, :2].astype(np.float32)
+    off = None if book_offset is None else np.asarray(book_offset, dtype=np.float32)
+    off_max = float(np.abs(off).max(initial=0.0)) if off is not None else 0.0
     parts = []
     # 20 bytes per pair: float32 dense + float64/32 lexical + float32 g
     for screen, r0, r1, s_d, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, p.n, chunk_elems, 20),
@@ -129,10 +138,52 @@ def hybrid_topk(
         g = screen.float32(s_d)
         g *= coef32[r0:r1, 0:1]
         g += coef32[r0:r1, 1:2] * s_l
+        if off is not None:
+            g -= off[None, :]
         mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
-        margin = hybrid_margin(coef[r0:r1], screen.error(r0, r1), screen.magnitude(r0, r1))
+        margin = hybrid_margin(coef[r0:r1], screen.error(r0, r1), screen.magnitude(r0, r1), off_max)
         rows, cols = select_candidates(g, p.kk, below(margin))
-        h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols])
+        h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols],
+                    None if off is None else off[cols].astype(np.float64))
+        idx, _ = first_k_per_group(rows, cols, h, p.kk)
+        parts.append((rows[idx] + r0, cols[idx], h[idx]))
+    return concat_parts(parts)
+
+
+def hybrid_book_topk(
+    b: np.ndarray, q: np.ndarray, ba, qa, coef: np.ndarray, k: int,
+    threads: Optional[int] = None,
+    chunk_elems: int = CHUNK_ELEMS,
+    *,
+    precision: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The roles swapped: per BOOK row of ``b``/``ba``, its exact top-``k`` films of ``q``/``qa`` by the
+    hybrid score ``h`` (``coef``: the films' coefficients, one row per film), for the book's statistic of
+    ``score.fused_hub_weight``. Returns ``(book rows, film cols, h)``; ``h`` as :func:`combine` computes it
+    (float64 from the exact float32 dense and lexical scores, rounded once).
+
+    The coefficients vary along the columns here, so ``c`` enters the screened ``g`` and the margin takes
+    the largest ``|a|``, ``|b|``, ``|c|`` of the block's films: a bound for every column of the row."""
+    b, q = as_rows(b, q)
+    paired = (q.shape[1] == b.shape[1] and qa.shape[1] == ba.shape[1] and qa.shape[0] == q.shape[0]
+              and ba.shape[0] == b.shape[0] and len(coef) == q.shape[0])
+    p = prologue(b.shape[0], q.shape[0], k, None, None,
+                 None if paired else "hybrid blocks disagree in shape (dense, lexical rows and coefficients)")
+    if p is None:
+        return concat_parts([])
+    coef = np.asarray(coef, dtype=np.float64)
+    coef32 = coef.T.astype(np.float32)                       # 3 x films
+    widest = np.abs(coef).max(axis=0)[None, :]
+    parts = []
+    for screen, r0, r1, s_d, s_l in _chunk_scores(b, q, ba, qa, threads, chunk_rows(p.m, p.n, chunk_elems, 20),
+                                                  precision):
+        g = screen.float32(s_d)
+        g *= coef32[0:1]
+        g += coef32[1:2] * s_l
+        g += coef32[2:3]
+        margin = hybrid_margin(np.repeat(widest, r1 - r0, axis=0), screen.error(r0, r1), screen.magnitude(r0, r1))
+        rows, cols = select_candidates(g, p.kk, below(margin))
+        h = combine(coef, cols, _rescore(b, q, rows + r0, cols), s_l[rows, cols])
         idx, _ = first_k_per_group(rows, cols, h, p.kk)
         parts.append((rows[idx] + r0, cols[idx], h[idx]))
     return concat_parts(parts)

@@ -255,15 +255,16 @@ def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings:
         blocks = plan_blocks(spark, inputs.movies, inputs.books, (inputs.movie_rows, inputs.book_rows), inputs.spec,
                              (settings.movie_block_rows, settings.book_block_rows), exclude is not None)
     _log_plan(target.run_id, method, inputs, blocks, settings.k, phases)
-    shrink, hub_r = _score_and_write(spark, blocks, inputs, method, settings, kernel, target, phases)
+    shrink = _score_and_write(spark, blocks, inputs, method, settings, kernel, target, phases)
     with phases("history"):
         version, rows = table_version(spark, target.path)
     with phases("hubs"):
         hubs = hub_stats(spark.read.format("delta").load(target.path), blocks.ms.rows, blocks.bs.rows, settings.k)
-        if hub_r is not None:
+        if blocks.book_stats:
             if target.hubs_path:
-                write_book_hubs(spark, hub_r, target.path, target.hubs_path, method.hub, hubs, target.run_id)
-            hub_r.unpersist()
+                write_book_hubs(spark, blocks.book_stats, target.path, target.hubs_path, method.params(), hubs,
+                                target.run_id)
+            _release(blocks.book_stats)
     result = _result(target, method, inputs, blocks, settings.k, version, rows, phases)
     result.films, result.hubs = _films(shrink), hubs.as_dict()
     log.info("score %s: hubs over the top %d: the most recommended book (%s) is in %d of %d films' lists (%.1f%%); "
@@ -278,12 +279,12 @@ def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings:
 
 def _score_and_write(spark: SparkSession, blocks: Blocks, inputs: Inputs, method: ScoringMethod,
                      settings: ScoreSettings, kernel: Optional[Callable], target: _Target,
-                     phases: Phases) -> tuple[Shrink, Optional[DataFrame]]:
+                     phases: Phases) -> Shrink:
     """Phase 3: the films guard, the hub pass (``score.hubness``), then the method's kernel over every block
-    pair, the k-bounded merge and the Delta write; the cached blocks are released whatever happens. Returns
-    the guard's count and the hub pass's ``book_id, hub_r`` (cached; None without it)."""
+    pair, the k-bounded merge and the Delta write; the cached blocks are released whatever happens (the hub
+    passes' ``blocks.book_stats`` only on failure: the run stores them). Returns the guard's count."""
     cached = [blocks.movies, blocks.books]
-    hub_r, k = None, settings.k
+    k = settings.k
     try:
         n_movies, n_books = blocks.ms.rows, blocks.bs.rows
         if n_movies == 0 or n_books == 0:
@@ -292,20 +293,23 @@ def _score_and_write(spark: SparkSession, blocks: Blocks, inputs: Inputs, method
             shrink = _guard_films(spark, blocks, target)
         if method.hub:
             with phases("hub pass"):
-                hub_r = apply_hubness(blocks, method.hub, settings.precision)
+                apply_hubness(blocks, method.hub, settings.precision)
                 cached += [blocks.movies, blocks.books]
         with phases("score+write"):
             merged = method.topk(blocks, k, kernel, cached)
             _write(merged, inputs, method, target, n_movies * min(k, n_books),
                    _commit_metadata(target, method, inputs, shrink))
-        return shrink, hub_r
+        return shrink
     except BaseException:
-        if hub_r is not None:
-            hub_r.unpersist()
+        _release(blocks.book_stats)
         raise
     finally:
-        for df in cached:
-            df.unpersist()
+        _release(cached)
+
+
+def _release(frames: list) -> None:
+    for df in frames:
+        df.unpersist()
 
 
 def _result(target: _Target, method: ScoringMethod, inputs: Inputs, blocks: Blocks, k: int, version, rows,

@@ -57,7 +57,7 @@ from lfr.score.checks import (
     check_lexical_inputs,
     require_columns,
 )
-from lfr.score.hubs import Hubness
+from lfr.score.hubs import Hubness, apply_fused_hubness
 from lfr.score.kernel import PRECISIONS
 from lfr.score.sides import Sides, check_missing_side, count_sides, pair_sides, paired_rows, report_sides
 from lfr.settings import ScoreSettings
@@ -240,31 +240,40 @@ class Convex(Hybrid):
     """``fusion: convex``: ``alpha z(dense) + (1 - alpha) z(lexical)``, z-scores per movie over all books
     (:mod:`lfr.score.hybrid`)."""
     alpha: float
+    fused_hub_weight: float = 0.0
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Convex":
         return cls(missing_side=score.missing_side, precision=score.precision, hubness=Hubness.from_settings(score),
-                   alpha=float(score.alpha))
+                   alpha=float(score.alpha), fused_hub_weight=float(score.fused_hub_weight))
 
     def params(self) -> dict:
+        fused = ({"fused_hub_weight": self.fused_hub_weight, "hub_k": self.hubness.k,
+                  "fused_score": "h - fused_hub_weight * r_h(book), r_h = mean of the book's hub_k highest h"}
+                 if self.fused_hub_weight > 0 else {})
         return self.recorded({"fusion": "convex", "alpha": float(self.alpha),
-                              "normalisation": "z-score per movie over all scored books"})
+                              "normalisation": "z-score per movie over all scored books", **fused})
 
     def movie_blocks(self, blocks: Blocks, cached: list) -> DataFrame:
         """Each movie's statistics over all books (lexical moments pass + the book side's dense moments),
-        its fusion coefficients stored in its block (cached)."""
+        its fusion coefficients stored in its block (cached); with ``score.fused_hub_weight`` the books'
+        offsets after one more pass (:func:`lfr.score.hubs.apply_fused_hubness`)."""
         lex = lexical_moments(blocks.pairs(), blocks.vocab)
         book_sum, gram = dense_moments(blocks.books, blocks.dim)
         movie_blocks = with_coefficients(blocks.movies, lex, float(self.alpha), blocks.bs.rows, book_sum, gram,
                                          blocks.dim).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(movie_blocks)
+        if self.fused_hub_weight > 0:
+            apply_fused_hubness(blocks, movie_blocks, self.hubness.k, self.fused_hub_weight, self.precision)
+            cached.append(blocks.books)
         return movie_blocks
 
     def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
         from lfr.score.hybrid import hybrid_topk
 
+        extra = {"book_offset": pair.b_offset} if pair.b_offset is not None else {}
         return (kernel or hybrid_topk)(pair.q, pair.b, pair.qa, pair.ba, pair.coef, n, precision=self.precision,
-                                       **pair.kernel_args)
+                                       **pair.kernel_args, **extra)
 
 
 @dataclass(frozen=True)
@@ -327,4 +336,9 @@ def scoring_method(score: ScoreSettings) -> ScoringMethod:
     hub = Hubness.from_settings(score)
     if hub.active and score.method == "lexical":
         log.info("score.hubness=%s applies to dense scores: score.method=lexical scores without it", hub.kind)
+    if not 0.0 <= float(score.fused_hub_weight) < float("inf"):
+        raise ConfigError(f"score.fused_hub_weight must be >= 0, got {score.fused_hub_weight}")
+    if float(score.fused_hub_weight) > 0 and (score.method, score.fusion) != ("hybrid", "convex"):
+        log.info("score.fused_hub_weight applies to the convex hybrid: score.method=%s (fusion %s) scores without it",
+                 score.method, score.fusion)
     return STRATEGIES[(score.method, score.fusion if score.method == "hybrid" else None)].from_settings(score)
