@@ -177,9 +177,9 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
 
 
 def test_csls_rows_with_hub_weight_0_equal_their_plain_rows(hub_settings, toy_movies, hub_books, tiny_model):
-    settings = with_values(hub_settings, {"score.hub_weight": 0.0, "score.hub_k": 10})
+    settings = with_values(hub_settings, {"score.hub_weight": 0.0, "score.hub_k": 10, "score.fused_hub_weight": 0.0})
     result = run_evaluation(toy_movies, hub_books, LINKS, settings, trained_model=tiny_model)
     for name in ("text_only", "lightfusionrec", "hybrid"):
         assert result.ranks[f"{name}_csls"] == result.ranks[name], name
         assert all(d["diff"] == 0.0 for d in result.setup["csls_vs_plain"][f"{name}_csls"].values())
-    assert "hybrid_csls_fused" not in result.ranks            # score.fused_hub_weight: 0 (conf/lfr.yaml): no row
+    assert "hybrid_csls_fused" not in result.ranks            # score.fused_hub_weight: 0: no row

@@ -24,8 +24,11 @@ def test_the_packaged_conf_gives_the_strategy_with_the_yamls_values():
     assert (method.alpha, method.missing_side) == (yaml["alpha"], yaml["missing_side"])
     hub = {"hubness": yaml["hubness"], "hub_k": yaml["hub_k"], "hub_weight": yaml["hub_weight"],
            "hub_score": "cosine - hub_weight * r(book), r = mean cosine of the book's hub_k nearest films"}
+    fused = {"fused_hub_weight": yaml["fused_hub_weight"],
+             "fused_score": "h - fused_hub_weight * r_h(book), r_h = mean of the book's hub_k highest h"}
+    assert yaml["fused_hub_weight"] > 0 and method.fused_hub_weight == yaml["fused_hub_weight"]
     assert method.params() == {"fusion": "convex", "alpha": yaml["alpha"],
-                               "normalisation": "z-score per movie over all scored books", **hub}
+                               "normalisation": "z-score per movie over all scored books", **hub, **fused}
     assert method.tables == ("movie_embeddings", "book_embeddings", "movie_lexical", "book_lexical")
 
 
@@ -54,6 +57,7 @@ def test_one_dispatch_from_method_and_fusion(method, fusion, cls, params):
     ("precision", "fp16", "score.precision must be one of"),
     ("hubness", "zscore", "score.hubness must be one of"), ("hub_k", 0, "score.hub_k must be positive"),
     ("hub_weight", 1.5, r"score.hub_weight must be in \[0, 1\]"),
+    ("fused_hub_weight", -0.5, "score.fused_hub_weight must be >= 0"),
 ])
 def test_bad_settings_are_usage_errors_naming_the_key(key, value, match):
     from lfr.errors import UsageError
