@@ -153,8 +153,12 @@ class XCrossSettings(_Section):
     seed: int
     train_max_length: int
     adapter_steps: int
+    adapter_epochs: Optional[float]
     adapter_batch_size: int
     adapter_lr: float
+    adapter_val_fraction: float
+    adapter_eval_every: int
+    adapter_patience: int
     integrator_steps: int
     integrator_batch_size: int
     integrator_lr: float

@@ -10,7 +10,17 @@ import torch
 from lfr.config import ConfigError
 from lfr.model.xcross import DOMAINS, build_xcross, load
 from lfr.settings import load_settings, with_values
-from lfr.train.xcross import book_view_pairs, film_view_pairs, info_nce, span_pair, train, xcross_settings
+from lfr.train.xcross import (
+    adapter_steps,
+    book_view_pairs,
+    film_view_pairs,
+    held_aside,
+    info_nce,
+    span_pair,
+    train,
+    train_adapter,
+    xcross_settings,
+)
 
 LONG = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
 
@@ -103,6 +113,67 @@ def test_adapter_reuse_cache_and_no_integration_ablation(tiny_encoder_dir, catal
             for name, p in first.model.adapter_parameters(d).items():
                 assert torch.equal(p, other.adapter_parameters(d)[name])
     assert not second.model.integrator.is_identity()
+    # xcross.integrator_steps: 0 is the adapters-only model: each item through its domain's adapter, one stream
+    adapters_only = train(movies, books, links, with_values(cfg, {"xcross.integrator_steps": 0}))
+    assert adapters_only.model.integrator.is_identity() and not adapters_only.model.use_integration("auto")
+    assert adapters_only.pair_stats["film_adapter"] == "cache"
+
+
+def test_held_aside_pairs_and_steps_sized_from_the_catalog():
+    pairs = [(f"a{i}", f"b{i}") for i in range(20)]
+    tr, val = held_aside(pairs, 0.25, seed=3)
+    assert len(val) == 5 and sorted(tr + val) == sorted(pairs) and not set(tr) & set(val)
+    assert held_aside(pairs, 0.25, seed=3) == (tr, val) and held_aside(pairs, 0.25, seed=4) != (tr, val)
+    assert held_aside(pairs[:3], 0.25, seed=3) == (pairs[:3], [])            # 1 pair is no validation batch
+    assert held_aside(pairs, 0.0, seed=3) == (pairs, [])
+    s = {"adapter_steps": 50, "adapter_epochs": None, "adapter_batch_size": 16}
+    assert adapter_steps(1000, s) == 50                                      # no epochs: the steps as set
+    assert adapter_steps(100, {**s, "adapter_epochs": 2.0}) == 13            # 2 x 100 / 16, rounded up
+    assert adapter_steps(1000, {**s, "adapter_epochs": 2.0}) == 50           # never above adapter_steps
+
+
+def test_adapter_training_validates_stops_early_and_keeps_the_best(tiny_encoder_dir, catalogs, monkeypatch, caplog):
+    """Validation on held-aside pairs every step; after 2 validations without a better loss it stops, and the
+    adapter is the one at the best validation (the losses are scripted; the weights are the real ones)."""
+    import logging
+
+    import lfr.train.xcross as xt
+
+    movies, _, _ = catalogs
+    cfg = _cfg(tiny_encoder_dir, adapter_steps=10, adapter_val_fraction=0.3, adapter_eval_every=1,
+               adapter_patience=2, adapter_lr=0.05)
+    model = build_xcross(cfg.xcross, cfg.model)
+    pairs = [(f"{d} first view", f"{d} second view") for d in movies["description"]] * 2
+    scripted, seen = iter([1.0, 0.9, 0.8, 0.85, 0.95, 0.5]), []
+
+    def fake_validation(m, domain, val_pairs, s):
+        seen.append({n: p.detach().clone() for n, p in m.adapter_parameters(domain).items()})
+        return next(scripted)
+
+    monkeypatch.setattr(xt, "validation_loss", fake_validation)
+    with caplog.at_level(logging.INFO, logger="lfr.train.xcross"):
+        history = train_adapter(model, "film", pairs, xt.xcross_settings(cfg)[1], seed=1)
+    assert [h["step"] for h in history] == [-1, 0, 1, 2, 3] and history[0]["val_loss"] == 1.0
+    assert [h.get("val_loss") for h in history[1:]] == [0.9, 0.8, 0.85, 0.95]   # stopped: 0.5 never asked
+    kept = model.adapter_parameters("film")
+    assert all(torch.equal(kept[n], seen[2][n]) for n in kept)                 # the weights validated at 0.8
+    assert not all(torch.equal(kept[n], seen[-1][n]) for n in kept)
+    assert "stopped at step 4" in caplog.text and "val_loss before training 1.0000" in caplog.text
+
+
+def test_the_train_log_shows_the_validation_curve(tiny_encoder_dir, catalogs):
+    from lfr.train.job import format_xcross_history
+
+    movies, books, links = catalogs
+    cfg = _cfg(tiny_encoder_dir, adapter_val_fraction=0.5, adapter_eval_every=1, integrator_steps=1)
+    result = train(movies, books, links, cfg)
+    for d in DOMAINS:
+        vals = [h["val_loss"] for h in result.history if h["stage"] == f"adapter_{d}" and "val_loss" in h]
+        assert len(vals) == 3 and all(np.isfinite(vals))                     # before training, after steps 1, 2
+        assert result.metrics[f"best_val_loss_adapter_{d}"] == min(vals)
+    table = format_xcross_history(result).splitlines()
+    assert table[0].split() == ["stage", "steps", "first_loss", "last_loss", "val_before", "best_val", "seconds"]
+    assert table[1].split()[:2] == ["adapter_film", "2"] and table[3].split()[4:6] == ["n/a", "n/a"]
 
 
 def test_subsample_links_keeps_whole_films():

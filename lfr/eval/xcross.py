@@ -156,7 +156,8 @@ def train_lora_target(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataF
     _, s = xcross_settings(settings)
     model = build_xcross(settings.xcross, settings.model)
     pairs = [(f, b) for _, _, f, b in link_texts(movies, books, links)]
-    budget = {**s, "adapter_steps": s["integrator_steps"], "adapter_batch_size": s["integrator_batch_size"]}
+    budget = {**s, "adapter_steps": s["integrator_steps"], "adapter_batch_size": s["integrator_batch_size"],
+              "adapter_epochs": None, "adapter_val_fraction": 0.0}      # the integrators' budget, no links held aside
     train_adapter(model, "book", pairs, budget, seed)
     return model
 

@@ -60,12 +60,16 @@ def format_history(result: TrainResult) -> str:
 
 
 def format_xcross_history(result: Any) -> str:
-    """One line per X-Cross stage: steps, first and last InfoNCE loss, seconds."""
-    lines = ["stage              steps  first_loss  last_loss  seconds"]
+    """One line per X-Cross stage: steps, first and last InfoNCE loss, the held-aside pairs' loss before
+    training and at its best (adapters with ``xcross.adapter_val_fraction``), seconds."""
+    lines = ["stage              steps  first_loss  last_loss  val_before  best_val  seconds"]
     for stage, seconds in result.stage_seconds.items():
-        losses = [h["loss"] for h in result.history if h["stage"] == stage]
+        rows = [h for h in result.history if h["stage"] == stage]
+        losses = [h["loss"] for h in rows if h["step"] >= 0]
+        vals = [h["val_loss"] for h in rows if "val_loss" in h]
         first, last = (f"{losses[0]:.4f}", f"{losses[-1]:.4f}") if losses else ("n/a", "n/a")
-        lines.append(f"{stage:<18} {len(losses):>5}  {first:>10}  {last:>9}  {seconds:>7.1f}")
+        before, best = (f"{vals[0]:.4f}", f"{min(vals):.4f}") if vals else ("n/a", "n/a")
+        lines.append(f"{stage:<18} {len(losses):>5}  {first:>10}  {last:>9}  {before:>10}  {best:>8}  {seconds:>7.1f}")
     return "\n".join(lines)
 
 

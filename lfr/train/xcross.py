@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,13 @@ log = logging.getLogger(__name__)
 MERGED_TEXT_SEPARATOR = "\n\n"
 
 #: The ``xcross`` section's training keys (values: conf/lfr.yaml).
-TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_batch_size", "adapter_lr", "integrator_steps",
+TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_epochs", "adapter_batch_size", "adapter_lr",
+              "adapter_val_fraction", "adapter_eval_every", "adapter_patience", "integrator_steps",
               "integrator_batch_size", "integrator_lr", "temperature", "min_span_words", "cache_dir")
+#: what a trained adapter depends on among them (its cache key)
+ADAPTER_TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_epochs", "adapter_batch_size", "adapter_lr",
+                      "adapter_val_fraction", "adapter_eval_every", "adapter_patience", "temperature",
+                      "min_span_words")
 
 
 def xcross_settings(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -139,27 +145,113 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def held_aside(pairs: Sequence, fraction: float, seed: int) -> tuple[list, list]:
+    """``(training pairs, validation pairs)``: a seeded ``fraction`` of the pairs held aside (none when that
+    leaves fewer than 2 on either side: a validation batch needs 2 rows, and so does training)."""
+    n_val = int(round(float(fraction) * len(pairs)))
+    if n_val < 2 or len(pairs) - n_val < 2:
+        return list(pairs), []
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    return [pairs[i] for i in sorted(order[n_val:])], [pairs[i] for i in sorted(order[:n_val])]
+
+
+def adapter_steps(n_train: int, s: Mapping[str, Any]) -> int:
+    """Steps of one adapter: ``adapter_epochs`` passes over its ``n_train`` training pairs (rounded up) when
+    set, never more than ``adapter_steps``; else ``adapter_steps``."""
+    cap = int(s["adapter_steps"])
+    if s.get("adapter_epochs") is None:
+        return cap
+    return max(1, min(cap, math.ceil(float(s["adapter_epochs"]) * n_train / int(s["adapter_batch_size"]))))
+
+
+def validation_loss(model: XCrossModel, domain: str, pairs: Sequence[tuple[str, str]], s: Mapping[str, Any]) -> float:
+    """Mean InfoNCE over the held-aside pairs in fixed batches (no gradient): the same batches every time,
+    so successive values compare."""
+    size, losses, weights = int(s["adapter_batch_size"]), [], []
+    with torch.no_grad():
+        for i in range(0, len(pairs), size):
+            batch = pairs[i:i + size]
+            if len(batch) < 2:
+                continue
+            a = model.forward([p[0] for p in batch], domain, integrate=False, max_length=s["train_max_length"])
+            b = model.forward([p[1] for p in batch], domain, integrate=False, max_length=s["train_max_length"])
+            losses.append(float(info_nce(a, b, s["temperature"])))
+            weights.append(len(batch))
+    return float(np.average(losses, weights=weights))
+
+
+class _EarlyStop:
+    """The best validation loss so far, a copy of the adapter at it, and how many validations since."""
+
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], patience: int):
+        self.params, self.patience = params, int(patience)
+        self.best, self.state, self.since = float("inf"), None, 0
+
+    def update(self, loss: float) -> bool:
+        """Record a validation loss; True when training should stop."""
+        if loss < self.best:
+            self.best, self.since = loss, 0
+            self.state = {n: p.detach().clone() for n, p in self.params.items()}
+        else:
+            self.since += 1
+        return self.patience > 0 and self.since >= self.patience
+
+    def restore(self) -> None:
+        if self.state is not None:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(self.state[n])
+
+
 def train_adapter(model: XCrossModel, domain: str, pairs: Sequence[tuple[str, str]], s: Mapping[str, Any],
                   seed: int) -> list[dict]:
-    """Stage 1 for one domain: only that adapter's LoRA weights move."""
+    """Stage 1 for one domain: only that adapter's LoRA weights move. With ``adapter_val_fraction`` a seeded
+    share of the pairs is held aside: its InfoNCE (``val_loss`` in the history, logged: the loss curve) every
+    ``adapter_eval_every`` steps, early stopping after ``adapter_patience`` validations without a better one,
+    and the adapter at the best validation loss is the one kept."""
     history: list[dict] = []
-    if len(pairs) < 2:
+    stage = f"adapter_{domain}"
+    train_pairs, val_pairs = held_aside(pairs, s.get("adapter_val_fraction") or 0.0, seed)
+    if len(train_pairs) < 2:
         log.warning("xcross: %d positive pairs for the %s adapter: left untrained", len(pairs), domain)
         return history
+    steps, every = adapter_steps(len(train_pairs), s), max(1, int(s.get("adapter_eval_every") or 1))
     rng = np.random.default_rng(seed)
-    with trainable(model.adapter_parameters(domain).values()) as params:
-        opt = torch.optim.AdamW(params, lr=float(s["adapter_lr"]))
-        for step in range(int(s["adapter_steps"])):
-            idx = rng.choice(len(pairs), size=min(int(s["adapter_batch_size"]), len(pairs)), replace=False)
-            a = model.forward([pairs[i][0] for i in idx], domain, integrate=False, max_length=s["train_max_length"])
-            b = model.forward([pairs[i][1] for i in idx], domain, integrate=False, max_length=s["train_max_length"])
+    params = model.adapter_parameters(domain)
+    stop = _EarlyStop(params, s.get("adapter_patience") or 0)
+    if val_pairs:
+        stop.update(validation_loss(model, domain, val_pairs, s))
+        history.append({"stage": stage, "step": -1, "loss": float("nan"), "val_loss": stop.best})
+        log.info("xcross %s: %d training / %d held-aside pairs, up to %d steps; val_loss before training %.4f",
+                 stage, len(train_pairs), len(val_pairs), steps, stop.best)
+    with trainable(params.values()) as trained:
+        opt = torch.optim.AdamW(trained, lr=float(s["adapter_lr"]))
+        for step in range(steps):
+            idx = rng.choice(len(train_pairs), size=min(int(s["adapter_batch_size"]), len(train_pairs)),
+                             replace=False)
+            a = model.forward([train_pairs[i][0] for i in idx], domain, integrate=False,
+                              max_length=s["train_max_length"])
+            b = model.forward([train_pairs[i][1] for i in idx], domain, integrate=False,
+                              max_length=s["train_max_length"])
             loss = info_nce(a, b, s["temperature"])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            history.append({"stage": f"adapter_{domain}", "step": step, "loss": loss.item()})
-            _log_step(history)
-    _log_stage(history)
+            history.append({"stage": stage, "step": step, "loss": loss.item()})
+            if val_pairs and ((step + 1) % every == 0 or step + 1 == steps):
+                val = validation_loss(model, domain, val_pairs, s)
+                history[-1]["val_loss"] = val
+                log.info("xcross %s step %d/%d: loss %.4f, val_loss %.4f", stage, step + 1, steps, loss.item(), val)
+                if stop.update(val):
+                    log.info("xcross %s: no better val_loss in %d validations: stopped at step %d", stage,
+                             stop.patience, step + 1)
+                    break
+            elif not val_pairs:
+                _log_step(history)
+    if val_pairs:
+        stop.restore()
+        log.info("xcross %s: kept the adapter at val_loss %.4f", stage, stop.best)
+    _log_stage([h for h in history if h["step"] >= 0])
     return history
 
 
@@ -236,8 +328,7 @@ def adapter_key(model: XCrossModel, domain: str, pairs, s: Mapping[str, Any]) ->
     h.update(json.dumps({"domain": domain, "encoder_bytes": enc.stat().st_size if enc.is_file() else None,
                          "model": {k: model.settings[k] for k in MODEL_KEYS if k not in NOT_SAVED},
                          "precision": model.precision,
-                         "train": {k: s[k] for k in ("train_max_length", "adapter_steps", "adapter_batch_size",
-                                                     "adapter_lr", "temperature", "min_span_words")}},
+                         "train": {k: s.get(k) for k in ADAPTER_TRAIN_KEYS}},
                         sort_keys=True, default=str).encode())
     h.update(str(model.name).encode())
     for a, b in pairs:
@@ -310,6 +401,9 @@ def train(movies: pd.DataFrame, books: pd.DataFrame, links: pd.DataFrame | None,
         stage_seconds["integrator"] = time.time() - t0
     metrics = {f"final_loss_{stage}": [r["loss"] for r in history if r["stage"] == stage][-1]
                for stage in dict.fromkeys(r["stage"] for r in history)}
+    metrics.update({f"best_val_loss_{stage}": min(r["val_loss"] for r in history if r["stage"] == stage
+                                                  and "val_loss" in r)
+                    for stage in dict.fromkeys(r["stage"] for r in history if "val_loss" in r)})
     return XCrossTrainResult(model=model, history=history, settings={**model_s, **s},
                              pair_stats=stats, seconds=time.time() - started, stage_seconds=stage_seconds,
                              metrics=metrics)
