@@ -157,6 +157,7 @@ class XCrossSettings(_Section):
     adapter_batch_size: int
     adapter_lr: float
     adapter_val_fraction: float
+    adapter_val_max: int
     adapter_eval_every: int
     adapter_patience: int
     integrator_steps: int

@@ -126,6 +126,7 @@ def test_held_aside_pairs_and_steps_sized_from_the_catalog():
     assert held_aside(pairs, 0.25, seed=3) == (tr, val) and held_aside(pairs, 0.25, seed=4) != (tr, val)
     assert held_aside(pairs[:3], 0.25, seed=3) == (pairs[:3], [])            # 1 pair is no validation batch
     assert held_aside(pairs, 0.0, seed=3) == (pairs, [])
+    assert len(held_aside(pairs, 0.25, seed=3, most=3)[1]) == 3
     s = {"adapter_steps": 50, "adapter_epochs": None, "adapter_batch_size": 16}
     assert adapter_steps(1000, s) == 50                                      # no epochs: the steps as set
     assert adapter_steps(100, {**s, "adapter_epochs": 2.0}) == 13            # 2 x 100 / 16, rounded up

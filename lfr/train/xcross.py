@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,11 +51,12 @@ MERGED_TEXT_SEPARATOR = "\n\n"
 
 #: The ``xcross`` section's training keys (values: conf/lfr.yaml).
 TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_epochs", "adapter_batch_size", "adapter_lr",
-              "adapter_val_fraction", "adapter_eval_every", "adapter_patience", "integrator_steps",
+              "adapter_val_fraction", "adapter_val_max", "adapter_eval_every", "adapter_patience", "integrator_steps",
               "integrator_batch_size", "integrator_lr", "temperature", "min_span_words", "cache_dir")
 #: what a trained adapter depends on among them (its cache key)
 ADAPTER_TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_epochs", "adapter_batch_size", "adapter_lr",
-                      "adapter_val_fraction", "adapter_eval_every", "adapter_patience", "temperature",
+                      "adapter_val_fraction", "adapter_val_max", "adapter_eval_every", "adapter_patience",
+                      "temperature",
                       "min_span_words")
 
 
@@ -145,10 +146,11 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def held_aside(pairs: Sequence, fraction: float, seed: int) -> tuple[list, list]:
-    """``(training pairs, validation pairs)``: a seeded ``fraction`` of the pairs held aside (none when that
-    leaves fewer than 2 on either side: a validation batch needs 2 rows, and so does training)."""
+def held_aside(pairs: Sequence, fraction: float, seed: int, most: Optional[int] = None) -> tuple[list, list]:
+    """``(training pairs, validation pairs)``: a seeded ``fraction`` of the pairs (at most ``most``) held aside
+    (none when that leaves fewer than 2 on either side: a validation batch needs 2 rows, and so does training)."""
     n_val = int(round(float(fraction) * len(pairs)))
+    n_val = min(n_val, int(most)) if most is not None else n_val
     if n_val < 2 or len(pairs) - n_val < 2:
         return list(pairs), []
     order = np.random.default_rng(seed).permutation(len(pairs))
@@ -211,7 +213,7 @@ def train_adapter(model: XCrossModel, domain: str, pairs: Sequence[tuple[str, st
     and the adapter at the best validation loss is the one kept."""
     history: list[dict] = []
     stage = f"adapter_{domain}"
-    train_pairs, val_pairs = held_aside(pairs, s.get("adapter_val_fraction") or 0.0, seed)
+    train_pairs, val_pairs = held_aside(pairs, s.get("adapter_val_fraction") or 0.0, seed, s.get("adapter_val_max"))
     if len(train_pairs) < 2:
         log.warning("xcross: %d positive pairs for the %s adapter: left untrained", len(pairs), domain)
         return history
