@@ -227,32 +227,21 @@ def apply_fused_hubness(blocks: Blocks, movie_blocks: DataFrame, k: int, weight:
              .withColumn("fused_offset", (F.lit(float(weight)) * F.col("fused_r")).cast("float"))
              .persist(StorageLevel.MEMORY_AND_DISK))
     blocks.book_stats.append(fused)
-    per_block = (blocks.books.filter("n > 0").select("block", F.posexplode("ids").alias("pos", "book_id"))
-                 .join(fused, "book_id", "left")
-                 .groupBy("block").agg(F.sort_array(F.collect_list(F.struct("pos", "fused_offset"))).alias("off")))
     names = blocks.books.columns
 
     def with_offsets(batches: Iterator) -> Iterator:
         import pyarrow as pa
 
         for batch in batches:
-            out = []
-            for i in range(batch.num_rows):
-                off = np.zeros(batch.column("n")[i].as_py() or 0, np.float32)
-                rows = batch.column("off")[i].values            # struct<pos, fused_offset>, or None
-                if rows is not None and len(rows):
-                    pos = rows.field("pos").to_numpy(zero_copy_only=False)
-                    vals = rows.field("fused_offset").to_numpy(zero_copy_only=False).astype(np.float32)
-                    known = ~np.isnan(vals)                       # a book without films: no offset
-                    off[pos[known]] = vals[known]
-                out.append(off.tobytes())
+            out = [_row_values(batch, i, batch.column("n")[i].as_py() or 0).astype(np.float32).tobytes()
+                   for i in range(batch.num_rows)]          # float32 of the float32 offsets: the same values
             yield pa.RecordBatch.from_arrays([batch.column(c) for c in names] + [pa.array(out, pa.binary())],
                                              names=names + ["offset"])
 
     from pyspark.sql.types import BinaryType, StructField, StructType
 
     schema = StructType(blocks.books.schema.fields + [StructField("offset", BinaryType())])
-    books = (blocks.books.join(F.broadcast(per_block), "block", "left").mapInArrow(with_offsets, schema)
+    books = (_with_row_values(blocks.books, fused, "fused_offset").mapInArrow(with_offsets, schema)
              .persist(StorageLevel.MEMORY_AND_DISK))
     books.count()
     blocks.books.unpersist()
@@ -285,17 +274,31 @@ def _film_column(batch, i, q):
 
 def _book_column(weight: float):
     def column(batch, i, q):
-        """The block's ``r(book)`` by row position (Arrow arrays, no Python loop over books; none: 0)."""
-        r = np.zeros(len(q))
-        hub = batch.column("hub")[i].values              # struct<pos, hub_r> per book, or None
-        if hub is not None and len(hub):
-            pos = hub.field("pos").to_numpy(zero_copy_only=False)
-            vals = hub.field("hub_r").to_numpy(zero_copy_only=False).astype(np.float64)
-            known = ~np.isnan(vals)                       # a null hub_r (no film) arrives as NaN
-            r[pos[known]] = vals[known]
-        return book_column(r, weight)
+        return book_column(_row_values(batch, i, len(q)), weight)
 
     return column
+
+
+def _with_row_values(book_blocks: DataFrame, per_book: DataFrame, column: str) -> DataFrame:
+    """The book blocks plus ``per_row``: ``per_book``'s ``column`` of each block's books by row position
+    (sorted ``struct<pos, value>``; a book without a value has none), read back by :func:`_row_values`."""
+    per_block = (book_blocks.filter("n > 0").select("block", F.posexplode("ids").alias("pos", "book_id"))
+                 .join(per_book, "book_id", "left")
+                 .groupBy("block")
+                 .agg(F.sort_array(F.collect_list(F.struct("pos", F.col(column).alias("value")))).alias("per_row")))
+    return book_blocks.join(F.broadcast(per_block), "block", "left")
+
+
+def _row_values(batch, i: int, n: int) -> np.ndarray:
+    """Block ``i``'s ``per_row`` values as float64 by row (Arrow arrays, no Python loop over books; none: 0)."""
+    out = np.zeros(n)
+    rows = batch.column("per_row")[i].values
+    if rows is not None and len(rows):
+        pos = rows.field("pos").to_numpy(zero_copy_only=False)
+        vals = rows.field("value").to_numpy(zero_copy_only=False).astype(np.float64)
+        known = ~np.isnan(vals)                       # a null value (a book without films) arrives as NaN
+        out[pos[known]] = vals[known]
+    return out
 
 
 def augment_film_blocks(movie_blocks: DataFrame, dim: int) -> DataFrame:
@@ -310,11 +313,8 @@ def apply_hubness(blocks: Blocks, hub: Hubness, precision: str) -> None:
     dim = blocks.dim
     hub_r = hub_offsets(hub_means(blocks, hub.k, precision), hub).persist(StorageLevel.MEMORY_AND_DISK)
     blocks.book_stats.append(hub_r)
-    per_block = (blocks.books.filter("n > 0").select("block", F.posexplode("ids").alias("pos", "book_id"))
-                 .join(hub_r, "book_id", "left")
-                 .groupBy("block").agg(F.sort_array(F.collect_list(F.struct("pos", "hub_r"))).alias("hub")))
-    books = blocks.books.join(F.broadcast(per_block), "block", "left")
-    books = books.mapInArrow(_augmented(_book_column(hub.weight), dim, blocks.books.schema), blocks.books.schema)
+    books = _with_row_values(blocks.books, hub_r, "hub_r").mapInArrow(
+        _augmented(_book_column(hub.weight), dim, blocks.books.schema), blocks.books.schema)
     movies = augment_film_blocks(blocks.movies, dim)
     new = [df.persist(StorageLevel.MEMORY_AND_DISK) for df in (movies, books)]
     for df in new:
