@@ -218,6 +218,7 @@ class EvalSettings(_Section):
     holdout_fraction: float
     negatives_per_positive: int
     seed: int
+    adapters: bool
     protocols: List[str]
 
 

@@ -28,6 +28,10 @@ Methods (``standard_methods``):
 * ``hybrid_rrf`` -- reciprocal rank fusion ``1/(k + rank_dense) + 1/(k + rank_lexical)``, nothing tuned.
 * ``hybrid_text_only`` / ``hybrid_rrf_text_only`` -- the same two fusions on the frozen text-only dense side,
   added when there is a trained model (so the table shows what training adds to the hybrid).
+* ``adapters_only`` -- each catalog through its own domain's label-free LoRA adapter (X-Cross without
+  integration, ``lfr.model.xcross``; the adapters never see a link, so one model serves every fold), cosine;
+  with ``eval.adapters``, plus ``hybrid_adapters_only`` and its hub-aware rows (``adapters_only_csls``,
+  ``hybrid_adapters_only_csls`` and, with ``score.fused_hub_weight``, ``..._fused``).
 * ``text_only_csls`` / ``lightfusionrec_csls`` / ``hybrid_csls`` -- hub-aware (``score.hubness: csls``):
   ``cos(film, book) - hub_weight * r(book)``, ``r(book)`` the mean of the book's ``hub_k`` highest cosines
   over ALL films of the catalog (``csls_method``); ``hybrid_csls`` fuses the trained model's hub-aware
@@ -247,6 +251,23 @@ def text_method(model, name: str = "text_only", label: str = "frozen text encode
     return Method(name, label, embed)
 
 
+def adapters_method(model, batch_size: int) -> Method:
+    """``adapters_only``: films through ``model``'s film adapter, books through its book adapter (an
+    ``XCrossModel`` with identity integrators, one stream per item). Each set of texts is embedded once."""
+    memo: dict[tuple, np.ndarray] = {}
+
+    def features(frame: pd.DataFrame, domain: str) -> np.ndarray:
+        texts = descriptions(frame)
+        key = (domain, len(texts), hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest())
+        if key not in memo:
+            memo[key] = model.embed(None, texts, None, batch_size=batch_size, domain=domain, integrate=False)
+        return memo[key]
+
+    return Method("adapters_only", "label-free domain adapters (X-Cross without integration): each catalog "
+                  "through its own domain's adapter, cosine",
+                  lambda movies, books: (features(movies, "film"), features(books, "book")))
+
+
 def fusion_method(model, name: str, label: str, batch_size: int, cache: FeatureCache | None = None) -> Method:
     """``model.embed`` with titles=None; via cached features + ``embed_features`` when the model has it."""
 
@@ -349,7 +370,8 @@ def standard_methods(
     train_links: pd.DataFrame | None = None,
     catalog: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     alpha_grid: Sequence[float] = ALPHA_GRID,
-    hubs: tuple[int, float] | None = None,
+    hubs: tuple[int, float, float] | None = None,
+    adapters: Method | None = None,
 ) -> list[Method]:
     """The ablation's rows, in report order. ``None`` models leave their rows out.
 
@@ -358,6 +380,7 @@ def standard_methods(
     ``lexical`` (``lexical_method``) adds its row; with ``train_links`` (this fold's training links)
     and ``catalog`` (all movies, all books) also ``hybrid`` and ``hybrid_rrf`` (``hybrid_methods``);
     ``hubs`` = ``(hub_k, hub_weight, fused_hub_weight)`` with ``catalog`` adds the hub-aware rows (``_csls_rows``).
+    ``adapters`` (``adapters_method``) adds its row, its hybrid and their hub-aware rows (``_adapter_rows``).
     """
     cache = cache if cache is not None else FeatureCache()
     methods = [corpus if isinstance(corpus, Method) else tfidf_method(corpus)]
@@ -383,7 +406,32 @@ def standard_methods(
         methods += _hybrid_rows(methods, lexical, train_links, catalog, alpha_grid)
     if hubs is not None and catalog is not None:
         methods += _csls_rows(methods, lexical, train_links, catalog, alpha_grid, hubs)
+    if adapters is not None:
+        methods += _adapter_rows(adapters, lexical, train_links, catalog, alpha_grid, hubs)
     return methods
+
+
+def _adapter_rows(adapters: Method, lexical: Method | None, train_links: pd.DataFrame | None,
+                  catalog: tuple[pd.DataFrame, pd.DataFrame] | None, alpha_grid: Sequence[float],
+                  hubs: tuple[int, float, float] | None) -> list[Method]:
+    """``adapters_only``, ``hybrid_adapters_only`` (alpha tuned on its own scores) and, with ``hubs``, the
+    same as ``_csls_rows`` builds for the product's dense side: what ``score_all`` would publish with the
+    adapters as the embeddings."""
+    out = [adapters]
+    fuse = lexical is not None and train_links is not None and catalog is not None
+    if fuse:
+        out.append(hybrid_methods(adapters, lexical, catalog[0], catalog[1], train_links, alpha_grid,
+                                  suffix="_adapters_only")[0])
+    if hubs is not None and catalog is not None:
+        hub_k, hub_weight, fused_weight = hubs
+        dense = csls_method(adapters, catalog[0], hub_k, hub_weight)
+        out.append(dense)
+        if fuse:
+            out.append(hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid,
+                                      suffix="_adapters_only_csls")[0])
+            if fused_weight > 0:
+                out.append(csls_method(out[-1], catalog[0], hub_k, fused_weight, suffix="_fused"))
+    return out
 
 
 def _hybrid_rows(methods: list[Method], lexical: Method, train_links: pd.DataFrame,

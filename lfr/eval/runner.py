@@ -244,6 +244,7 @@ class _Models:
     db_model: ModelSettings | None = None   # DistilBERT rows, when eval.distilbert_path is a folder
     db_base: object = None
     lexical: object = None           # the product's lexical features (lfr.lexical); + hybrid rows per fold
+    adapters: object = None          # eval.adapters: the adapters_only Method (label-free: one for every fold)
 
 
 @dataclass
@@ -301,12 +302,29 @@ def _build_models(movies, books, settings: Settings, build_fn: BuildFn, trained_
     else:
         notes.append("DistilBERT rows skipped: set eval.distilbert_path to a local distilbert-base-uncased "
                      "folder (nothing is downloaded).")
+    if settings.eval.adapters:
+        models.adapters = _adapters(movies, books, settings, notes)
     if trained_model is not None:
         models.trained_label = trained_label or "LightFusionRec: given artifact (may have seen held-out links)"
         notes.append("The trained row uses a given artifact, not one trained per split: it may have been "
                      "trained on the held-out links, so its numbers can be optimistic.")
     log.info("eval: base models in %.1fs", time.time() - started)
     return models
+
+
+def _adapters(movies, books, settings: Settings, notes: list[str]):
+    """``eval.adapters``: the label-free domain adapters (``lfr.train.xcross``, stage 1 only, ``xcross``
+    settings; ``xcross.cache_dir`` reuses them) trained on the catalogs as this protocol gives them, as the
+    ``adapters_only`` method. No link is read, so one model serves every fold."""
+    from lfr.train.xcross import train as train_xcross
+
+    t0 = time.time()
+    result = train_xcross(movies, books, None, settings, train_integrator_stage=False)
+    notes.append(f"adapters_only: label-free domain adapters, {result.pair_stats.get('film_pairs')} film and "
+                 f"{result.pair_stats.get('book_pairs')} book pairs, {result.pair_stats.get('film_adapter')} / "
+                 f"{result.pair_stats.get('book_adapter')}, {time.time() - t0:.0f}s; "
+                 f"{settings.xcross.max_length} tokens per item, no chunking.")
+    return baselines.adapters_method(result.model, settings.embed.batch_size)
 
 
 def _train_fold(movies, books, train_links, settings: Settings, models: _Models, train_fn: TrainFn, acc: _Folds):
@@ -342,7 +360,7 @@ def run_fold(f: int, split, movies, books, settings: Settings, models: _Models, 
                                              models.db_base, db_trained, batch_size=batch_size, cache=cache,
                                              lexical=models.lexical, train_links=train_links, catalog=(movies, books),
                                              hubs=(settings.score.hub_k, settings.score.hub_weight,
-                                                   settings.score.fused_hub_weight)):
+                                                   settings.score.fused_hub_weight), adapters=models.adapters):
         t1 = time.time()
         acc.scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
         if "alpha" in method.info:
