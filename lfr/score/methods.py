@@ -240,7 +240,7 @@ class Convex(Hybrid):
     """``fusion: convex``: ``alpha z(dense) + (1 - alpha) z(lexical)``, z-scores per movie over all books
     (:mod:`lfr.score.hybrid`)."""
     alpha: float
-    fused_hub_weight: float = 0.0
+    fused_hub_weight: float
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Convex":

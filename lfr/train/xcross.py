@@ -56,8 +56,7 @@ TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_epochs", "adapter_ba
 #: what a trained adapter depends on among them (its cache key)
 ADAPTER_TRAIN_KEYS = ("train_max_length", "adapter_steps", "adapter_epochs", "adapter_batch_size", "adapter_lr",
                       "adapter_val_fraction", "adapter_val_max", "adapter_eval_every", "adapter_patience",
-                      "temperature",
-                      "min_span_words")
+                      "temperature", "min_span_words")
 
 
 def xcross_settings(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
