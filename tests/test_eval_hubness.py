@@ -139,13 +139,23 @@ LINKS = pd.DataFrame([("imdb:space-odyssey-1968", "goodreads:1"), ("imdb:star-wa
 
 
 def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings, toy_movies, hub_books, tmp_path):
-    from lfr.eval.baselines import text_method
+    """Also eval.adapters: the label-free adapters (trained once, no link) as one more dense side: its own
+    row, its hybrid and their hub-aware rows, each paired against its plain row; films through the film
+    adapter, books through the book adapter."""
+    from lfr.eval.baselines import adapters_method, text_method
     from lfr.eval.runner import default_build, eval_model_settings, genre_corpus
+    from lfr.train.xcross import train as train_xcross
 
-    result = run_evaluation(toy_movies, hub_books, LINKS, with_values(hub_settings, {"score.fused_hub_weight": 0.5}))
+    xcross = {"max_length": 32, "train_max_length": 32, "adapter_steps": 2, "adapter_batch_size": 4,
+              "min_span_words": 4}
+    settings = with_values(hub_settings, {"score.fused_hub_weight": 0.5, "eval.adapters": True,
+                                          **{f"xcross.{k}": v for k, v in xcross.items()}})
+    result = run_evaluation(toy_movies, hub_books, LINKS, settings)
     table = result.table()
-    assert table["method"].tolist()[-4:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
-                                             "hybrid_csls_fused"]
+    adapter_rows = ["adapters_only", "hybrid_adapters_only", "adapters_only_csls", "hybrid_adapters_only_csls",
+                    "hybrid_adapters_only_csls_fused"]
+    assert table["method"].tolist()[-9:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
+                                             "hybrid_csls_fused", *adapter_rows]
     assert list(table.columns[-len(HUB_COLUMNS):]) == HUB_COLUMNS and table["hub_max_share"].notna().all()
     hubs = result.setup["hubs"]
     assert (hubs["films"], hubs["books"], hubs["hub_k"], hubs["hub_weight"]) == (6, 20, 3, 1.0)
@@ -163,7 +173,15 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
         assert r["hub_gini"] == pytest.approx(np.mean([h["gini"] for h in per_fold]), abs=1e-6), r["method"]
         assert r["hub_max_share"] == pytest.approx(r["hub_max_occurrence"] / 6, abs=1e-5)
     assert set(result.setup["csls_vs_plain"]) == {"text_only_csls", "lightfusionrec_csls", "hybrid_csls",
-                                                  "hybrid_csls_fused"}
+                                                  "hybrid_csls_fused", *adapter_rows[2:]}
+    assert any(n.startswith("adapters_only: label-free domain adapters") for n in result.notes)
+    model = train_xcross(toy_movies, hub_books, None, settings, train_integrator_stage=False).model
+    films, books = adapters_method(model, 8).embed(toy_movies, hub_books)
+    texts = list(toy_movies["description"])
+    np.testing.assert_allclose(films, model.embed(None, texts, None, domain="film"), atol=1e-6)
+    assert not np.allclose(films, model.embed(None, texts, None, domain="book"), atol=1e-4)   # routed, not shared
+    np.testing.assert_allclose(books, model.embed(None, list(hub_books["description"]), None, domain="book"),
+                               atol=1e-6)
     assert any(n.startswith("hybrid_csls - hybrid (hub-aware - plain)") for n in result.notes)
     assert any(n.startswith("hybrid_csls_fused - hybrid_csls (hub-aware - plain)") for n in result.notes)
     assert hubs["fused_hub_weight"] == 0.5
@@ -184,30 +202,3 @@ def test_csls_rows_with_hub_weight_0_equal_their_plain_rows(hub_settings, toy_mo
         assert all(d["diff"] == 0.0 for d in result.setup["csls_vs_plain"][f"{name}_csls"].values())
     assert "hybrid_csls_fused" not in result.ranks            # score.fused_hub_weight: 0: no row
 
-
-def test_eval_adapters_adds_the_adapter_rows_routed_by_domain(hub_settings, toy_movies, hub_books):
-    """eval.adapters: the label-free adapters (trained once, no link) as one more dense side: its own row,
-    its hybrid and their hub-aware rows, each paired against its plain row; films through the film adapter,
-    books through the book adapter."""
-    from lfr.eval.baselines import adapters_method
-    from lfr.train.xcross import train as train_xcross
-
-    xcross = {"max_length": 32, "train_max_length": 32, "adapter_steps": 2, "adapter_batch_size": 4,
-              "min_span_words": 4}
-    settings = with_values(hub_settings, {"eval.adapters": True, "score.fused_hub_weight": 0.5,
-                                          **{f"xcross.{k}": v for k, v in xcross.items()}})
-    result = run_evaluation(toy_movies, hub_books, LINKS, settings)
-    rows = ["adapters_only", "hybrid_adapters_only", "adapters_only_csls", "hybrid_adapters_only_csls",
-            "hybrid_adapters_only_csls_fused"]
-    assert result.table()["method"].tolist()[-5:] == rows
-    assert {"adapters_only_csls", "hybrid_adapters_only_csls", "hybrid_adapters_only_csls_fused"} <= set(
-        result.setup["csls_vs_plain"])
-    assert all(r["hub_max_share"] is not None for r in result.rows if r["method"] in rows)
-    assert any(n.startswith("adapters_only: label-free domain adapters") for n in result.notes)
-    model = train_xcross(toy_movies, hub_books, None, settings, train_integrator_stage=False).model
-    films, books = adapters_method(model, 8).embed(toy_movies, hub_books)
-    texts = list(toy_movies["description"])
-    np.testing.assert_allclose(films, model.embed(None, texts, None, domain="film"), atol=1e-6)
-    assert not np.allclose(films, model.embed(None, texts, None, domain="book"), atol=1e-4)   # routed, not shared
-    np.testing.assert_allclose(books, model.embed(None, list(hub_books["description"]), None, domain="book"),
-                               atol=1e-6)
