@@ -173,7 +173,7 @@ def hybrid_book_topk(
         return concat_parts([])
     coef = np.asarray(coef, dtype=np.float64)
     coef32 = coef.T.astype(np.float32)                       # 3 x films
-    widest = np.abs(coef).max(axis=0)[None, :]
+    widest = np.abs(coef).max(axis=0)[None, :]             # one row: hybrid_margin broadcasts it over the chunk
     parts = []
     for screen, r0, r1, s_d, s_l in _chunk_scores(b, q, ba, qa, threads, chunk_rows(p.m, p.n, chunk_elems, 20),
                                                   precision):
@@ -181,7 +181,7 @@ def hybrid_book_topk(
         g *= coef32[0:1]
         g += coef32[1:2] * s_l
         g += coef32[2:3]
-        margin = hybrid_margin(np.repeat(widest, r1 - r0, axis=0), screen.error(r0, r1), screen.magnitude(r0, r1))
+        margin = hybrid_margin(widest, screen.error(r0, r1), screen.magnitude(r0, r1))
         rows, cols = select_candidates(g, p.kk, below(margin))
         h = combine(coef, cols, _rescore(b, q, rows + r0, cols), s_l[rows, cols])
         idx, _ = first_k_per_group(rows, cols, h, p.kk)
