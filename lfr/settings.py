@@ -104,6 +104,8 @@ class ModelSettings(_Section):
     freeze_encoder: bool
     finetune_last_layers: int
     precision: str
+    runtime: str
+    quantize: str
     seed: int
 
 

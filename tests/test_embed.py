@@ -13,6 +13,7 @@ import pytest
 
 from lfr.embed import EMBEDDINGS_SCHEMA, ArtifactMissing, ArtifactRef, embed_catalog, ship_artifact
 from lfr.embed.udf import ModelCache, embed_column
+from lfr.settings import with_values
 from lfr.spark.guards import ShrinkRefused
 
 
@@ -23,7 +24,7 @@ def _rows(frame: pd.DataFrame) -> list[tuple]:
             for r in frame.itertuples()]
 
 
-def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, toy_books):
+def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, tiny_model_cfg, toy_movies, toy_books):
     from udfs.embed import embed_column  # the public face re-exports lfr.embed.udf
 
     rows = _rows(toy_movies) + _rows(toy_books)  # includes a None description, [] and None genres
@@ -48,7 +49,7 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
     from lfr.embed.pipeline import _ship
     from lfr.model import load
 
-    bf16_ref = _ship(spark, tiny_artifact, "archive", "bf16")
+    bf16_ref = _ship(spark, tiny_artifact, "archive", with_values(tiny_model_cfg, {"precision": "bf16"}))
     assert bf16_ref.precision == "bf16" and bf16_ref.model_version == ref.model_version
     got16 = np.stack(df.select("id", embed_column(bf16_ref, batch_size=4).alias("e")).toPandas()
                      .set_index("id").loc[ids, "e"].to_list()).astype(np.float32)
@@ -56,6 +57,19 @@ def test_udf_equals_driver_embed(spark, tiny_artifact, tiny_model, toy_movies, t
         [by_id[i][1] for i in ids], [by_id[i][2] for i in ids], [by_id[i][3] for i in ids], batch_size=4)
     np.testing.assert_allclose(got16, driver16, atol=1e-5)
     assert np.abs(got16 - expected).max() > 3e-5   # bf16 did run: fp32 would match to ~1e-7
+
+    # model.runtime: onnx travels the same way: the executors run the artifact's ONNX export (fp32), the
+    # torch fp32 vectors within float rounding; int8 is another model, close but not equal
+    onnx_ref = _ship(spark, tiny_artifact, "archive", with_values(tiny_model_cfg, {"runtime": "onnx"}))
+    assert (onnx_ref.runtime, onnx_ref.quantize, onnx_ref.model_version) == ("onnx", "none", ref.model_version)
+    got_onnx = np.stack(df.select("id", embed_column(onnx_ref, batch_size=4).alias("e")).toPandas()
+                        .set_index("id").loc[ids, "e"].to_list()).astype(np.float32)
+    assert (got_onnx * expected).sum(axis=1).min() >= 0.9999
+    int8_cfg = with_values(tiny_model_cfg, {"runtime": "onnx", "quantize": "int8"})
+    int8_ref = _ship(spark, tiny_artifact, "archive", int8_cfg)
+    got8 = np.stack(df.select("id", embed_column(int8_ref, batch_size=4).alias("e")).toPandas()
+                    .set_index("id").loc[ids, "e"].to_list()).astype(np.float32)
+    assert 0.98 < (got8 * expected).sum(axis=1).min() and np.abs(got8 - got_onnx).max() > 1e-5
 
 
 def test_missing_model_is_a_clear_error(spark, tmp_path):

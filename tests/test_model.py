@@ -218,8 +218,9 @@ def test_each_part_saves_itself_in_modules_json(tiny_artifact, tmp_path):
     modules = json.loads((Path(tiny_artifact) / "modules.json").read_text())
     assert [(e["idx"], e["name"], e["type"], e["path"]) for e in modules] == [
         (0, "text", "text_encoder", "encoder"), (1, "genre", "fasttext_genre", "genre.bin"),
-        (2, "head", f"head_{load(tiny_artifact).head.kind}", "fusion.safetensors")]
-    text, genre, head = (e["config"] for e in modules)
+        (2, "head", f"head_{load(tiny_artifact).head.kind}", "fusion.safetensors"),
+        (3, "onnx", "onnx_export", "onnx")]   # model.runtime: onnx (tests/test_onnx_runtime.py)
+    text, genre, head = (e["config"] for e in modules[:3])
     assert text["pooling"] == "cls" and text["max_length"] > 0 and genre == {"dim": 8}
     assert (head["text_dim"], head["genre_dim"], head["output_dim"]) == (32, 8, 32)
     args = (None, ["A heist movie.", "Love in Paris."], [["Crime"], ["Romance"]])

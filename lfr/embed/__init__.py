@@ -8,13 +8,30 @@ Driver side: ``ship_artifact`` sends the model artifact to the executors once
 through ``lfr.spark.sync.IncrementalTable``). Worker side: the pandas UDF ``make_embed_udf`` /
 ``embed_column`` and its per-process model cache (``lfr.embed.udf``).
 """
-from lfr.embed.pipeline import EMBEDDING_TABLES, EmbedStats, embed_catalog
-from lfr.embed.schema import EMBEDDING_TYPE, EMBEDDINGS_SCHEMA
-from lfr.embed.ship import ArtifactRef, ship_artifact
-from lfr.embed.udf import embed_column, load_cached, make_embed_udf
-from lfr.model.artifact import ArtifactMissing
+import importlib
 
-__all__ = [
-    "ArtifactMissing", "ArtifactRef", "EMBEDDINGS_SCHEMA", "EMBEDDING_TABLES", "EMBEDDING_TYPE", "EmbedStats",
-    "embed_catalog", "embed_column", "load_cached", "make_embed_udf", "ship_artifact",
-]
+#: Public name -> its module, imported on first use (PEP 562): an executor that unpickles the UDF
+#: imports ``lfr.embed.udf`` through this package, and must not need the driver's modules (Delta,
+#: the config stack) or torch on the ``model.runtime: onnx`` path.
+_EXPORTS = {
+    "EMBEDDING_TABLES": "pipeline", "EmbedStats": "pipeline", "embed_catalog": "pipeline",
+    "EMBEDDING_TYPE": "schema", "EMBEDDINGS_SCHEMA": "schema",
+    "ArtifactRef": "ship", "ship_artifact": "ship",
+    "embed_column": "udf", "load_cached": "udf", "make_embed_udf": "udf",
+}
+__all__ = sorted([*_EXPORTS, "ArtifactMissing"])
+
+
+def __getattr__(name: str):
+    if name == "ArtifactMissing":
+        from lfr.model.artifact import ArtifactMissing as value
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f"lfr.embed.{_EXPORTS[name]}"), name)
+    else:
+        raise AttributeError(f"module 'lfr.embed' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

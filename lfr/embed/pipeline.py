@@ -49,8 +49,9 @@ from lfr.data.schema import conform
 from lfr.embed.schema import EMBEDDINGS_SCHEMA
 from lfr.embed.ship import ArtifactRef, ship_artifact
 from lfr.embed.udf import embed_column
+from lfr.model.onnxrt import check_runtime
 from lfr.phases import Phases
-from lfr.settings import EmbedSettings, Settings, TablesSettings
+from lfr.settings import EmbedSettings, ModelSettings, Settings, TablesSettings
 from lfr.spark.delta import is_delta_table, register_table
 from lfr.spark.guards import Guards
 from lfr.spark.progress import progress
@@ -104,11 +105,15 @@ def embed_partitions(spark: SparkSession, n_rows: int, batch_size: int, configur
     return max(1, min(p, math.ceil(n_rows / max(1, batch_size))))
 
 
-def _ship(spark: SparkSession, model_dir: str, mode: str, precision: str | None) -> ArtifactRef:
+def _ship(spark: SparkSession, model_dir: str, mode: str, model: ModelSettings) -> ArtifactRef:
+    """The artifact shipped, with the run's ``model.precision``/``runtime``/``quantize`` for the executors."""
+    check_runtime(model.runtime, model.quantize, model.precision)
     if str(spark.conf.get("spark.python.worker.reuse", "true")).lower() != "true":
         log.warning("spark.python.worker.reuse is false: every task will reload the model")
-    ref = ship_artifact(spark, model_dir, mode=mode)
-    return replace(ref, precision=precision) if precision else ref
+    ref = ship_artifact(spark, model_dir, mode=mode, runtime=model.runtime)
+    if model.runtime != "torch":
+        log.info("executors run the model on ONNX Runtime (model.quantize=%s)", model.quantize)
+    return replace(ref, precision=model.precision or ref.precision, runtime=model.runtime, quantize=model.quantize)
 
 
 def _count_rejects(load: CatalogLoad, stats: EmbedStats) -> None:
@@ -322,7 +327,7 @@ def embed_catalog(spark: SparkSession, settings: Settings, domain: str, *, full:
 def _run(spark: SparkSession, settings: Settings, domain: str, full: bool, phases: Phases) -> EmbedStats:
     """The phases of ``embed_catalog`` (steps 1-6 of the module doc, then the SQL registration)."""
     with phases("ship model"):
-        ref = _ship(spark, settings.paths.model_dir, settings.embed.ship_model, settings.model.precision)
+        ref = _ship(spark, settings.paths.model_dir, settings.embed.ship_model, settings.model)
     stats = EmbedStats(domain=domain, model_version=ref.model_version, full=full)
     tables = embed_tables(spark, settings.tables, domain)
     with phases("read catalog"):

@@ -45,9 +45,15 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from lfr.config import is_uri
 from lfr.errors import UsageError
-from lfr.model.artifact import MANIFEST, artifact_missing, model_version_of, parse_manifest, read_manifest
+from lfr.model.artifact import (
+    MANIFEST,
+    ArtifactError,
+    artifact_missing,
+    model_version_of,
+    parse_manifest,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,8 @@ class ArtifactRef:
     precision: Optional[str] = None  # model.precision of the run (auto|bf16|fp32); None: the artifact's own
     dim: Optional[int] = None        # the artifact's output dimension (its manifest); None: the loaded model's
     loader: str = DEFAULT_LOADER     # "module:function(path, precision=None) -> model", run on the worker
+    runtime: str = "torch"           # model.runtime: torch | onnx (the loader gets runtime= and quantize= for onnx)
+    quantize: str = "none"           # model.quantize: none | int8 (onnx only)
 
     def __post_init__(self):
         if not isinstance(self.loader, str) or not _LOADER_SPEC.match(self.loader):
@@ -83,6 +91,8 @@ class ArtifactRef:
 def artifact_manifest(spark, model_dir: str) -> dict:
     """The artifact's manifest (not verified: each worker's loader does that); a remote one is read
     through Spark (the driver may not mount the bucket). ``ArtifactMissing`` when there is none."""
+    from lfr.config import is_uri  # driver side: executors unpickling an ArtifactRef need no config stack
+
     if not is_uri(model_dir):
         return read_manifest(model_dir)
     from pyspark.errors import AnalysisException
@@ -135,14 +145,24 @@ def _shipped_on(sc) -> dict:
     return shipped
 
 
-def ship_artifact(spark, model_dir: str, mode: str, loader: Optional[str] = None) -> ArtifactRef:
+def ship_artifact(spark, model_dir: str, mode: str, loader: Optional[str] = None, runtime: Optional[str] = None
+                  ) -> ArtifactRef:
     """Make the artifact at ``model_dir`` available to every executor; see the module doc.
     ``mode``: ``embed.ship_model`` (archive | path). ``loader``: the workers' model loader
-    (None: ``session_loader``)."""
+    (None: ``session_loader``). ``runtime``: ``model.runtime`` (None: torch); ``onnx`` is refused here, before any
+    task, for an artifact without an ONNX export (``lfr.model.onnxrt.onnx_unready``)."""
+    from lfr.config import is_uri
+
     if mode not in SHIP_MODES:
         raise ValueError(f"unknown ship mode {mode!r} (have: {', '.join(SHIP_MODES)})")
     sc = spark.sparkContext
     manifest = artifact_manifest(spark, model_dir)
+    if runtime == "onnx":
+        from lfr.model.onnxrt import onnx_unready
+
+        why = onnx_unready(manifest)
+        if why:
+            raise ArtifactError(f"model artifact {model_dir}: {why}")
     version, dim = model_version_of(manifest, model_dir), output_dim_of(manifest)
     loader = loader or session_loader(spark)
     key = (model_dir, mode, loader)

@@ -7,9 +7,9 @@ process (``ModelCache``, keyed by ``model_version``; Spark reuses workers across
 (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows), the model runs on them in batches of
 ``batch_size`` rows, and the return type is typed (``array<float>``, float32, unit length).
 
-Threads: a task owns ``spark.task.cpus`` cores, so torch gets exactly that many intra-op
-threads (default 1). N tasks x 1 thread beats fewer tasks x more threads for this small
-encoder (2 workers x 2 threads ran 40% slower than 4 x 1 on the same cores).
+Threads: a task owns ``spark.task.cpus`` cores, so torch (or ONNX Runtime, ``model.runtime:
+onnx``) gets exactly that many intra-op threads (default 1). N tasks x 1 thread beats fewer
+tasks x more threads for this small encoder (2 workers x 2 threads ran 40% slower than 4 x 1 on the same cores).
 
 Output validation, as ``predict_batch_udf`` validates its predictions: every batch's vectors are
 checked before Spark gets them -- one vector per input row, each of the artifact's dimension
@@ -53,12 +53,12 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def versions(self) -> list[str]:
-        return [version for version, _, _ in self._models]
+        return [key[0] for key in self._models]
 
     def get(self, ref: ArtifactRef):
         """The model for ``ref``, loaded (and its manifest hashes verified) once per process."""
         with self._lock:
-            key = (ref.model_version, ref.precision, ref.loader)
+            key = (ref.model_version, ref.precision, ref.runtime, ref.quantize, ref.loader)
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
@@ -74,7 +74,10 @@ class ModelCache:
     def _load(ref: ArtifactRef):
         load = resolve_loader(ref.loader)
         path = ref.local_path()
-        model = load(path, precision=ref.precision)   # the run's model.precision wins over the manifest's
+        # the run's model.precision wins over the manifest's; runtime/quantize only off the default path, so a
+        # loader written for torch (a test's fake, a fault-injecting wrapper) keeps its signature
+        extra = {"runtime": ref.runtime, "quantize": ref.quantize} if ref.runtime != "torch" else {}
+        model = load(path, precision=ref.precision, **extra)
         if model.model_version != ref.model_version:
             raise RuntimeError(f"model at {path} is version {model.model_version}, the job shipped {ref.model_version} "
                                "(the artifact changed while the job ran?)")
@@ -190,9 +193,11 @@ def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = 
 
     @pandas_udf(EMBEDDING_TYPE)
     def embed(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
-        import torch
+        threads = int(num_threads or _task_cpus())
+        if ref.runtime == "torch":  # the onnx path imports no torch: its model takes the threads itself
+            import torch
 
-        torch.set_num_threads(int(num_threads or _task_cpus()))
+            torch.set_num_threads(threads)
         model, dim = None, None
         for batch in batches:
             if not isinstance(batch, (tuple, list)) or len(batch) != 4:
@@ -201,6 +206,8 @@ def make_embed_udf(ref: ArtifactRef, batch_size: int, num_threads: int | None = 
             if model is None:  # lazily: an empty partition loads nothing
                 model = _model_for(ref, domain)
                 dim = ref.dim or int(model.output_dim)
+                if hasattr(model, "set_num_threads"):
+                    model.set_num_threads(threads)
             vecs = model.embed(_none_if_na(titles), _none_if_na(descriptions), genres.tolist(), batch_size=batch_size)
             yield pd.Series(list(checked_vectors(vecs, ids.tolist(), dim, ref.model_version)), index=titles.index)
 

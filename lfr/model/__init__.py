@@ -15,18 +15,33 @@ Either kind::
 
     model = load(path)                                 # dispatches on the manifest's kind; verifies sha256s; no pickle
 """
-from lfr.model.artifact import ArtifactError, compute_model_version, verify_artifact
-from lfr.model.fusion import HEADS, FusionHead, ResidualHead, make_head
-from lfr.model.genre import GenreModel, normalise_genres, normalise_label
-from lfr.model.integrator import Integrator, LayerIntegrator
-from lfr.model.lightfusion import LightFusionModel, build_model
-from lfr.model.loader import load
-from lfr.model.text import TextEncoder, make_texts, pool_windows, resolve_encoder, resolve_precision
-from lfr.model.xcross import DOMAINS, DomainView, XCrossModel, build_xcross, domain_name
+import importlib
 
-__all__ = [
-    "ArtifactError", "DOMAINS", "DomainView", "FusionHead", "GenreModel", "HEADS", "Integrator", "LayerIntegrator",
-    "ResidualHead", "make_head", "pool_windows", "resolve_precision", "LightFusionModel",
-    "TextEncoder", "XCrossModel", "build_model", "build_xcross", "compute_model_version", "domain_name", "load",
-    "make_texts", "normalise_genres", "normalise_label", "resolve_encoder", "verify_artifact",
-]
+#: Public name -> the module that defines it, imported on first use (PEP 562): the torch-free
+#: ``model.runtime: onnx`` executors import ``lfr.model.onnxrt`` through this package without
+#: pulling in torch, transformers or fasttext.
+_EXPORTS = {
+    "ArtifactError": "artifact", "compute_model_version": "artifact", "verify_artifact": "artifact",
+    "HEADS": "fusion", "FusionHead": "fusion", "ResidualHead": "fusion", "make_head": "fusion",
+    "GenreModel": "genre", "normalise_genres": "genre", "normalise_label": "genre",
+    "Integrator": "integrator", "LayerIntegrator": "integrator",
+    "LightFusionModel": "lightfusion", "build_model": "lightfusion",
+    "load": "loader",
+    "TextEncoder": "text", "resolve_encoder": "text", "resolve_precision": "text",
+    "make_texts": "windows", "pool_windows": "windows",
+    "DOMAINS": "xcross", "DomainView": "xcross", "XCrossModel": "xcross", "build_xcross": "xcross",
+    "domain_name": "xcross",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lfr.model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lfr.model.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

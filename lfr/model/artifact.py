@@ -8,6 +8,8 @@ Layout (sentence-transformers-like, no pickle anywhere)::
     <dir>/encoder/               Hugging Face folder: config.json, model.safetensors, tokenizer files
     <dir>/genre.bin              FastText binary model (fasttext.load_model parses it; not pickle)
     <dir>/fusion.safetensors     fusion head weights
+    <dir>/onnx/                  LightFusionRec only: the same model for ``model.runtime: onnx`` (encoder.onnx,
+                                 encoder.int8.onnx, tokenizer.json, the FastText arrays; lfr.model.export)
 
 ``model_version`` (precise definition)::
 

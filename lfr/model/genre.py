@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import re
 import tempfile
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -35,6 +37,8 @@ _M_PERTURB = -6  # glibc mallopt parameter
 _MIN_MATRIX_BYTES = 4096  # keep FastText's input matrix out of glibc's tcache size classes
 
 GenreInput = Sequence[str] | np.ndarray | str | None
+MATRIX_FILE = "genre.safetensors"   # export_module: FastText's input matrix ...
+WORDS_FILE = "genre_words.json"     # ... and its vocabulary in id order (read by lfr.model.fasttext_np)
 
 
 def normalise_label(label: str) -> str:
@@ -187,6 +191,21 @@ class GenreModel:
         if model.dim != int(config["dim"]):
             raise ValueError(f"{path}: a {model.dim}-d FastText model, its module config says {config['dim']}")
         return model
+
+    def export_module(self, folder: str | os.PathLike) -> dict:
+        """The arrays ``lfr.model.fasttext_np`` computes the same vectors from, without fasttext: the
+        input matrix (safetensors) and the vocabulary in id order (JSON); returns their config."""
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        args = self._ft.f.getArgs()
+        save_file({"input": np.ascontiguousarray(self._ft.get_input_matrix(), dtype=np.float32)},
+                  str(folder / MATRIX_FILE))
+        words = list(self._ft.get_words(include_freq=False))
+        (folder / WORDS_FILE).write_text(json.dumps(words, ensure_ascii=False) + "\n", encoding="utf-8")
+        return {"dim": self.dim, "minn": int(args.minn), "maxn": int(args.maxn), "bucket": int(args.bucket),
+                "words": len(words)}
 
     def vectors(self, genres: Sequence[GenreInput]) -> tuple[np.ndarray, np.ndarray]:
         """``(float32 (n, dim), bool (n,) has_genres)``; no genres -> zero row, False."""

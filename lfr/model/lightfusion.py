@@ -34,6 +34,7 @@ from lfr.model.artifact import (
     source_sha256,
     verify_artifact,
 )
+from lfr.model.export import ONNX_DIR, export_lightfusion
 from lfr.model.fusion import load_head, make_head, save_head
 from lfr.model.genre import GenreInput, GenreModel
 from lfr.model.text import TextEncoder, encoder_files, make_texts, resolve_encoder
@@ -130,7 +131,9 @@ class LightFusionModel:
         """``(name, type, path in the artifact, save function)`` of each part, in forward order."""
         return [("text", "text_encoder", ENCODER_DIR, self.text.save_module),
                 ("genre", "fasttext_genre", GENRE_FILE, self.genre.save_module),
-                ("head", f"head_{self.head.kind}", FUSION_FILE, lambda path: save_head(self.head, path))]
+                ("head", f"head_{self.head.kind}", FUSION_FILE, lambda path: save_head(self.head, path)),
+                # model.runtime: onnx (lfr.model.onnxrt) runs these files; the torch path ignores them
+                ("onnx", "onnx_export", ONNX_DIR, lambda path: export_lightfusion(self.text, self.genre, path))]
 
     def _manifest_body(self) -> dict[str, Any]:
         s = self.settings

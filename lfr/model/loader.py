@@ -6,18 +6,21 @@ in the model layer with no import between them and nothing imported from a highe
 """
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any, Callable
+from typing import Any
 
-from lfr.model import lightfusion, xcross
 from lfr.model.artifact import ArtifactError, read_manifest
 
-#: ``kind`` in a manifest -> its loader. LightFusionRec manifests carry no ``kind`` (the first kind).
-LOADERS: dict[str, Callable[..., Any]] = {"lightfusionrec": lightfusion.load, xcross.KIND: xcross.load}
+#: ``kind`` in a manifest -> the module whose ``load`` reads it (imported when needed: the torch-free
+#: ``model.runtime: onnx`` path must not import the torch modules). LightFusionRec manifests carry no ``kind``.
+LOADERS: dict[str, str] = {"lightfusionrec": "lfr.model.lightfusion", "xcross": "lfr.model.xcross"}
+ONNX_LOADER = "lfr.model.onnxrt"
 DEFAULT_KIND = "lightfusionrec"
 
 
-def load(path: str | os.PathLike, precision: str | None = None) -> Any:
+def load(path: str | os.PathLike, precision: str | None = None, runtime: str | None = None,
+         quantize: str | None = None) -> Any:
     """The model saved at ``path``, verified against its manifest (every file's sha256; no pickle).
 
     Parameters
@@ -28,12 +31,17 @@ def load(path: str | os.PathLike, precision: str | None = None) -> Any:
     precision : {"auto", "bf16", "fp32"}, optional
         Overrides the saved ``model.precision`` (a run's setting, as the embed jobs pass it); either is
         resolved for this machine's CPU (``auto``: bf16 only with native bf16).
+    runtime : {"torch", "onnx"}, optional
+        ``model.runtime`` (None: torch): ``onnx`` runs a LightFusionRec artifact's ONNX export without torch
+        (``lfr.model.onnxrt``; X-Cross artifacts are refused with an ``ArtifactError``).
+    quantize : {"none", "int8"}, optional
+        ``model.quantize`` (None: none): ``int8`` runs the export's int8 encoder (``runtime="onnx"`` only).
 
     Returns
     -------
-    LightFusionModel or XCrossModel
-        Picked by the manifest's ``kind``; both have ``embed(titles, descriptions, genres, batch_size)``,
-        ``model_version`` and ``output_dim``.
+    LightFusionModel, XCrossModel or OnnxLightFusion
+        Picked by the manifest's ``kind`` and ``runtime``; each has ``embed(titles, descriptions, genres,
+        batch_size)``, ``model_version`` and ``output_dim``.
 
     Raises
     ------
@@ -47,7 +55,11 @@ def load(path: str | os.PathLike, precision: str | None = None) -> Any:
     >>> model = load("work/models/lightfusionrec")                       # doctest: +SKIP
     >>> vectors = model.embed(None, ["A boy wizard goes to school."], [["Fantasy"]], 64)  # doctest: +SKIP
     """
+    if runtime not in (None, "torch"):
+        return importlib.import_module(ONNX_LOADER).load(path, precision=precision, quantize=quantize)
+    if quantize not in (None, "none"):
+        raise ArtifactError(f"model.quantize={quantize} needs model.runtime=onnx")
     kind = str(read_manifest(path).get("kind", DEFAULT_KIND))
     if kind not in LOADERS:
         raise ArtifactError(f"model artifact {path}: unknown model kind {kind!r} (known: {', '.join(LOADERS)})")
-    return LOADERS[kind](path, precision=precision)
+    return importlib.import_module(LOADERS[kind]).load(path, precision=precision)

@@ -39,6 +39,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from lfr.model.windows import (  # noqa: F401 (make_texts, pool_windows re-exported)
+    CHUNK_POOLINGS,
+    CHUNKINGS,
+    length_order,
+    make_texts,
+    pad_rows,
+    pool_windows,
+)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "default"
@@ -46,8 +55,6 @@ DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("cls", "mean")
 PRECISIONS = ("bf16", "fp32")
 REQUESTED_PRECISIONS = ("auto", *PRECISIONS)
-CHUNKINGS = ("off", "on")
-CHUNK_POOLINGS = ("mean", "length")
 _LOGGED_PRECISION: set[tuple[str, str]] = set()
 
 # Files an encoder folder needs at inference (weights, config, tokenizer).
@@ -156,23 +163,6 @@ def _log_precision_once(requested: str, resolved: str, why: str) -> None:
     if key not in _LOGGED_PRECISION:
         _LOGGED_PRECISION.add(key)
         log.info("text encoder precision %s (%s) [pid %d]", resolved, why, os.getpid())
-
-
-def make_texts(titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
-               include_title: bool) -> list[str]:
-    """The strings the encoder sees, one per item."""
-    descs = ["" if not isinstance(d, str) else d for d in descriptions]
-    if not include_title:
-        return descs
-    if titles is None:
-        titles = [None] * len(descs)
-    if len(titles) != len(descs):
-        raise ValueError(f"{len(titles)} titles for {len(descs)} descriptions")
-    out = []
-    for t, d in zip(titles, descs):
-        t = t.strip() if isinstance(t, str) else ""
-        out.append(f"{t}. {d}" if t and d else (t or d))
-    return out
 
 
 class TextEncoder:
@@ -326,24 +316,6 @@ class TextEncoder:
         return params
 
 
-def pool_windows(vecs: np.ndarray, owner: np.ndarray, weight: np.ndarray, n: int, how: str = "mean") -> np.ndarray:
-    """One vector per text from its window vectors: plain mean (``mean``) or weighted by each
-    window's content tokens (``length``: with mean pooling, close to the mean over all tokens).
-    A text with one window gets that window's vector unchanged."""
-    if how not in CHUNK_POOLINGS:
-        raise ValueError(f"model.chunk_pooling must be one of {CHUNK_POOLINGS}, got {how!r}")
-    out = np.zeros((n, vecs.shape[1]), dtype=np.float32)
-    if len(owner) == n and np.array_equal(owner, np.arange(n)):
-        out[:] = vecs
-        return out
-    w = weight.astype(np.float64) if how == "length" else np.ones(len(owner))
-    acc = np.zeros((n, vecs.shape[1]), dtype=np.float64)
-    np.add.at(acc, owner, vecs.astype(np.float64) * w[:, None])
-    total = np.bincount(owner, weights=w, minlength=n)
-    out[:] = acc / np.maximum(total, 1e-12)[:, None]
-    return out
-
-
 # -- shared by every model built on a Hugging Face encoder (LightFusionRec's TextEncoder, X-Cross) --
 
 
@@ -380,24 +352,7 @@ def transformer_layers(net: torch.nn.Module) -> torch.nn.ModuleList:
 def length_batches(rows: dict[str, list], batch_size: int, pad_id: int | None
                    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """``(row indices, padded tensors)`` of tokenized ``rows`` (``input_ids`` + other model inputs,
-    one list per row) in batches of ``batch_size`` formed in token-length order: little padding,
-    and every row is computed under its own attention mask."""
-    order = np.argsort([len(r) for r in rows["input_ids"]], kind="stable").tolist()
-    for idx in _chunks(order, max(1, int(batch_size))):
-        yield idx, pad_rows({k: [v[i] for i in idx] for k, v in rows.items()}, pad_id)
-
-
-def pad_rows(rows: dict[str, list[list[int]]], pad_id: int | None) -> dict[str, torch.Tensor]:
-    """Right-pad token lists to the batch's longest (pad id for ids, 0 for masks/types), as the
-    tokenizer's own ``padding=True`` does."""
-    width = max(len(r) for r in rows["input_ids"])
-    out = {}
-    for key, lists in rows.items():
-        fill = (pad_id or 0) if key == "input_ids" else 0
-        out[key] = torch.tensor([list(r) + [fill] * (width - len(r)) for r in lists], dtype=torch.long)
-    return out
-
-
-def _chunks(seq: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(seq), size):
-        yield seq[start:start + size]
+    one list per row) in token-length-ordered batches (``lfr.model.windows.length_order``)."""
+    for idx in length_order(rows, batch_size):
+        padded = pad_rows({k: [v[i] for i in idx] for k, v in rows.items()}, pad_id)
+        yield idx, {k: torch.from_numpy(v) for k, v in padded.items()}
