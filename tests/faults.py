@@ -6,6 +6,9 @@ the library's own code path has no test hooks. It imports nothing from ``tests``
 
 * ``kill_worker_once``: the real model, but the first Python worker to load it (marker file named
   by ``LFR_TEST_KILL_WORKER_ONCE`` in the executor's environment) dies -- a real mid-job worker loss.
+* ``onnx_without_torch``: the real model on ``model.runtime: onnx``, after checking that this Python
+  worker cannot import torch, transformers or fasttext (the packed executor environment); it writes
+  the worker's interpreter into the folder named by ``LFR_TEST_EXECUTOR_MARKS``.
 * ``short_output`` / ``wrong_dimension`` / ``nan_vector`` / ``zero_vector``: a fake model with the
   artifact's ``model_version`` and dimension whose output breaks the UDF's contract for the items
   titled ``BAD_TITLE`` (the whole batch for ``short_output``).
@@ -17,6 +20,7 @@ import os
 import numpy as np
 
 KILL_ONCE_ENV = "LFR_TEST_KILL_WORKER_ONCE"
+EXECUTOR_MARKS_ENV = "LFR_TEST_EXECUTOR_MARKS"
 BAD_TITLE = "BAD"
 
 
@@ -32,6 +36,27 @@ def kill_worker_once(path, precision=None):
         except FileExistsError:
             return model
         os._exit(13)
+    return model
+
+
+def onnx_without_torch(path, precision=None, runtime=None, quantize=None):
+    """``lfr.model.load`` on the onnx path, in a worker that must not be able to import torch & co."""
+    import importlib
+    import sys
+
+    for name in ("torch", "transformers", "fasttext"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        raise RuntimeError(f"{name} is importable in this executor's Python ({sys.executable})")
+    from lfr.model import load
+
+    model = load(path, precision=precision, runtime=runtime, quantize=quantize)
+    marks = os.environ.get(EXECUTOR_MARKS_ENV)
+    if marks:
+        with open(os.path.join(marks, f"worker-{os.getpid()}.txt"), "w", encoding="utf-8") as fh:
+            fh.write(f"{sys.executable}\n{type(model).__name__}\n")
     return model
 
 

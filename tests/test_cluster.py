@@ -6,6 +6,9 @@ workers, separate JVMs and work dirs, on free loopback ports), and under faults.
   with spark.lfr.model.loader; the library has no test hook): both succeed, the retried task's rows equal
   the model's own output, the executors loaded the model from the archive Spark shipped into their
   work dirs;
+- the movies job on ``model.runtime: onnx`` in the packed executor environment (``make executor-env``,
+  ``--archives``): its Python workers run ``./env/bin/python`` and cannot import torch (checked inside its
+  tasks by a test loader), its vectors equal the torch fp32 model's within the parity bound;
 - score_all run as the README's cluster command (wheel via --py-files, from outside the checkout):
   the exact top-k of the embeddings; the workers offer a GPU (a fake discovery script) and the job asks for
   one per task: each task receives its address, and with no CUDA the kernel runs on the CPU and says so;
@@ -93,13 +96,15 @@ def cluster(tmp_path_factory):
 
 
 def submit(cluster: Cluster, script: str, job_conf: list[str], *, spark_conf: list[str] = (), cwd: Path = ROOT,
-           py_files: str | None = None) -> subprocess.Popen:
-    """``spark-submit --master spark://... [--py-files ...] script --conf ...`` (started, not awaited)."""
+           py_files: str | None = None, archives: str | None = None) -> subprocess.Popen:
+    """``spark-submit --master spark://... [--py-files ...] [--archives ...] script --conf ...`` (not awaited)."""
     cmd = ["spark-submit", "--master", cluster.url, "--conf", f"spark.executor.extraJavaOptions={C1_ONLY}"]
     for c in spark_conf:
         cmd += ["--conf", c]
     if py_files:
         cmd += ["--py-files", py_files]
+    if archives:
+        cmd += ["--archives", archives]
     cmd.append(script)
     for c in job_conf:
         cmd += ["--conf", c]
@@ -130,16 +135,31 @@ def read_delta(spark, path: Path) -> pd.DataFrame:
     return spark.read.format("delta").load(str(path)).toPandas()
 
 
-def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(cluster, work, spark, tiny_model):
-    from tests.faults import KILL_ONCE_ENV
+def executor_env() -> str:
+    """The packed onnx executor environment (scripts/executor_env.sh: built once per pin set, cached)."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "executor_env.sh"), "--path"], capture_output=True, text=True,
+                          timeout=600, env=user_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
 
-    marker = work["base"] / "killed-once"
+
+def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(cluster, work, spark, tiny_model):
+    from tests.faults import EXECUTOR_MARKS_ENV, KILL_ONCE_ENV
+
+    marker, marks = work["base"] / "killed-once", work["base"] / "executor-marks"
+    marks.mkdir()
     one_worker_each = ["spark.cores.max=1", "spark.executor.cores=1"]
     books = submit(cluster, "jobs/embed_books.py", work["conf"], py_files="tests/faults.py",
                    spark_conf=[*one_worker_each, "spark.lfr.model.loader=faults:kill_worker_once",
                                f"spark.executorEnv.{KILL_ONCE_ENV}={marker}"])
-    movies = submit(cluster, "jobs/embed_movies.py", work["conf"], spark_conf=one_worker_each)
+    movies = submit(cluster, "jobs/embed_movies.py", [*work["conf"], "model.runtime=onnx"], py_files="tests/faults.py",
+                    archives=f"{executor_env()}#env",
+                    spark_conf=[*one_worker_each, "spark.pyspark.python=./env/bin/python",
+                                "spark.lfr.model.loader=faults:onnx_without_torch",
+                                f"spark.executorEnv.{EXECUTOR_MARKS_ENV}={marks}"])
     out_books, _ = finish(books), finish(movies)
+    seen = [p.read_text().split() for p in marks.glob("worker-*.txt")]
+    assert seen and all(exe.endswith("/env/bin/python") and kind == "OnnxLightFusion" for exe, kind in seen), seen
 
     assert marker.exists(), "the fault loader never ran"
     assert "Lost task" in out_books, out_books[-3000:]          # the killed worker's task, then retried
@@ -150,6 +170,7 @@ def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(c
         expected = tiny_model.embed(list(catalog["title"]), list(catalog["description"]), list(catalog["genres"]))
         got = np.stack(emb.set_index("id").loc[catalog["id"], "embedding"].to_numpy())
         np.testing.assert_allclose(got, expected, atol=1e-4)      # a clean run's values: nothing lost or doubled
+        assert (got * expected).sum(axis=1).min() >= 0.9999       # movies: onnx vs torch fp32, the parity bound
         assert set(emb["model_version"]) == {tiny_model.model_version}
     rejects = read_delta(spark, wh / "rejects")
     assert not rejects.duplicated(["domain", "source", "id", "reason"]).any()
@@ -161,7 +182,7 @@ def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(c
     assert len(shipped) == 2, shipped
 
 
-def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, spark, tmp_path):
+def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, spark, tmp_path, tiny_model):
     if not (work["warehouse"] / "movie_embeddings").is_dir():
         pytest.skip("needs the embedding tables of the previous test")
     src = tmp_path / "src"                        # a copy: no build/ or egg-info left in the checkout
@@ -191,6 +212,12 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
         got = recs[recs["movie_id"] == movie_id]
         assert list(got["book_id"]) == [books["id"][j] for j in order], movie_id
         np.testing.assert_allclose(got["score"], scores[i, order], atol=1e-5)
+    # the movies were embedded on the onnx runtime (previous test): torch fp32 vectors give the same lists
+    catalog = read_delta(spark, wh / "movies").set_index("id").loc[movies["id"]]
+    torch_scores = tiny_model.embed(list(catalog["title"]), list(catalog["description"]), list(catalog["genres"])) @ b.T
+    for i, movie_id in enumerate(movies["id"]):
+        order = sorted(range(len(books)), key=lambda j: (-torch_scores[i, j], books["id"][j]))[:3]
+        assert list(recs[recs["movie_id"] == movie_id]["book_id"]) == [books["id"][j] for j in order], movie_id
 
 
 # ------------------------------------------------------------------ faults without a cluster (local session)

@@ -123,6 +123,23 @@ def test_distilbert_rows_skipped_with_note(eval_settings, toy_movies, toy_books,
     assert any("may have" in n for n in result.notes)           # a given artifact is flagged
 
 
+def test_runtime_onnx_rows_embed_with_the_export(eval_settings, toy_movies, toy_books, tiny_artifact):
+    """model.runtime=onnx: the text-only and LightFusionRec rows embed with the ONNX export, the ranks of
+    torch fp32 (the tiny encoder's parity is ~1e-7); int8 is measured the same way (bench/eval)."""
+    from lfr.model import load
+
+    settings = with_values(eval_settings, {"eval": dataclasses.replace(eval_settings.eval, folds=1,
+                                                                       distilbert_path=None)})
+    rows = ["text_only", "lightfusionrec", "hybrid"]
+    torch_run = run_evaluation(toy_movies, toy_books, LINKS, settings, trained_model=load(tiny_artifact))
+    onnx_settings = with_values(settings, {"model.runtime": "onnx"})
+    onnx_run = run_evaluation(toy_movies, toy_books, LINKS, onnx_settings, trained_model=load(tiny_artifact))
+    pick = lambda r: r.table().set_index("method").loc[rows].drop(columns="label", errors="ignore")  # noqa: E731
+    pd.testing.assert_frame_equal(pick(onnx_run), pick(torch_run))
+    assert any("model.runtime=onnx" in n for n in onnx_run.notes)
+    assert not any("model.runtime=onnx" in n for n in torch_run.notes)
+
+
 def test_tfidf_and_cache_units(tiny_model, toy_movies, toy_books):
     corpus = list(toy_movies["description"].fillna("")) + list(toy_books["description"])
     m, b = tfidf_method(corpus).embed(toy_movies, toy_books)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The layers, lowest first (docs/CONTRACTS.md "Layers"); lexical sits with embed (both build tables).
-LAYERS = {"config": 0, "settings": 0, "errors": 0, "digest": 0, "phases": 0, "spark": 1, "data": 2, "model": 3,
-          "train": 4, "embed": 4, "lexical": 4, "score": 5, "eval": 6}
+LAYERS = {"lazy": 0, "config": 0, "settings": 0, "errors": 0, "digest": 0, "phases": 0, "spark": 1, "data": 2,
+          "model": 3, "train": 4, "embed": 4, "lexical": 4, "score": 5, "eval": 6}
 MAX_FUNCTION_LINES = 60
 
 

@@ -45,7 +45,7 @@ def test_onnx_embeds_like_torch_fp32(tiny_model_cfg, toy_movies, toy_books, tmp_
     assert type(onnx_model).__name__ == "OnnxLightFusion"
     assert onnx_model.model_version == model.model_version and onnx_model.output_dim == model.output_dim
     if chunking == "on":   # long texts do make several windows on both paths
-        rows, owner = onnx_model.token_windows(model.texts(None, DESCRIPTIONS))
+        rows, owner = onnx_model.text.token_windows(model.texts(None, DESCRIPTIONS))
         assert len(owner) > len(DESCRIPTIONS)
         assert rows["input_ids"] == model.text.token_windows(model.texts(None, DESCRIPTIONS))["input_ids"]
     onnx_vecs = onnx_model.embed(None, DESCRIPTIONS, GENRES, batch_size=7)
@@ -102,15 +102,17 @@ def test_what_cannot_run_on_onnx_is_refused_clearly():
 
 
 def test_the_onnx_path_imports_no_torch_transformers_or_fasttext(tiny_artifact):
-    """What an executor of the packed environment does (lfr.embed.udf, then the model), in a process
-    where importing torch, transformers or fasttext fails."""
+    """What an executor of the packed environment does (the readers' and the embedding UDFs' modules,
+    then the model), in a process where what that environment lacks cannot be imported: torch,
+    transformers, fasttext, and the driver's config stack and Delta API."""
     code = textwrap.dedent(f"""
         import importlib.abc, sys
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "transformers", "fasttext"):
+                if name.split(".")[0] in ("torch", "transformers", "fasttext", "omegaconf", "yaml", "delta"):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
+        import lfr.data.readers
         import lfr.embed.udf
         from lfr.embed.ship import ArtifactRef
         from lfr.embed.udf import ModelCache

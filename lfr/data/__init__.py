@@ -1,11 +1,15 @@
-"""Catalog ingestion: readers, validation, deduplication, pair files (docs/CONTRACTS.md "Catalogs")."""
-from lfr.data.catalog import content_hash_col, load_catalog
-from lfr.data.driver import DriverInputs, collect_driver_inputs
-from lfr.data.pairs import read_pairs
-from lfr.data.readers import READERS, CatalogReadError, read_source
-from lfr.data.schema import CATALOG_SCHEMA, REJECTS_SCHEMA
+"""Catalog ingestion: readers, validation, deduplication, pair files (docs/CONTRACTS.md "Catalogs").
 
-__all__ = [
-    "CATALOG_SCHEMA", "REJECTS_SCHEMA", "READERS", "CatalogReadError", "DriverInputs", "collect_driver_inputs",
-    "content_hash_col", "load_catalog", "read_pairs", "read_source",
-]
+Names are imported on first use (``lfr.lazy``): executors running the readers' UDFs import
+``lfr.data.readers`` without the driver's modules (settings, Delta).
+"""
+from lfr.lazy import lazy_exports
+
+_EXPORTS = {
+    "content_hash_col": "catalog", "load_catalog": "catalog",
+    "DriverInputs": "driver", "collect_driver_inputs": "driver",
+    "read_pairs": "pairs", "READERS": "readers", "CatalogReadError": "readers", "read_source": "readers",
+    "CATALOG_SCHEMA": "schema", "REJECTS_SCHEMA": "schema",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

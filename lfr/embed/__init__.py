@@ -8,7 +8,7 @@ Driver side: ``ship_artifact`` sends the model artifact to the executors once
 through ``lfr.spark.sync.IncrementalTable``). Worker side: the pandas UDF ``make_embed_udf`` /
 ``embed_column`` and its per-process model cache (``lfr.embed.udf``).
 """
-import importlib
+from lfr.lazy import lazy_exports
 
 #: Public name -> its module, imported on first use (PEP 562): an executor that unpickles the UDF
 #: imports ``lfr.embed.udf`` through this package, and must not need the driver's modules (Delta,
@@ -17,21 +17,7 @@ _EXPORTS = {
     "EMBEDDING_TABLES": "pipeline", "EmbedStats": "pipeline", "embed_catalog": "pipeline",
     "EMBEDDING_TYPE": "schema", "EMBEDDINGS_SCHEMA": "schema",
     "ArtifactRef": "ship", "ship_artifact": "ship",
-    "embed_column": "udf", "load_cached": "udf", "make_embed_udf": "udf",
+    "embed_column": "udf", "load_cached": "udf", "make_embed_udf": "udf", "ArtifactMissing": "lfr.model.artifact",
 }
-__all__ = sorted([*_EXPORTS, "ArtifactMissing"])
-
-
-def __getattr__(name: str):
-    if name == "ArtifactMissing":
-        from lfr.model.artifact import ArtifactMissing as value
-    elif name in _EXPORTS:
-        value = getattr(importlib.import_module(f"lfr.embed.{_EXPORTS[name]}"), name)
-    else:
-        raise AttributeError(f"module 'lfr.embed' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -38,6 +38,7 @@ measures what a method finds without being told.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -302,6 +303,11 @@ def _build_models(movies, books, settings: Settings, build_fn: BuildFn, trained_
     else:
         notes.append("DistilBERT rows skipped: set eval.distilbert_path to a local distilbert-base-uncased "
                      "folder (nothing is downloaded).")
+    if settings.model.runtime != "torch":
+        models.base = runtime_view(models.base, settings.model)
+        notes.append(f"model.runtime={settings.model.runtime}, model.quantize={settings.model.quantize}: the "
+                     "LightFusionRec and text-only rows embed with the encoder's ONNX export (training and the "
+                     "DistilBERT and adapter rows run torch).")
     if settings.eval.adapters:
         models.adapters = _adapters(movies, books, settings, notes)
     if trained_model is not None:
@@ -310,6 +316,21 @@ def _build_models(movies, books, settings: Settings, build_fn: BuildFn, trained_
                      "trained on the held-out links, so its numbers can be optimistic.")
     log.info("eval: base models in %.1fs", time.time() - started)
     return models
+
+
+def runtime_view(model, settings: ModelSettings):
+    """``model`` embedding its texts as the executors do under ``settings.runtime``: with ``onnx``, a
+    LightFusionRec model's frozen encoder is swapped for its ONNX export (``settings.quantize``), the
+    head and genre vectors unchanged, so the rows measure exactly what the runtime changes."""
+    if settings.runtime == "torch" or model is None or not hasattr(model, "text"):
+        return model
+    from lfr.model.export import onnx_text_view
+
+    if hasattr(model.text, "onnx_folder"):
+        return model
+    view = copy.copy(model)   # the caller's model keeps its torch encoder
+    view.text = onnx_text_view(model.text, settings.quantize)
+    return view
 
 
 def _adapters(movies, books, settings: Settings, notes: list[str]):
@@ -338,6 +359,7 @@ def _train_fold(movies, books, train_links, settings: Settings, models: _Models,
 
     t0 = time.time()
     trained = models.trained_model if models.trained_model is not None else fit(models.model, "lightfusionrec")
+    trained = runtime_view(trained, settings.model)
     db_trained = fit(models.db_model, "lightfusionrec_distilbert") if models.db_model is not None else None
     acc.train_seconds += time.time() - t0
     return trained, db_trained

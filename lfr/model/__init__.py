@@ -15,7 +15,7 @@ Either kind::
 
     model = load(path)                                 # dispatches on the manifest's kind; verifies sha256s; no pickle
 """
-import importlib
+from lfr.lazy import lazy_exports
 
 #: Public name -> the module that defines it, imported on first use (PEP 562): the torch-free
 #: ``model.runtime: onnx`` executors import ``lfr.model.onnxrt`` through this package without
@@ -33,15 +33,4 @@ _EXPORTS = {
     "domain_name": "xcross",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lfr.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lfr.model.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -17,9 +17,12 @@ onnxscript and handles the encoders used here; opset and exporter are recorded i
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -50,6 +53,14 @@ class _HiddenStates(torch.nn.Module):
 
 def export_lightfusion(text, genre, folder: str | os.PathLike) -> dict:
     """Write ``folder`` (the ``onnx`` module) from a ``TextEncoder`` and a ``GenreModel``; returns its config."""
+    config = export_text(text, folder)
+    config["genre"] = genre.export_module(Path(folder) / GENRE_DIR)
+    return config
+
+
+def export_text(text, folder: str | os.PathLike) -> dict:
+    """The text encoder's files of the ``onnx`` module (fp32 + int8 graphs, tokenizer) and their config."""
+    import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder = Path(folder)
@@ -72,15 +83,39 @@ def export_lightfusion(text, genre, folder: str | os.PathLike) -> dict:
         quantize_dynamic(str(folder / ENCODER_FILE), str(folder / INT8_FILE), per_channel=True,
                          weight_type=QuantType.QInt8)
     text.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
-    genre_config = genre.export_module(folder / GENRE_DIR)
-    import onnxruntime
-
     log.info("exported the text encoder to ONNX (opset %d, fp32 + int8) in %s", OPSET, folder)
     return {"encoder": ENCODER_FILE, "int8": INT8_FILE, "tokenizer": TOKENIZER_FILE, "inputs": list(names),
             "output": "last_hidden_state", "opset": OPSET, "exporter": f"torch.onnx.export(dynamo=False), torch "
             f"{torch.__version__.split('+')[0]}", "quantization": f"onnxruntime {onnxruntime.__version__} "
             "quantize_dynamic(per_channel=True, weight_type=QInt8)", "pad_id": int(text.tokenizer.pad_token_id or 0),
-            "special_tokens": int(text.tokenizer.num_special_tokens_to_add(pair=False)), "genre": genre_config}
+            "special_tokens": int(text.tokenizer.num_special_tokens_to_add(pair=False))}
+
+
+_VIEWS: dict[tuple, str] = {}
+
+
+def onnx_text_view(text, quantize: str):
+    """``text`` (a frozen ``TextEncoder``) as the ``OnnxTextEncoder`` that ``model.runtime: onnx`` runs:
+    what the evaluation embeds with to measure that runtime (``eval`` with ``model.runtime=onnx``).
+    A frozen encoder is exported once per process; a fine-tuned one each time."""
+    import tempfile
+
+    from lfr.model.onnxrt import OnnxTextEncoder
+
+    key = (text.folder, text.model_type) if not text.finetuned else None
+    folder = _VIEWS.get(key) if key else None
+    if folder is None:
+        tmp = tempfile.mkdtemp(prefix="lfr-onnx-view-")
+        atexit.register(shutil.rmtree, tmp, True)
+        folder = str(Path(tmp) / "onnx")
+        config = export_text(text, folder)
+        (Path(folder) / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        if key:
+            _VIEWS[key] = folder
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    settings = {"dim": text.dim, "pooling": text.pooling, "max_length": text.max_length, "chunking": text.chunking,
+                "overlap": text.chunk_overlap, "chunk_pooling": text.chunk_pooling}
+    return OnnxTextEncoder(Path(folder), config, settings, quantize)
 
 
 @contextlib.contextmanager

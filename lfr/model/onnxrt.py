@@ -55,34 +55,32 @@ def check_runtime(runtime: str, quantize: str, precision: str) -> None:
                          "to auto or fp32, or model.runtime=torch for bf16")
 
 
-class OnnxLightFusion:
-    """``embed`` of a LightFusionRec artifact under ONNX Runtime; ``load`` builds it."""
+class OnnxTextEncoder:
+    """The text half of ``TextEncoder.encode`` on ONNX Runtime: the same windows, batches and pooling.
 
-    def __init__(self, root: Path, manifest: Mapping[str, Any], modules: Mapping[str, dict], quantize: str):
-        from safetensors.numpy import load_file
+    Built from an exported folder (``lfr.model.export``): ``model.onnx``-side files plus the text
+    settings the artifact was saved with. ``folder``/``precision``/``finetuned`` mirror the torch
+    encoder's attributes so feature caches (evaluation, training memo) key it apart from torch's."""
+
+    def __init__(self, folder: Path, config: Mapping[str, Any], text: Mapping[str, Any], quantize: str):
         from tokenizers import Tokenizer
 
-        self.root, self.manifest, self.quantize = root, dict(manifest), quantize
-        self.model_version = str(manifest["model_version"])
-        self.output_dim = int(manifest["dims"]["output"])
-        self.include_title = bool(manifest["include_title"])
-        self.pooling, self.max_length = str(manifest["pooling"]), int(manifest["max_length"])
-        chunking = manifest.get("chunking") or {}
-        self.chunking = chunking.get("mode", "off")
-        self.chunk_overlap, self.chunk_pooling = int(chunking.get("overlap", 0)), chunking.get("pooling", "mean")
-        entry = modules[ONNX_MODULE]
-        self.folder, self.config = root / entry["path"], entry["config"]
-        self.tokenizer = Tokenizer.from_file(str(self.folder / self.config["tokenizer"]))
+        self.config, self.quantize = dict(config), quantize
+        self.onnx_folder = Path(folder)
+        self.folder = f"{folder}#{quantize}"   # a cache key: not the torch encoder's folder
+        self.precision = "int8" if quantize == "int8" else "fp32"
+        self.finetuned = False
+        self.dim = int(text["dim"])
+        self.pooling, self.max_length = str(text["pooling"]), int(text["max_length"])
+        self.chunking = text.get("chunking", "off")
+        self.chunk_overlap, self.chunk_pooling = int(text.get("overlap", 0)), text.get("chunk_pooling", "mean")
+        self.tokenizer = Tokenizer.from_file(str(self.onnx_folder / self.config["tokenizer"]))
         self.tokenizer.no_padding()
         stride = self.chunk_overlap if self.chunking == "on" else 0
         self.tokenizer.enable_truncation(self.max_length, stride=stride, strategy="longest_first", direction="right")
-        self.genre = NumpyGenreModel.load(self.folder, self.config["genre"])
-        self.head = {k: v.astype(np.float32) for k, v in load_file(str(root / modules["head"]["path"])).items()}
-        self.head_kind = modules["head"]["config"]["kind"]
         self.session, self.threads = None, 0
         self.set_num_threads(1)
 
-    # -- the encoder -----------------------------------------------------
     def set_num_threads(self, threads: int) -> None:
         """ONNX Runtime's intra-op threads (a task's ``spark.task.cpus``); a new session when it changes."""
         import onnxruntime as ort
@@ -94,7 +92,7 @@ class OnnxLightFusion:
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         name = self.config["int8"] if self.quantize == "int8" else self.config["encoder"]
-        self.session = ort.InferenceSession(str(self.folder / name), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.onnx_folder / name), opts, providers=["CPUExecutionProvider"])
         self.threads = threads
 
     def token_windows(self, texts: Sequence[str]) -> tuple[dict[str, list], np.ndarray]:
@@ -112,19 +110,42 @@ class OnnxLightFusion:
         return rows, np.asarray(owner, dtype=np.int64)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Pooled float32 text features ``(n, text_dim)``, one per text, in input order."""
+        """Pooled float32 text features ``(n, dim)``, one per text, in input order."""
         rows, owner = self.token_windows(texts)
         special = int(self.config["special_tokens"])
         weight = np.array([max(1, len(w) - special) for w in rows["input_ids"]], dtype=np.float32)
-        dim = int(self.manifest["dims"]["text"])
-        vecs = np.zeros((len(owner), dim), dtype=np.float32)
+        vecs = np.zeros((len(owner), self.dim), dtype=np.float32)
         for idx in length_order(rows, batch_size) if len(owner) else []:
             batch = pad_rows({k: [v[i] for i in idx] for k, v in rows.items()}, self.config["pad_id"])
             (hidden,) = self.session.run([self.config["output"]], batch)
             vecs[idx] = pool_tokens(hidden, batch["attention_mask"], self.pooling)
         return pool_windows(vecs, owner, weight, len(texts), self.chunk_pooling)
 
-    # -- the item embedding ----------------------------------------------
+
+class OnnxLightFusion:
+    """``embed`` of a LightFusionRec artifact under ONNX Runtime; ``load`` builds it."""
+
+    def __init__(self, root: Path, manifest: Mapping[str, Any], modules: Mapping[str, dict], quantize: str):
+        from safetensors.numpy import load_file
+
+        self.root, self.manifest, self.quantize = root, dict(manifest), quantize
+        self.model_version = str(manifest["model_version"])
+        self.output_dim = int(manifest["dims"]["output"])
+        self.include_title = bool(manifest["include_title"])
+        chunking = manifest.get("chunking") or {}
+        text = {"dim": manifest["dims"]["text"], "pooling": manifest["pooling"], "max_length": manifest["max_length"],
+                "chunking": chunking.get("mode", "off"), "overlap": chunking.get("overlap", 0),
+                "chunk_pooling": chunking.get("pooling", "mean")}
+        entry = modules[ONNX_MODULE]
+        folder = root / entry["path"]
+        self.text = OnnxTextEncoder(folder, entry["config"], text, quantize)
+        self.genre = NumpyGenreModel.load(folder, entry["config"]["genre"])
+        self.head = {k: v.astype(np.float32) for k, v in load_file(str(root / modules["head"]["path"])).items()}
+        self.head_kind = modules["head"]["config"]["kind"]
+
+    def set_num_threads(self, threads: int) -> None:
+        self.text.set_num_threads(threads)
+
     def fuse(self, text: np.ndarray, genre: np.ndarray) -> np.ndarray:
         """The fusion head of ``lfr.model.fusion`` in numpy: unit float32 rows."""
         h = self.head
@@ -142,9 +163,8 @@ class OnnxLightFusion:
         if len(genres) != len(descriptions):
             raise ValueError(f"{len(genres)} genre lists for {len(descriptions)} descriptions")
         texts = make_texts(titles, descriptions, self.include_title)
-        text = self.encode(texts, batch_size)
         gvec, _ = self.genre.vectors(genres)
-        return self.fuse(text, gvec).astype(np.float32)
+        return self.fuse(self.text.encode(texts, batch_size), gvec).astype(np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
