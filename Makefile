@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   -- set up (cached) and run the whole pipeline on the bundled sample
 #   make test   -- set up (cached), lint (ruff), then run the test suite
-.PHONY: setup demo lint test bench clean sql-server sql-server-stop spark-sql cluster-up cluster-down
+.PHONY: setup demo lint test bench clean sql-server sql-server-stop spark-sql metastore-up metastore-down cluster-up cluster-down
 
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -40,6 +40,15 @@ sql-server: setup
 
 sql-server-stop:
 	bash scripts/sql_server.sh stop
+
+# The shared metastore: Derby's network server on work/metastore/metastore_db (127.0.0.1, a free port or
+# metastore.port), so jobs, spark-sql, the JDBC server and notebooks use one catalog at once. Start it
+# before make sql-server; make metastore-down returns everyone to embedded Derby (docs/OPERATIONS.md).
+metastore-up: setup
+	bash scripts/metastore.sh start
+
+metastore-down:
+	bash scripts/metastore.sh stop
 
 # A local Spark standalone cluster (master + 2 workers, 1 core / 1g each, 127.0.0.1, free ports; state and
 # logs in work/cluster): make cluster-up prints the master URL for spark-submit --master; make cluster-down.

@@ -41,6 +41,24 @@ class PathsSettings(_Section):
     delta_jars_dir: Optional[str]
 
 
+METASTORE_SERVER = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class MetastoreSettings(_Section):
+    """``lfr.spark.session``: which Derby serves the catalog of ``paths.metastore_dir`` (the network server
+    of ``scripts/metastore.sh``, shared by every process, or embedded Derby, one process at a time)."""
+    server: str
+    host: str
+    port: Optional[int]
+
+    def __post_init__(self) -> None:
+        if self.server not in METASTORE_SERVER:
+            raise ConfigError(f"metastore.server must be one of {', '.join(METASTORE_SERVER)}, got {self.server!r}")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError(f"metastore.port must be a TCP port (1-65535) or null, got {self.port}")
+
+
 @dataclass(frozen=True)
 class SparkSettings(_Section):
     app_name: str
@@ -248,6 +266,7 @@ def parse_section(cls: type, name: str, data: Any):
 class Settings(_Section):
     profile: str
     paths: PathsSettings
+    metastore: MetastoreSettings
     spark: SparkSettings
     catalogs: Dict[str, Any]
     validation: ValidationSettings

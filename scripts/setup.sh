@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One-time (and idempotent) set-up: Java check, Python environment, Delta jars.
+# One-time (and idempotent) set-up: Java check, Python environment, Delta jars, Derby network jars.
 #
 # Everything heavy is cached under $LFR_CACHE (default ~/.cache/lfr), so a second
 # run -- or a fresh clone on the same machine -- reuses it and needs no network:
 #   $LFR_CACHE/venv-py3.11-<hash of requirements*.txt>   the virtual environment (torch is ~4 GB)
 #   $LFR_CACHE/jars/delta-4.4.0/                         Delta Lake jars from Maven Central
+#   $LFR_CACHE/jars/derby-<pyspark's Derby version>/     Derby network server + client (make metastore-up)
 # .venv in the project is a symlink to the cached environment (shared by clones; the
 # project itself is not installed into it, see below).
 set -euo pipefail
@@ -69,13 +70,37 @@ else
   say "reusing Delta jars in $JARS_DIR"
 fi
 
-# spark-submit from this environment reads $SPARK_HOME/conf/spark-defaults.conf:
-# put the cached Delta jars and extensions there so `spark-submit jobs/x.py` just works.
 SPARK_HOME_DIR=$("$VENV/bin/python" -c 'import pyspark, os; print(os.path.dirname(pyspark.__file__))')
+
+# --- Derby network server and client, once (scripts/metastore.sh) ----------------
+# The shared metastore (make metastore-up) serves the embedded metastore's database over Derby's network
+# protocol: the same Derby version as pyspark's own derby-*.jar, so either Derby opens the same files.
+DERBY_VERSION=$(find "$SPARK_HOME_DIR/jars" -maxdepth 1 -name 'derby-[0-9]*.jar' -printf '%f\n' | sed 's/^derby-//; s/\.jar$//' | sort -V | tail -1)
+[ -n "$DERBY_VERSION" ] || die "no derby-<version>.jar in $SPARK_HOME_DIR/jars: cannot tell which Derby to fetch"
+DERBY_DIR="$LFR_CACHE/jars/derby-${DERBY_VERSION}"
+DERBY_ARTIFACTS=(derby derbyshared derbytools derbynet derbyclient)
+derby_complete() { local a; for a in "${DERBY_ARTIFACTS[@]}"; do [ -f "$DERBY_DIR/$a-${DERBY_VERSION}.jar" ] || return 1; done; }
+if ! derby_complete; then
+  command -v mvn >/dev/null 2>&1 || die "mvn not found: needed once to fetch org.apache.derby:{$(IFS=,; echo "${DERBY_ARTIFACTS[*]}")}:${DERBY_VERSION} (apt-get install maven), or put those jars in $DERBY_DIR"
+  say "fetching Derby ${DERBY_VERSION} network server and client jars into $DERBY_DIR"
+  rm -rf "$DERBY_DIR.partial"; mkdir -p "$DERBY_DIR.partial"
+  for a in "${DERBY_ARTIFACTS[@]}"; do
+    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="org.apache.derby:$a:${DERBY_VERSION}" -DoutputDirectory="$DERBY_DIR.partial" >/dev/null || die "could not fetch org.apache.derby:$a:${DERBY_VERSION} from Maven Central"
+  done
+  rm -rf "$DERBY_DIR"; mv "$DERBY_DIR.partial" "$DERBY_DIR"
+else
+  say "reusing Derby jars in $DERBY_DIR"
+fi
+
+# spark-submit from this environment reads $SPARK_HOME/conf/spark-defaults.conf:
+# put the cached Delta jars and extensions there so `spark-submit jobs/x.py` just works; the Derby client on
+# the driver's class path (it must be there, not in spark.jars: lfr/spark/session.py), so that a job reaches
+# the shared metastore when make metastore-up runs one (unused otherwise).
 mkdir -p "$SPARK_HOME_DIR/conf"
 {
   echo "# written by lightfusionrec scripts/setup.sh"
   echo "spark.jars $(ls "$JARS_DIR"/*.jar | paste -sd, -)"
+  echo "spark.driver.extraClassPath $DERBY_DIR/derbyclient-${DERBY_VERSION}.jar"
   echo "spark.pyspark.python $VENV/bin/python"
   echo "spark.pyspark.driver.python $VENV/bin/python"
   echo "spark.log.level WARN"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Spark's Thrift JDBC/ODBC server (HiveThriftServer2, shipped in pyspark's jars) on the project's
-# catalog: Delta enabled, the same metastore as the jobs (paths.metastore_dir), quiet logs.
+# catalog: Delta enabled, the same metastore as the jobs (paths.metastore_dir, or the shared Derby
+# network server of scripts/metastore.sh while it runs), quiet logs.
 #
 #   scripts/sql_server.sh start     # (make sql-server) prints the JDBC URL once it accepts connections
 #   scripts/sql_server.sh status
@@ -9,9 +10,11 @@
 # Environment: LFR_SQL_HOST (127.0.0.1), LFR_SQL_PORT (10000), LFR_SQL_START_TIMEOUT (300 s),
 # LFR_CONF / LFR_PROFILE as for the jobs (e.g. LFR_CONF="paths.work_dir=/tmp/x").
 # Log and pid file: <paths.metastore_dir>/sql-server.{log,pid}.
-# The embedded Derby metastore admits one process: while the server runs, jobs fall back to an
-# in-memory catalog (their tables stay readable through the server: they are registered by location),
-# and spark-sql refuses to start; query through the server instead:
+# With the shared metastore (make metastore-up BEFORE this) jobs, spark-sql and notebooks keep using the
+# catalog while the server runs, and the tables they create appear in it at once. Without it the embedded
+# Derby metastore admits one process: while the server runs, jobs fall back to an in-memory catalog (their
+# tables stay readable through the server: they are registered by location), and spark-sql refuses to
+# start; query through the server instead:
 #   source .venv/bin/activate; beeline -u jdbc:hive2://127.0.0.1:10000/lfr -e "SELECT ..."
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,16 +38,24 @@ port_open() { (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
 start() {
   if running; then echo "already running (pid $(cat "$PIDFILE")): jdbc:hive2://$HOST:$PORT/lfr"; return 0; fi
   mkdir -p "$DIR"
-  local args=() kv
+  local args=() kv conf classpath=""
+  conf=$(cd "$ROOT" && "$PY" -m lfr.spark) || return 1
   while IFS= read -r kv; do
     case "$kv" in
       spark.master=*) args+=(--master "${kv#spark.master=}") ;;
       # Delta on the driver's own classpath too: the server opens each JDBC session's catalog
       # (DeltaCatalog) from threads that do not see the jars spark.jars adds at run time.
-      spark.jars=*) args+=(--conf "$kv" --driver-class-path "$(tr ',' ':' <<<"${kv#spark.jars=}")") ;;
+      spark.jars=*) args+=(--conf "$kv"); classpath="$classpath${classpath:+:}$(tr ',' ':' <<<"${kv#spark.jars=}")" ;;
+      # (the Derby client of the shared metastore); one --driver-class-path holds both
+      spark.driver.extraClassPath=*) classpath="$classpath${classpath:+:}${kv#spark.driver.extraClassPath=}" ;;
       *) args+=(--conf "$kv") ;;
     esac
-  done < <(cd "$ROOT" && "$PY" -m lfr.spark)
+  done <<<"$conf"
+  [ -z "$classpath" ] || args+=(--driver-class-path "$classpath")
+  case "$conf" in
+    *"ConnectionURL=jdbc:derby://"*) echo "metastore: the shared Derby network server ($(grep -o 'jdbc:derby://[^;]*' <<<"$conf"))" ;;
+    *"ConnectionURL=jdbc:derby:"*) echo "metastore: embedded Derby in $DIR (one process: jobs fall back to an in-memory catalog while this runs; make metastore-up first to share it)" ;;
+  esac
   # --hiveconf: the server's own settings; spark-internal: no application jar (the class is in pyspark's jars).
   nohup "$ROOT/.venv/bin/spark-submit" --class org.apache.spark.sql.hive.thriftserver.HiveThriftServer2 \
     --name "lightfusionrec JDBC" "${args[@]}" \

@@ -1,15 +1,32 @@
-"""The session factory: persistent catalog settings, Derby lock detection, Python workers from a plain process."""
+"""The session factory: persistent catalog settings (embedded Derby, or the shared Derby network server while
+scripts/metastore.sh runs one), Derby lock detection, Python workers from a plain process."""
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from lfr.settings import load_settings
-from lfr.spark.session import DERBY_URL_KEY, LOG4J_CONF, derby_in_use, main, session_conf
+from lfr.spark.session import (
+    DELTA_JAR_DIRNAME,
+    DERBY_CLIENT_DRIVER,
+    DERBY_DRIVER_KEY,
+    DERBY_URL_KEY,
+    EXTRA_CLASSPATH_KEY,
+    LOG4J_CONF,
+    SparkSetupError,
+    derby_in_use,
+    derby_version,
+    lfr_cache_dir,
+    main,
+    session_conf,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +66,71 @@ def test_cli_prints_conf_lines(tmp_path, capsys):
     assert lines[DERBY_URL_KEY].endswith(f"{tmp_path}/metastore/metastore_db;create=true")
     main(["--conf", f"paths.work_dir={tmp_path}", "--get", "paths.metastore_dir"])
     assert capsys.readouterr().out.strip() == f"{tmp_path}/metastore"
+
+
+def _serve(tmp_path, monkeypatch, pid: int | None = None):
+    """What scripts/metastore.sh leaves while its server runs: a port file and a pid file in the metastore
+    folder, the port accepting connections (a plain listening socket here), and Derby's client jar in the cache."""
+    version, cache = derby_version(), tmp_path / "cache"
+    jar = cache / "jars" / f"derby-{version}" / f"derbyclient-{version}.jar"
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    jar.write_bytes(b"")
+    if not (cache / "jars" / DELTA_JAR_DIRNAME).exists():
+        (cache / "jars" / DELTA_JAR_DIRNAME).symlink_to(lfr_cache_dir() / "jars" / DELTA_JAR_DIRNAME)
+    monkeypatch.setenv("LFR_CACHE", str(cache))
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    folder = tmp_path / "metastore"
+    folder.mkdir(exist_ok=True)
+    (folder / "derby-server.port").write_text(f"{server.getsockname()[1]}\n")
+    (folder / "derby-server.pid").write_text(f"{pid or os.getpid()}\n")
+    return server, str(jar)
+
+
+def test_sessions_use_the_shared_metastore_while_its_server_runs(tmp_path, monkeypatch, capsys):
+    server, jar = _serve(tmp_path, monkeypatch)
+    port, folder = server.getsockname()[1], tmp_path / "metastore"
+    with server:
+        conf = session_conf(_cfg(tmp_path, "spark.driver.extraClassPath=/x/other.jar"))
+        assert conf[DERBY_URL_KEY] == f"jdbc:derby://127.0.0.1:{port}/metastore_db;create=true"
+        assert conf[DERBY_DRIVER_KEY] == DERBY_CLIENT_DRIVER == "org.apache.derby.jdbc.ClientDriver"
+        assert conf[EXTRA_CLASSPATH_KEY] == f"/x/other.jar{os.pathsep}{jar}"   # the JVM's class path: not spark.jars
+        assert jar not in conf.get("spark.jars", "")
+        assert conf["spark.sql.warehouse.dir"] == f"{folder}/spark-warehouse"
+        assert "derby.stream.error.file" not in conf["spark.driver.extraJavaOptions"]  # no Derby engine here
+        main(["--conf", f"paths.work_dir={tmp_path}"])      # what spark-sql and the JDBC server start with
+        lines = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+        assert lines[DERBY_URL_KEY] == conf[DERBY_URL_KEY] and lines[EXTRA_CLASSPATH_KEY] == jar
+        embedded = session_conf(_cfg(tmp_path, "metastore.server=never"))   # only by config, never by accident
+        assert embedded[DERBY_URL_KEY] == f"jdbc:derby:;databaseName={folder}/metastore_db;create=true"
+        assert DERBY_DRIVER_KEY not in embedded and EXTRA_CLASSPATH_KEY not in embedded
+        assert DERBY_URL_KEY not in session_conf(_cfg(tmp_path, "paths.metastore_dir=null"))  # no local metastore
+    # the server is gone, its files left behind (killed): embedded Derby again, with a warning
+    stale = session_conf(_cfg(tmp_path))
+    assert stale[DERBY_URL_KEY].startswith("jdbc:derby:;databaseName=") and DERBY_DRIVER_KEY not in stale
+
+
+def test_no_shared_metastore_when_its_process_is_gone(tmp_path, monkeypatch):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    server, _ = _serve(tmp_path, monkeypatch, pid=int(gone.stdout))
+    with server:   # something else answers on the recorded port: not our server
+        assert session_conf(_cfg(tmp_path))[DERBY_URL_KEY].startswith("jdbc:derby:;databaseName=")
+
+
+def test_metastore_server_always_requires_a_server(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SparkSetupError, match="no port is known.*make metastore-up"):
+        session_conf(_cfg(tmp_path, "metastore.server=always"))
+    assert main(["--conf", f"paths.work_dir={tmp_path}", "--conf", "metastore.server=always"]) == 2
+    assert "error: metastore.server is 'always' but no port" in capsys.readouterr().err   # the scripts show this
+    server, _ = _serve(tmp_path, monkeypatch)
+    port = server.getsockname()[1]
+    (tmp_path / "metastore" / "derby-server.port").unlink()
+    with server:   # a configured host:port (e.g. a Derby server on another machine) needs no port file
+        conf = session_conf(_cfg(tmp_path, "metastore.server=always", f"metastore.port={port}"))
+        assert conf[DERBY_URL_KEY] == f"jdbc:derby://127.0.0.1:{port}/metastore_db;create=true"
+    with pytest.raises(SparkSetupError, match=f"no Derby network server answers on 127.0.0.1:{port}"):
+        session_conf(_cfg(tmp_path, "metastore.server=always", f"metastore.port={port}"))
 
 
 def test_derby_in_use_sees_another_process_lock(tmp_path):

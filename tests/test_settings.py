@@ -100,3 +100,16 @@ def test_no_module_keeps_a_default_table():
 
 def test_public_library_functions_take_no_setting_defaults():
     assert _public_defaults() == []
+
+
+def test_metastore_section_is_typed_and_checked():
+    """conf/lfr.yaml's metastore block (lfr/spark/session.py, scripts/metastore.sh): the embedded fallback by
+    default (auto: the network server only while make metastore-up runs one), bad values named."""
+    ms = load_settings(environ={}).metastore
+    assert (ms.server, ms.host, ms.port) == ("auto", "127.0.0.1", None)
+    assert load_settings(overrides=["metastore.port=1527"], environ={}).metastore.port == 1527
+    for bad, match in (("metastore.server=yes", "metastore.server must be one of auto, always, never"),
+                       ("metastore.port=70000", "metastore.port must be a TCP port"),
+                       ("metastore.port=x", "metastore.port")):
+        with pytest.raises(ConfigError, match=match):
+            load_settings(overrides=[bad], environ={})

@@ -18,6 +18,13 @@ held by another process (a running Thrift server, a notebook) falls back to the
 in-memory catalog with a warning instead of failing: tables are registered by
 location, so nothing is lost, the next session re-registers them.
 
+Why the Derby network server: a BI endpoint (the Thrift server) is meant to stay up while jobs
+create tables. ``scripts/metastore.sh`` (``make metastore-up``) serves the SAME database
+(``<metastore_dir>/metastore_db``) over Derby's network protocol and leaves a port file there;
+with ``metastore.server: auto`` every session built here (and spark-sql, the Thrift server) then
+connects to it with Derby's client driver instead of booting the files itself, so any number of
+processes share one catalog. Without the server nothing changes (embedded, as above).
+
 :func:`session_conf` is the single source of these settings: the builder,
 ``scripts/spark_sql.sh`` and ``scripts/sql_server.sh`` all use it
 (``python -m lfr.spark`` prints it as ``key=value`` lines).
@@ -35,6 +42,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import zipfile
@@ -53,6 +61,20 @@ DELTA_JAR_DIRNAME = "delta-4.4.0"
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
 LOG4J_CONF = Path(__file__).resolve().parents[2] / "conf" / "log4j2.properties"
 DERBY_URL_KEY = "spark.hadoop.javax.jdo.option.ConnectionURL"
+DERBY_DRIVER_KEY = "spark.hadoop.javax.jdo.option.ConnectionDriverName"
+DERBY_CLIENT_DRIVER = "org.apache.derby.jdbc.ClientDriver"
+# Derby's network client must be on the driver JVM's own class path (spark.driver.extraClassPath), not in
+# spark.jars: DriverManager hands a connection only to callers whose class loader sees the driver, and the
+# metastore's connection pool is loaded from pyspark's jars by the JVM's class loader ("No suitable driver");
+# also, since Derby 10.15 the ClientDriver alias is in derbytools.jar (pyspark's jars) and extends
+# org.apache.derby.client.ClientAutoloadedDriver of derbyclient.jar.
+DERBY_CLIENT_CLASS = "org.apache.derby.client.ClientAutoloadedDriver"
+EXTRA_CLASSPATH_KEY = "spark.driver.extraClassPath"
+#: the Derby database of the catalog, in paths.metastore_dir, whichever Derby (embedded or server) opens it
+METASTORE_DB = "metastore_db"
+#: what scripts/metastore.sh keeps in paths.metastore_dir while its Derby network server runs
+SERVER_PORT_FILE = "derby-server.port"
+SERVER_PID_FILE = "derby-server.pid"
 # pyspark 4.2 warns on every pandas >= 3 import; the pandas UDF paths the project uses are
 # covered by its tests, so the warning is noise (workers get the same filter via PYTHONWARNINGS).
 PANDAS3_WARNING = "PySpark does not yet fully support pandas"
@@ -81,6 +103,31 @@ def delta_jars(jars_dir: str | None) -> list[str]:
     return jars
 
 
+def derby_version() -> str:
+    """The Derby version of pyspark's own jars: the network server and client jars (setup.sh) match it."""
+    import pyspark
+
+    # under spark-submit pyspark is imported from $SPARK_HOME/python/lib/pyspark.zip: SPARK_HOME tells
+    folders = [Path(os.environ["SPARK_HOME"]) / "jars"] if os.environ.get("SPARK_HOME") else []
+    folders.append(Path(pyspark.__file__).resolve().parent / "jars")
+    for jars in folders:
+        found = sorted(jars.glob("derby-[0-9]*.jar"))
+        if found:
+            return found[-1].name.removeprefix("derby-").removesuffix(".jar")
+    raise SparkSetupError(f"no derby-<version>.jar in {' or '.join(map(str, folders))}: cannot tell which "
+                          "Derby client to use")
+
+
+def derby_client_jar() -> str:
+    """Derby's network client (``setup.sh`` caches it in ``$LFR_CACHE/jars/derby-<version>/``)."""
+    version = derby_version()
+    jar = lfr_cache_dir() / "jars" / f"derby-{version}" / f"derbyclient-{version}.jar"
+    if not jar.is_file():
+        raise SparkSetupError(f"no Derby client jar {jar}: run `make setup` once (it fetches "
+                              f"org.apache.derby:derbyclient:{version} from Maven Central)")
+    return str(jar)
+
+
 def _jvm_running() -> bool:
     return SparkSession.getActiveSession() is not None or os.environ.get("PYSPARK_GATEWAY_PORT") is not None
 
@@ -104,17 +151,83 @@ def metastore_dir(paths: PathsSettings) -> str | None:
     return str(Path(os.path.expanduser(str(value).removeprefix("file://"))).resolve())
 
 
-def catalog_conf(paths: PathsSettings, conf: Mapping[str, object]) -> dict[str, str]:
-    """Settings of the embedded Derby metastore, when the catalog is Hive and the folder local.
+def embedded_derby(url: object) -> bool:
+    """``url`` opens Derby's files in this process (not a ``jdbc:derby://host:port/`` network server)."""
+    return str(url).startswith("jdbc:derby:") and not str(url).startswith("jdbc:derby://")
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _recorded_port(folder: str) -> int | None:
+    """The port of the network server scripts/metastore.sh runs for ``folder``, if its process is alive."""
+    try:
+        pid = int((Path(folder) / SERVER_PID_FILE).read_text().strip())
+        port = int((Path(folder) / SERVER_PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:   # alive, another user's
+        pass
+    except OSError:
+        return None
+    return port
+
+
+def metastore_server(settings: Settings) -> tuple[str, int] | None:
+    """``(host, port)`` of the Derby network server that serves the catalog, or None: embedded Derby.
+
+    ``metastore.server`` auto: the server of ``make metastore-up`` when its port file and process are there
+    and the port accepts connections; always: ``metastore.host``/``port`` (or the port file), an error when
+    nothing listens; never: None. No local ``paths.metastore_dir``: None (no Derby at all)."""
+    ms, folder = settings.metastore, metastore_dir(settings.paths)
+    if ms.server == "never" or folder is None:
+        return None
+    recorded = _recorded_port(folder)
+    if ms.server == "auto":
+        if recorded is None:
+            return None
+        if _listening(ms.host, recorded):
+            return ms.host, recorded
+        log.warning("the Derby network server of %s (port file %s) does not answer on %s:%d; using embedded "
+                    "Derby (make metastore-down; make metastore-up restarts it)", folder, SERVER_PORT_FILE,
+                    ms.host, recorded)
+        return None
+    port = ms.port if ms.port is not None else recorded
+    if port is None:
+        raise SparkSetupError("metastore.server is 'always' but no port is known: set metastore.port, or start "
+                              "the server with `make metastore-up` (it records its port in "
+                              f"{folder}/{SERVER_PORT_FILE})")
+    if not _listening(ms.host, port):
+        raise SparkSetupError(f"metastore.server is 'always' but no Derby network server answers on {ms.host}:{port}: "
+                              "start it with `make metastore-up`, or set metastore.server: auto to fall back to "
+                              "embedded Derby")
+    return ms.host, port
+
+
+def catalog_conf(settings: Settings, conf: Mapping[str, object]) -> dict[str, str]:
+    """Settings of the Derby metastore, when the catalog is Hive and ``paths.metastore_dir`` local: the network
+    server's client URL and driver while it runs (:func:`metastore_server`), else embedded Derby's URL.
 
     An explicit ``spark.hadoop.javax.jdo.option.ConnectionURL`` / ``spark.sql.warehouse.dir`` wins;
     on a cluster ``paths.metastore_dir`` is null and hive-site.xml (or ``spark.hadoop.hive.metastore.uris``)
     names the shared metastore."""
-    folder = metastore_dir(paths)
+    folder = metastore_dir(settings.paths)
     if str(conf.get("spark.sql.catalogImplementation", "in-memory")) != "hive" or folder is None:
         return {}
     out = {"spark.sql.warehouse.dir": f"{folder}/spark-warehouse"}
-    out[DERBY_URL_KEY] = f"jdbc:derby:;databaseName={folder}/metastore_db;create=true"
+    server = None if DERBY_URL_KEY in conf else metastore_server(settings)
+    if server is not None:
+        out[DERBY_URL_KEY] = f"jdbc:derby://{server[0]}:{server[1]}/{METASTORE_DB};create=true"
+        out[DERBY_DRIVER_KEY] = DERBY_CLIENT_DRIVER
+    else:
+        out[DERBY_URL_KEY] = f"jdbc:derby:;databaseName={folder}/{METASTORE_DB};create=true"
     return {k: v for k, v in out.items() if k not in conf}
 
 
@@ -133,11 +246,15 @@ def session_conf(settings: Settings, extra_conf: Mapping[str, object] | None = N
     the log configuration, the Delta jars (``jars=False``: leave them to spark-submit)."""
     conf: dict[str, object] = {k: v for k, v in {**settings.spark.conf, **(extra_conf or {})}.items()
                                if v is not None}
-    conf.update(catalog_conf(settings.paths, conf))
-    derby = DERBY_URL_KEY in conf and "jdbc:derby:" in str(conf[DERBY_URL_KEY])
-    folder = metastore_dir(settings.paths) if derby else None
+    conf.update(catalog_conf(settings, conf))
+    url = str(conf.get(DERBY_URL_KEY, ""))
+    folder = metastore_dir(settings.paths) if embedded_derby(url) else None
     conf["spark.driver.extraJavaOptions"] = _java_options(conf, folder)
     conf.setdefault("spark.executorEnv.PYTHONWARNINGS", f"ignore:{PANDAS3_WARNING}:FutureWarning")
+    if url.startswith("jdbc:derby://"):   # applies where the JVM starts after this (the builder, the scripts)
+        client, path = derby_client_jar(), _text(conf.get(EXTRA_CLASSPATH_KEY) or "")
+        if client not in path.split(os.pathsep):
+            conf[EXTRA_CLASSPATH_KEY] = os.pathsep.join(p for p in (path, client) if p)
     if jars and "spark.jars" not in conf:
         found = delta_jars(settings.paths.delta_jars_dir)
         if found:
@@ -169,7 +286,7 @@ def derby_in_use(url: str) -> bool:
 
 def _fall_back_if_locked(conf: dict[str, str]) -> None:
     url = conf.get(DERBY_URL_KEY, "")
-    if conf.get("spark.sql.catalogImplementation") != "hive" or "jdbc:derby:" not in url or _context_started():
+    if conf.get("spark.sql.catalogImplementation") != "hive" or not embedded_derby(url) or _context_started():
         return
     if derby_in_use(url):
         log.warning("the metastore %s is in use by another process (a Thrift server, spark-sql or a notebook: "
@@ -220,7 +337,7 @@ def build_session(settings: Settings, extra_conf: Mapping[str, object] | None = 
     _python_workers(conf)
     _fall_back_if_locked(conf)
     folder = metastore_dir(settings.paths)
-    if folder and "jdbc:derby:" in conf.get(DERBY_URL_KEY, ""):
+    if folder and embedded_derby(conf.get(DERBY_URL_KEY, "")):
         Path(folder).mkdir(parents=True, exist_ok=True)  # Derby opens derby.log there before creating the db
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -228,10 +345,14 @@ def build_session(settings: Settings, extra_conf: Mapping[str, object] | None = 
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     _check_delta(spark)
+    _check_derby_client(spark, conf)
     ship_library(spark)
     _derby_log(spark, conf)
+    catalog = spark.conf.get("spark.sql.catalogImplementation", "in-memory")
+    if catalog == "hive" and str(conf.get(DERBY_URL_KEY, "")).startswith("jdbc:derby://"):
+        catalog += f", shared metastore {conf[DERBY_URL_KEY]}"
     log.info("Spark %s session '%s' on %s (catalog: %s)", spark.version, spark.sparkContext.appName,
-             spark.sparkContext.master, spark.conf.get("spark.sql.catalogImplementation", "in-memory"))
+             spark.sparkContext.master, catalog)
     return spark
 
 
@@ -295,6 +416,23 @@ def _derby_log(spark: SparkSession, conf: Mapping[str, str]) -> None:
         system.setProperty("derby.stream.error.file", match.group(1))
 
 
+def _check_derby_client(spark: SparkSession, conf: Mapping[str, str]) -> None:
+    """A session on the Derby network server needs Derby's client on the driver JVM's class path. Under
+    spark-submit the JVM started before our settings: it comes from the spark-defaults.conf setup.sh writes."""
+    if not str(conf.get(DERBY_URL_KEY, "")).startswith("jdbc:derby://"):
+        return
+    jvm = spark._jvm  # type: ignore[union-attr]
+    try:
+        jvm.java.lang.Class.forName(DERBY_CLIENT_CLASS, True, jvm.java.lang.ClassLoader.getSystemClassLoader())
+    except Exception as exc:  # py4j wraps ClassNotFoundException
+        raise SparkSetupError(
+            f"the metastore is the Derby network server ({conf[DERBY_URL_KEY]}) but Derby's client is not on the "
+            "driver's class path. Run `make setup` once more (its spark-defaults.conf puts derbyclient on "
+            "spark.driver.extraClassPath for spark-submit), or pass --driver-class-path with the derbyclient jar "
+            "of $LFR_CACHE/jars/derby-<version>/ (`make metastore-down` instead: embedded Derby, one process)."
+        ) from exc
+
+
 def _check_delta(spark: SparkSession) -> None:
     try:
         spark._jvm.java.lang.Class.forName(  # type: ignore[union-attr]
@@ -316,17 +454,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile")
     p.add_argument("--config", help="config file (default conf/lfr.yaml)")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
-    p.add_argument("--get", metavar="KEY", help="print only this config value (dotted path), e.g. paths.metastore_dir")
+    p.add_argument("--get", metavar="KEY", action="append",
+                   help="print only this config value (dotted path), e.g. paths.metastore_dir; repeatable: "
+                        "one line each")
     args = p.parse_args(argv)
     cfg = load_config(args.config, profile=args.profile, overrides=args.conf)
-    if args.get:
+    for key in args.get or ():
         node: object = cfg
-        for part in args.get.split("."):
+        for part in key.split("."):
             node = node[part]  # type: ignore[index]
         print("" if node is None else node)
+    if args.get:
         return 0
     settings = Settings.from_config(cfg)
     master = settings.spark.master
-    for key, value in {**({"spark.master": master} if master else {}), **session_conf(settings)}.items():
+    try:
+        conf = session_conf(settings)
+    except UsageError as exc:   # the scripts show the reason, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for key, value in {**({"spark.master": master} if master else {}), **conf}.items():
         print(f"{key}={value}")
     return 0
