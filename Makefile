@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   -- set up (cached) and run the whole pipeline on the bundled sample
 #   make test   -- set up (cached), lint (ruff), then run the test suite
-.PHONY: setup demo lint test bench clean sql-server sql-server-stop spark-sql metastore-up metastore-down cluster-up cluster-down
+.PHONY: setup demo lint test bench clean sql-server sql-server-stop spark-sql metastore-up metastore-down cluster-up cluster-down executor-env
 
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -57,6 +57,11 @@ cluster-up: setup
 
 cluster-down:
 	bash scripts/cluster.sh stop
+
+# The executors' environment for model.runtime: onnx (onnxruntime, tokenizers, numpy, pandas, pyarrow; no torch),
+# packed with venv-pack for spark-submit --archives ENV#env; content-named, cached in $LFR_CACHE/executor-env.
+executor-env: setup
+	bash scripts/executor_env.sh
 
 clean:
 	-bash scripts/sql_server.sh stop >/dev/null 2>&1
