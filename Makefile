@@ -65,4 +65,5 @@ executor-env: setup
 
 clean:
 	-bash scripts/sql_server.sh stop >/dev/null 2>&1
+	-bash scripts/metastore.sh stop >/dev/null 2>&1
 	rm -rf work spark-warehouse metastore_db derby.log
