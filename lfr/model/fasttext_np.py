@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lfr.model.genre import MATRIX_FILE, WORDS_FILE, GenreInput, normalise_genres  # fasttext: inside functions only
+from lfr.model.genre import MATRIX_FILE, WORDS_FILE, GenreInput, sentence_vectors  # fasttext: inside functions only
 
 EOS = "</s>"  # fastText's end-of-sentence word: no n-grams
 _FNV_OFFSET, _FNV_PRIME, _MASK = 2166136261, 16777619, 0xFFFFFFFF
@@ -109,11 +109,4 @@ class NumpyGenreModel:
 
     def vectors(self, genres: Sequence[GenreInput]) -> tuple[np.ndarray, np.ndarray]:
         """``(float32 (n, dim), bool (n,) has_genres)``; no genres -> zero row, False."""
-        out = np.zeros((len(genres), self.dim), dtype=np.float32)
-        has = np.zeros(len(genres), dtype=bool)
-        for i, g in enumerate(genres):
-            labels = normalise_genres(g)
-            if labels:
-                out[i] = self.sentence_vector(labels)
-                has[i] = True
-        return out, has
+        return sentence_vectors(genres, self.dim, self.sentence_vector)

@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -209,11 +209,18 @@ class GenreModel:
 
     def vectors(self, genres: Sequence[GenreInput]) -> tuple[np.ndarray, np.ndarray]:
         """``(float32 (n, dim), bool (n,) has_genres)``; no genres -> zero row, False."""
-        out = np.zeros((len(genres), self.dim), dtype=np.float32)
-        has = np.zeros(len(genres), dtype=bool)
-        for i, g in enumerate(genres):
-            labels = normalise_genres(g)
-            if labels:
-                out[i] = self._ft.get_sentence_vector(" ".join(labels))
-                has[i] = True
-        return out, has
+        return sentence_vectors(genres, self.dim, lambda labels: self._ft.get_sentence_vector(" ".join(labels)))
+
+
+def sentence_vectors(genres: Sequence[GenreInput], dim: int, sentence_vector: Callable[[list[str]], np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's genre vector from its normalised labels (``sentence_vector``: fasttext's, or the numpy
+    port's), ``(float32 (n, dim), bool (n,) has_genres)``; no genres -> zero row, False."""
+    out = np.zeros((len(genres), dim), dtype=np.float32)
+    has = np.zeros(len(genres), dtype=bool)
+    for i, g in enumerate(genres):
+        labels = normalise_genres(g)
+        if labels:
+            out[i] = sentence_vector(labels)
+            has[i] = True
+    return out, has
