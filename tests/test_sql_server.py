@@ -68,7 +68,8 @@ def test_jdbc_server_on_the_shared_metastore_sees_a_new_jobs_table(registered_wa
             [str(BIN / "spark-submit"), str(ROOT / "jobs" / "sql.py"), "-e",
              f"CREATE TABLE lfr.shared_check USING DELTA LOCATION '{tmp_path / 'shared_check'}' "
              "AS SELECT 'Heat' AS movie_title, 7 AS n"],
-            timeout=900, **{**run, "env": {**env, "LFR_LOG_LEVEL": "INFO"}})
+            # as a user runs it: the environment activated (spark-submit finds SPARK_HOME with PATH's python3)
+            timeout=900, **{**run, "env": {**env, "LFR_LOG_LEVEL": "INFO", "PATH": f"{BIN}:{env.get('PATH', '')}"}})
         log = job.stdout + job.stderr   # spark-submit forwards the driver's log to stdout
         assert job.returncode == 0, log[-4000:]
         assert f"(catalog: hive, shared metastore jdbc:derby://127.0.0.1:{derby_port}/" in log, log[-4000:]
