@@ -28,7 +28,8 @@ def test_cluster_profile_changes_master_and_paths():
     cfg = load_config(profile="cluster", environ={})
     assert cfg["spark"]["master"] is None
     assert cfg["paths"]["warehouse"].startswith("s3a://")      # URIs are not resolved as local paths
-    assert cfg["embed"]["batch_size"] == 128
+    assert cfg["spark"]["conf"]["spark.executor.cores"] == 4     # a nested key of the profile wins
+    assert cfg["embed"]["batch_size"] == load_config(environ={})["embed"]["batch_size"]   # the rest: the file's
 
 
 def test_profile_from_environment():

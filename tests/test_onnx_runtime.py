@@ -52,8 +52,12 @@ def test_onnx_embeds_like_torch_fp32(tiny_model_cfg, toy_movies, toy_books, tmp_
     assert onnx_vecs.dtype == np.float32 and onnx_vecs.shape == torch_vecs.shape
     np.testing.assert_allclose(np.linalg.norm(onnx_vecs, axis=1), 1.0, atol=1e-5)
     assert _cos(onnx_vecs, torch_vecs).min() >= 0.9999
-    int8 = load(tmp_path / "a", runtime="onnx", quantize="int8").embed(None, DESCRIPTIONS, GENRES, batch_size=7)
+    int8_model = load(tmp_path / "a", runtime="onnx", quantize="int8")
+    int8 = int8_model.embed(None, DESCRIPTIONS, GENRES, batch_size=7)
     assert 0.98 < _cos(int8, torch_vecs).min() < 1.0 - 1e-7   # another model (int8 weights), close to fp32
+    # an item's int8 vector does not depend on what else is embedded with it (per-tensor activation scales)
+    alone = np.stack([int8_model.embed(None, [d], [g], batch_size=64)[0] for d, g in zip(DESCRIPTIONS, GENRES)])
+    np.testing.assert_allclose(alone, int8, atol=1e-6)
 
 
 def test_fasttext_port_equals_fasttext(tmp_path):

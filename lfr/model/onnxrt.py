@@ -110,12 +110,17 @@ class OnnxTextEncoder:
         return rows, np.asarray(owner, dtype=np.int64)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Pooled float32 text features ``(n, dim)``, one per text, in input order."""
+        """Pooled float32 text features ``(n, dim)``, one per text, in input order.
+
+        One window per run, whatever ``batch_size`` says: int8 quantizes activations with one scale per
+        input tensor, so in a batch a window's result would depend on the windows (and padding) beside
+        it, while alone an item gets the same vector wherever and with whatever it is embedded; and on
+        CPUs ONNX Runtime ran faster so at fp32 too (no padding; docs/BENCHMARKS.md)."""
         rows, owner = self.token_windows(texts)
         special = int(self.config["special_tokens"])
         weight = np.array([max(1, len(w) - special) for w in rows["input_ids"]], dtype=np.float32)
         vecs = np.zeros((len(owner), self.dim), dtype=np.float32)
-        for idx in length_order(rows, batch_size) if len(owner) else []:
+        for idx in length_order(rows, 1) if len(owner) else []:
             batch = pad_rows({k: [v[i] for i in idx] for k, v in rows.items()}, self.config["pad_id"])
             (hidden,) = self.session.run([self.config["output"]], batch)
             vecs[idx] = pool_tokens(hidden, batch["attention_mask"], self.pooling)
