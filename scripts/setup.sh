@@ -58,14 +58,22 @@ if "$VENV/bin/python" -m pip show -q lightfusionrec >/dev/null 2>&1; then
 fi
 
 # --- Delta Lake jars from Maven Central, once ---------------------------------
-if ! ls "$JARS_DIR"/delta-spark_*.jar >/dev/null 2>&1 || ! ls "$JARS_DIR"/delta-storage-*.jar >/dev/null 2>&1; then
-  command -v mvn >/dev/null 2>&1 || die "mvn not found: needed once to fetch ${DELTA_ARTIFACTS[*]} (apt-get install maven), or put the jars in $JARS_DIR"
-  say "fetching Delta ${DELTA_VERSION} jars into $JARS_DIR"
-  mkdir -p "$JARS_DIR.partial"
-  for art in "${DELTA_ARTIFACTS[@]}"; do
-    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$art" -DoutputDirectory="$JARS_DIR.partial" >/dev/null || die "could not fetch $art from Maven Central"
+# fetch_jars LABEL DIR COORDINATE...: the artifacts from Maven Central into DIR, atomically (DIR.partial
+# first), so an interrupted fetch is redone; mvn is needed for this once.
+fetch_jars() {
+  local label=$1 dir=$2 art
+  shift 2
+  command -v mvn >/dev/null 2>&1 || die "mvn not found: needed once to fetch $* (apt-get install maven), or put the jars in $dir"
+  say "fetching $label jars into $dir"
+  rm -rf "$dir.partial"; mkdir -p "$dir.partial"
+  for art in "$@"; do
+    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$art" -DoutputDirectory="$dir.partial" >/dev/null || die "could not fetch $art from Maven Central"
   done
-  rm -rf "$JARS_DIR"; mv "$JARS_DIR.partial" "$JARS_DIR"
+  rm -rf "$dir"; mv "$dir.partial" "$dir"
+}
+
+if ! ls "$JARS_DIR"/delta-spark_*.jar >/dev/null 2>&1 || ! ls "$JARS_DIR"/delta-storage-*.jar >/dev/null 2>&1; then
+  fetch_jars "Delta ${DELTA_VERSION}" "$JARS_DIR" "${DELTA_ARTIFACTS[@]}"
 else
   say "reusing Delta jars in $JARS_DIR"
 fi
@@ -81,13 +89,8 @@ DERBY_DIR="$LFR_CACHE/jars/derby-${DERBY_VERSION}"
 DERBY_ARTIFACTS=(derby derbyshared derbytools derbynet derbyclient)
 derby_complete() { local a; for a in "${DERBY_ARTIFACTS[@]}"; do [ -f "$DERBY_DIR/$a-${DERBY_VERSION}.jar" ] || return 1; done; }
 if ! derby_complete; then
-  command -v mvn >/dev/null 2>&1 || die "mvn not found: needed once to fetch org.apache.derby:{$(IFS=,; echo "${DERBY_ARTIFACTS[*]}")}:${DERBY_VERSION} (apt-get install maven), or put those jars in $DERBY_DIR"
-  say "fetching Derby ${DERBY_VERSION} network server and client jars into $DERBY_DIR"
-  rm -rf "$DERBY_DIR.partial"; mkdir -p "$DERBY_DIR.partial"
-  for a in "${DERBY_ARTIFACTS[@]}"; do
-    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="org.apache.derby:$a:${DERBY_VERSION}" -DoutputDirectory="$DERBY_DIR.partial" >/dev/null || die "could not fetch org.apache.derby:$a:${DERBY_VERSION} from Maven Central"
-  done
-  rm -rf "$DERBY_DIR"; mv "$DERBY_DIR.partial" "$DERBY_DIR"
+  fetch_jars "Derby ${DERBY_VERSION} network server and client" "$DERBY_DIR" \
+    $(printf "org.apache.derby:%s:${DERBY_VERSION} " "${DERBY_ARTIFACTS[@]}")
 else
   say "reusing Derby jars in $DERBY_DIR"
 fi
