@@ -186,6 +186,7 @@ class XCrossSettings(_Section):
     temperature: float
     min_span_words: int
     cache_dir: Optional[str]
+    adapter_max_items: Optional[int]
 
 
 @dataclass(frozen=True)

@@ -309,3 +309,41 @@ def test_malformed_rows_rejected_with_their_text(spark, tmp_path):
     assert by_raw[csv_raw] == "malformed_row"
     wiki_raw = json.dumps({"Numbered (film)": 42})
     assert by_raw[wiki_raw] == "malformed_row,empty_description"        # all its reasons: no text either
+
+
+def test_bounded_sample_is_seeded_keeps_links_and_whole_author_groups(spark):
+    """lfr.data.driver.bounded_sample: at most max_items rows plus the kept ids, the same rows however the
+    catalog is partitioned, another sample for another seed, a book's author group taken whole (but for the
+    last group drawn), a catalog that fits returned whole."""
+    from lfr.data.driver import author_key, bounded_sample, id_key
+
+    rows = [(f"b{i:03d}", [f"Author {i % 37}"] if i % 11 else []) for i in range(300)]
+    books = spark.createDataFrame(rows, "id string, authors array<string>")
+    keep = spark.createDataFrame([("b005",), ("b299",), ("b150",)], "book_id string")
+
+    def ids(df, seed, partitions=2, keep_ids=keep, most=60):
+        sample, total = bounded_sample(df.repartition(partitions), most, seed, author_key(), keep_ids)
+        assert total == 300
+        return sorted(r.id for r in sample.collect())
+
+    got = ids(books, 13)
+    assert {"b005", "b299", "b150"} <= set(got) and len(set(got)) == len(got)
+    assert 60 <= len(got) <= 63
+    assert got == ids(books, 13, partitions=5)              # deterministic: not the partitioning's
+    assert got != ids(books, 14)
+    without_keep = ids(books, 13, keep_ids=None)
+    assert len(without_keep) == 60 and set(without_keep) <= set(got)
+    by_author = {}
+    for bid, authors in rows:
+        if authors:
+            by_author.setdefault(authors[0], set()).add(bid)
+    partial = [a for a, members in by_author.items() if 0 < len(members & set(without_keep)) < len(members)]
+    assert len(partial) <= 1, partial                        # whole groups, the last one drawn may be cut
+    assert any(len(m & set(without_keep)) == len(m) > 1 for m in by_author.values())
+
+    films = spark.createDataFrame([(f"m{i}",) for i in range(40)], "id string")
+    whole, total = bounded_sample(films, 40, 13, id_key())
+    assert total == 40 and whole.count() == 40               # fits: every row
+    assert bounded_sample(films, 10, 13, id_key())[0].count() == 10
+    with pytest.raises(ValueError, match="max_items"):
+        bounded_sample(films, 0, 13, id_key())

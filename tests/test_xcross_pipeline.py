@@ -97,6 +97,26 @@ def test_xcross_trains_embeds_and_scores_on_the_pipeline(spark, job_cfg):
         np.testing.assert_allclose(got.score, np.sort(bv @ mv[i])[::-1][:3], atol=1e-5)
 
 
+def test_the_train_job_collects_a_bounded_sample_with_every_link(spark, job_cfg, caplog):
+    """xcross.adapter_max_items: the X-Cross train job collects at most that many items of a larger catalog
+    (plus the links' films and books) and logs it; the books keep their authors (the adapter's pairs)."""
+    from lfr.train.job import collect_inputs
+
+    cfg, _ = job_cfg
+    bounded = with_values(cfg, {"xcross.adapter_max_items": 2})
+    movies, books, links = collect_inputs(spark, bounded)
+    assert len(links) == 5 and set(links.movie_id) <= set(movies.id) and set(links.book_id) <= set(books.id)
+    assert len(movies) <= 2 + 5 and len(books) <= 2 + 5
+    with caplog.at_level("INFO", logger="lfr.data.driver"):
+        movies, books, links = collect_inputs(spark, bounded, use_pairs=False)
+    assert links is None and len(movies) == len(books) == 2
+    assert "authors" in books and list(movies.id) == sorted(movies.id)
+    assert "movies: a bounded sample of 2 of 6 valid rows" in caplog.text
+    assert "books: a bounded sample of 2 of 8 valid rows" in caplog.text
+    full_movies, full_books, _ = collect_inputs(spark, cfg)          # the default bound: these catalogs fit
+    assert len(full_movies) == 6 and len(full_books) == 8
+
+
 def test_model_kind_is_checked(job_cfg):
     from lfr.train.job import inputs_key, model_kind
 

@@ -36,12 +36,19 @@ def model_kind(settings: Settings) -> str:
     return kind
 
 
-def collect_inputs(spark: Any, settings: Settings, use_pairs: bool = True, book_columns: tuple = ()
+def collect_inputs(spark: Any, settings: Settings, use_pairs: bool = True
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
-    """``(movies, books, positives or None)`` as pandas (valid catalog rows only)."""
+    """``(movies, books, positives or None)`` as pandas (valid catalog rows only). X-Cross reads the
+    books' authors (its book pairs) and at most ``xcross.adapter_max_items`` items of each catalog
+    (label-free pairs need no whole catalog; a sample keeps the driver bounded at any catalog size)."""
     from lfr.data import collect_driver_inputs
 
-    inputs = collect_driver_inputs(spark, settings, use_pairs=use_pairs, book_columns=book_columns)
+    if model_kind(settings) == "xcross":
+        x = settings.xcross
+        inputs = collect_driver_inputs(spark, settings, use_pairs=use_pairs, book_columns=("authors",),
+                                       max_items=x.adapter_max_items, seed=x.seed)
+    else:
+        inputs = collect_driver_inputs(spark, settings, use_pairs=use_pairs)
     return inputs.movies, inputs.books, inputs.links
 
 
@@ -138,8 +145,7 @@ def run_training(spark: Any, settings: Settings, *, model_dir: str, use_pairs: b
     """
     started, target = time.time(), model_dir
     kind = model_kind(settings)
-    movies, books, positives = collect_inputs(spark, settings, use_pairs=use_pairs,
-                                              book_columns=("authors",) if kind == "xcross" else ())
+    movies, books, positives = collect_inputs(spark, settings, use_pairs=use_pairs)
     key = inputs_key(movies, books, positives, settings)
     published = _published(target)
     if not force and published is not None and published.get("inputs_key") == key:
