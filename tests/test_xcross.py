@@ -231,3 +231,49 @@ def test_saved_as_modules_and_older_artifacts_still_load(tmp_path, xmodel, tiny_
     bad = resave(tmp_path / "bad", lambda f: (f / MODULES).write_text(json.dumps(escaping)))
     with pytest.raises(ArtifactError, match="integrator"):
         load(bad)
+
+
+def test_long_texts_are_cut_into_windows_as_the_text_encoder_cuts_them(tmp_path, tiny_encoder_dir):
+    """model.chunking reaches X-Cross: an untrained X-Cross (no-op adapters) embeds a text longer than
+    max_length exactly as LightFusionRec's text encoder does with the same chunking settings, the saved
+    artifact keeps them, and an artifact saved without them embeds truncated texts (as it always did)."""
+    import json
+
+    from lfr.model.artifact import MANIFEST, MODULES, write_manifest
+    from lfr.model.text import TextEncoder
+
+    s = load_settings(environ={})
+    chunked = {"precision": "fp32", "chunking": "on", "chunk_overlap": 4, "chunk_pooling": "length"}
+    model = build_xcross(with_values(s.xcross, {"encoder": tiny_encoder_dir, "max_length": 16}),
+                         with_values(s.model, chunked))
+    long_texts = [" ".join(FILMS * 3), BOOKS[0], " ".join(BOOKS * 2)]
+    plain = TextEncoder(tiny_encoder_dir, pooling="mean", max_length=16, precision="fp32", chunking="on",
+                        chunk_overlap=4, chunk_pooling="length")
+    assert len(plain.token_windows(long_texts[:1])["input_ids"]) > 2       # really cut into windows
+    want = plain.encode(long_texts)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    for domain in DOMAINS:
+        np.testing.assert_allclose(model.embed(None, long_texts, None, batch_size=2, domain=domain), want,
+                                   rtol=0, atol=1e-6)
+    truncated = build_xcross(with_values(s.xcross, {"encoder": tiny_encoder_dir, "max_length": 16}),
+                             with_values(s.model, {**chunked, "chunking": "off"}))
+    off = truncated.embed(None, long_texts, None, domain="film")
+    assert np.abs(off[0] - want[0]).max() > 1e-3                            # the windows matter
+
+    model.save(tmp_path / "x")
+    again = load(tmp_path / "x")
+    assert {k: again.settings[k] for k in chunked if k != "precision"} == {k: v for k, v in chunked.items()
+                                                                           if k != "precision"}
+    np.testing.assert_array_equal(again.embed(None, long_texts, None, domain="book"),
+                                  model.embed(None, long_texts, None, domain="book"))
+    older = tmp_path / "older"                                              # saved before X-Cross chunked
+    shutil.copytree(tmp_path / "x", older)
+    modules = json.loads((older / MODULES).read_text())
+    for m in modules:
+        if m["name"] == "encoder":
+            m["config"] = {k: v for k, v in m["config"].items() if not k.startswith("chunk")}
+    (older / MODULES).write_text(json.dumps(modules))
+    body = json.loads((older / MANIFEST).read_text())
+    (older / MANIFEST).unlink()
+    write_manifest(older, {k: v for k, v in body.items() if k not in ("files", "format", "model_version")})
+    np.testing.assert_allclose(load(older).embed(None, long_texts, None, domain="film"), off, rtol=0, atol=1e-6)

@@ -42,10 +42,13 @@ import torch
 from lfr.model.windows import (  # noqa: F401 (make_texts, pool_windows re-exported)
     CHUNK_POOLINGS,
     CHUNKINGS,
+    check_chunking,
     length_order,
     make_texts,
     pad_rows,
     pool_windows,
+    token_windows,
+    window_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -177,14 +180,7 @@ class TextEncoder:
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
         resolved, why = resolve_precision(precision)
-        if isinstance(chunking, bool):  # YAML 1.1 reads a bare on/off as a boolean
-            chunking = "on" if chunking else "off"
-        if chunking not in CHUNKINGS:
-            raise ValueError(f"model.chunking must be one of {CHUNKINGS}, got {chunking!r}")
-        if chunk_pooling not in CHUNK_POOLINGS:
-            raise ValueError(f"model.chunk_pooling must be one of {CHUNK_POOLINGS}, got {chunk_pooling!r}")
-        if not 0 <= int(chunk_overlap) <= int(max_length) // 2:
-            raise ValueError(f"model.chunk_overlap must be in [0, max_length/2], got {chunk_overlap}")
+        chunking = check_chunking(chunking, chunk_overlap, chunk_pooling, max_length)
         self.chunking, self.chunk_overlap, self.chunk_pooling = chunking, int(chunk_overlap), chunk_pooling
         self.folder = str(folder)
         self.name = name or Path(folder).name
@@ -266,15 +262,8 @@ class TextEncoder:
         """Tokenizer windows of ``texts``: ``input_ids`` (+ other model inputs) per window and
         ``overflow_to_sample_mapping`` (the text of each window). One window per text when
         chunking is off (the truncated text), exactly the tokenization ``forward`` uses."""
-        texts = list(texts)
-        if self.chunking == "off" or not texts:
-            enc = dict(self.tokenizer(texts, truncation=True, max_length=self.max_length))
-            enc["overflow_to_sample_mapping"] = list(range(len(texts)))
-        else:
-            enc = dict(self.tokenizer(texts, truncation=True, max_length=self.max_length, stride=self.chunk_overlap,
-                                      return_overflowing_tokens=True))
-        keep = [k for k in enc if k in self._accepted_inputs or k == "overflow_to_sample_mapping"]
-        return {k: list(enc[k]) for k in keep}
+        return token_windows(self.tokenizer, texts, self.max_length, self.chunking, self.chunk_overlap,
+                             self._accepted_inputs)
 
     def encode_windows(self, texts: Sequence[str], batch_size: int = 64
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -282,8 +271,7 @@ class TextEncoder:
         windows = self.token_windows(texts)
         owner = np.asarray(windows.pop("overflow_to_sample_mapping"), dtype=np.int64)
         ids = windows["input_ids"]
-        n_special = self.tokenizer.num_special_tokens_to_add(pair=False)
-        weight = np.array([max(1, len(w) - n_special) for w in ids], dtype=np.float32)
+        weight = window_weights(ids, self.tokenizer.num_special_tokens_to_add(pair=False))
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         if not ids:
             return out, owner, weight

@@ -31,6 +31,41 @@ def make_texts(titles: Sequence[str | None] | None, descriptions: Sequence[str |
     return out
 
 
+def check_chunking(chunking: str | bool, chunk_overlap: int, chunk_pooling: str, max_length: int) -> str:
+    """The ``model.chunking`` value (``on``/``off``) after checking the three chunking settings; both
+    model kinds cut texts the same way, so they check them the same way."""
+    if isinstance(chunking, bool):  # YAML 1.1 reads a bare on/off as a boolean
+        chunking = "on" if chunking else "off"
+    if chunking not in CHUNKINGS:
+        raise ValueError(f"model.chunking must be one of {CHUNKINGS}, got {chunking!r}")
+    if chunk_pooling not in CHUNK_POOLINGS:
+        raise ValueError(f"model.chunk_pooling must be one of {CHUNK_POOLINGS}, got {chunk_pooling!r}")
+    if not 0 <= int(chunk_overlap) <= int(max_length) // 2:
+        raise ValueError(f"model.chunk_overlap must be in [0, max_length/2], got {chunk_overlap}")
+    return chunking
+
+
+def token_windows(tokenizer, texts: Sequence[str], max_length: int, chunking: str, chunk_overlap: int,
+                  accepted: set[str]) -> dict[str, list]:
+    """Tokenizer windows of ``texts``: ``input_ids`` (+ the other inputs in ``accepted``) per window and
+    ``overflow_to_sample_mapping`` (the text of each window). Chunking off: one window per text (the
+    truncated text); on: consecutive windows of ``max_length`` tokens sharing ``chunk_overlap``."""
+    texts = list(texts)
+    if chunking == "off" or not texts:
+        enc = dict(tokenizer(texts, truncation=True, max_length=max_length))
+        enc["overflow_to_sample_mapping"] = list(range(len(texts)))
+    else:
+        enc = dict(tokenizer(texts, truncation=True, max_length=max_length, stride=chunk_overlap,
+                             return_overflowing_tokens=True))
+    keep = [k for k in enc if k in accepted or k == "overflow_to_sample_mapping"]
+    return {k: list(enc[k]) for k in keep}
+
+
+def window_weights(input_ids: Sequence[Sequence[int]], n_special: int) -> np.ndarray:
+    """Content tokens per window (at least 1): the ``length`` chunk pooling's weights."""
+    return np.array([max(1, len(w) - n_special) for w in input_ids], dtype=np.float32)
+
+
 def pool_windows(vecs: np.ndarray, owner: np.ndarray, weight: np.ndarray, n: int, how: str = "mean") -> np.ndarray:
     """One vector per text from its window vectors: plain mean (``mean``) or weighted by each
     window's content tokens (``length``: with mean pooling, close to the mean over all tokens).

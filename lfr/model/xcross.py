@@ -13,8 +13,9 @@ text model.
 Same interface as ``LightFusionModel`` where the pipeline touches it (``embed``, ``texts``,
 ``encode_text``, ``model_version``, ``output_dim``), plus the item's ``domain`` ('film' or
 'book'), given per call or bound once with ``for_domain``. Pooling, layer finding, length-sorted
-batching and ``model.precision`` (bf16 autocast where it resolves to bf16) are the text
-encoder's (``lfr.model.text``), so both model kinds compute features the same way.
+batching, ``model.precision`` (bf16 autocast where it resolves to bf16) and ``model.chunking``
+(a long text cut into ``max_length`` windows whose vectors are pooled) are the text encoder's
+(``lfr.model.text``, ``lfr.model.windows``), so both model kinds compute features the same way.
 
 Artifact: the parts in ``modules.json`` as LightFusionRec's (``encoder`` folder, one LoRA adapter
 per domain, the integrator), each with its own config; an artifact saved before ``modules.json``
@@ -52,13 +53,17 @@ from lfr.model.integrator import Integrator
 from lfr.model.text import (
     POOLINGS,
     autocast_for,
+    check_chunking,
     encoder_files,
     length_batches,
     make_texts,
     pool_hidden,
+    pool_windows,
     resolve_encoder,
     resolve_precision,
+    token_windows,
     transformer_layers,
+    window_weights,
 )
 from lfr.settings import ModelSettings, XCrossSettings
 
@@ -75,9 +80,15 @@ LORA_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}
 #: The model settings an X-Cross model is built with: the ``xcross`` section's model keys, plus the
 #: ``model`` section's ``precision`` (one key for both kinds); values come from conf/lfr.yaml.
 MODEL_KEYS = ("encoder", "pooling", "max_length", "include_title", "lora_r", "lora_alpha", "lora_dropout",
-              "target_modules", "seed", "precision")
+              "target_modules", "seed", "precision", "chunking", "chunk_overlap", "chunk_pooling")
+#: The ``model`` section's keys X-Cross takes (one key for both kinds): how it runs and cuts texts.
+FROM_MODEL = ("precision", "chunking", "chunk_overlap", "chunk_pooling")
 #: Keys that are not X-Cross's own settings in the manifest's ``xcross`` section.
-NOT_SAVED = ("encoder", "precision")
+NOT_SAVED = ("encoder", *FROM_MODEL)
+#: How an artifact saved before X-Cross cut long texts into windows embeds: truncated, as it always did.
+UNCHUNKED = {"chunking": "off", "chunk_overlap": 0, "chunk_pooling": "mean"}
+#: The text encoder settings the encoder module's config holds.
+ENCODER_KEYS = ("pooling", "max_length", "include_title", "chunking", "chunk_overlap", "chunk_pooling")
 #: The settings an adapter's module config holds (the rest of the adapter is its weights).
 ADAPTER_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed")
 #: Module types of ``modules.json`` (a fixed table: never an import path read from a file).
@@ -110,6 +121,8 @@ class XCrossModel:
         self.settings = dict(settings)
         if self.settings["pooling"] not in POOLINGS:
             raise ValueError(f"xcross.pooling must be one of {POOLINGS}, got {self.settings['pooling']!r}")
+        self.settings["chunking"] = check_chunking(self.settings["chunking"], self.settings["chunk_overlap"],
+                                                   self.settings["chunk_pooling"], self.settings["max_length"])
         self.requested_precision = str(self.settings["precision"])   # what the config / manifest asks for
         self.precision, why = resolve_precision(self.requested_precision)   # what this machine runs
         log.debug("X-Cross precision %s (%s)", self.precision, why)
@@ -242,15 +255,16 @@ class XCrossModel:
         formed in token-length order (little padding), as the text encoder's."""
         dom = domain_name(domain)
         texts = ["" if not isinstance(t, str) else t for t in texts]
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        enc = self.tokenizer(texts, truncation=True, max_length=int(self.settings["max_length"]))
-        rows = {k: list(v) for k, v in enc.items() if k in self._accepted}
+        s = self.settings
+        windows = token_windows(self.tokenizer, texts, int(s["max_length"]), s["chunking"], int(s["chunk_overlap"]),
+                                self._accepted)
+        owner = np.asarray(windows.pop("overflow_to_sample_mapping"), dtype=np.int64)
+        vecs = np.zeros((len(owner), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for idx, batch in length_batches(rows, batch_size, self.tokenizer.pad_token_id):
-                out[idx] = self.pooled(batch, [dom] * len(idx), integrate).numpy()
-        return out
+            for idx, batch in length_batches(windows, batch_size, self.tokenizer.pad_token_id):
+                vecs[idx] = self.pooled(batch, [dom] * len(idx), integrate).numpy()
+        weight = window_weights(windows.get("input_ids", []), self.tokenizer.num_special_tokens_to_add(pair=False))
+        return pool_windows(vecs, owner, weight, len(texts), s["chunk_pooling"])
 
     def embed(self, titles: Sequence[str | None] | None, descriptions: Sequence[str | None],
               genres: Sequence | None = None, batch_size: int = 64, domain: str | None = None,
@@ -287,8 +301,7 @@ class XCrossModel:
         folder.mkdir()
         for name in encoder_files(self.folder):
             shutil.copyfile(Path(self.folder) / name, folder / name)
-        return {"name": self.name, "model_type": self.model_type, "pooling": self.settings["pooling"],
-                "max_length": int(self.settings["max_length"]), "include_title": self.include_title}
+        return {"name": self.name, "model_type": self.model_type, **{k: self.settings[k] for k in ENCODER_KEYS}}
 
     def _save_adapter(self, domain: str, file: Path) -> dict:
         file.parent.mkdir(exist_ok=True)
@@ -337,11 +350,11 @@ class DomainView:
 
 def xcross_model_settings(xcross: XCrossSettings, model: ModelSettings) -> dict[str, Any]:
     """The settings an X-Cross model is built with: ``xcross``'s model keys, the encoder of ``model``
-    when ``xcross.encoder`` is null, and ``model.precision`` (one precision key for both kinds)."""
-    s = {k: getattr(xcross, k) for k in MODEL_KEYS if k != "precision"}
+    when ``xcross.encoder`` is null, and ``model``'s precision and chunking (``FROM_MODEL``: one key for
+    both kinds, so both embed a long text the same way)."""
+    s = {k: getattr(xcross, k) for k in MODEL_KEYS if k not in FROM_MODEL}
     s["encoder"] = s["encoder"] or model.encoder
-    s["precision"] = model.precision
-    return s
+    return {**s, **{k: getattr(model, k) for k in FROM_MODEL}}
 
 
 def build_xcross(xcross: XCrossSettings, model: ModelSettings) -> XCrossModel:
@@ -375,7 +388,7 @@ def load(path: str | os.PathLike, precision: str | None = None) -> XCrossModel:
         raise ArtifactError(f"model artifact {root}: kind {m.get('kind', 'lightfusionrec')!r} is not {KIND!r}")
     parts = _module_entries(root, m)
     try:
-        settings = {**m["xcross"], **_module_settings(parts), "encoder": m["encoder"]["name"],
+        settings = {**UNCHUNKED, **m["xcross"], **_module_settings(parts), "encoder": m["encoder"]["name"],
                     "encoder_source_path": m["encoder"]["source_path"], "precision": precision or m["precision"]}
         model = XCrossModel(parts["encoder"]["path"], settings, name=m["encoder"]["name"], manifest=m)
         for d in DOMAINS:
@@ -418,7 +431,7 @@ def _module_entries(root: Path, manifest: Mapping[str, Any]) -> dict[str, dict]:
 def _module_settings(parts: Mapping[str, dict]) -> dict[str, Any]:
     """The settings the parts' own configs hold (empty for an artifact without ``modules.json``)."""
     enc, adapter = parts["encoder"]["config"], parts[f"adapter_{DOMAINS[0]}"]["config"]
-    return {**{k: enc[k] for k in ("pooling", "max_length", "include_title") if k in enc},
+    return {**{k: enc[k] for k in ENCODER_KEYS if k in enc},
             **{k: adapter[k] for k in ADAPTER_KEYS if k in adapter}}
 
 
