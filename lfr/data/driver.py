@@ -28,8 +28,6 @@ class DriverInputs:
     links: pd.DataFrame | None
     #: pair-file rows that did not resolve to a distinct catalog link
     n_unresolved: int = 0
-    #: ``{domain: (rows collected, valid rows in the catalog)}`` for the catalogs ``max_items`` sampled
-    sampled: dict | None = None
 
 
 def collect_driver_inputs(spark: Any, settings: Settings, use_pairs: bool = True,
@@ -54,26 +52,25 @@ def collect_driver_inputs(spark: Any, settings: Settings, use_pairs: bool = True
         links_df = read_pairs(spark, str(pairs_path), movies_df, books_df).cache()
         links = links_df.toPandas()
         n_unresolved = max(0, read_csv(spark, str(pairs_path)).count() - len(links))
-    sampled = None
+    totals = None
     if max_items is not None:
         if seed is None:
             raise ValueError("a bounded sample (max_items) needs its seed")
         movies_df, n_movies = bounded_sample(movies_df, max_items, seed, id_key(), _endpoints(links_df, "movie_id"))
         books_df, n_books = bounded_sample(books_df, max_items, seed, author_key(), _endpoints(links_df, "book_id"))
-        sampled = {"movies": n_movies, "books": n_books}
+        totals = {"movies": n_movies, "books": n_books}
     movies = movies_df.select(*MODEL_INPUT_COLUMNS).toPandas()
     books = books_df.select(*MODEL_INPUT_COLUMNS, *book_columns).toPandas()
-    if sampled:   # a sample's row order is the shuffle's: sort, so that training sees the same order every run
+    if totals:   # a sample's row order is the shuffle's: sort, so that training sees the same order every run
         movies, books = (f.sort_values("id", ignore_index=True) for f in (movies, books))
-        sampled = {d: (len(frame), total) for (d, total), frame in zip(sampled.items(), (movies, books))}
-        for domain, (kept, total) in sampled.items():
-            if kept < total:
+        for domain, kept in (("movies", len(movies)), ("books", len(books))):
+            if kept < (total := totals[domain]):
                 log.info("%s: a bounded sample of %d of %d valid rows collected to the driver (max_items %d, "
                          "seed %d, every link's item kept)", domain, kept, total, max_items, seed)
     log.info("driver inputs: %d movies, %d books, %s", len(movies), len(books),
              f"{len(links)} known links ({n_unresolved} pair-file rows unresolved)" if links is not None
              else "no pair file")
-    return DriverInputs(movies, books, links, n_unresolved, sampled)
+    return DriverInputs(movies, books, links, n_unresolved)
 
 
 def id_key():
