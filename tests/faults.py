@@ -24,11 +24,15 @@ EXECUTOR_MARKS_ENV = "LFR_TEST_EXECUTOR_MARKS"
 BAD_TITLE = "BAD"
 
 
-def kill_worker_once(path, precision=None):
-    """``lfr.model.load``, then (once per marker file, across processes) ``os._exit`` of this worker."""
-    from lfr.model import load
+def kill_worker_once(path, precision=None, runtime=None, quantize=None):
+    """``lfr.model.load`` (on the onnx runtime: ``onnx_without_torch``), then (once per marker file, across
+    processes) ``os._exit`` of this worker."""
+    if runtime == "onnx":
+        model = onnx_without_torch(path, precision=precision, runtime=runtime, quantize=quantize)
+    else:
+        from lfr.model import load
 
-    model = load(path, precision=precision)
+        model = load(path, precision=precision)
     marker = os.environ.get(KILL_ONCE_ENV)
     if marker:
         try:

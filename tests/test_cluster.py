@@ -6,9 +6,10 @@ workers, separate JVMs and work dirs, on free loopback ports), and under faults.
   with spark.lfr.model.loader; the library has no test hook): both succeed, the retried task's rows equal
   the model's own output, the executors loaded the model from the archive Spark shipped into their
   work dirs;
-- the movies job on ``model.runtime: onnx`` in the packed executor environment (``make executor-env``,
-  ``--archives``): its Python workers run ``./env/bin/python`` and cannot import torch (checked inside its
-  tasks by a test loader), its vectors equal the torch fp32 model's within the parity bound;
+- both jobs on ``model.runtime: onnx`` in the packed executor environment (``make executor-env``,
+  ``--archives``): their Python workers run ``./env/bin/python`` and cannot import torch (checked inside
+  their tasks by the test loaders), their vectors equal the torch fp32 model's within the parity bound,
+  and score_all's lists equal those of the torch fp32 vectors;
 - score_all run as the README's cluster command (wheel via --py-files, from outside the checkout):
   the exact top-k of the embeddings; the workers offer a GPU (a fake discovery script) and the job asks for
   one per task: each task receives its address, and with no CUDA the kernel runs on the CPU and says so;
@@ -148,18 +149,19 @@ def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(c
 
     marker, marks = work["base"] / "killed-once", work["base"] / "executor-marks"
     marks.mkdir()
-    one_worker_each = ["spark.cores.max=1", "spark.executor.cores=1"]
-    books = submit(cluster, "jobs/embed_books.py", work["conf"], py_files="tests/faults.py",
-                   spark_conf=[*one_worker_each, "spark.lfr.model.loader=faults:kill_worker_once",
+    # both apps on the packed executor env and the onnx runtime (the loaders check that torch cannot be imported)
+    packed = ["spark.cores.max=1", "spark.executor.cores=1", "spark.pyspark.python=./env/bin/python",
+              f"spark.executorEnv.{EXECUTOR_MARKS_ENV}={marks}"]
+    onnx_conf, env_archive = [*work["conf"], "model.runtime=onnx"], f"{executor_env()}#env"
+    books = submit(cluster, "jobs/embed_books.py", onnx_conf, py_files="tests/faults.py", archives=env_archive,
+                   spark_conf=[*packed, "spark.lfr.model.loader=faults:kill_worker_once",
                                f"spark.executorEnv.{KILL_ONCE_ENV}={marker}"])
-    movies = submit(cluster, "jobs/embed_movies.py", [*work["conf"], "model.runtime=onnx"], py_files="tests/faults.py",
-                    archives=f"{executor_env()}#env",
-                    spark_conf=[*one_worker_each, "spark.pyspark.python=./env/bin/python",
-                                "spark.lfr.model.loader=faults:onnx_without_torch",
-                                f"spark.executorEnv.{EXECUTOR_MARKS_ENV}={marks}"])
+    movies = submit(cluster, "jobs/embed_movies.py", onnx_conf, py_files="tests/faults.py", archives=env_archive,
+                    spark_conf=[*packed, "spark.lfr.model.loader=faults:onnx_without_torch"])
     out_books, _ = finish(books), finish(movies)
     seen = [p.read_text().split() for p in marks.glob("worker-*.txt")]
-    assert seen and all(exe.endswith("/env/bin/python") and kind == "OnnxLightFusion" for exe, kind in seen), seen
+    assert all(exe.endswith("/env/bin/python") and kind == "OnnxLightFusion" for exe, kind in seen), seen
+    assert len(seen) >= 3, seen     # books: the killed worker and its successor; movies: at least one
 
     assert marker.exists(), "the fault loader never ran"
     assert "Lost task" in out_books, out_books[-3000:]          # the killed worker's task, then retried
@@ -170,7 +172,7 @@ def test_both_embed_jobs_at_once_on_two_workers_survive_a_killed_python_worker(c
         expected = tiny_model.embed(list(catalog["title"]), list(catalog["description"]), list(catalog["genres"]))
         got = np.stack(emb.set_index("id").loc[catalog["id"], "embedding"].to_numpy())
         np.testing.assert_allclose(got, expected, atol=1e-4)      # a clean run's values: nothing lost or doubled
-        assert (got * expected).sum(axis=1).min() >= 0.9999       # movies: onnx vs torch fp32, the parity bound
+        assert (got * expected).sum(axis=1).min() >= 0.9999       # onnx vs torch fp32: the parity bound
         assert set(emb["model_version"]) == {tiny_model.model_version}
     rejects = read_delta(spark, wh / "rejects")
     assert not rejects.duplicated(["domain", "source", "id", "reason"]).any()
@@ -212,9 +214,12 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
         got = recs[recs["movie_id"] == movie_id]
         assert list(got["book_id"]) == [books["id"][j] for j in order], movie_id
         np.testing.assert_allclose(got["score"], scores[i, order], atol=1e-5)
-    # the movies were embedded on the onnx runtime (previous test): torch fp32 vectors give the same lists
-    catalog = read_delta(spark, wh / "movies").set_index("id").loc[movies["id"]]
-    torch_scores = tiny_model.embed(list(catalog["title"]), list(catalog["description"]), list(catalog["genres"])) @ b.T
+    # both catalogs were embedded on the onnx runtime (previous test): torch fp32 vectors give the same lists
+    def torch_vectors(domain: str, ids) -> np.ndarray:
+        catalog = read_delta(spark, wh / domain).set_index("id").loc[ids]
+        return tiny_model.embed(list(catalog["title"]), list(catalog["description"]), list(catalog["genres"]))
+
+    torch_scores = torch_vectors("movies", movies["id"]) @ torch_vectors("books", books["id"]).T
     for i, movie_id in enumerate(movies["id"]):
         order = sorted(range(len(books)), key=lambda j: (-torch_scores[i, j], books["id"][j]))[:3]
         assert list(recs[recs["movie_id"] == movie_id]["book_id"]) == [books["id"][j] for j in order], movie_id
