@@ -255,6 +255,7 @@ def test_long_texts_are_cut_into_windows_as_the_text_encoder_cuts_them(tmp_path,
     for domain in DOMAINS:
         np.testing.assert_allclose(model.embed(None, long_texts, None, batch_size=2, domain=domain), want,
                                    rtol=0, atol=1e-6)
+    assert model.embed(None, [], None, domain="film").shape == (0, model.dim) == plain.encode([]).shape
     truncated = build_xcross(with_values(s.xcross, {"encoder": tiny_encoder_dir, "max_length": 16}),
                              with_values(s.model, {**chunked, "chunking": "off"}))
     off = truncated.embed(None, long_texts, None, domain="film")

@@ -51,7 +51,9 @@ def token_windows(tokenizer, texts: Sequence[str], max_length: int, chunking: st
     ``overflow_to_sample_mapping`` (the text of each window). Chunking off: one window per text (the
     truncated text); on: consecutive windows of ``max_length`` tokens sharing ``chunk_overlap``."""
     texts = list(texts)
-    if chunking == "off" or not texts:
+    if not texts:   # the tokenizer cannot take an empty batch
+        return {"input_ids": [], "overflow_to_sample_mapping": []}
+    if chunking == "off":
         enc = dict(tokenizer(texts, truncation=True, max_length=max_length))
         enc["overflow_to_sample_mapping"] = list(range(len(texts)))
     else:

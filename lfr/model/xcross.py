@@ -78,7 +78,7 @@ UNSAVED = "unsaved"
 #: LoRA targets (attention query and value projections) per Hugging Face ``model_type``.
 LORA_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}
 #: The model settings an X-Cross model is built with: the ``xcross`` section's model keys, plus the
-#: ``model`` section's ``precision`` (one key for both kinds); values come from conf/lfr.yaml.
+#: ``model`` section's ``FROM_MODEL`` keys (one key for both kinds); values come from conf/lfr.yaml.
 MODEL_KEYS = ("encoder", "pooling", "max_length", "include_title", "lora_r", "lora_alpha", "lora_dropout",
               "target_modules", "seed", "precision", "chunking", "chunk_overlap", "chunk_pooling")
 #: The ``model`` section's keys X-Cross takes (one key for both kinds): how it runs and cuts texts.
