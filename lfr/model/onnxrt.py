@@ -30,7 +30,7 @@ from lfr.errors import UsageError
 from lfr.model.artifact import MODULES, ArtifactError, verify_artifact
 from lfr.model.fasttext_np import NumpyGenreModel
 from lfr.model.genre import GenreInput
-from lfr.model.windows import length_order, make_texts, pad_rows, pool_tokens, pool_windows
+from lfr.model.windows import length_order, make_texts, pad_rows, pool_tokens, pool_windows, window_weights
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ class OnnxTextEncoder:
         it, while alone an item gets the same vector wherever and with whatever it is embedded; and on
         CPUs ONNX Runtime ran faster so at fp32 too (no padding; docs/BENCHMARKS.md)."""
         rows, owner = self.token_windows(texts)
-        special = int(self.config["special_tokens"])
-        weight = np.array([max(1, len(w) - special) for w in rows["input_ids"]], dtype=np.float32)
+        weight = window_weights(rows["input_ids"], int(self.config["special_tokens"]))
         vecs = np.zeros((len(owner), self.dim), dtype=np.float32)
         for idx in length_order(rows, 1) if len(owner) else []:
             batch = pad_rows({k: [v[i] for i in idx] for k, v in rows.items()}, self.config["pad_id"])

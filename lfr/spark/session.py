@@ -151,9 +151,14 @@ def metastore_dir(paths: PathsSettings) -> str | None:
     return str(Path(os.path.expanduser(str(value).removeprefix("file://"))).resolve())
 
 
+def network_derby(url: object) -> bool:
+    """``url`` is a Derby network server's (``jdbc:derby://host:port/...``), reached with Derby's client."""
+    return str(url).startswith("jdbc:derby://")
+
+
 def embedded_derby(url: object) -> bool:
     """``url`` opens Derby's files in this process (not a ``jdbc:derby://host:port/`` network server)."""
-    return str(url).startswith("jdbc:derby:") and not str(url).startswith("jdbc:derby://")
+    return str(url).startswith("jdbc:derby:") and not network_derby(url)
 
 
 def _listening(host: str, port: int) -> bool:
@@ -251,7 +256,7 @@ def session_conf(settings: Settings, extra_conf: Mapping[str, object] | None = N
     folder = metastore_dir(settings.paths) if embedded_derby(url) else None
     conf["spark.driver.extraJavaOptions"] = _java_options(conf, folder)
     conf.setdefault("spark.executorEnv.PYTHONWARNINGS", f"ignore:{PANDAS3_WARNING}:FutureWarning")
-    if url.startswith("jdbc:derby://"):   # applies where the JVM starts after this (the builder, the scripts)
+    if network_derby(url):   # applies where the JVM starts after this (the builder, the scripts)
         client, path = derby_client_jar(), _text(conf.get(EXTRA_CLASSPATH_KEY) or "")
         if client not in path.split(os.pathsep):
             conf[EXTRA_CLASSPATH_KEY] = os.pathsep.join(p for p in (path, client) if p)
@@ -349,7 +354,7 @@ def build_session(settings: Settings, extra_conf: Mapping[str, object] | None = 
     ship_library(spark)
     _derby_log(spark, conf)
     catalog = spark.conf.get("spark.sql.catalogImplementation", "in-memory")
-    if catalog == "hive" and str(conf.get(DERBY_URL_KEY, "")).startswith("jdbc:derby://"):
+    if catalog == "hive" and network_derby(conf.get(DERBY_URL_KEY, "")):
         catalog += f", shared metastore {conf[DERBY_URL_KEY]}"
     log.info("Spark %s session '%s' on %s (catalog: %s)", spark.version, spark.sparkContext.appName,
              spark.sparkContext.master, catalog)
@@ -419,7 +424,7 @@ def _derby_log(spark: SparkSession, conf: Mapping[str, str]) -> None:
 def _check_derby_client(spark: SparkSession, conf: Mapping[str, str]) -> None:
     """A session on the Derby network server needs Derby's client on the driver JVM's class path. Under
     spark-submit the JVM started before our settings: it comes from the spark-defaults.conf setup.sh writes."""
-    if not str(conf.get(DERBY_URL_KEY, "")).startswith("jdbc:derby://"):
+    if not network_derby(conf.get(DERBY_URL_KEY, "")):
         return
     jvm = spark._jvm  # type: ignore[union-attr]
     try:
