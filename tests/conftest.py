@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jvm import C1_ONLY, NO_CODEGEN
+from tests.jvm import NO_CODEGEN, SHARED_JVM, SHORT_JVM
 
 # No PYSPARK_PYTHON here: lfr.spark.build_session makes the workers run this interpreter
 # (tests/test_session.py checks it from a process without the export).
@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # SPARK_SUBMIT_OPTS reaches every driver JVM started through spark-submit: the jobs, the JDBC server, the
 # notebook kernel's session, the processes of tests/test_session.py and tests/warehouse.py; not the shared
 # session below (its whole run's in-process queries are where the full JIT pays off).
-os.environ.setdefault("SPARK_SUBMIT_OPTS", C1_ONLY)
+os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM)
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +46,7 @@ def spark(tmp_path_factory):
         f"spark.executorEnv.PYTHONPATH={Path(__file__).parent / 'daemon'}",
     ])
     submit_opts = os.environ.get("SPARK_SUBMIT_OPTS")
-    os.environ["SPARK_SUBMIT_OPTS"] = (submit_opts or "").replace(C1_ONLY, "").strip()
+    os.environ["SPARK_SUBMIT_OPTS"] = (submit_opts or "").replace(SHORT_JVM, SHARED_JVM).strip()
     try:
         session = build_session(cfg)
     finally:

@@ -2,8 +2,23 @@
 
 #: the C1 JIT alone (no C2): the tests' JVMs are short-lived and run each query once, where C1 takes less CPU for
 #: the same results. Used by every spark-submit driver (SPARK_SUBMIT_OPTS, tests/conftest.py) and the cluster's
-#: daemons and executors (tests/test_cluster.py); not by the shared in-process session, where C2 pays off.
+#: daemons and executors (tests/test_cluster.py); not by the shared in-process session, where C2 pays off (late).
 C1_ONLY = "-XX:TieredStopAtLevel=1"
+
+#: no bytecode verification of the classes loaded from the installed jars (the JDK's own are not verified
+#: either): about a tenth of a short JVM's CPU is spent verifying Spark's classes as they load
+NO_VERIFY = "-XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote"
+
+#: C2 only for code that stays hot (ten times the default invocation and loop thresholds): the shared session runs
+#: for the whole suite, but most of Spark's code runs a few thousand times and C2 compiled tens of thousands of
+#: methods that never paid back their compile time
+C2_LATE = ("-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 -XX:Tier4CompileThreshold=150000 "
+           "-XX:Tier4BackEdgeThreshold=400000")
+
+#: the options of the tests' short-lived JVMs (SPARK_SUBMIT_OPTS, the cluster's daemons and executors)
+SHORT_JVM = f"{C1_ONLY} {NO_VERIFY}"
+#: the options of the shared in-process session (tests/conftest.py)
+SHARED_JVM = f"{NO_VERIFY} {C2_LATE}"
 
 #: interpreted expressions, no whole-stage codegen: the tests run hundreds of small queries once each, where
 #: compiling the generated Java costs more than it saves. Same results. The shared session, the e2e jobs and the

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.jvm import C1_ONLY
+from tests.jvm import SHORT_JVM
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -77,7 +77,7 @@ def cluster_script(folder: Path, action: str, timeout: int = 240) -> subprocess.
     fake = folder / "fake_gpu.sh"
     fake.write_text(FAKE_GPU)
     fake.chmod(0o755)
-    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable, SPARK_DAEMON_JAVA_OPTS=C1_ONLY,
+    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable, SPARK_DAEMON_JAVA_OPTS=SHORT_JVM,
                    LFR_WORKER_GPUS="1", LFR_GPU_DISCOVERY=str(fake))
     return subprocess.run(["bash", str(ROOT / "scripts" / "cluster.sh"), action], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -99,7 +99,7 @@ def cluster(tmp_path_factory):
 def submit(cluster: Cluster, script: str, job_conf: list[str], *, spark_conf: list[str] = (), cwd: Path = ROOT,
            py_files: str | None = None, archives: str | None = None) -> subprocess.Popen:
     """``spark-submit --master spark://... [--py-files ...] [--archives ...] script --conf ...`` (not awaited)."""
-    cmd = ["spark-submit", "--master", cluster.url, "--conf", f"spark.executor.extraJavaOptions={C1_ONLY}"]
+    cmd = ["spark-submit", "--master", cluster.url, "--conf", f"spark.executor.extraJavaOptions={SHORT_JVM}"]
     for c in spark_conf:
         cmd += ["--conf", c]
     if py_files:
