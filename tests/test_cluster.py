@@ -13,8 +13,8 @@ workers, separate JVMs and work dirs, on free loopback ports), and under faults.
 - score_all run as the README's cluster command (wheel via --py-files, from outside the checkout):
   the exact top-k of the embeddings; the workers offer a GPU (a fake discovery script) and the job asks for
   one per task: each task receives its address, and with no CUDA the kernel runs on the CPU and says so;
-- without a cluster (shared local session): a tampered artifact fails naming the file and writes no
-  embeddings; concurrent creation of ``rejects`` is retried; tables of an older schema.
+- without a cluster (shared local session): a tampered artifact fails on the driver naming the file, before
+  any table is written; concurrent creation of ``rejects`` is retried; tables of an older schema.
 Small on purpose: a few dozen rows of the bundled sample, the tiny random DistilBERT artifact.
 """
 from __future__ import annotations
@@ -232,7 +232,7 @@ def embed_cfg(data: Path):
     return load_settings(overrides=[f"paths.data_dir={data}", f"paths.work_dir={data.parent / 'work'}"])
 
 
-def test_tampered_artifact_fails_naming_the_file_and_writes_no_embeddings(spark, tiny_artifact, tmp_path):
+def test_tampered_artifact_fails_naming_the_file_and_writes_no_table(spark, tiny_artifact, tmp_path):
     from lfr.embed import embed_catalog
     from lfr.settings import with_values
 
@@ -247,7 +247,9 @@ def test_tampered_artifact_fails_naming_the_file_and_writes_no_embeddings(spark,
     with pytest.raises(Exception) as err:
         embed_catalog(spark, settings, "books")
     assert "fusion.safetensors" in str(err.value) and "tampered" in str(err.value)
-    assert not Path(settings.tables.book_embeddings.path).exists()
+    # refused on the driver before the job read its inputs: no table of the run was written
+    assert not any(Path(spec.path).exists() for spec in (settings.tables.book_embeddings, settings.tables.books,
+                                                          settings.tables.rejects))
 
 
 def test_concurrent_creation_of_a_shared_table_is_retried(spark, tmp_path):

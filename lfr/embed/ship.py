@@ -18,6 +18,9 @@ one uncompressed tar named after its ``model_version`` and registers it with
   a tar named ``lfr-model-<model_version>-<sha256 of the tar>.tar`` is content-addressed, so a
   retrained (or tampered) model in the same session is a different file and a repeated call is a no-op.
 
+A local artifact is verified on the driver first (every file against the manifest's sha256), so a damaged
+or tampered model fails the job before it reads or writes any table; the workers' loader verifies again.
+
 A remote URI (``s3a://``, ``hdfs://``, ...) is added with ``addFile(recursive=True)``:
 executors fetch the folder straight from storage. ``mode="path"`` (local masters, or a
 filesystem every worker mounts) ships nothing and loads from the given path.
@@ -53,6 +56,7 @@ from lfr.model.artifact import (
     model_version_of,
     parse_manifest,
     read_manifest,
+    verify_artifact,
 )
 
 log = logging.getLogger(__name__)
@@ -89,8 +93,9 @@ class ArtifactRef:
 
 
 def artifact_manifest(spark, model_dir: str) -> dict:
-    """The artifact's manifest (not verified: each worker's loader does that); a remote one is read
-    through Spark (the driver may not mount the bucket). ``ArtifactMissing`` when there is none."""
+    """The artifact's manifest (not verified here: :func:`ship_artifact` and each worker's loader do that);
+    a remote one is read through Spark (the driver may not mount the bucket). ``ArtifactMissing`` when there
+    is none."""
     from lfr.config import is_uri  # driver side: executors unpickling an ArtifactRef need no config stack
 
     if not is_uri(model_dir):
@@ -171,6 +176,10 @@ def ship_artifact(spark, model_dir: str, mode: str, loader: Optional[str] = None
         ref = shipped.get(key)
         if ref is not None and ref.model_version == version:
             return ref
+        if not is_uri(model_dir):
+            # every file against the manifest, before the job reads or writes any table: a damaged or
+            # tampered artifact fails here, naming the file, not in the first task after the catalog sync
+            verify_artifact(model_dir)
         if mode == "path":
             ref = ArtifactRef(version, "path", model_dir, dim=dim, loader=loader)
         elif is_uri(model_dir):
