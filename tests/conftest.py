@@ -17,8 +17,8 @@ from tests.jvm import NO_CODEGEN, SHARED_JVM, SHORT_JVM
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # SPARK_SUBMIT_OPTS reaches every driver JVM started through spark-submit: the jobs, the JDBC server, the
-# notebook kernel's session, the processes of tests/test_session.py and tests/warehouse.py; not the shared
-# session below (its whole run's in-process queries are where the full JIT pays off).
+# notebook kernel's session, the processes of tests/test_session.py and tests/warehouse.py. The shared session
+# below gets SHARED_JVM instead (C2 for what stays hot: its whole run's in-process queries).
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM)
 
 

@@ -6,12 +6,12 @@
 C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 #: no bytecode verification of the classes loaded from the installed jars (the JDK's own are not verified
-#: either): about a tenth of a short JVM's CPU is spent verifying Spark's classes as they load
+#: either): a short JVM loads some 20,000 of Spark's classes once each
 NO_VERIFY = "-XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote"
 
-#: C2 only for code that stays hot (ten times the default invocation and loop thresholds): the shared session runs
-#: for the whole suite, but most of Spark's code runs a few thousand times and C2 compiled tens of thousands of
-#: methods that never paid back their compile time
+#: C2 only for code that stays hot (ten times the default tier-4 invocation and loop thresholds): the JIT took
+#: about half of the shared session's CPU over two Spark-heavy modules (JFR; docs/BENCHMARKS.md), most of it
+#: on code that runs a few thousand times in the whole suite
 C2_LATE = ("-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 -XX:Tier4CompileThreshold=150000 "
            "-XX:Tier4BackEdgeThreshold=400000")
 
