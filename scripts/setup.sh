@@ -6,6 +6,7 @@
 #   $LFR_CACHE/venv-py3.11-<hash of requirements*.txt>   the virtual environment (torch is ~4 GB)
 #   $LFR_CACHE/jars/delta-4.4.0/                         Delta Lake jars from Maven Central
 #   $LFR_CACHE/jars/derby-<pyspark's Derby version>/     Derby network server + client (make metastore-up)
+#   $LFR_CACHE/cds/spark-<hash of Java and jars>.jsa      the driver JVMs' class-data archive
 # .venv in the project is a symlink to the cached environment (shared by clones; the
 # project itself is not installed into it, see below).
 set -euo pipefail
@@ -99,18 +100,43 @@ fi
 # put the cached Delta jars and extensions there so `spark-submit jobs/x.py` just works; the Derby client on
 # the driver's class path (it must be there, not in spark.jars: lfr/spark/session.py), so that a job reaches
 # the shared metastore when make metastore-up runs one (unused otherwise).
+# Spark's own jars are on that class path too, before the conf dir Spark's launcher puts first otherwise: the
+# JVM maps a class-data-sharing archive (below) only when no non-empty folder precedes the archived jars.
+DEFAULTS="$SPARK_HOME_DIR/conf/spark-defaults.conf"
 mkdir -p "$SPARK_HOME_DIR/conf"
 {
   echo "# written by lightfusionrec scripts/setup.sh"
   echo "spark.jars $(ls "$JARS_DIR"/*.jar | paste -sd, -)"
-  echo "spark.driver.extraClassPath $DERBY_DIR/derbyclient-${DERBY_VERSION}.jar"
+  echo "spark.driver.extraClassPath $DERBY_DIR/derbyclient-${DERBY_VERSION}.jar:$SPARK_HOME_DIR/jars/*"
   echo "spark.pyspark.python $VENV/bin/python"
   echo "spark.pyspark.driver.python $VENV/bin/python"
   echo "spark.log.level WARN"
   echo "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension"
   echo "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog"
-} > "$SPARK_HOME_DIR/conf/spark-defaults.conf"
+} > "$DEFAULTS"
 # Spark's own logs at WARN for every launcher of this environment (spark-submit, spark-sql, beeline).
 cp "$ROOT/conf/log4j2.properties" "$SPARK_HOME_DIR/conf/log4j2.properties"
+
+# --- Class-data sharing for the driver JVMs, once per Java + Spark install -----------------------
+# A JVM that maps an archive of the classes a job loads (-XX:SharedArchiveFile) skips loading, parsing and
+# verifying them at every start (docs/BENCHMARKS.md). scripts/cds_warmup.py runs a small job whose JVM writes
+# the archive at exit; the drivers of spark-submit, pyspark and spark-sql then use it (spark-defaults.conf).
+# A JVM that cannot use it (another class path, another Java) starts as before. LFR_CDS=0: no archive.
+CDS_KEY=$({ java -version 2>&1; ls -l --time-style=+%s "$SPARK_HOME_DIR/jars" "$DERBY_DIR"; cat "$ROOT/scripts/cds_warmup.py"; } | sha256sum | cut -c1-12)
+CDS_ARCHIVE="$LFR_CACHE/cds/spark-${CDS_KEY}.jsa"
+if [ "${LFR_CDS:-1}" != 0 ] && [ ! -f "$CDS_ARCHIVE" ]; then
+  say "writing the class-data archive $CDS_ARCHIVE (once, about a minute)"
+  mkdir -p "$LFR_CACHE/cds"; rm -f "$CDS_ARCHIVE.partial"
+  if SPARK_HOME="$SPARK_HOME_DIR" PATH="$VENV/bin:$PATH" SPARK_SUBMIT_OPTS="-XX:ArchiveClassesAtExit=$CDS_ARCHIVE.partial" \
+       "$VENV/bin/spark-submit" \
+       "$ROOT/scripts/cds_warmup.py" >"$LFR_CACHE/cds/warmup.log" 2>&1 && [ -s "$CDS_ARCHIVE.partial" ]; then
+    mv "$CDS_ARCHIVE.partial" "$CDS_ARCHIVE"
+  else
+    say "WARNING: no class-data archive (jobs start as before); see $LFR_CACHE/cds/warmup.log"
+  fi
+fi
+if [ "${LFR_CDS:-1}" != 0 ] && [ -f "$CDS_ARCHIVE" ]; then
+  echo "spark.driver.defaultJavaOptions -XX:SharedArchiveFile=$CDS_ARCHIVE" >> "$DEFAULTS"
+fi
 
 say "ready in $(( $(date +%s) - start ))s: $(readlink "$ROOT/.venv" 2>/dev/null || echo "$VENV") (activate with: source .venv/bin/activate)"
