@@ -4,21 +4,21 @@ Why through spark-submit: the flags, the exit codes, the worker interpreter, shi
 and the library to the executors and the Delta tables the next job reads are what break for
 users, and none of that runs when library functions are called in-process.
 
-One module-scoped pipeline (one ``pipeline.py`` run: train -> embed books -> embed movies -> score,
-in one session) writes one warehouse; each test then checks a job's output or runs one more job on it
-(or on a copy, when the job changes it). The tiny random DistilBERT (tests/fixtures_model.py) and a
+One module-scoped pipeline (one ``pipeline.py`` run from a plain shell: train -> embed books -> embed
+movies -> score, in one session) writes one warehouse; each test then checks a job's output or runs one
+more job on it (or on a copy, when the job changes it). The tiny random DistilBERT (tests/fixtures_model.py) and a
 few dozen rows of data/sample (tests/e2e_data.py) keep every job short; expected counts are derived
 from the files written, never copied from a run.
 
 Each spark-submit pays a JVM start and a cold session (most of a tiny job's time), so:
 - the tests' own spark-submits (``@later`` below) are all started together, three at a time, as soon
   as the pipeline is built (each on its own copy of what it changes), and each test waits for its own;
-- a check that is about a job's verdict or its flags rather than its launch (a refusal, a skip, an
-  exit code 2, flags equal to settings) runs the same script in this process (``in_process``:
-  ``jobs/<job>.py`` as ``__main__``, its own flags, settings and exit code, on the test session). Every
-  script those checks use is also started through spark-submit: train.py, embed_books.py, pipeline.py
-  and evaluate.py here, score_all.py and embed_movies.py in tests/test_cluster.py, sql.py's body by
-  pipeline.py's ``--sql`` here.
+- a check that is about a job's verdict or its flags rather than its launch (a refusal, a skip, a
+  retraining with --force, an overwrite with --full, an exit code 2, flags equal to settings) runs the
+  same script in this process (``in_process``: ``jobs/<job>.py`` as ``__main__``, its own flags, settings
+  and exit code, on the test session). The launch is covered once per script body: pipeline.py (the
+  bodies of train, embed_books, embed_movies, embed_lexical, score_all and sql) and evaluate.py here,
+  embed_books.py, embed_movies.py and score_all.py as scripts in tests/test_cluster.py.
 """
 from __future__ import annotations
 
@@ -164,14 +164,33 @@ def tiny_data(tmp_path_factory) -> TinyData:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
+    """One ``pipeline.py`` run from a plain shell (``plain_env``: no venv on PATH, no PYSPARK_PYTHON, no
+    PYTHONPATH): the driver and the embedding UDFs' workers must find torch and lfr by the project's own
+    settings. Its driver JVM logs the class-data archive it maps (``cds.log``)."""
     data = tiny_data
     work = tmp_path_factory.mktemp("e2e") / "work"
     conf = job_conf(work, data.data_dir, tiny_encoder_dir)
+    env = plain_env()
+    env["SPARK_SUBMIT_OPTS"] = f"{env.get('SPARK_SUBMIT_OPTS', '')} -Xlog:cds=info:file={work.parent / 'cds.log'}"
     # every step is its job's own body (jobs/pipeline.py); score_all's options as settings (as flags: below)
-    run = submit("pipeline.py", "--steps", "train,embed_books,embed_movies,score_all",
+    run = submit("pipeline.py", "--steps", "train,embed_books,embed_movies,score_all", env=env,
                  conf=conf + [f"score.{key}={value}" for key, value in score_options(data).items()])
     assert run.code == 0, f"pipeline.py failed:\n{run}"
     return Pipeline(data=data, work=work, conf=conf, encoder=tiny_encoder_dir, runs={"pipeline": run})
+
+
+def test_the_drivers_jvm_maps_the_class_data_archive_setup_wrote(pipeline):
+    """scripts/setup.sh writes the archive and names it in spark-defaults.conf (LFR_CDS=0: neither)."""
+    import pyspark
+
+    defaults = (Path(pyspark.__file__).parent / "conf" / "spark-defaults.conf").read_text(encoding="utf-8")
+    archive = re.search(r"^spark\.driver\.defaultJavaOptions .*-XX:SharedArchiveFile=(\S+)", defaults, re.M)
+    if os.environ.get("LFR_CDS") == "0":
+        assert archive is None
+        pytest.skip("LFR_CDS=0: setup wrote no class-data archive")
+    assert archive and Path(archive.group(1)).is_file(), defaults
+    log = (pipeline.work.parent / "cds.log").read_text(encoding="utf-8")
+    assert "Mapped dynamic region" in log, log[-3000:]
 
 
 def score_options(data: TinyData) -> dict[str, str]:
@@ -226,13 +245,8 @@ def _manifest(model_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------ train
-@later("test_train_skips_unchanged_inputs_and_force_retrains", first=True)
-def forced_training(pipeline: Pipeline, folder: Path) -> Run:
-    shutil.copytree(pipeline.model_dir, folder / "model")
-    return submit("train.py", "--no-progress", "--force", "--model-dir", str(folder / "model"), conf=pipeline.conf)
-
-
-def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, started, tmp_path, in_process):
+def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, tmp_path, in_process):
+    """(jobs/train.py's body through spark-submit: the fixture's train step.)"""
     model = tmp_path / "model"
     shutil.copytree(pipeline.model_dir, model)
     before = (model / "manifest.json").read_bytes()
@@ -240,11 +254,11 @@ def test_train_skips_unchanged_inputs_and_force_retrains(pipeline, started, tmp_
     assert again.code == 0, again
     assert "up to date" in again.log and "trained model" not in again.log, again
     assert (model / "manifest.json").read_bytes() == before        # nothing republished
-    forced, folder = started("forced_training")                    # the same model, trained with --force
+    forced = in_process("train.py", "--no-progress", "--force", "--model-dir", str(model), conf=pipeline.conf)
     assert forced.code == 0, forced
     assert "trained model" in forced.log and "up to date" not in forced.log, forced
-    assert _manifest(folder / "model")["inputs_key"] == json.loads(before)["inputs_key"]   # same inputs, retrained
-    assert _manifest(folder / "model")["model_version"] != json.loads(before)["model_version"]
+    assert _manifest(model)["inputs_key"] == json.loads(before)["inputs_key"]          # same inputs, retrained
+    assert _manifest(model)["model_version"] != json.loads(before)["model_version"]
     assert re.search(r"^epoch\s+stage\s+train_loss.*val_mrr", forced.out, re.M), forced   # the history table
 
 
@@ -296,18 +310,14 @@ def test_embedding_tables_hold_every_valid_row_of_the_files(pipeline, spark):
     assert pipeline.table(spark, "book_embeddings").agg(F.countDistinct("content_hash")).first()[0] == len(books)
 
 
-@later("test_embed_full_rebuilds_from_a_plain_shell")
-def full_embedding(pipeline: Pipeline, folder: Path) -> Run:
-    return submit("embed_books.py", "--full", conf=copy_conf(pipeline, folder / "work"), env=plain_env())
-
-
-def test_embed_full_rebuilds_from_a_plain_shell(pipeline, spark, started):
-    """No PYSPARK_PYTHON, no venv on PATH, no PYTHONPATH: the UDF's workers must still find torch and lfr."""
+def test_embed_full_rebuilds_the_table(pipeline, spark, tmp_path, in_process):
+    """--full: an overwrite of the whole table, not a MERGE. (From a plain shell through spark-submit: the
+    fixture.)"""
     before = spark.sql(f"DESCRIBE HISTORY delta.`{pipeline.warehouse / 'book_embeddings'}`") \
         .agg({"version": "max"}).first()[0]
-    run, folder = started("full_embedding")      # on a copy of the pipeline's work dir
+    run = in_process("embed_books.py", "--full", conf=copy_conf(pipeline, tmp_path / "work"))   # on a copy
     assert run.code == 0, run
-    path = folder / "work" / "warehouse" / "book_embeddings"
+    path = tmp_path / "work" / "warehouse" / "book_embeddings"
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version", ascending=False).first()
     assert history["version"] == before + 1
     assert history["operation"] in ("WRITE", "CREATE OR REPLACE TABLE AS SELECT")   # an overwrite, not a MERGE
