@@ -480,20 +480,22 @@ def _title_prefix_rows(pipeline: Pipeline, spark) -> int:
 
 
 # ------------------------------------------------------------------ evaluate
-@later("test_evaluate_a_saved_artifact")
-def evaluation(pipeline: Pipeline, folder: Path) -> Run:
-    return submit("evaluate.py", "--artifact", "--reports-dir", str(folder / "reports"), conf=pipeline.conf)
-
-
-def test_evaluate_a_saved_artifact(pipeline, started):
-    run, folder = started("evaluation")
-    assert run.code == 0, run
-    metrics = json.loads((folder / "reports" / "metrics.json").read_text(encoding="utf-8"))
-    assert (folder / "reports" / "report.md").is_file()
+def _assert_report(pipeline: Pipeline, reports: Path, artifact: bool) -> None:
+    """A report of every linked film; its trained row the given artifact (flagged) or a model per fold."""
+    metrics = json.loads((reports / "metrics.json").read_text(encoding="utf-8"))
+    assert ("given artifact" in (reports / "report.md").read_text(encoding="utf-8")) == artifact
     names = [m["method"] for m in metrics["methods"]]
-    assert "text-only" in names or "text_only" in names, names
+    assert "text_only" in names and "lightfusionrec" in names, names
     linked_films = {(link["movie_title"], link["movie_year"]) for link in pipeline.data.links}
     assert len(metrics["per_movie"]) == len(linked_films)
+
+
+def test_evaluate_a_saved_artifact(pipeline, tmp_path, in_process):
+    """--artifact and --reports-dir. (jobs/evaluate.py's body through spark-submit, training a model per
+    fold: the resumed pipeline below.)"""
+    run = in_process("evaluate.py", "--artifact", "--reports-dir", str(tmp_path / "reports"), conf=pipeline.conf)
+    assert run.code == 0, run
+    _assert_report(pipeline, tmp_path / "reports", artifact=True)
 
 
 def test_training_history_table_has_the_recipe_columns():
@@ -517,7 +519,7 @@ def test_training_history_table_has_the_recipe_columns():
 # ------------------------------------------------------------------ the pipeline job (one session)
 @later("test_pipeline_stops_at_a_failed_step_and_resumes_with_from", first=True)
 def resumed_pipeline(pipeline: Pipeline, folder: Path) -> Run:
-    return submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all",
+    return submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all,evaluate",
                   "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method; "
                            "SELECT count(*) AS n FROM lfr.recommendations; "
                            "SELECT count(DISTINCT movie_title) AS titles FROM lfr.movie_book_recommendations",
@@ -539,8 +541,9 @@ def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, 
     assert "score_all finished" not in failed.log
 
     assert run.code == 0, run
-    assert re.search(r"embed_lexical finished .*score_all finished .*sql finished .*pipeline finished", run.log,
-                     re.S), run
+    assert re.search(r"embed_lexical finished .*score_all finished .*evaluate finished .*sql finished "
+                     r".*pipeline finished", run.log, re.S), run
+    _assert_report(pipeline, work / "reports", artifact=False)         # evaluate: paths.reports_dir of the copy
     assert len(re.findall(r"Spark \S+ session ", run.log)) == 1, run      # one session for all steps
     assert re.search(r"^\| hybrid\s+\| (\d+)\s+\|$", run.out, re.M), run   # the default method, scored just now
     # the statements saw the tables (and the view) as this run left them
