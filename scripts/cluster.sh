@@ -95,6 +95,14 @@ logger.deploy.name = org.apache.spark.deploy
 logger.deploy.level = info
 EOF
   export SPARK_DAEMON_JAVA_OPTS="-Dlog4j2.configurationFile=file:$DIR/log4j2-daemons.properties ${SPARK_DAEMON_JAVA_OPTS:-}"
+  # The class-data archive setup.sh wrote for the drivers serves the daemons too, on the same class path.
+  local defaults="$home/conf/spark-defaults.conf" cds_cp cds_opt
+  cds_cp=$(sed -n 's/^spark\.driver\.extraClassPath //p' "$defaults" 2>/dev/null || true)
+  cds_opt=$(grep -o -- '-XX:SharedArchiveFile=[^ ]*' "$defaults" 2>/dev/null | head -1 || true)
+  if [ -n "$cds_cp" ] && [ -n "$cds_opt" ]; then
+    export SPARK_DAEMON_CLASSPATH="$cds_cp${SPARK_DAEMON_CLASSPATH:+:$SPARK_DAEMON_CLASSPATH}"
+    SPARK_DAEMON_JAVA_OPTS="$cds_opt $SPARK_DAEMON_JAVA_OPTS"
+  fi
   export SPARK_HOME="$home" SPARK_LOCAL_IP=127.0.0.1 SPARK_MASTER_HOST=127.0.0.1
   export SPARK_DAEMON_MEMORY="${SPARK_DAEMON_MEMORY:-256m}" SPARK_LOG_DIR="$DIR/logs"
   # Executors' Python workers: the driver sends its interpreter; this is the fallback.

@@ -136,7 +136,13 @@ if [ "${LFR_CDS:-1}" != 0 ] && [ ! -f "$CDS_ARCHIVE" ]; then
   fi
 fi
 if [ "${LFR_CDS:-1}" != 0 ] && [ -f "$CDS_ARCHIVE" ]; then
-  echo "spark.driver.defaultJavaOptions -XX:SharedArchiveFile=$CDS_ARCHIVE" >> "$DEFAULTS"
+  # the executors of a cluster on this machine too (scripts/cluster.sh); elsewhere these paths are absent, and
+  # a JVM skips a missing class path entry and a missing archive without a word
+  {
+    echo "spark.driver.defaultJavaOptions -XX:SharedArchiveFile=$CDS_ARCHIVE"
+    echo "spark.executor.extraClassPath $DERBY_DIR/derbyclient-${DERBY_VERSION}.jar:$SPARK_HOME_DIR/jars/*"
+    echo "spark.executor.defaultJavaOptions -XX:SharedArchiveFile=$CDS_ARCHIVE"
+  } >> "$DEFAULTS"
 fi
 
 say "ready in $(( $(date +%s) - start ))s: $(readlink "$ROOT/.venv" 2>/dev/null || echo "$VENV") (activate with: source .venv/bin/activate)"

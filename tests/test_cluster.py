@@ -73,11 +73,17 @@ FAKE_GPU = '#!/bin/sh\necho \'{"name": "gpu", "addresses": ["0"]}\'\n'
 GPU_TASKS = ["spark.executor.resource.gpu.amount=1", "spark.task.resource.gpu.amount=1"]
 
 
+def cds_log(folder: Path) -> str:
+    """The JVM option that logs which class-data archive a JVM maps, one file per process in ``folder``."""
+    return f"-Xlog:cds=info:file={folder}/cds-%p.log"
+
+
 def cluster_script(folder: Path, action: str, timeout: int = 240) -> subprocess.CompletedProcess:
     fake = folder / "fake_gpu.sh"
     fake.write_text(FAKE_GPU)
     fake.chmod(0o755)
-    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable, SPARK_DAEMON_JAVA_OPTS=SHORT_JVM,
+    env = user_env(LFR_CLUSTER_DIR=str(folder), LFR_CLUSTER_PYTHON=sys.executable,
+                   SPARK_DAEMON_JAVA_OPTS=f"{SHORT_JVM} {cds_log(folder)}",
                    LFR_WORKER_GPUS="1", LFR_GPU_DISCOVERY=str(fake))
     return subprocess.run(["bash", str(ROOT / "scripts" / "cluster.sh"), action], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -99,7 +105,8 @@ def cluster(tmp_path_factory):
 def submit(cluster: Cluster, script: str, job_conf: list[str], *, spark_conf: list[str] = (), cwd: Path = ROOT,
            py_files: str | None = None, archives: str | None = None) -> subprocess.Popen:
     """``spark-submit --master spark://... [--py-files ...] [--archives ...] script --conf ...`` (not awaited)."""
-    cmd = ["spark-submit", "--master", cluster.url, "--conf", f"spark.executor.extraJavaOptions={SHORT_JVM}"]
+    cmd = ["spark-submit", "--master", cluster.url,
+           "--conf", f"spark.executor.extraJavaOptions={SHORT_JVM} {cds_log(cluster.folder)}"]
     for c in spark_conf:
         cmd += ["--conf", c]
     if py_files:
@@ -223,6 +230,20 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
     for i, movie_id in enumerate(movies["id"]):
         order = sorted(range(len(books)), key=lambda j: (-torch_scores[i, j], books["id"][j]))[:3]
         assert list(recs[recs["movie_id"] == movie_id]["book_id"]) == [books["id"][j] for j in order], movie_id
+
+
+def test_the_daemons_and_executors_map_the_class_data_archive(cluster):
+    """scripts/setup.sh's archive (spark-defaults.conf) serves the master, the workers and the executors of the
+    jobs above, not only the drivers (tests/test_jobs_e2e.py)."""
+    import pyspark
+
+    defaults = (Path(pyspark.__file__).parent / "conf" / "spark-defaults.conf").read_text(encoding="utf-8")
+    if "-XX:SharedArchiveFile=" not in defaults:
+        pytest.skip("setup wrote no class-data archive (LFR_CDS=0)")
+    logs = {p.name: p.read_text(encoding="utf-8") for p in cluster.folder.glob("cds-*.log")}
+    assert len(logs) >= 3 + 3, sorted(logs)      # master, two workers; an executor per app above
+    unmapped = sorted(name for name, text in logs.items() if "Mapped dynamic region" not in text)
+    assert not unmapped, (unmapped, logs[unmapped[0]][-2000:] if unmapped else "")
 
 
 # ------------------------------------------------------------------ faults without a cluster (local session)
