@@ -38,7 +38,10 @@ port_open() { (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
 start() {
   if running; then echo "already running (pid $(cat "$PIDFILE")): jdbc:hive2://$HOST:$PORT/lfr"; return 0; fi
   mkdir -p "$DIR"
-  local args=() kv conf classpath=""
+  local args=() kv conf classpath
+  # --driver-class-path replaces spark-defaults.conf's class path: keep it first (Spark's jars ahead of the conf
+  # dir, where the class-data archive setup.sh wrote applies)
+  classpath=$(sed -n 's/^spark\.driver\.extraClassPath //p' "$SPARK_HOME/conf/spark-defaults.conf" 2>/dev/null || true)
   conf=$(cd "$ROOT" && "$PY" -m lfr.spark) || return 1
   while IFS= read -r kv; do
     case "$kv" in
