@@ -179,7 +179,7 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
     return Pipeline(data=data, work=work, conf=conf, encoder=tiny_encoder_dir, runs={"pipeline": run})
 
 
-def test_the_drivers_jvm_maps_the_class_data_archive_setup_wrote(pipeline):
+def test_the_drivers_jvm_maps_the_class_data_archive_setup_wrote(pipeline, started):   # (starts the runs below)
     """scripts/setup.sh writes the archive and names it in spark-defaults.conf (LFR_CDS=0: neither)."""
     import pyspark
 
