@@ -63,12 +63,10 @@ def spark(tmp_path_factory):
 #: the modules of one of these groups (they share a session fixture worth building once)
 SHARED_GROUPS = {"test_notebook.py": "registered_warehouse", "test_sql_server.py": "registered_warehouse",
                  "test_session.py": "registered_warehouse"}
-#: the modules (and groups) of more than ~30 s, longest first (`make test`'s durations on 2 cores): handed out
-#: before the rest, so that the two workers finish together (the other modules keep their order)
-SLOW_FIRST = ("test_jobs_e2e.py", "test_score_hybrid_spark.py", "test_cluster.py", "test_notebook.py",
-              "test_sql_server.py", "test_session.py", "test_score_spark.py", "test_guards.py", "test_embed.py",
-              "test_data.py", "test_lexical_spark.py", "test_sync.py", "test_fuzz_catalogs.py",
-              "test_xcross_pipeline.py", "test_two_clones.py")
+#: the modules that start JVMs, servers or a cluster, longest first: handed out before the rest, so that the
+#: two workers finish together (the other modules keep their order)
+SLOW_FIRST = ("test_jobs_e2e.py", "test_cluster.py", "test_two_clones.py", "test_notebook.py", "test_sql_server.py",
+              "test_session.py")
 
 
 def pytest_collection_modifyitems(config, items):
