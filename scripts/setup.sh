@@ -6,7 +6,7 @@
 #   $LFR_CACHE/venv-py3.11-<hash of requirements*.txt>   the virtual environment (torch is ~4 GB)
 #   $LFR_CACHE/jars/delta-4.4.0/                         Delta Lake jars from Maven Central
 #   $LFR_CACHE/jars/derby-<pyspark's Derby version>/     Derby network server + client (make metastore-up)
-#   $LFR_CACHE/cds/spark-<hash of Java and jars>.jsa      the driver JVMs' class-data archive
+#   $LFR_CACHE/cds/spark-<hash of Java and jars>.jsa      the Spark JVMs' class-data archive
 # .venv in the project is a symlink to the cached environment (shared by clones; the
 # project itself is not installed into it, see below).
 set -euo pipefail
@@ -117,10 +117,11 @@ mkdir -p "$SPARK_HOME_DIR/conf"
 # Spark's own logs at WARN for every launcher of this environment (spark-submit, spark-sql, beeline).
 cp "$ROOT/conf/log4j2.properties" "$SPARK_HOME_DIR/conf/log4j2.properties"
 
-# --- Class-data sharing for the driver JVMs, once per Java + Spark install -----------------------
+# --- Class-data sharing for the Spark JVMs, once per Java + Spark install ------------------------
 # A JVM that maps an archive of the classes a job loads (-XX:SharedArchiveFile) skips loading, parsing and
 # verifying them at every start (docs/BENCHMARKS.md). scripts/cds_warmup.py runs a small job whose JVM writes
-# the archive at exit; the drivers of spark-submit, pyspark and spark-sql then use it (spark-defaults.conf).
+# the archive at exit; the drivers of spark-submit, pyspark and spark-sql then use it (spark-defaults.conf), and
+# the daemons and executors of scripts/cluster.sh.
 # A JVM that cannot use it (another class path, another Java) starts as before. LFR_CDS=0: no archive.
 CDS_KEY=$({ java -version 2>&1; ls -l --time-style=+%s "$SPARK_HOME_DIR/jars" "$DERBY_DIR"; cat "$ROOT/scripts/cds_warmup.py"; } | sha256sum | cut -c1-12)
 CDS_ARCHIVE="$LFR_CACHE/cds/spark-${CDS_KEY}.jsa"
