@@ -10,15 +10,14 @@ more job on it (or on a copy, when the job changes it). The tiny random DistilBE
 few dozen rows of data/sample (tests/e2e_data.py) keep every job short; expected counts are derived
 from the files written, never copied from a run.
 
-Each spark-submit pays a JVM start and a cold session (most of a tiny job's time), so:
-- the tests' own spark-submits (``@later`` below) are all started together, three at a time, as soon
-  as the pipeline is built (each on its own copy of what it changes), and each test waits for its own;
-- a check that is about a job's verdict or its flags rather than its launch (a refusal, a skip, a
-  retraining with --force, an overwrite with --full, an exit code 2, flags equal to settings) runs the
-  same script in this process (``in_process``: ``jobs/<job>.py`` as ``__main__``, its own flags, settings
-  and exit code, on the test session). The launch is covered once per script body: pipeline.py (the
-  bodies of train, embed_books, embed_movies, embed_lexical, score_all and sql) and evaluate.py here,
-  embed_books.py, embed_movies.py and score_all.py as scripts in tests/test_cluster.py.
+Each spark-submit pays a JVM start and a cold session (most of a tiny job's time), so the module runs two:
+the fixture's and the resumed pipeline's (on a copy of the fixture's work). A check that is about a job's
+verdict or its flags rather than its launch (a refusal, a skip, a retraining with --force, an overwrite with
+--full, an exit code 2, flags equal to settings) runs the same script in this process (``in_process``:
+``jobs/<job>.py`` as ``__main__``, its own flags, settings and exit code, on the test session). The launch is
+covered once per job body: pipeline.py here (the bodies of train, embed_books, embed_movies, embed_lexical,
+score_all, evaluate and sql), embed_books.py, embed_movies.py and score_all.py as scripts in
+tests/test_cluster.py.
 """
 from __future__ import annotations
 
@@ -30,10 +29,8 @@ import runpy
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -180,7 +177,7 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
 
 
 def test_the_drivers_jvm_maps_the_class_data_archive_setup_wrote(pipeline):
-    """scripts/setup.sh writes the archive and names it in spark-defaults.conf (LFR_CDS=0: neither)."""
+    """scripts/setup.sh writes the archive and names it in spark-defaults.conf; the fixture's driver maps it."""
     import pyspark
 
     defaults = (Path(pyspark.__file__).parent / "conf" / "spark-defaults.conf").read_text(encoding="utf-8")
@@ -204,39 +201,6 @@ def copy_conf(pipeline: Pipeline, work: Path) -> list[str]:
     """The pipeline's settings on a copy of its work dir (warehouse and model)."""
     shutil.copytree(pipeline.work, work)
     return [c for c in pipeline.conf if not c.startswith("paths.work_dir=")] + [f"paths.work_dir={work}"]
-
-
-# ------------------------------------------------------------------ the tests' spark-submits, started together
-#: run name -> (the test that checks it, whether it goes first, the run)
-LATER: dict[str, tuple[str, bool, Callable[[Pipeline, Path], object]]] = {}
-
-
-def later(test: str, first: bool = False):
-    """Register ``run(pipeline, folder)`` (a spark-submit, or a few in a row; returns their ``Run``) for
-    ``test``: the ``started`` fixture starts it with the others once the pipeline is built, in ``folder``
-    (its own). ``first``: a long one, started before the others."""
-    def register(run: Callable[[Pipeline, Path], object]):
-        LATER[run.__name__] = (test, first, run)
-        return run
-    return register
-
-
-@pytest.fixture(scope="module")
-def started(request, pipeline, tmp_path_factory):
-    """``started(name) -> (what the run returned, its folder)``, once it is done. The runs of the selected
-    tests start together, the long ones first, three at a time (their JVM starts and cold sessions overlap)."""
-    selected = {item.originalname for item in request.session.items if item.module is request.module}
-    base = tmp_path_factory.mktemp("later")
-    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="spark-submit")
-    runs = sorted(((name, run) for name, (test, first, run) in LATER.items() if test in selected),
-                  key=lambda item: not LATER[item[0]][1])
-    futures = {name: pool.submit(run, pipeline, base / name) for name, run in runs}
-
-    def result(name: str) -> tuple:
-        return futures[name].result(), base / name
-
-    yield result
-    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _manifest(model_dir: Path) -> dict:
@@ -516,7 +480,6 @@ def test_training_history_table_has_the_recipe_columns():
 
 
 # ------------------------------------------------------------------ the pipeline job (one session)
-@later("test_pipeline_stops_at_a_failed_step_and_resumes_with_from", first=True)
 def resumed_pipeline(pipeline: Pipeline, folder: Path) -> Run:
     return submit("pipeline.py", "--from", "embed_lexical", "--steps", "embed_lexical,score_all,evaluate",
                   "--sql", "SELECT method, count(*) AS n FROM lfr.recommendations GROUP BY method; "
@@ -525,15 +488,15 @@ def resumed_pipeline(pipeline: Pipeline, folder: Path) -> Run:
                   conf=copy_conf(pipeline, folder / "work"))
 
 
-def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, started, tmp_path, in_process):
+def test_pipeline_stops_at_a_failed_step_and_resumes_with_from(pipeline, spark, tmp_path, in_process):
     """jobs/pipeline.py on copies of the fixture's work: a failing step stops the run with its exit code and
     names the steps not run (a verdict: in this process); ``--from`` resumes there and every step after it
     runs in ONE Spark session; ``--sql`` (jobs/sql.py's ``-e``) then runs statements against the registered
     tables and view."""
     failed = in_process("pipeline.py", "--steps", "embed_movies,embed_lexical,score_all",
                         conf=copy_conf(pipeline, tmp_path / "work") + [f"paths.model_dir={tmp_path / 'no_model'}"])
-    run, folder = started("resumed_pipeline")
-    work = folder / "work"
+    run = resumed_pipeline(pipeline, tmp_path / "resumed")
+    work = tmp_path / "resumed" / "work"
     assert failed.code == 2, failed
     assert "pipeline stopped: embed_movies exited with 2; not run: embed_lexical, score_all " \
            "(resume with --from embed_movies)" in failed.log, failed
