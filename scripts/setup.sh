@@ -103,11 +103,12 @@ fi
 # Spark's own jars are on that class path too, before the conf dir Spark's launcher puts first otherwise: the
 # JVM maps a class-data-sharing archive (below) only when no non-empty folder precedes the archived jars.
 DEFAULTS="$SPARK_HOME_DIR/conf/spark-defaults.conf"
+JVM_CLASSPATH="$DERBY_DIR/derbyclient-${DERBY_VERSION}.jar:$SPARK_HOME_DIR/jars/*"
 mkdir -p "$SPARK_HOME_DIR/conf"
 {
   echo "# written by lightfusionrec scripts/setup.sh"
   echo "spark.jars $(ls "$JARS_DIR"/*.jar | paste -sd, -)"
-  echo "spark.driver.extraClassPath $DERBY_DIR/derbyclient-${DERBY_VERSION}.jar:$SPARK_HOME_DIR/jars/*"
+  echo "spark.driver.extraClassPath $JVM_CLASSPATH"
   echo "spark.pyspark.python $VENV/bin/python"
   echo "spark.pyspark.driver.python $VENV/bin/python"
   echo "spark.log.level WARN"
@@ -141,7 +142,7 @@ if [ "${LFR_CDS:-1}" != 0 ] && [ -f "$CDS_ARCHIVE" ]; then
   # a JVM skips a missing class path entry and a missing archive without a word
   {
     echo "spark.driver.defaultJavaOptions -XX:SharedArchiveFile=$CDS_ARCHIVE"
-    echo "spark.executor.extraClassPath $DERBY_DIR/derbyclient-${DERBY_VERSION}.jar:$SPARK_HOME_DIR/jars/*"
+    echo "spark.executor.extraClassPath $JVM_CLASSPATH"
     echo "spark.executor.defaultJavaOptions -XX:SharedArchiveFile=$CDS_ARCHIVE"
   } >> "$DEFAULTS"
 fi

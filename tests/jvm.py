@@ -25,3 +25,16 @@ SHARED_JVM = f"{NO_VERIFY} {C2_LATE}"
 #: warehouse fixture use it; the cluster tests, make demo and the benches keep Spark's default (codegen), so CI
 #: still runs the jobs the default way.
 NO_CODEGEN = ("spark.sql.codegen.wholeStage=false", "spark.sql.codegen.factoryMode=NO_CODEGEN")
+
+
+def class_data_archive():
+    """The class-data archive scripts/setup.sh named in pyspark's spark-defaults.conf (``Path``), or None when it
+    named none (``LFR_CDS=0``, or a failed warm-up job, which setup reports with its log)."""
+    import re
+    from pathlib import Path
+
+    import pyspark
+
+    defaults = (Path(pyspark.__file__).parent / "conf" / "spark-defaults.conf").read_text(encoding="utf-8")
+    found = re.search(r"^spark\.driver\.defaultJavaOptions .*-XX:SharedArchiveFile=(\S+)", defaults, re.M)
+    return Path(found.group(1)) if found else None

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.jvm import SHORT_JVM
+from tests.jvm import SHORT_JVM, class_data_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -235,11 +235,8 @@ def test_score_all_as_the_readme_cluster_command_from_the_wheel(cluster, work, s
 def test_the_daemons_and_executors_map_the_class_data_archive(cluster):
     """scripts/setup.sh's archive (spark-defaults.conf) serves the master, the workers and the executors of the
     jobs above, not only the drivers (tests/test_jobs_e2e.py)."""
-    import pyspark
-
-    defaults = (Path(pyspark.__file__).parent / "conf" / "spark-defaults.conf").read_text(encoding="utf-8")
-    if "-XX:SharedArchiveFile=" not in defaults:
-        pytest.skip("setup wrote no class-data archive (LFR_CDS=0)")
+    if class_data_archive() is None:
+        pytest.skip("setup named no class-data archive in spark-defaults.conf")
     logs = {p.name: p.read_text(encoding="utf-8") for p in cluster.folder.glob("cds-*.log")}
     assert len(logs) >= 3 + 3, sorted(logs)      # master, two workers; an executor per app above
     unmapped = sorted(name for name, text in logs.items() if "Mapped dynamic region" not in text)

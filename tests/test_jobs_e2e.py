@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 from tests.e2e_data import TinyData, without_books, write_tiny_data
-from tests.jvm import NO_CODEGEN
+from tests.jvm import NO_CODEGEN, class_data_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -178,13 +178,10 @@ def pipeline(tmp_path_factory, tiny_encoder_dir, tiny_data) -> Pipeline:
 
 def test_the_drivers_jvm_maps_the_class_data_archive_setup_wrote(pipeline):
     """scripts/setup.sh writes the archive and names it in spark-defaults.conf; the fixture's driver maps it."""
-    import pyspark
-
-    defaults = (Path(pyspark.__file__).parent / "conf" / "spark-defaults.conf").read_text(encoding="utf-8")
-    archive = re.search(r"^spark\.driver\.defaultJavaOptions .*-XX:SharedArchiveFile=(\S+)", defaults, re.M)
-    if archive is None:      # LFR_CDS=0, or setup's warm-up job failed (setup warned, naming its log)
+    archive = class_data_archive()
+    if archive is None:
         pytest.skip("setup named no class-data archive in spark-defaults.conf")
-    assert Path(archive.group(1)).is_file(), defaults
+    assert archive.is_file(), archive
     log = (pipeline.work.parent / "cds.log").read_text(encoding="utf-8")
     assert "Mapped dynamic region" in log, log[-3000:]
 
