@@ -240,6 +240,7 @@ class EvalSettings(_Section):
     negatives_per_positive: int
     seed: int
     adapters: bool
+    xcross: bool
     protocols: List[str]
 
 

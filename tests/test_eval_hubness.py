@@ -141,21 +141,29 @@ LINKS = pd.DataFrame([("imdb:space-odyssey-1968", "goodreads:1"), ("imdb:star-wa
 def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings, toy_movies, hub_books, tmp_path):
     """Also eval.adapters: the label-free adapters (trained once, no link) as one more dense side: its own
     row, its hybrid and their hub-aware rows, each paired against its plain row; films through the film
-    adapter, books through the book adapter."""
+    adapter, books through the book adapter. eval.xcross: the same rows for X-Cross integrated, its
+    integrators trained per fold on that fold's links over those adapters, its hybrids tuned on theirs."""
     from lfr.eval.baselines import adapters_method, text_method
     from lfr.eval.runner import default_build, eval_model_settings, genre_corpus
     from lfr.train.xcross import train as train_xcross
 
     xcross = {"max_length": 32, "train_max_length": 32, "adapter_steps": 2, "adapter_batch_size": 4,
-              "min_span_words": 4}
-    settings = with_values(hub_settings, {"score.fused_hub_weight": 0.5, "eval.adapters": True,
+              "min_span_words": 4, "integrator_steps": 2, "integrator_batch_size": 2}
+    settings = with_values(hub_settings, {"score.fused_hub_weight": 0.5, "eval.adapters": True, "eval.xcross": True,
                                           **{f"xcross.{k}": v for k, v in xcross.items()}})
     result = run_evaluation(toy_movies, hub_books, LINKS, settings)
     table = result.table()
     adapter_rows = ["adapters_only", "hybrid_adapters_only", "adapters_only_csls", "hybrid_adapters_only_csls",
                     "hybrid_adapters_only_csls_fused"]
-    assert table["method"].tolist()[-9:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
-                                             "hybrid_csls_fused", *adapter_rows]
+    xcross_rows = [name.replace("adapters_only", "xcross") for name in adapter_rows]
+    assert table["method"].tolist()[-14:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
+                                              "hybrid_csls_fused", *adapter_rows, *xcross_rows]
+    for fold in result.setup["fold_sizes"]:          # alpha tuned with the adapters the fold's X-Cross started from
+        assert fold["hybrid_xcross"]["tuned_with"] == "adapters_only", fold
+        assert fold["hybrid_xcross_csls"]["tuned_with"] == "adapters_only_csls", fold
+    trained = result.setup["training"]["xcross"]
+    assert [t["metrics"]["links"] for t in trained] == [f["train_links"] for f in result.setup["fold_sizes"]]
+    assert all(t["metrics"]["integrator_steps"] == 2 for t in trained)
     assert list(table.columns[-len(HUB_COLUMNS):]) == HUB_COLUMNS and table["hub_max_share"].notna().all()
     hubs = result.setup["hubs"]
     assert (hubs["films"], hubs["books"], hubs["hub_k"], hubs["hub_weight"]) == (6, 20, 3, 1.0)
@@ -173,7 +181,7 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
         assert r["hub_gini"] == pytest.approx(np.mean([h["gini"] for h in per_fold]), abs=1e-6), r["method"]
         assert r["hub_max_share"] == pytest.approx(r["hub_max_occurrence"] / 6, abs=1e-5)
     assert set(result.setup["csls_vs_plain"]) == {"text_only_csls", "lightfusionrec_csls", "hybrid_csls",
-                                                  "hybrid_csls_fused", *adapter_rows[2:]}
+                                                  "hybrid_csls_fused", *adapter_rows[2:], *xcross_rows[2:]}
     assert any(n.startswith("adapters_only: label-free domain adapters") for n in result.notes)
     model = train_xcross(toy_movies, hub_books, None, settings, train_integrator_stage=False).model
     films, books = adapters_method(model, 8).embed(toy_movies, hub_books)

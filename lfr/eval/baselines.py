@@ -32,6 +32,9 @@ Methods (``standard_methods``):
   integration, ``lfr.model.xcross``; the adapters never see a link, so one model serves every fold), cosine;
   with ``eval.adapters``, plus ``hybrid_adapters_only`` and its hub-aware rows (``adapters_only_csls``,
   ``hybrid_adapters_only_csls`` and, with ``score.fused_hub_weight``, ``..._fused``).
+* ``xcross`` -- with ``eval.xcross``: X-Cross integrated, per fold (those adapters, the integrators trained on
+  the fold's training links; ``lfr.train.xcross``), cosine; plus the same hybrid and hub-aware rows
+  (``hybrid_xcross``, ``xcross_csls``, ...), the hybrids' alpha tuned with the adapters' scores.
 * ``text_only_csls`` / ``lightfusionrec_csls`` / ``hybrid_csls`` -- hub-aware (``score.hubness: csls``):
   ``cos(film, book) - hub_weight * r(book)``, ``r(book)`` the mean of the book's ``hub_k`` highest cosines
   over ALL films of the catalog (``csls_method``); ``hybrid_csls`` fuses the trained model's hub-aware
@@ -254,18 +257,29 @@ def text_method(model, name: str = "text_only", label: str = "frozen text encode
 def adapters_method(model, batch_size: int) -> Method:
     """``adapters_only``: films through ``model``'s film adapter, books through its book adapter (an
     ``XCrossModel`` with identity integrators, one stream per item). Each set of texts is embedded once."""
+    return domain_method(model, batch_size, "adapters_only", "label-free domain adapters (X-Cross without "
+                         "integration): each catalog through its own domain's adapter, cosine", integrate=False)
+
+
+def xcross_method(model, batch_size: int) -> Method:
+    """``xcross``: a fold's integrated X-Cross model (the label-free adapters + the layer-wise integrators
+    trained on the fold's training links): every item through both domain streams, its own one pooled."""
+    return domain_method(model, batch_size, "xcross", "X-Cross: label-free domain adapters + layer-wise "
+                         "integrators trained on the training links, cosine", integrate="auto")
+
+
+def domain_method(model, batch_size: int, name: str, label: str, integrate: bool | str) -> Method:
+    """A model with per-domain parts as a ``Method``: films embedded as ``film``, books as ``book``."""
     memo: dict[tuple, np.ndarray] = {}
 
     def features(frame: pd.DataFrame, domain: str) -> np.ndarray:
         texts = descriptions(frame)
         key = (domain, len(texts), hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest())
         if key not in memo:
-            memo[key] = model.embed(None, texts, None, batch_size=batch_size, domain=domain, integrate=False)
+            memo[key] = model.embed(None, texts, None, batch_size=batch_size, domain=domain, integrate=integrate)
         return memo[key]
 
-    return Method("adapters_only", "label-free domain adapters (X-Cross without integration): each catalog "
-                  "through its own domain's adapter, cosine",
-                  lambda movies, books: (features(movies, "film"), features(books, "book")))
+    return Method(name, label, lambda movies, books: (features(movies, "film"), features(books, "book")))
 
 
 def fusion_method(model, name: str, label: str, batch_size: int, cache: FeatureCache | None = None) -> Method:
@@ -372,6 +386,7 @@ def standard_methods(
     alpha_grid: Sequence[float] = ALPHA_GRID,
     hubs: tuple[int, float, float] | None = None,
     adapters: Method | None = None,
+    xcross: tuple[Method, Method] | None = None,
 ) -> list[Method]:
     """The ablation's rows, in report order. ``None`` models leave their rows out.
 
@@ -380,7 +395,9 @@ def standard_methods(
     ``lexical`` (``lexical_method``) adds its row; with ``train_links`` (this fold's training links)
     and ``catalog`` (all movies, all books) also ``hybrid`` and ``hybrid_rrf`` (``hybrid_methods``);
     ``hubs`` = ``(hub_k, hub_weight, fused_hub_weight)`` with ``catalog`` adds the hub-aware rows (``_csls_rows``).
-    ``adapters`` (``adapters_method``) adds its row, its hybrid and their hub-aware rows (``_adapter_rows``).
+    ``adapters`` (``adapters_method``) adds its row, its hybrid and their hub-aware rows (``_domain_rows``);
+    ``xcross`` = ``(xcross_method, adapters_method)`` the same for the fold's integrated X-Cross, its hybrids'
+    alpha tuned with the adapters it started from (the fold's model has seen the training films' links).
     """
     cache = cache if cache is not None else FeatureCache()
     methods = [corpus if isinstance(corpus, Method) else tfidf_method(corpus)]
@@ -407,28 +424,32 @@ def standard_methods(
     if hubs is not None and catalog is not None:
         methods += _csls_rows(methods, lexical, train_links, catalog, alpha_grid, hubs)
     if adapters is not None:
-        methods += _adapter_rows(adapters, lexical, train_links, catalog, alpha_grid, hubs)
+        methods += _domain_rows(adapters, lexical, train_links, catalog, alpha_grid, hubs)
+    if xcross is not None:
+        methods += _domain_rows(xcross[0], lexical, train_links, catalog, alpha_grid, hubs, tune=xcross[1])
     return methods
 
 
-def _adapter_rows(adapters: Method, lexical: Method | None, train_links: pd.DataFrame | None,
-                  catalog: tuple[pd.DataFrame, pd.DataFrame] | None, alpha_grid: Sequence[float],
-                  hubs: tuple[int, float, float] | None) -> list[Method]:
-    """``adapters_only``, ``hybrid_adapters_only`` (alpha tuned on its own scores) and, with ``hubs``, the
-    same as ``_csls_rows`` builds for the product's dense side: what ``score_all`` would publish with the
-    adapters as the embeddings."""
-    out = [adapters]
+def _domain_rows(side: Method, lexical: Method | None, train_links: pd.DataFrame | None,
+                 catalog: tuple[pd.DataFrame, pd.DataFrame] | None, alpha_grid: Sequence[float],
+                 hubs: tuple[int, float, float] | None, tune: Method | None = None) -> list[Method]:
+    """``<side>``, ``hybrid_<side>`` and, with ``hubs``, the same as ``_csls_rows`` builds for the product's
+    dense side (``<side>_csls``, ``hybrid_<side>_csls``, ``..._fused``): what ``score_all`` would publish with
+    ``side``'s embeddings. The hybrids' alpha is tuned on ``tune``'s scores (its hub-aware ones for the
+    hub-aware hybrid), else on ``side``'s own."""
+    out = [side]
     fuse = lexical is not None and train_links is not None and catalog is not None
     if fuse:
-        out.append(hybrid_methods(adapters, lexical, catalog[0], catalog[1], train_links, alpha_grid,
-                                  suffix="_adapters_only")[0])
+        out.append(hybrid_methods(side, lexical, catalog[0], catalog[1], train_links, alpha_grid,
+                                  suffix=f"_{side.name}", tune_dense=tune)[0])
     if hubs is not None and catalog is not None:
         hub_k, hub_weight, fused_weight = hubs
-        dense = csls_method(adapters, catalog[0], hub_k, hub_weight)
+        dense = csls_method(side, catalog[0], hub_k, hub_weight)
         out.append(dense)
         if fuse:
+            tune_csls = csls_method(tune, catalog[0], hub_k, hub_weight) if tune is not None else None
             out.append(hybrid_methods(dense, lexical, catalog[0], catalog[1], train_links, alpha_grid,
-                                      suffix="_adapters_only_csls")[0])
+                                      suffix=f"_{side.name}_csls", tune_dense=tune_csls)[0])
             if fused_weight > 0:
                 out.append(csls_method(out[-1], catalog[0], hub_k, fused_weight, suffix="_fused"))
     return out

@@ -343,19 +343,25 @@ def _training_lines(training: dict) -> list[str]:
     for name, runs in training.items():
         if not runs:
             continue
-        st = runs[0].get("settings") or {}
-        per = []
-        for i, r in enumerate(runs):
-            m = r.get("metrics") or {}
-            kept = f" (kept epoch {m['best_epoch']} of {m.get('epochs_run')})" if "best_epoch" in m else ""
-            if "val_mrr" in m:      # contrastive recipe: validation MRR, no pair loss
-                per.append(f"fold {i}: val_mrr {_fmt(m.get('initial_val_mrr'))} -> {_fmt(m.get('val_mrr'))}{kept}")
-                continue
-            per.append(f"fold {i}: val_loss {_fmt(m.get('initial_val_loss'))} -> {_fmt(m.get('val_loss'))}, "
-                       f"val_auc {_fmt(m.get('initial_val_auc'))} -> {_fmt(m.get('val_auc'))}{kept}")
-        settings = ", ".join(f"{k}={v}" for k, v in st.items())
-        lines.append(f"  - `{name}` ({settings}): " + "; ".join(per) + " (trainer's own by-film validation).")
+        settings = ", ".join(f"{k}={v}" for k, v in (runs[0].get("settings") or {}).items())
+        per = [_fold_training(i, r) for i, r in enumerate(runs)]
+        checked = "" if name == "xcross" else " (trainer's own by-film validation)"
+        lines.append(f"  - `{name}` ({settings}): " + "; ".join(per) + f"{checked}.")
     return lines
+
+
+def _fold_training(i: int, run: dict) -> str:
+    """One fold's training, as the trainer measured it."""
+    m = run.get("metrics") or {}
+    kept = f" (kept epoch {m['best_epoch']} of {m.get('epochs_run')})" if "best_epoch" in m else ""
+    if "integrator_steps" in m:      # eval.xcross: the integrators on the fold's links (no validation split)
+        loss = m.get("integrator_loss") or [None, None]
+        return (f"fold {i}: {m.get('links')} links, {m['integrator_steps']} steps, loss {_fmt(loss[0])} -> "
+                f"{_fmt(loss[1])}, {run.get('seconds')}s")
+    if "val_mrr" in m:      # contrastive recipe: validation MRR, no pair loss
+        return f"fold {i}: val_mrr {_fmt(m.get('initial_val_mrr'))} -> {_fmt(m.get('val_mrr'))}{kept}"
+    return (f"fold {i}: val_loss {_fmt(m.get('initial_val_loss'))} -> {_fmt(m.get('val_loss'))}, "
+            f"val_auc {_fmt(m.get('initial_val_auc'))} -> {_fmt(m.get('val_auc'))}{kept}")
 
 
 def _difference_section(intervals: dict) -> list[str]:

@@ -245,7 +245,9 @@ class _Models:
     db_model: ModelSettings | None = None   # DistilBERT rows, when eval.distilbert_path is a folder
     db_base: object = None
     lexical: object = None           # the product's lexical features (lfr.lexical); + hybrid rows per fold
-    adapters: object = None          # eval.adapters: the adapters_only Method (label-free: one for every fold)
+    adapters: object = None          # eval.adapters or eval.xcross: the adapters_only Method (label-free: one for
+                                     # every fold; its model in ``adapter_model``)
+    adapter_model: object = None
 
 
 @dataclass
@@ -308,8 +310,9 @@ def _build_models(movies, books, settings: Settings, build_fn: BuildFn, trained_
         notes.append(f"model.runtime={settings.model.runtime}, model.quantize={settings.model.quantize}: the "
                      "LightFusionRec and text-only rows embed with the encoder's ONNX export (training and the "
                      "DistilBERT and adapter rows run torch).")
-    if settings.eval.adapters:
-        models.adapters = _adapters(movies, books, settings, notes)
+    if settings.eval.adapters or settings.eval.xcross:
+        models.adapter_model = _adapters(movies, books, settings, notes)
+        models.adapters = baselines.adapters_method(models.adapter_model, settings.embed.batch_size)
     if trained_model is not None:
         models.trained_label = trained_label or "LightFusionRec: given artifact (may have seen held-out links)"
         notes.append("The trained row uses a given artifact, not one trained per split: it may have been "
@@ -334,9 +337,9 @@ def runtime_view(model, settings: ModelSettings):
 
 
 def _adapters(movies, books, settings: Settings, notes: list[str]):
-    """``eval.adapters``: the label-free domain adapters (``lfr.train.xcross``, stage 1 only, ``xcross``
-    settings; ``xcross.cache_dir`` reuses them) trained on the catalogs as this protocol gives them, as the
-    ``adapters_only`` method. No link is read, so one model serves every fold."""
+    """``eval.adapters`` / ``eval.xcross``: the label-free domain adapters (``lfr.train.xcross``, stage 1 only,
+    ``xcross`` settings; ``xcross.cache_dir`` reuses them) trained on the catalogs as this protocol gives them
+    (an ``XCrossModel``, integrators the identity). No link is read, so one model serves every fold."""
     from lfr.train.xcross import train as train_xcross
 
     t0 = time.time()
@@ -344,12 +347,13 @@ def _adapters(movies, books, settings: Settings, notes: list[str]):
     notes.append(f"adapters_only: label-free domain adapters, {result.pair_stats.get('film_pairs')} film and "
                  f"{result.pair_stats.get('book_pairs')} book pairs, {result.pair_stats.get('film_adapter')} / "
                  f"{result.pair_stats.get('book_adapter')}, {time.time() - t0:.0f}s; "
-                 f"{settings.xcross.max_length} tokens per item, no chunking.")
-    return baselines.adapters_method(result.model, settings.embed.batch_size)
+                 f"{settings.xcross.max_length}-token windows ({settings.model.chunking} chunking), "
+                 f"{settings.xcross.train_max_length} tokens while training.")
+    return result.model
 
 
 def _train_fold(movies, books, train_links, settings: Settings, models: _Models, train_fn: TrainFn, acc: _Folds):
-    """The fold's trained models: ``(lightfusionrec, lightfusionrec_distilbert or None)``."""
+    """The fold's trained models: ``(lightfusionrec, lightfusionrec_distilbert or None, xcross Method or None)``."""
     def fit(model_settings: ModelSettings, key: str):
         fold_settings = with_values(settings, {"model": model_settings})
         model, info = _unwrap_trained(train_fn(movies, books, train_links, fold_settings))
@@ -361,8 +365,24 @@ def _train_fold(movies, books, train_links, settings: Settings, models: _Models,
     trained = models.trained_model if models.trained_model is not None else fit(models.model, "lightfusionrec")
     trained = runtime_view(trained, settings.model)
     db_trained = fit(models.db_model, "lightfusionrec_distilbert") if models.db_model is not None else None
+    xcross = _fold_xcross(movies, books, train_links, settings, models, acc) if settings.eval.xcross else None
     acc.train_seconds += time.time() - t0
-    return trained, db_trained
+    return trained, db_trained, xcross
+
+
+def _fold_xcross(movies, books, train_links, settings: Settings, models: _Models, acc: _Folds):
+    """``eval.xcross``: the integrators trained on the fold's training links on top of the shared label-free
+    adapters (copied, never retrained); ``(xcross Method, the adapters' Method)`` for ``standard_methods``."""
+    from lfr.train.xcross import train as train_xcross
+
+    result = train_xcross(movies, books, train_links, settings, adapters_from=models.adapter_model)
+    losses = [h["loss"] for h in result.history if h["stage"] == "integrator"]
+    acc.training.setdefault("xcross", []).append(
+        {"metrics": {"links": result.pair_stats.get("links_used"), "integrator_steps": len(losses),
+                     "integrator_loss": [losses[0], losses[-1]] if losses else None},
+         "settings": {k: result.settings[k] for k in ("integrator_batch_size", "integrator_lr", "train_max_length")},
+         "seconds": round(float(result.stage_seconds.get("integrator", 0.0)), 1)})
+    return baselines.xcross_method(result.model, settings.embed.batch_size), models.adapters
 
 
 def run_fold(f: int, split, movies, books, settings: Settings, models: _Models, train_fn: TrainFn, acc: _Folds, *,
@@ -375,14 +395,16 @@ def run_fold(f: int, split, movies, books, settings: Settings, models: _Models, 
     test_ids = sorted(test_links["movie_id"].unique())
     eval_movies = movies.iloc[[m_pos[m] for m in test_ids]].reset_index(drop=True)
     rel_f, _ = resolve_links(zip(test_links["movie_id"], test_links["book_id"]), test_ids, book_ids)
-    trained, db_trained = _train_fold(movies, books, train_links, settings, models, train_fn, acc)
+    trained, db_trained, xcross = _train_fold(movies, books, train_links, settings, models, train_fn, acc)
     batch_size = settings.embed.batch_size
     fold_alpha: dict = {}   # the hybrid's alpha, tuned on this fold's training links (reported per fold)
     for method in baselines.standard_methods(models.tfidf, models.base, trained, models.trained_label,
                                              models.db_base, db_trained, batch_size=batch_size, cache=cache,
                                              lexical=models.lexical, train_links=train_links, catalog=(movies, books),
                                              hubs=(settings.score.hub_k, settings.score.hub_weight,
-                                                   settings.score.fused_hub_weight), adapters=models.adapters):
+                                                   settings.score.fused_hub_weight),
+                                             adapters=models.adapters if settings.eval.adapters else None,
+                                             xcross=xcross):
         t1 = time.time()
         acc.scores.setdefault(method.name, []).append(baselines.method_scores(method, eval_movies, books))
         if "alpha" in method.info:
