@@ -150,3 +150,26 @@ def test_a_cluster_of_ties_wider_than_k_goes_to_the_smallest_ids(bbr, precision)
     for m in ("m1", "m4"):
         assert [b for b, _ in got[m]] == smallest_tied
         np.testing.assert_allclose([s for _, s in got[m]], 1.0, atol=1e-6)
+
+
+def test_kernel_settings_limit_the_threads_and_restore_the_callers():
+    """compute_settings(threads=1): torch and numpy's BLAS run one thread and float32 matmuls stay float32
+    inside; the caller's settings are back after it, on every call (the BLAS controller is built once)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from lfr.score.kernel import compute_settings
+
+    def blas():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas(), torch.get_num_threads(), torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        for _ in range(2):
+            with compute_settings(threads=1):
+                assert blas() and set(blas()) == {1}
+                assert torch.get_num_threads() == 1 and torch.get_float32_matmul_precision() == "highest"
+            assert (blas(), torch.get_num_threads(), torch.get_float32_matmul_precision()) == (*before[:2], "high")
+    finally:
+        torch.set_float32_matmul_precision(before[2])

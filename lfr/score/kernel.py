@@ -174,13 +174,23 @@ def compute_settings(threads: Optional[int] = None) -> Iterator:
 
 def _blas_threads(threads: Optional[int]):
     """Limit numpy's BLAS to ``threads`` (threadpoolctl restores the previous limit on exit)."""
-    if not threads:
+    controller = _blas_controller() if threads else None
+    if controller is None:
         return contextlib.nullcontext()
+    return controller.limit(limits=int(threads), user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """The process's one ``threadpoolctl.ThreadpoolController`` (None without threadpoolctl: BLAS keeps its
+    default thread count). Building one walks every shared library the process has loaded, a few hundred
+    once torch is imported: once per worker, not once per kernel call. numpy's BLAS is loaded with numpy,
+    before the first call."""
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:                      # not installed: BLAS uses its default thread count
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(threads), user_api="blas")
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
 
 
 def _rescore(q: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
