@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from lfr.spark.session import (
     lfr_cache_dir,
     main,
     session_conf,
+    ship_library,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,3 +175,23 @@ def test_plain_python_runs_pandas_udf_and_catalog_persists(registered_warehouse)
     env = new_user_env()        # the shell it ran in
     assert not any(k.startswith("PYSPARK_") for k in env) and "VIRTUAL_ENV" not in env
     assert str(Path(sys.executable).parent) not in env["PATH"].split(os.pathsep)
+
+
+def test_the_shipped_library_zip_carries_bytecode_the_workers_import(tmp_path):
+    """ship_library's zip: each module's source and its bytecode; a Python with the zip on its path (as a Spark
+    worker has it) imports the bytecode, and the code runs as the source's."""
+    from types import SimpleNamespace
+
+    from lfr.score.kernel import score_margin
+
+    added = []
+    shipped = ship_library(SimpleNamespace(sparkContext=SimpleNamespace(addPyFile=added.append)))
+    assert added == [shipped]
+    names = set(zipfile.ZipFile(shipped).namelist())
+    sources = {n for n in names if n.endswith(".py")}
+    assert "lfr/score/kernel.py" in sources and {n + "c" for n in sources} <= names
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import numpy as np; import lfr.score.kernel as k; "
+             "print(k.__file__); print(k.score_margin(384))")
+    out = subprocess.run([sys.executable, "-c", probe, shipped], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": os.environ.get("PATH", "")}, check=True).stdout.split()
+    assert out == [f"{shipped}/lfr/score/kernel.pyc", str(score_margin(384))]

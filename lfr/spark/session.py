@@ -380,7 +380,7 @@ def ship_library(spark: SparkSession) -> str | None:
     if not (package.parent / "setup.py").is_file():
         return None
     files = _library_files(package)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(sys.implementation.cache_tag.encode())     # its bytecode is this Python's
     for f in files:
         digest.update(str(f.relative_to(package.parent)).encode() + b"\0" + f.read_bytes())
     target = Path(tempfile.gettempdir()) / f"lfr-src-{digest.hexdigest()[:16]}.zip"
@@ -388,11 +388,29 @@ def ship_library(spark: SparkSession) -> str | None:
         partial = target.with_suffix(f".{os.getpid()}.partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
             for f in files:
-                zf.write(f, str(f.relative_to(package.parent)))
+                name = str(f.relative_to(package.parent))
+                zf.write(f, name)
+                if f.suffix == ".py":
+                    zf.writestr(name + "c", _bytecode(f, name))
         os.replace(partial, target)
     spark.sparkContext.addPyFile(str(target))
     log.info("executors run lfr from %s (shipped as %s)", package, target.name)
     return str(target)
+
+
+def _bytecode(source: Path, name: str) -> bytes:
+    """``source`` compiled, as the ``.pyc`` zipimport loads next to a ``.py`` in a zip: every Python worker
+    imports ``lfr`` from the shipped zip, and zipimport writes no bytecode cache, so without it each worker
+    compiles every module it imports. Unchecked-hash pyc: the zip is named by its sources' digest, so its
+    bytecode always matches them; a worker on another Python version finds a foreign magic number and
+    compiles the ``.py`` instead."""
+    import importlib.util
+    import marshal
+
+    text = source.read_bytes()
+    flags = (0b01).to_bytes(4, "little")     # hash-based, check_source off
+    code = marshal.dumps(compile(text, name, "exec", dont_inherit=True))
+    return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(text) + code
 
 
 def _ship_wheel(spark: SparkSession, archive: Path) -> str | None:
