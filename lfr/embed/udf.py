@@ -37,6 +37,7 @@ from pyspark.sql.functions import pandas_udf
 from lfr.embed.schema import EMBEDDING_TYPE
 from lfr.embed.ship import ArtifactRef
 from lfr.errors import UsageError
+from lfr.worker import freeze_long_lived
 
 
 class ModelCache:
@@ -68,6 +69,7 @@ class ModelCache:
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)
             self.loads += 1
+            freeze_long_lived()             # the first model and its imports: out of every task's gc.collect()
             return model
 
     @staticmethod

@@ -62,6 +62,7 @@ from pyspark.sql import functions as F
 
 from lfr.score.checks import ScoringError, dimension
 from lfr.score.kernel import blocks_needed
+from lfr.worker import freeze_long_lived
 
 BLOCK_SCHEMA = ("block bigint, n int, n_invalid int, dmin int, dmax int, ids array<string>, vec binary, "
                 "indptr binary, terms binary, weights binary")
@@ -384,6 +385,7 @@ def map_pairs(pairs: DataFrame, kernel: Callable[[BlockPair], tuple], dim: Optio
 
         for p in iter_block_pairs(batches, dim, vocab):
             r, c, *values = kernel(p)
+            freeze_long_lived()             # torch and the kernel's imports: out of every task's gc.collect()
             yield pa.RecordBatch.from_arrays(
                 [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
                  *(pa.array(v, pa.float32()) for v in values)], names=names)
