@@ -21,3 +21,31 @@ def test_the_first_call_freezes_what_exists_and_later_calls_do_nothing():
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT)}).stdout.split()
     assert out == ["True", "False", "True", "True"]
+
+
+TRIM_PROBE = """
+import numpy as np
+from lfr.worker import release_free_memory
+
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+
+big = np.ones(8 << 20, np.uint8); del big               # freeing a mapped 8 MiB block raises glibc's mmap threshold
+chunks = [np.ones(4 << 20, np.uint8) for _ in range(100)]  # so these 400 MiB come from the heap, like a task's chunks
+last = chunks[-1]                                      # the heap's top stays in use: no automatic trim
+del chunks
+before = rss_mib()
+print(release_free_memory(), before, rss_mib())
+"""
+
+
+def test_release_free_memory_returns_a_tasks_freed_heap_to_the_os():
+    if not Path("/proc/self/statm").exists():
+        import pytest
+
+        pytest.skip("needs Linux /proc")
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT)}).stdout.split()
+    released, before, after = out[0], int(out[1]), int(out[2])
+    assert released == "True"
+    assert before >= 300 and after < before - 250, (before, after)   # the freed 396 MiB left the process

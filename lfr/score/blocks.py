@@ -62,7 +62,7 @@ from pyspark.sql import functions as F
 
 from lfr.score.checks import ScoringError, dimension
 from lfr.score.kernel import blocks_needed
-from lfr.worker import freeze_long_lived
+from lfr.worker import freeze_long_lived, release_free_memory
 
 BLOCK_SCHEMA = ("block bigint, n int, n_invalid int, dmin int, dmax int, ids array<string>, vec binary, "
                 "indptr binary, terms binary, weights binary")
@@ -389,6 +389,7 @@ def map_pairs(pairs: DataFrame, kernel: Callable[[BlockPair], tuple], dim: Optio
             yield pa.RecordBatch.from_arrays(
                 [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
                  *(pa.array(v, pa.float32()) for v in values)], names=names)
+            release_free_memory()           # the pair's freed chunks back to the OS: RSS follows the blocks
 
     return pairs.mapInArrow(score, schema)
 
