@@ -244,6 +244,26 @@ def test_hybrid_is_not_a_rerank_of_truncated_lists():
     np.testing.assert_allclose(s, combine(coef, np.array([0]), np.float32(d64[2:3]), np.float32(l64[2:3])))
 
 
+@pytest.mark.parametrize("chunk", [1 << 20, 40, 7])
+def test_sparse_moments_are_the_sums_of_the_published_scores_per_movie(chunk):
+    """Sum and sum of squares of each movie's float32 scores over the block, whatever the chunking; a movie
+    without terms, or sharing none with the books, gets 0 (as does every row of a chunk without entries)."""
+    rng = np.random.default_rng(5)
+    dense = (rng.random((9, VOCAB)) < 0.2) * rng.random((9, VOCAB))
+    dense[[2, 6, 7]] = 0.0                                     # three movies without terms, two of them adjacent
+    dense[4] = 0.0
+    dense[4, VOCAB - 1] = 1.0                                  # a term no book has
+    books = (rng.random((11, VOCAB)) < 0.3) * rng.random((11, VOCAB))
+    books[:, VOCAB - 1] = 0.0
+    qa, ba = sp.csr_matrix(dense.astype(np.float32)), sp.csr_matrix(books.astype(np.float32))
+    s1, s2 = sparse_moments(qa, ba, chunk_elems=chunk)
+    scores = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32)
+    np.testing.assert_allclose(s1, scores.astype(np.float64).sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(s2, (scores.astype(np.float64) ** 2).sum(axis=1), rtol=1e-12)
+    assert s1[[2, 4, 6, 7]].tolist() == [0.0] * 4 and s2[[2, 4, 6, 7]].tolist() == [0.0] * 4
+    assert (s1[[0, 1, 3, 5, 8]] > 0).all()
+
+
 def test_coefficients_drop_a_constant_component():
     coef = convex_coefficients(0.7, [0.5], [0.04], [0.0], [0.0])   # no lexical signal for this movie
     np.testing.assert_allclose(coef, [[0.7 / 0.2, 0.0, -0.7 / 0.2 * 0.5]])

@@ -76,8 +76,13 @@ def _book_columns(ba):
 
 
 def lexical_chunk(qa64, bt64, r0: int, r1: int) -> np.ndarray:
-    """Exact float32 scores of movie rows ``r0:r1`` against every book of the block (dense array)."""
-    s = (qa64[r0:r1] @ bt64).toarray().astype(np.float32)
+    """Exact float32 scores of movie rows ``r0:r1`` against every book of the block (dense array).
+
+    The float64 product's stored entries are rounded to float32 before the dense array is filled: the same
+    values as rounding the dense float64 array, with half its memory traffic (the product is often half full)."""
+    p = qa64[r0:r1] @ bt64
+    p.data = p.data.astype(np.float32)
+    s = p.toarray()
     s += np.float32(0.0)                                   # -0.0 -> 0.0 (equal scores compare equal)
     return s
 
@@ -136,7 +141,8 @@ def sparse_moments(qa, ba, chunk_elems: int = CHUNK_ELEMS) -> tuple[np.ndarray, 
         r1 = min(m, r0 + chunk)
         s = (qa64[r0:r1] @ bt64).tocsr()
         v = s.data.astype(np.float32).astype(np.float64)   # the published (float32) scores
-        row = np.repeat(np.arange(r1 - r0), np.diff(s.indptr))
-        s1[r0:r1] = np.bincount(row, weights=v, minlength=r1 - r0)
-        s2[r0:r1] = np.bincount(row, weights=v * v, minlength=r1 - r0)
+        rows = np.flatnonzero(np.diff(s.indptr))           # rows with a stored entry, each a run of v
+        if len(rows):                                      # (reduceat: a sum per run, no index per entry)
+            s1[r0 + rows] = np.add.reduceat(v, s.indptr[rows])
+            s2[r0 + rows] = np.add.reduceat(np.square(v, out=v), s.indptr[rows])
     return s1, s2
