@@ -589,4 +589,6 @@ def with_coefficients(movie_blocks: DataFrame, lex_stats: DataFrame, alpha: floa
     from pyspark.sql.types import BinaryType, StructField, StructType
 
     schema = StructType(movie_blocks.schema.fields + [StructField("coef", BinaryType())])
-    return movie_blocks.join(lex_stats, "block", "left").mapInArrow(add, schema)
+    # broadcast: the statistics are small, and the blocks keep their partitions (a shuffle would move them and
+    # spread the blocks over spark.sql.shuffle.partitions, each empty one a task in every pass over the pairs)
+    return movie_blocks.join(F.broadcast(lex_stats), "block", "left").mapInArrow(add, schema)
