@@ -20,7 +20,7 @@ import ctypes
 import ctypes.util
 import gc
 from functools import lru_cache
-from typing import Optional
+from typing import Callable, Optional
 
 _frozen = False
 
@@ -38,7 +38,7 @@ def freeze_long_lived() -> bool:
 
 
 @lru_cache(maxsize=1)
-def _malloc_trim() -> Optional[ctypes._CFuncPtr]:
+def _malloc_trim() -> Optional[Callable[[int], int]]:
     """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
@@ -48,7 +48,8 @@ def _malloc_trim() -> Optional[ctypes._CFuncPtr]:
 
 def release_free_memory() -> bool:
     """Return the C heap's free pages to the operating system (``malloc_trim(0)``: every whole free page,
-    not only the heap's top); False where the C library cannot. Costs milliseconds: call it between tasks."""
+    not only the heap's top); False where the C library cannot. It walks the heap: call it between tasks,
+    not inside a task's loops."""
     trim = _malloc_trim()
     if trim is None:
         return False

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
@@ -24,11 +26,12 @@ def test_the_first_call_freezes_what_exists_and_later_calls_do_nothing():
 
 
 TRIM_PROBE = """
+import os
 import numpy as np
 from lfr.worker import release_free_memory
 
 def rss_mib():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
 
 big = np.ones(8 << 20, np.uint8); del big               # freeing a mapped 8 MiB block raises glibc's mmap threshold
 chunks = [np.ones(4 << 20, np.uint8) for _ in range(100)]  # so these 400 MiB come from the heap, like a task's chunks
@@ -41,8 +44,6 @@ print(release_free_memory(), before, rss_mib())
 
 def test_release_free_memory_returns_a_tasks_freed_heap_to_the_os():
     if not Path("/proc/self/statm").exists():
-        import pytest
-
         pytest.skip("needs Linux /proc")
     out = subprocess.run([sys.executable, "-c", TRIM_PROBE], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT)}).stdout.split()
