@@ -133,10 +133,13 @@ def test_missing_lexical_tables_and_mixed_versions_are_refused(spark, env, tmp_p
     emb = {key: spark.read.format("delta").load(getattr(src, key).path)
            for key in ("movie_embeddings", "book_embeddings")}
 
+    def last_job() -> int:        # job ids count up; the tracker forgets old jobs (spark.ui.retainedJobs)
+        return max(spark.sparkContext.statusTracker().getJobIdsForGroup(), default=-1)
+
     def jobs(run) -> tuple[int, object]:
-        before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+        before = last_job()
         out = run()
-        return len(spark.sparkContext.statusTracker().getJobIdsForGroup()) - before, out
+        return last_job() - before, out
     n_single, single = jobs(lambda: (check_inputs(emb["movie_embeddings"], emb["book_embeddings"]),
                                      check_lexical_inputs(movies, lex)))
     n_hybrid, (dense_check, lexical_check) = jobs(lambda: check_hybrid_inputs(
