@@ -339,7 +339,8 @@ class BlockPair:
 
 def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]) -> Iterator[BlockPair]:
     """The block pairs of a mapInArrow input, with the task's CPU count (one torch thread each).
-    ``dim`` / ``vocab``: decode the dense / lexical part (``None``: leave it out)."""
+    ``dim`` / ``vocab``: decode the dense / lexical part (``None``: leave it out). Every pass over the pairs
+    reads them here, so the worker hygiene of :mod:`lfr.worker` runs here, after each pair's work."""
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
@@ -353,6 +354,10 @@ def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]
             yield BlockPair(col["m_block"][i].as_py(), col["b_block"][i].as_py(), m_ids, q, qa,
                             _coefficients(col, i), b_ids, b, ba, ex_r, ex_c, threads, _coefficients(col, i, "b"),
                             _offsets(col, i))
+            # the caller has done the pair's work: torch and the kernels' imports out of every task's
+            # gc.collect() (once), the pair's freed buffers back to the OS (a worker's RSS follows the blocks)
+            freeze_long_lived()
+            release_free_memory()
 
 
 def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
@@ -385,11 +390,9 @@ def map_pairs(pairs: DataFrame, kernel: Callable[[BlockPair], tuple], dim: Optio
 
         for p in iter_block_pairs(batches, dim, vocab):
             r, c, *values = kernel(p)
-            freeze_long_lived()             # torch and the kernel's imports: out of every task's gc.collect()
             yield pa.RecordBatch.from_arrays(
                 [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
                  *(pa.array(v, pa.float32()) for v in values)], names=names)
-            release_free_memory()           # the pair's freed chunks back to the OS: RSS follows the blocks
 
     return pairs.mapInArrow(score, schema)
 
