@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from lfr.score import sparse as sparse_module
 from lfr.score.hybrid import (
     combine,
     convex_coefficients,
@@ -13,7 +14,7 @@ from lfr.score.hybrid import (
     moments_to_stats,
 )
 from lfr.score.kernel import merge_topk, normalize_rows
-from lfr.score.sparse import csr_rows, sparse_moments, sparse_topk
+from lfr.score.sparse import LexicalProduct, csr_rows, sparse_moments, sparse_topk
 
 VOCAB = 40
 
@@ -262,6 +263,38 @@ def test_sparse_moments_are_the_sums_of_the_published_scores_per_movie(chunk):
     np.testing.assert_allclose(s2, (scores.astype(np.float64) ** 2).sum(axis=1), rtol=1e-12)
     assert s1[[2, 4, 6, 7]].tolist() == [0.0] * 4 and s2[[2, 4, 6, 7]].tolist() == [0.0] * 4
     assert (s1[[0, 1, 3, 5, 8]] > 0).all()
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_lexical_product_has_the_bits_of_scipys_product_in_any_chunking(public, monkeypatch):
+    """The scores (dense float32) and the product (CSR float64) of every chunk are those of ``qa @ ba.T`` bit for
+    bit, through scipy's routine and its reused buffers or through the public operator (``public``), and a
+    chunk read after others is not disturbed by their buffers."""
+    if public:
+        monkeypatch.setattr(sparse_module, "_csr_matmat", lambda: None)
+    else:
+        assert sparse_module._csr_matmat() is not None            # this scipy has the routine: the fast path runs
+    rng = np.random.default_rng(11)
+    dense = (rng.random((13, VOCAB)) < 0.3) * rng.random((13, VOCAB))
+    dense[[0, 5, 6]] = 0.0                                     # movies without terms, at the start and adjacent
+    books = (rng.random((17, VOCAB)) < 0.4) * rng.random((17, VOCAB))
+    qa, ba = sp.csr_matrix(dense.astype(np.float32)), sp.csr_matrix(books.astype(np.float32))
+    ref = (qa.astype(np.float64) @ ba.astype(np.float64).T.tocsr())
+    want = ref.toarray().astype(np.float32)
+    for step in (1, 2, 5, 13):
+        lex = LexicalProduct(qa, ba)
+        got = {}
+        for r0 in range(0, 13, step):
+            r1 = min(13, r0 + step)
+            indptr, values = lex.product(r0, r1)
+            part = ref[r0:r1]
+            assert np.array_equal(np.diff(indptr), np.diff(part.indptr))
+            assert np.array_equal(values.view(np.uint64), part.data.view(np.uint64))
+            got[r0] = lex.scores(r0, r1).copy()
+        for r0, s in got.items():
+            assert s.dtype == np.float32 and np.array_equal(s.view(np.uint32), want[r0:r0 + len(s)].view(np.uint32))
+    empty = LexicalProduct(qa, ba[:0])
+    assert empty.scores(0, 13).shape == (13, 0)
 
 
 def test_coefficients_drop_a_constant_component():

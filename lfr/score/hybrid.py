@@ -46,7 +46,7 @@ from lfr.score.kernel import (
     prologue,
     select_candidates,
 )
-from lfr.score.sparse import _book_columns, chunk_rows, lexical_chunk
+from lfr.score.sparse import LexicalProduct, chunk_rows
 
 #: a per-movie variance at or below this is treated as zero (the component is constant for that movie)
 VAR_EPS = 1e-12
@@ -195,12 +195,12 @@ def _chunk_scores(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], 
     """``(screen, r0, r1, screened dense scores, lexical scores)`` of the movie rows ``r0:r1``, ``chunk`` rows
     at a time, so a task's memory depends on the block sizes only (``screen``: the dense screen of
     ``precision``, :func:`lfr.score.kernel.dense_screen`; its chunk buffer is reused by the next chunk)."""
-    qa64, bt64 = qa.astype(np.float64), _book_columns(ba)
+    lexical = LexicalProduct(qa, ba)
     with compute_settings(threads) as torch:
         screen = dense_screen(torch, q, b, chunk, precision)
         for r0 in range(0, q.shape[0], chunk):
             r1 = min(q.shape[0], r0 + chunk)
-            yield screen, r0, r1, screen.scores(r0, r1), lexical_chunk(qa64, bt64, r0, r1)
+            yield screen, r0, r1, screen.scores(r0, r1), lexical.scores(r0, r1)
 
 
 # ---------------------------------------------------------------- reciprocal rank fusion (score.fusion: rrf)
