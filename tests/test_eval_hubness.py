@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from lfr.eval import run_evaluation, write_report
-from lfr.eval.baselines import Method, book_hubness, csls_method, l2_normalize, method_scores
+from lfr.eval.baselines import (
+    Method,
+    book_hubness,
+    csls_method,
+    hybrid_methods,
+    l2_normalize,
+    lexical_book_z,
+    method_scores,
+    zscore_rows,
+)
 from lfr.eval.metrics import occurrence_counts, score_hub_stats
 from lfr.eval.runner import HUB_COLUMNS
 from lfr.settings import load_settings, with_values
@@ -66,6 +75,33 @@ def test_the_fused_row_corrects_a_fused_score_by_its_own_r_book():
     got = method_scores(method, movies.iloc[[1, 4]].reset_index(drop=True), book_frame)
     np.testing.assert_allclose(got, h[[1, 4]] - 0.25 * np.array(r)[None, :], atol=1e-6)
     assert method.name == "hybrid_csls_fused" and method.info["hub_weight"] == 0.25
+
+
+def test_the_bookz_row_standardises_the_lexical_z_scores_per_book_over_all_films():
+    """``lexical_book_z``: each film's lexical z-scores (over the books), then per book minus its mean over ALL
+    films of the catalog, over its spread there (a constant column: 0); the hybrid row fuses them as they are."""
+    rng = np.random.default_rng(3)
+    movies = pd.DataFrame({"id": [f"m{i}" for i in range(7)]})
+    books = pd.DataFrame({"id": [f"b{j}" for j in range(5)]})
+    lex = rng.random((7, 5))
+    lex[:, 3] = lex[:, 3] * 0 + lex[:, 0]                    # book 3 equals book 0 for every film
+    lex[2] = 0.0                                             # a film without terms: z = 0 everywhere
+    table = {m: row for m, row in zip(movies["id"], lex)}
+    lexical = Method("lexical", "", score=lambda m, b: np.stack([table[i] for i in m["id"]]))
+    got = lexical_book_z(lexical, movies).score(movies.iloc[[4, 0]], books)
+    z = zscore_rows(lex)
+    want = (z - z.mean(axis=0)) / z.std(axis=0)
+    np.testing.assert_allclose(got, want[[4, 0]], atol=1e-12)
+    full = lexical_book_z(lexical, movies).score(movies, books)
+    np.testing.assert_allclose(full.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(full.std(axis=0), 1.0, atol=1e-12)
+    np.testing.assert_allclose(full[:, 3], full[:, 0], atol=1e-12)
+    const = Method("lexical", "", score=lambda m, b: np.tile([0.5, 0.1, 0.9], (len(m), 1)))
+    assert (lexical_book_z(const, movies).score(movies, books.iloc[:3]) == 0.0).all()   # columns that do not vary
+    dense = Method("dense", "", score=lambda m, b: rng.random((len(m), len(b))))
+    links = pd.DataFrame({"movie_id": ["m1"], "book_id": ["b2"]})
+    row = hybrid_methods(dense, lexical_book_z(lexical, movies), movies, books, links, grid=(0.0,), z_lexical=False)[0]
+    np.testing.assert_allclose(row.score(movies, books), full, atol=1e-12)    # alpha 0: the lexical half as it is
 
 
 def test_occurrence_counts_equal_a_stable_sort_and_give_ties_to_the_smaller_column():
@@ -156,8 +192,8 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
     adapter_rows = ["adapters_only", "hybrid_adapters_only", "adapters_only_csls", "hybrid_adapters_only_csls",
                     "hybrid_adapters_only_csls_fused"]
     xcross_rows = [name.replace("adapters_only", "xcross") for name in adapter_rows]
-    assert table["method"].tolist()[-14:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
-                                              "hybrid_csls_fused", *adapter_rows, *xcross_rows]
+    assert table["method"].tolist()[-15:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
+                                              "hybrid_csls_fused", "hybrid_csls_bookz", *adapter_rows, *xcross_rows]
     for fold in result.setup["fold_sizes"]:          # alpha tuned with the adapters the fold's X-Cross started from
         assert fold["hybrid_xcross"]["tuned_with"] == "adapters_only", fold
         assert fold["hybrid_xcross_csls"]["tuned_with"] == "adapters_only_csls", fold
@@ -181,7 +217,9 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
         assert r["hub_gini"] == pytest.approx(np.mean([h["gini"] for h in per_fold]), abs=1e-6), r["method"]
         assert r["hub_max_share"] == pytest.approx(r["hub_max_occurrence"] / 6, abs=1e-5)
     assert set(result.setup["csls_vs_plain"]) == {"text_only_csls", "lightfusionrec_csls", "hybrid_csls",
-                                                  "hybrid_csls_fused", *adapter_rows[2:], *xcross_rows[2:]}
+                                                  "hybrid_csls_fused", "hybrid_csls_bookz",
+                                                  "hybrid_csls_bookz vs hybrid_csls_fused",
+                                                  *adapter_rows[2:], *xcross_rows[2:]}
     assert any(n.startswith("adapters_only: label-free domain adapters") for n in result.notes)
     model = train_xcross(toy_movies, hub_books, None, settings, train_integrator_stage=False).model
     films, books = adapters_method(model, 8).embed(toy_movies, hub_books)
@@ -192,6 +230,9 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
                                atol=1e-6)
     assert any(n.startswith("hybrid_csls - hybrid (hub-aware - plain)") for n in result.notes)
     assert any(n.startswith("hybrid_csls_fused - hybrid_csls (hub-aware - plain)") for n in result.notes)
+    assert any(n.startswith("hybrid_csls_bookz - hybrid_csls_fused (the two corrections") for n in result.notes)
+    bookz = [f["hybrid_csls_bookz"] for f in result.setup["fold_sizes"]]
+    assert all(f["tuned_with"] == "text_only_csls" and f["dense"] == "lightfusionrec_csls" for f in bookz)
     assert hubs["fused_hub_weight"] == 0.5
     assert all(f["hybrid_csls"]["tuned_with"] == "text_only_csls" for f in result.setup["fold_sizes"])
     paths = write_report(result, tmp_path / "reports")

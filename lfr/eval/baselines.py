@@ -39,6 +39,11 @@ Methods (``standard_methods``):
   ``cos(film, book) - hub_weight * r(book)``, ``r(book)`` the mean of the book's ``hub_k`` highest cosines
   over ALL films of the catalog (``csls_method``); ``hybrid_csls`` fuses the trained model's hub-aware
   scores with lexical, alpha tuned like ``hybrid`` on the frozen encoder's hub-aware scores.
+* ``hybrid_csls_bookz`` -- a candidate for the fused correction's place (with ``hubs``): ``hybrid_csls`` with its
+  lexical half standardised twice, per film over the books (its z-score) and then per book over ALL films of
+  the catalog, ``alpha z(dense csls) + (1 - alpha) zb(z(lexical))`` (``lexical_book_z``): statistics that
+  passes of the lexical product alone give, where the fused correction needs one more pass of the whole
+  hybrid kernel. Paired against ``hybrid_csls`` like the ``_fused`` row.
 
 Most methods are one cosine (``embed``); the fusions are not, so a ``Method`` may instead give its
 score matrix directly (``score``); ``method_scores`` runs either kind.
@@ -158,9 +163,10 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
     return np.divide(s - mu, np.sqrt(var), out=np.zeros_like(s), where=var > VAR_EPS)
 
 
-def convex_fusion(dense: np.ndarray, lexical: np.ndarray, alpha: float) -> np.ndarray:
-    """``alpha * z(dense) + (1 - alpha) * z(lexical)``: alpha is the weight of the dense side."""
-    return float(alpha) * zscore_rows(dense) + (1.0 - float(alpha)) * zscore_rows(lexical)
+def convex_fusion(dense: np.ndarray, lexical: np.ndarray, alpha: float, z_lexical: bool = True) -> np.ndarray:
+    """``alpha * z(dense) + (1 - alpha) * z(lexical)``: alpha is the weight of the dense side (``z_lexical``
+    False: ``lexical`` is already standardised, e.g. ``lexical_book_z``, and enters as it is)."""
+    return float(alpha) * zscore_rows(dense) + (1.0 - float(alpha)) * (zscore_rows(lexical) if z_lexical else lexical)
 
 
 def rrf_fusion(dense: np.ndarray, lexical: np.ndarray, k: int = RRF_K) -> np.ndarray:
@@ -174,11 +180,11 @@ def rrf_fusion(dense: np.ndarray, lexical: np.ndarray, k: int = RRF_K) -> np.nda
 
 
 def tune_alpha(dense: np.ndarray, lexical: np.ndarray, relevant: Sequence[np.ndarray],
-               grid: Sequence[float] = ALPHA_GRID) -> tuple[float, dict[float, float]]:
+               grid: Sequence[float] = ALPHA_GRID, z_lexical: bool = True) -> tuple[float, dict[float, float]]:
     """The alpha of ``grid`` with the best MRR of ``convex_fusion`` on the given (training) films.
 
     Ties go to the alpha closest to 0.5 (the least extreme mix). Returns ``(alpha, {alpha: mrr})``."""
-    zd, zl = zscore_rows(dense), zscore_rows(lexical)
+    zd, zl = zscore_rows(dense), (zscore_rows(lexical) if z_lexical else np.asarray(lexical, dtype=np.float64))
     curve = {float(a): float(ranking_metrics(a * zd + (1 - a) * zl, relevant, ks=[1], ndcg_k=1)["mrr"])
              for a in grid}
     best = max(curve.values())
@@ -303,13 +309,14 @@ def fusion_method(model, name: str, label: str, batch_size: int, cache: FeatureC
 
 def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: pd.DataFrame,
                    train_links: pd.DataFrame, grid: Sequence[float] = ALPHA_GRID, rrf_k: int = RRF_K,
-                   suffix: str = "", tune_dense: Method | None = None) -> list[Method]:
+                   suffix: str = "", tune_dense: Method | None = None, z_lexical: bool = True) -> list[Method]:
     """``hybrid`` (convex, alpha tuned on ``train_links``' films only) and ``hybrid_rrf`` (+ ``suffix``).
 
     ``movies``/``books``: the catalogs; the training films are the movies of ``train_links``, scored
     against all books. The films a fold evaluates are never among them, so alpha is never chosen on
     the films it is scored on. ``tune_dense``: the dense scores alpha is tuned with (default
-    ``dense``). A model trained on ``train_links`` has seen those films' links, so its scores on them
+    ``dense``; ``z_lexical`` False: ``lexical`` is standardised already, ``convex_fusion``). A model trained on
+    ``train_links`` has seen those films' links, so its scores on them
     are optimistic and pull alpha to 1 (all dense); tune with the frozen encoder it started from."""
     movie_ids, book_ids = movies["id"].astype(str).tolist(), books["id"].astype(str).tolist()
     train_ids = sorted(set(train_links["movie_id"].astype(str)) & set(movie_ids))
@@ -319,12 +326,12 @@ def hybrid_methods(dense: Method, lexical: Method, movies: pd.DataFrame, books: 
                                 train_ids, book_ids)
     if train_ids:
         alpha, curve = tune_alpha(method_scores(tune_dense or dense, train_movies, books),
-                                  method_scores(lexical, train_movies, books), relevant, grid)
+                                  method_scores(lexical, train_movies, books), relevant, grid, z_lexical)
     else:
         alpha, curve = 0.5, {}
 
     def convex(m: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
-        return convex_fusion(method_scores(dense, m, b), method_scores(lexical, m, b), alpha)
+        return convex_fusion(method_scores(dense, m, b), method_scores(lexical, m, b), alpha, z_lexical)
 
     def rrf(m: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
         return rrf_fusion(method_scores(dense, m, b), method_scores(lexical, m, b), rrf_k)
@@ -368,6 +375,27 @@ def csls_method(dense: Method, all_movies: pd.DataFrame, hub_k: int, hub_weight:
     return Method(f"{dense.name}{suffix}", f"{dense.name} - {hub_weight:g} r(book), r = mean score of the book's "
                   f"{hub_k} nearest films of the catalog (CSLS hub correction)", score=score,
                   info={"dense": dense.name, "hub_k": int(hub_k), "hub_weight": float(hub_weight)})
+
+
+def lexical_book_z(lexical: Method, all_movies: pd.DataFrame) -> Method:
+    """``<lexical>_bookz``: each film's lexical z-scores over the books, standardised per book over ALL films of
+    the catalog (``all_movies``; a book whose column does not vary gets 0), the ``hybrid_csls_bookz`` row's
+    lexical half. Why: a lexical hub is a book whose z-scores are high for many films; dividing by its own spread
+    over the films evens that out, from statistics of the lexical product alone (no pass of the fused score)."""
+    memo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def score(movies: pd.DataFrame, books: pd.DataFrame) -> np.ndarray:
+        key = hashlib.sha256("\x00".join(books["id"].astype(str)).encode("utf-8")).hexdigest()
+        if key not in memo:          # once per catalog: every fold's films share the books' statistics
+            z = zscore_rows(method_scores(lexical, all_movies, books))
+            mu = z.mean(axis=0)
+            memo[key] = mu, ((z - mu) ** 2).mean(axis=0)
+        mu, var = memo[key]
+        z = zscore_rows(method_scores(lexical, movies, books))
+        return np.divide(z - mu, np.sqrt(var), out=np.zeros_like(z), where=var > VAR_EPS)
+
+    return Method(f"{lexical.name}_bookz", f"z({lexical.name}) per film, standardised per book over the catalog's "
+                  "films", score=score, info={"lexical": lexical.name})
 
 
 def standard_methods(
@@ -490,4 +518,7 @@ def _csls_rows(methods: list[Method], lexical: Method | None, train_links: pd.Da
                                   tune_dense=csls.get("text_only"))[0])
         if fused_weight > 0:
             out.append(csls_method(out[-1], catalog[0], hub_k, fused_weight, suffix="_fused"))
+        out.append(hybrid_methods(dense, lexical_book_z(lexical, catalog[0]), catalog[0], catalog[1], train_links,
+                                  alpha_grid, suffix="_csls_bookz", tune_dense=csls.get("text_only"),
+                                  z_lexical=False)[0])
     return out

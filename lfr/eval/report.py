@@ -183,12 +183,14 @@ def hub_lines(result: EvalResult) -> list[str]:
              f"{h.get('hub_weight')} r(book), r(book) = mean cosine of the book's {h.get('hub_k')} nearest films "
              f"(`score.hubness: csls`; this run's setting: `{h.get('hubness')}`). `_fused` row: the hybrid's score "
              f"h - {h.get('fused_hub_weight')} r_h(book), r_h = the mean of the book's {h.get('hub_k')} highest h "
-             "(`score.fused_hub_weight`).", "", hub_table(result), ""]
+             "(`score.fused_hub_weight`). `_bookz` row: `hybrid_csls` with its lexical z-scores standardised per book "
+             "over the catalog's films (a candidate in the fused correction's place).", "", hub_table(result), ""]
     diffs = result.setup.get("csls_vs_plain") or {}
     if diffs:
         cols = list(next(iter(diffs.values())))
-        lines += ["Hub-aware - plain, paired over the same held-out films [95% interval]; (noise): the interval "
-                  "contains 0.", "", difference_table({"metrics": cols, "paired": diffs, "reference": None}), ""]
+        lines += ["Hub-aware - plain (and `_bookz` vs `_fused`), paired over the same held-out films [95% "
+                  "interval]; (noise): the interval contains 0.", "",
+                  difference_table({"metrics": cols, "paired": diffs, "reference": None}), ""]
     return lines
 
 

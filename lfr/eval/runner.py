@@ -606,11 +606,18 @@ def fusion_differences(rows: list[dict], ranks: dict, ev: EvalSettings) -> tuple
 
 
 def csls_differences(rows: list[dict], ranks: dict, ev: EvalSettings) -> tuple[dict, list[str]]:
-    """Each hub-aware row (``<name>_csls``) against its plain ``<name>``, paired over the same films:
-    what the hub correction costs or gains in accuracy (``{row: {metric: {diff, lo, hi, ...}}}``, lines)."""
-    pairs = [(r["method"], r["method"][:-len(suffix)]) for r in rows for suffix in ("_csls", "_fused")
+    """Each hub-aware row (``<name>_csls``, ``_fused``, ``_bookz``) against its plain ``<name>``, and a ``_bookz``
+    row against the ``_fused`` row of the same ``<name>`` (the two candidates for the fused score's correction),
+    paired over the same films: what the hub correction costs or gains in accuracy (``{row: {metric: {diff, lo,
+    hi, ...}}}``, lines; the second comparison keyed ``<bookz row> vs <fused row>``)."""
+    pairs = [(r["method"], r["method"][:-len(suffix)]) for r in rows for suffix in ("_csls", "_fused", "_bookz")
              if r["method"].endswith(suffix) and r["method"] in ranks and r["method"][:-len(suffix)] in ranks]
-    return paired_rows(pairs, ranks, ev, "hub-aware - plain")
+    out, lines = paired_rows(pairs, ranks, ev, "hub-aware - plain")
+    rivals = [(a, a[:-len("_bookz")] + "_fused") for a, _ in pairs
+              if a.endswith("_bookz") and a[:-len("_bookz")] + "_fused" in ranks]
+    versus, more = paired_rows(rivals, ranks, ev, "the two corrections of the fused score")
+    out.update({f"{a} vs {b}": versus[a] for a, b in rivals})
+    return out, lines + more
 
 
 def paired_rows(pairs: list[tuple[str, str]], ranks: dict, ev: EvalSettings, why: str) -> tuple[dict, list[str]]:
