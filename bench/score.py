@@ -322,6 +322,15 @@ def fp32_peak(peak: dict) -> float:
     return max((v for name, v in peak.items() if "bf16" not in name), default=float("nan"))
 
 
+def bf16_ceiling(peak: dict) -> float:
+    """torch's bf16 rate / numpy's float32 rate on the block shape (:func:`matmul_peak`): what the bf16 screen's
+    matmul gains over the fp32 screen's (numpy) on this CPU, so the most a bf16-screen job can gain over the fp32
+    job when both spend all their time in the matmul (nan without the two rates)."""
+    bf16 = next((v for name, v in peak.items() if name.startswith("torch bf16 block")), float("nan"))
+    fp32 = next((v for name, v in peak.items() if name.startswith("numpy block")), float("nan"))
+    return bf16 / fp32
+
+
 def cpu_line() -> str:
     """The CPU capability torch dispatches to, its native bf16 units and what ``score.precision: auto`` picks."""
     import torch
@@ -523,6 +532,7 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
             continue
         env = {"spark": spark, "cores": cores, "k": k, "d": d, "mbr": mbr, "nbr": nbr, "peak": peak_best, "rss": peaks,
+               "bf16_ceiling": bf16_ceiling(peak),
                "alpha": settings.score.alpha, "vocab": a.vocab, "baseline": None if a.no_torch else a.baseline,
                "hub": ((int(settings.score.hub_k), float(settings.score.hub_weight))
                        if settings.score.hubness == "csls" else None)}
@@ -570,7 +580,8 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run) -> tupl
         msg += (f"\n    (c) job {g_job:.1f} GFLOP/s / measured fp32 peak {env['peak']:.1f} = {g_job / env['peak']:.2f} "
                 f"(target >= 0.6 for fp32)")
         if "fp32" in times and prec != "fp32":
-            msg += (f"\n    fp32 job / {prec} job = {times['fp32'] / t_job:.2f} (target >= 1.6 where bf16 is native); "
+            msg += (f"\n    fp32 job / {prec} job = {times['fp32'] / t_job:.2f} (target >= 1.6 where bf16 is native; "
+                    f"ceiling here: bf16 / fp32 matmul on the block shape {env['bf16_ceiling']:.2f}); "
                     f"rows identical to the {precisions[0]} table: {same_rows(env['spark'], first.path, res.path):.4f}")
         prof = task_profile("dense", mv, bv, None, None, env["vocab"], env["mbr"], env["nbr"], env["k"], 1,
                             env["alpha"], prec)
