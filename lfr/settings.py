@@ -225,6 +225,7 @@ class ScoreSettings(_Section):
     hub_k: int
     hub_weight: float
     fused_hub_weight: float
+    lexical_hubness: str
     exclude_pairs: Optional[str]
     movie_filter: Optional[str]
     book_filter: Optional[str]

@@ -5,6 +5,8 @@ import scipy.sparse as sp
 
 from lfr.score import sparse as sparse_module
 from lfr.score.hybrid import (
+    book_lexical_scale,
+    bookz_coefficients,
     combine,
     convex_coefficients,
     dense_book_moments,
@@ -14,7 +16,7 @@ from lfr.score.hybrid import (
     moments_to_stats,
 )
 from lfr.score.kernel import merge_topk, normalize_rows
-from lfr.score.sparse import LexicalProduct, csr_rows, sparse_moments, sparse_topk
+from lfr.score.sparse import LexicalProduct, csr_rows, sparse_book_moments, sparse_moments, sparse_topk
 
 VOCAB = 40
 
@@ -89,6 +91,20 @@ def hybrid_scores(qn, m_lex, bn, b_lex, alpha):
     l64 = l32.astype(np.float64)
     coef = convex_coefficients(alpha, d64.mean(1), d64.var(1), l64.mean(1), l64.var(1))
     return coef[:, :1] * d64.astype(np.float32).astype(np.float64) + coef[:, 1:2] * l64 + coef[:, 2:], coef
+
+
+def bookz_scores(qn, m_lex, bn, b_lex, alpha):
+    """Every pair's ``score.lexical_hubness: bookz`` score in float64 before the float32 rounding: the films'
+    lexical z-scores standardised per book over all films (statistics in numpy's order: last bits may differ)."""
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    d64 = qn.astype(np.float64) @ bn.astype(np.float64).T
+    l64 = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32).astype(np.float64)
+    coef = bookz_coefficients(alpha, d64.mean(1), d64.var(1), l64.mean(1), l64.var(1))
+    z = coef[:, 1:2] * l64 + coef[:, 3:4]
+    book_z = book_lexical_scale(z.sum(0), (z * z).sum(0), len(qn), alpha)
+    return (coef[:, :1] * d64.astype(np.float32).astype(np.float64) + book_z[:, 0] * z + coef[:, 2:3]
+            + book_z[:, 1]), coef, book_z
 
 
 def fused_offsets(h: np.ndarray, hub_k: int, weight: float) -> np.ndarray:
@@ -223,6 +239,42 @@ def test_fused_correction_equals_brute_force(hk, k, mbr, bbr, chunk, precision):
     got = main_pass(lambda cs: off[cs])
     assert_same(got, brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, 0.8, fused=(hk, 0.5)))
     assert got != main_pass(lambda cs: None)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-screen"])
+@pytest.mark.parametrize("k,mbr,bbr,chunk", [(5, 1000, 1000, 1 << 20), (12, 13, 17, 64), (7, 30, 8, 100)])
+def test_bookz_equals_brute_force(k, mbr, bbr, chunk, precision):
+    """``score.lexical_hubness: bookz``: each book's statistics of the films' lexical z-scores summed over movie
+    blocks (:func:`sparse_book_moments`), its ``(P, T)`` standardising them per book, and the main pass with them,
+    against the brute force over all pairs (the same float64 formula: the same bits, ties included)."""
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog(seed=7)
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    qa, _ = to_csr(m_lex, False)
+    ba, _ = to_csr(b_lex, False)
+    alpha, n_films = 0.7, len(movie_ids)
+    _, coef, _ = bookz_scores(qn, m_lex, bn, b_lex, alpha)
+    d64 = qn.astype(np.float64) @ bn.astype(np.float64).T
+    l64 = (qa.toarray().astype(np.float64) @ ba.toarray().astype(np.float64).T).astype(np.float32).astype(np.float64)
+    z = coef[:, 1:2] * l64 + coef[:, 3:4]                      # each film's lexical z-score (0: no terms)
+    np.testing.assert_allclose(z[coef[:, 1] > 0].mean(1), 0.0, atol=1e-9)
+    s1, s2 = np.zeros(len(book_ids)), np.zeros(len(book_ids))
+    for m0 in range(0, n_films, mbr):                          # summed over movie blocks, as the job
+        x1, x2 = sparse_book_moments(qa[m0:m0 + mbr], ba, coef[m0:m0 + mbr, 1], coef[m0:m0 + mbr, 3], chunk)
+        s1, s2 = s1 + x1, s2 + x2
+    np.testing.assert_allclose(s1, z.sum(0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(s2, (z * z).sum(0), rtol=1e-10)
+    book_z = book_lexical_scale(s1, s2, n_films, alpha)
+    zb = (z - z.mean(0)) / z.std(0)
+    np.testing.assert_allclose(book_z[:, :1].T * z + book_z[:, 1:].T, (1 - alpha) * zb, atol=1e-9)
+    h = (coef[:, :1] * d64.astype(np.float32).astype(np.float64) + book_z[:, 0] * (coef[:, 1:2] * l64 + coef[:, 3:4])
+         + coef[:, 2:3] + book_z[:, 1]).astype(np.float32)
+    got = blocked(lambda ms, cs: hybrid_topk(qn[ms], bn[cs], qa[ms], ba[cs], coef[ms], k, chunk_elems=chunk,
+                                             precision=precision, book_z=book_z[cs]), movie_ids, book_ids, k, mbr, bbr)
+    assert_same(got, ranked(movie_ids, book_ids, h, k))
+    dup = sorted(book_ids[[7, 11, 40, 63]])                # identical books: identical (P, T), bit-identical score
+    assert [b for b, _ in got["m003"][:4]] == dup and len({s for _, s in got["m003"][:4]}) == 1
+    plain = brute_hybrid_rows(movie_ids, qn, m_lex, book_ids, bn, b_lex, k, alpha)
+    assert any([b for b, _ in got[m]] != [b for b, _ in plain[m]] for m in movie_ids)
 
 
 def test_hybrid_is_not_a_rerank_of_truncated_lists():

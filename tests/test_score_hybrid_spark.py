@@ -183,12 +183,13 @@ def test_rrf_run_equals_brute_force_and_retries_unproven_movies(spark, env, monk
 
 
 def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, env, monkeypatch):
-    """score.hubness=csls, over several blocks: dense, convex and rrf (forced retries: re-blocked films are
-    augmented too) give the brute-force top-k of ``cos - w r(book)``; ``book_hubs`` holds each r(book)."""
+    """score.hubness=csls, over several blocks: dense, convex (also with each correction of the fused score) and
+    rrf (forced retries: re-blocked films are augmented too) give the brute-force top-k of ``cos - w r(book)``;
+    ``book_hubs`` holds each r(book)."""
     from lfr.score import rrf, run_score
     from lfr.score.kernel import normalize_rows
     from tests.test_score_csls import hub_rows
-    from tests.test_score_hybrid_kernel import brute_hybrid_rows, fused_offsets, hybrid_scores, ranked
+    from tests.test_score_hybrid_kernel import bookz_scores, brute_hybrid_rows, fused_offsets, hybrid_scores, ranked
     from tests.test_score_precision import exact32
 
     movie_ids, mv, m_lex, book_ids, bv, b_lex = env["data"]
@@ -224,6 +225,13 @@ def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, 
     np.testing.assert_allclose([hubs[b].fused_offset for b in book_ids], off, rtol=1e-6)
     np.testing.assert_allclose([hubs[b].hub_r for b in book_ids], r, rtol=0, atol=1e-7)
     assert json.loads(res.method_params)["fused_hub_weight"] == 0.5
+
+    # score.lexical_hubness: bookz: one pass of the lexical product (each book's statistics of the films' z-scores)
+    res = run_score(spark, _with(settings, method="hybrid", lexical_hubness="bookz", **hub))
+    got = _read(spark, path)
+    _assert_same(got, ranked(movie_ids, book_ids, bookz_scores(qa, m_lex, ba, b_lex, alpha)[0].astype(np.float32), K))
+    assert got != brute_hybrid_rows(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, alpha)
+    assert json.loads(res.method_params)["lexical_hubness"] == "bookz" and "fused_hub_weight" not in res.method_params
 
     monkeypatch.setattr(rrf, "RRF_FIRST_N", 2)
     run_score(spark, _with(settings, method="hybrid", fusion="rrf", rrf_k=30, **hub))

@@ -58,6 +58,8 @@ def test_one_dispatch_from_method_and_fusion(method, fusion, cls, params):
     ("hubness", "zscore", "score.hubness must be one of"), ("hub_k", 0, "score.hub_k must be positive"),
     ("hub_weight", 1.5, r"score.hub_weight must be in \[0, 1\]"),
     ("fused_hub_weight", -0.5, "score.fused_hub_weight must be >= 0"),
+    ("lexical_hubness", "csls", "score.lexical_hubness must be one of"),
+    ("lexical_hubness", "bookz", "score.lexical_hubness and score.fused_hub_weight are two corrections"),
 ])
 def test_bad_settings_are_usage_errors_naming_the_key(key, value, match):
     from lfr.errors import UsageError

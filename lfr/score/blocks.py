@@ -301,7 +301,10 @@ def _coefficients(col: dict, i: int, side: str = "m"):
     import numpy as np
 
     raw = col[f"{side}_coef"][i].as_py() if f"{side}_coef" in col else None
-    return None if raw is None else np.frombuffer(raw, np.float64).reshape(-1, 3)
+    if raw is None:
+        return None
+    values, n = np.frombuffer(raw, np.float64), len(col[f"{side}_ids"][i].values)
+    return values.reshape(n, -1) if n and len(values) else values.reshape(-1, 3)   # 3 per row, 4 with bookz
 
 
 def _offsets(col: dict, i: int):
@@ -310,6 +313,14 @@ def _offsets(col: dict, i: int):
 
     raw = col["b_offset"][i].as_py() if "b_offset" in col else None
     return None if raw is None else np.frombuffer(raw, np.float32)
+
+
+def _book_z(col: dict, i: int):
+    """The book block's per-row ``(P, T)`` (n x 2 float64, ``score.lexical_hubness: bookz``), or None."""
+    import numpy as np
+
+    raw = col["b_lexz"][i].as_py() if "b_lexz" in col else None
+    return None if raw is None else np.frombuffer(raw, np.float64).reshape(-1, 2)
 
 
 @dataclass
@@ -330,6 +341,7 @@ class BlockPair:
     threads: Optional[int]
     b_coef: object = None    # book-side pairs of the hybrid: the films' coefficients (n x 3), or None
     b_offset: object = None  # the books' float32 offsets (score.fused_hub_weight), or None
+    b_z: object = None       # the books' (P, T) of score.lexical_hubness: bookz (n x 2), or None
 
     @property
     def kernel_args(self) -> dict:
@@ -353,7 +365,7 @@ def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]
             ex_r, ex_c = _exclusions(col, i, b_ids)
             yield BlockPair(col["m_block"][i].as_py(), col["b_block"][i].as_py(), m_ids, q, qa,
                             _coefficients(col, i), b_ids, b, ba, ex_r, ex_c, threads, _coefficients(col, i, "b"),
-                            _offsets(col, i))
+                            _offsets(col, i), _book_z(col, i))
             # the caller has done the pair's work: torch and the kernels' imports out of every task's
             # gc.collect() (once), the pair's freed buffers back to the OS (a worker's RSS follows the blocks)
             freeze_long_lived()
@@ -362,7 +374,7 @@ def iter_block_pairs(batches: Iterator, dim: Optional[int], vocab: Optional[int]
 
 def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
     """All (movie block, book block) pairs as a cartesian product of the two block tables. Optional columns
-    travel when a side has them: exclusions and ``coef`` (movie side), ``coef`` and ``offset`` (book side)."""
+    travel when a side has them: exclusions and ``coef`` (movie side), ``coef``, ``offset`` and ``lexz`` (book side)."""
     data = ["block", "ids", "vec", "indptr", "terms", "weights"]
 
     def col_or_null(df: DataFrame, c: str, t: str):
@@ -373,7 +385,8 @@ def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
         col_or_null(movie_blocks, "coef", "binary").alias("m_coef"))
     b = book_blocks.filter("n > 0").select(*[F.col(c).alias(f"b_{c}") for c in data],
                                            col_or_null(book_blocks, "coef", "binary").alias("b_coef"),
-                                           col_or_null(book_blocks, "offset", "binary").alias("b_offset"))
+                                           col_or_null(book_blocks, "offset", "binary").alias("b_offset"),
+                                           col_or_null(book_blocks, "lexz", "binary").alias("b_lexz"))
     # SHUFFLE_REPLICATE_NL = CartesianProduct: task (i, j) reads movie block partition i and
     # book block partition j; never a broadcast of a whole side (see module doc).
     return m.hint("shuffle_replicate_nl").crossJoin(b)
@@ -538,6 +551,66 @@ def lexical_moments(pairs: DataFrame, vocab: int) -> DataFrame:
                  .groupBy("m_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
 
 
+def lexical_book_moments(pairs: DataFrame, vocab: int) -> DataFrame:
+    """Per book block (``score.lexical_hubness: bookz``): each book's sum and sum of squares of the films'
+    lexical z-scores over ALL films (:func:`lfr.score.sparse.sparse_book_moments`; ``pairs``: the movie blocks
+    with their :func:`lfr.score.hybrid.bookz_coefficients`). One pass over the pairs (``block, s1, s2``: float64
+    bytes aligned with the book block's rows); the partial sums are added in movie-block order."""
+    def moments(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        from lfr.score.sparse import sparse_book_moments
+
+        schema = pa.schema([("m_block", pa.int64()), ("b_block", pa.int64()), ("s1", pa.binary()), ("s2", pa.binary())])
+        for p in iter_block_pairs(batches, None, vocab):
+            s1, s2 = sparse_book_moments(p.qa, p.ba, p.coef[:, 1], p.coef[:, 3])
+            yield pa.RecordBatch.from_pydict(
+                {"m_block": [p.m_block], "b_block": [p.b_block], "s1": [s1.tobytes()], "s2": [s2.tobytes()]},
+                schema=schema)
+
+    def add(pdf):
+        import numpy as np
+        import pandas as pd
+
+        pdf = pdf.sort_values("m_block")
+        s1 = sum(np.frombuffer(x, np.float64) for x in pdf["s1"])
+        s2 = sum(np.frombuffer(x, np.float64) for x in pdf["s2"])
+        return pd.DataFrame({"block": [int(pdf["b_block"].iloc[0])], "s1": [s1.tobytes()], "s2": [s2.tobytes()]})
+
+    return (pairs.mapInArrow(moments, "m_block bigint, b_block bigint, s1 binary, s2 binary")
+                 .groupBy("b_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
+
+
+def with_book_z(book_blocks: DataFrame, stats: DataFrame, n_films: int, alpha: float) -> DataFrame:
+    """Book blocks + ``lexz``: each book's ``(P, T)`` (:func:`lfr.score.hybrid.book_lexical_scale`), float64 bytes,
+    from :func:`lexical_book_moments` (broadcast: one row per book block, the blocks keep their partitions)."""
+    cols = book_blocks.columns
+
+    def add(batches: Iterator) -> Iterator:
+        import numpy as np
+        import pyarrow as pa
+
+        from lfr.score.hybrid import book_lexical_scale
+
+        for batch in batches:
+            out = []
+            for i in range(batch.num_rows):
+                s1 = batch.column("s1")[i].as_py()
+                if s1 is None:
+                    out.append(None)
+                    continue
+                out.append(book_lexical_scale(np.frombuffer(s1, np.float64),
+                                              np.frombuffer(batch.column("s2")[i].as_py(), np.float64),
+                                              n_films, alpha).tobytes())
+            yield pa.RecordBatch.from_arrays([batch.column(c) for c in cols] + [pa.array(out, pa.binary())],
+                                             names=cols + ["lexz"])
+
+    from pyspark.sql.types import BinaryType, StructField, StructType
+
+    schema = StructType(book_blocks.schema.fields + [StructField("lexz", BinaryType())])
+    return book_blocks.join(F.broadcast(stats), "block", "left").mapInArrow(add, schema)
+
+
 def dense_moments(book_blocks: DataFrame, dim: int):
     """(sum of the book rows, Gram matrix B^T B) over all book blocks, on the driver (d + d^2 floats)."""
     import numpy as np
@@ -564,15 +637,18 @@ def dense_moments(book_blocks: DataFrame, dim: int):
 
 
 def with_coefficients(movie_blocks: DataFrame, lex_stats: DataFrame, alpha: float, n_books: int,
-                      book_sum, gram, dim: int) -> DataFrame:
-    """Movie blocks + ``coef``: each movie's convex-fusion coefficients (a, b, c), float64 bytes."""
+                      book_sum, gram, dim: int, bookz: bool = False) -> DataFrame:
+    """Movie blocks + ``coef``: each movie's convex-fusion coefficients (a, b, c), float64 bytes (``bookz``:
+    :func:`lfr.score.hybrid.bookz_coefficients`, four per movie)."""
     cols = movie_blocks.columns
 
     def add(batches: Iterator) -> Iterator:
         import numpy as np
         import pyarrow as pa
 
-        from lfr.score.hybrid import convex_coefficients, dense_movie_stats, moments_to_stats
+        from lfr.score.hybrid import bookz_coefficients, convex_coefficients, dense_movie_stats, moments_to_stats
+
+        coefficients = bookz_coefficients if bookz else convex_coefficients
 
         for batch in batches:
             coefs = []
@@ -584,8 +660,7 @@ def with_coefficients(movie_blocks: DataFrame, lex_stats: DataFrame, alpha: floa
                 q = np.frombuffer(vec, np.float32).reshape(-1, dim)
                 mu_l, var_l = moments_to_stats(np.frombuffer(s1, np.float64),
                                                np.frombuffer(batch.column("s2")[i].as_py(), np.float64), n_books)
-                coefs.append(convex_coefficients(alpha, *dense_movie_stats(q, n_books, book_sum, gram),
-                                                 mu_l, var_l).tobytes())
+                coefs.append(coefficients(alpha, *dense_movie_stats(q, n_books, book_sum, gram), mu_l, var_l).tobytes())
             yield pa.RecordBatch.from_arrays([batch.column(c) for c in cols] + [pa.array(coefs, pa.binary())],
                                              names=cols + ["coef"])
 

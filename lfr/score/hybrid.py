@@ -81,7 +81,32 @@ def convex_coefficients(alpha: float, mu_d, var_d, mu_l, var_l) -> np.ndarray:
     return np.stack([a, b, c], axis=1)
 
 
-def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray, dense_max=1.0, offset_max: float = 0.0) -> np.ndarray:
+def bookz_coefficients(alpha: float, mu_d, var_d, mu_l, var_l) -> np.ndarray:
+    """Per movie ``(a, b, c, e)`` of ``score.lexical_hubness: bookz`` (m x 4 float64)::
+
+        h = a s_d + c + P_j (b s_l + e) + T_j
+
+    ``a s_d + c = alpha z_d`` and ``b s_l + e = z_l`` (the film's lexical z-score; 0 for a film whose lexical
+    scores do not vary); ``P_j``, ``T_j`` (:func:`book_lexical_scale`) standardise ``z_l`` per book over all films
+    and weigh it ``1 - alpha``."""
+    var_d, var_l = np.asarray(var_d, np.float64), np.asarray(var_l, np.float64)
+    a = np.where(var_d > VAR_EPS, alpha / np.sqrt(np.maximum(var_d, VAR_EPS)), 0.0)
+    b = np.where(var_l > VAR_EPS, 1.0 / np.sqrt(np.maximum(var_l, VAR_EPS)), 0.0)
+    return np.stack([a, b, -a * np.asarray(mu_d, np.float64), -b * np.asarray(mu_l, np.float64)], axis=1)
+
+
+def book_lexical_scale(s1: np.ndarray, s2: np.ndarray, n_films: int, alpha: float) -> np.ndarray:
+    """Per book ``(P, T)`` (n x 2 float64): ``P (z_l - M) / S``-style standardisation of the films' lexical
+    z-scores, from their sum ``s1`` and sum of squares ``s2`` over all ``n_films`` films
+    (:func:`lfr.score.sparse.sparse_book_moments`): ``P = (1 - alpha) / S``, ``T = -P M``; a book whose column does
+    not vary gets ``P = T = 0``."""
+    mu, var = moments_to_stats(s1, s2, n_films)
+    scale = np.where(var > VAR_EPS, (1.0 - alpha) / np.sqrt(np.maximum(var, VAR_EPS)), 0.0)
+    return np.stack([scale, -scale * mu], axis=1)
+
+
+def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray, dense_max=1.0, offset_max: float = 0.0,
+                  scale_max: Optional[float] = None, shift_max: float = 0.0) -> np.ndarray:
     """Per-movie candidate margin on ``g = a s_d + b s_l`` computed in float32 from the screened ``s_d``.
 
     ``2 |a| dense_error`` covers twice the dense screen's error (``dense_error``: per movie, its bound on
@@ -91,16 +116,27 @@ def hybrid_margin(coef: np.ndarray, dense_error: np.ndarray, dense_max=1.0, offs
     above 1 for the hub-aware score; ``|s_l| <= 1``) covers the float32 rounding of ``a``, ``b``, the
     products and the sum, and the final rounding of ``h`` to float32 (the ``c`` term). ``offset_max``: the
     largest per-book offset subtracted in float32 too (``score.fused_hub_weight``), one more term.
+    ``scale_max``, ``shift_max`` (``score.lexical_hubness: bookz``): the largest ``|P_j|`` and ``|T_j|`` of the
+    block; the lexical term is then ``P_j (b s_l + e)`` (:func:`bookz_coefficients`), five more float32
+    roundings, so the bound doubles (32 ulps of the sum of the terms' magnitudes).
     """
     a, b, c = np.abs(coef[:, 0]), np.abs(coef[:, 1]), np.abs(coef[:, 2])
-    return 2.0 * a * dense_error + 2.0 ** -20 * (a * np.maximum(dense_max, 1.0) + b + c + offset_max)
+    if scale_max is None:
+        return 2.0 * a * dense_error + 2.0 ** -20 * (a * np.maximum(dense_max, 1.0) + b + c + offset_max)
+    terms = a * np.maximum(dense_max, 1.0) + scale_max * (b + np.abs(coef[:, 3])) + c + shift_max + offset_max
+    return 2.0 * a * dense_error + 2.0 ** -19 * terms
 
 
 def combine(coef: np.ndarray, rows: np.ndarray, s_d: np.ndarray, s_l: np.ndarray,
-            offset: Optional[np.ndarray] = None) -> np.ndarray:
+            offset: Optional[np.ndarray] = None, book_z: Optional[np.ndarray] = None) -> np.ndarray:
     """The published hybrid score: float64 ``a s_d + b s_l + c`` of float32 scores, rounded to float32
-    (``offset``: per pair, subtracted before the rounding: the book's ``score.fused_hub_weight`` correction)."""
-    h = coef[rows, 0] * s_d.astype(np.float64) + coef[rows, 1] * s_l.astype(np.float64) + coef[rows, 2]
+    (``offset``: per pair, subtracted before the rounding: the book's ``score.fused_hub_weight`` correction;
+    ``book_z``: per pair the book's ``(P, T)``, ``score.lexical_hubness: bookz``: ``a s_d + P (b s_l + e) + c + T``)."""
+    if book_z is None:
+        h = coef[rows, 0] * s_d.astype(np.float64) + coef[rows, 1] * s_l.astype(np.float64) + coef[rows, 2]
+    else:
+        lexical = book_z[:, 0] * (coef[rows, 1] * s_l.astype(np.float64) + coef[rows, 3])
+        h = coef[rows, 0] * s_d.astype(np.float64) + lexical + coef[rows, 2] + book_z[:, 1]
     if offset is not None:
         h -= offset
     return h.astype(np.float32) + np.float32(0.0)
@@ -115,11 +151,14 @@ def hybrid_topk(
     *,
     precision: str,
     book_offset: Optional[np.ndarray] = None,
+    book_z: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact top-k of the hybrid score per movie row; row i of ``q``/``qa`` is the same movie, row j
     of ``b``/``ba`` the same book (ordered by book_id). Same contract as ``block_topk`` (``precision``:
     the dense screen, ``score.precision``). ``book_offset``: float32 per book, subtracted from its score
-    (``score.fused_hub_weight`` times the book's :func:`hybrid_book_topk` mean; None: 0)."""
+    (``score.fused_hub_weight`` times the book's :func:`hybrid_book_topk` mean; None: 0). ``book_z``: per book
+    ``(P, T)`` (n x 2, :func:`book_lexical_scale`) with ``coef`` from :func:`bookz_coefficients`
+    (``score.lexical_hubness: bookz``)."""
     q, b = as_rows(q, b)
     paired = (q.shape[1] == b.shape[1] and qa.shape[1] == ba.shape[1] and qa.shape[0] == q.shape[0]
               and ba.shape[0] == b.shape[0])
@@ -128,23 +167,33 @@ def hybrid_topk(
     if p is None:
         return concat_parts([])
     coef = np.asarray(coef, dtype=np.float64)
-    coef32 = coef[:, :2].astype(np.float32)
+    coef32 = coef.astype(np.float32)
     off = None if book_offset is None else np.asarray(book_offset, dtype=np.float32)
     off_max = float(np.abs(off).max(initial=0.0)) if off is not None else 0.0
+    bz = None if book_z is None else np.asarray(book_z, dtype=np.float64).reshape(-1, 2)
+    bz32 = None if bz is None else np.ascontiguousarray(bz.T, dtype=np.float32)     # 2 x books, C order
+    bz_max = (None, 0.0) if bz is None else tuple(float(np.abs(bz[:, i]).max(initial=0.0)) for i in (0, 1))
     parts = []
     # 20 bytes per pair: float32 dense + float64/32 lexical + float32 g
     for screen, r0, r1, s_d, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, p.n, chunk_elems, 20),
                                                   precision):
         g = screen.float32(s_d)
         g *= coef32[r0:r1, 0:1]
-        g += coef32[r0:r1, 1:2] * s_l
+        if bz is None:
+            g += coef32[r0:r1, 1:2] * s_l
+        else:                                           # P_j (b s_l + e) + T_j
+            lexical = s_l * coef32[r0:r1, 1:2]
+            lexical += coef32[r0:r1, 3:4]
+            lexical *= bz32[0:1]
+            g += lexical
+            g += bz32[1:2]
         if off is not None:
             g -= off[None, :]
         mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
-        margin = hybrid_margin(coef[r0:r1], screen.error(r0, r1), screen.magnitude(r0, r1), off_max)
+        margin = hybrid_margin(coef[r0:r1], screen.error(r0, r1), screen.magnitude(r0, r1), off_max, *bz_max)
         rows, cols = select_candidates(g, p.kk, below(margin))
         h = combine(coef, rows + r0, _rescore(q, b, rows + r0, cols), s_l[rows, cols],
-                    None if off is None else off[cols].astype(np.float64))
+                    None if off is None else off[cols].astype(np.float64), None if bz is None else bz[cols])
         idx, _ = first_k_per_group(rows, cols, h, p.kk)
         parts.append((rows[idx] + r0, cols[idx], h[idx]))
     return concat_parts(parts)

@@ -43,9 +43,11 @@ from lfr.score.blocks import (
     Blocks,
     BlockSpec,
     dense_moments,
+    lexical_book_moments,
     lexical_moments,
     map_pairs,
     merge_candidates,
+    with_book_z,
     with_coefficients,
 )
 from lfr.score.checks import (
@@ -66,6 +68,9 @@ log = logging.getLogger(__name__)
 
 METHODS = ("dense", "lexical", "hybrid")
 FUSIONS = ("convex", "rrf")
+#: ``score.lexical_hubness`` values (convex hybrid): none = the lexical z-score per film as it is; bookz = it
+#: standardised once more per book over all films (docs/RESULTS.md#hubs-scorehubness)
+LEXICAL_HUBNESS = ("none", "bookz")
 
 
 @dataclass(frozen=True)
@@ -241,18 +246,26 @@ class Convex(Hybrid):
     (:mod:`lfr.score.hybrid`)."""
     alpha: float
     fused_hub_weight: float
+    lexical_hubness: str = "none"
 
     @classmethod
     def from_settings(cls, score: ScoreSettings) -> "Convex":
         return cls(missing_side=score.missing_side, precision=score.precision, hubness=Hubness.from_settings(score),
-                   alpha=float(score.alpha), fused_hub_weight=float(score.fused_hub_weight))
+                   alpha=float(score.alpha), fused_hub_weight=float(score.fused_hub_weight),
+                   lexical_hubness=score.lexical_hubness)
+
+    @property
+    def bookz(self) -> bool:
+        return self.lexical_hubness == "bookz"
 
     def params(self) -> dict:
         fused = ({"fused_hub_weight": self.fused_hub_weight, "hub_k": self.hubness.k,
                   "fused_score": "h - fused_hub_weight * r_h(book), r_h = mean of the book's hub_k highest h"}
                  if self.fused_hub_weight > 0 else {})
+        bookz = ({"lexical_hubness": "bookz", "lexical_score": "the movie's lexical z-score, standardised per book "
+                  "over all scored movies"} if self.bookz else {})
         return self.recorded({"fusion": "convex", "alpha": float(self.alpha),
-                              "normalisation": "z-score per movie over all scored books", **fused})
+                              "normalisation": "z-score per movie over all scored books", **fused, **bookz})
 
     def movie_blocks(self, blocks: Blocks, cached: list) -> DataFrame:
         """Each movie's statistics over all books (lexical moments pass + the book side's dense moments),
@@ -261,17 +274,33 @@ class Convex(Hybrid):
         lex = lexical_moments(blocks.pairs(), blocks.vocab)
         book_sum, gram = dense_moments(blocks.books, blocks.dim)
         movie_blocks = with_coefficients(blocks.movies, lex, float(self.alpha), blocks.bs.rows, book_sum, gram,
-                                         blocks.dim).persist(StorageLevel.MEMORY_AND_DISK)
+                                         blocks.dim, self.bookz).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(movie_blocks)
+        if self.bookz:
+            self._book_z(blocks, movie_blocks, cached)
         if self.fused_hub_weight > 0:
             apply_fused_hubness(blocks, movie_blocks, self.hubness.k, self.fused_hub_weight, self.precision)
             cached.append(blocks.books)
         return movie_blocks
 
+    def _book_z(self, blocks: Blocks, movie_blocks: DataFrame, cached: list) -> None:
+        """``score.lexical_hubness: bookz``: one more pass of the lexical product (each book's statistics of the films'
+        lexical z-scores, :func:`lfr.score.blocks.lexical_book_moments`), then the book blocks replaced by ones
+        carrying each book's ``(P, T)`` (cached; the old ones released)."""
+        stats = lexical_book_moments(blocks.pairs(movie_blocks), blocks.vocab)
+        books = with_book_z(blocks.books, stats, blocks.ms.rows, float(self.alpha))
+        books = books.persist(StorageLevel.MEMORY_AND_DISK)
+        books.count()
+        blocks.books.unpersist()
+        blocks.books = books
+        cached.append(books)
+
     def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
         from lfr.score.hybrid import hybrid_topk
 
         extra = {"book_offset": pair.b_offset} if pair.b_offset is not None else {}
+        if pair.b_z is not None:
+            extra["book_z"] = pair.b_z
         return (kernel or hybrid_topk)(pair.q, pair.b, pair.qa, pair.ba, pair.coef, n, precision=self.precision,
                                        **pair.kernel_args, **extra)
 
@@ -338,6 +367,15 @@ def scoring_method(score: ScoreSettings) -> ScoringMethod:
         log.info("score.hubness=%s applies to dense scores: score.method=lexical scores without it", hub.kind)
     if not 0.0 <= float(score.fused_hub_weight) < float("inf"):
         raise ConfigError(f"score.fused_hub_weight must be >= 0, got {score.fused_hub_weight}")
+    if score.lexical_hubness not in LEXICAL_HUBNESS:
+        raise ConfigError(f"score.lexical_hubness must be one of {LEXICAL_HUBNESS}, got {score.lexical_hubness!r}")
+    if score.lexical_hubness != "none" and float(score.fused_hub_weight) > 0:
+        raise ConfigError("score.lexical_hubness and score.fused_hub_weight are two corrections of the same hubs: "
+                          f"set one (score.lexical_hubness={score.lexical_hubness!r}, "
+                          f"score.fused_hub_weight={score.fused_hub_weight})")
+    if score.lexical_hubness != "none" and (score.method, score.fusion) != ("hybrid", "convex"):
+        log.info("score.lexical_hubness applies to the convex hybrid: score.method=%s (fusion %s) scores without it",
+                 score.method, score.fusion)
     if float(score.fused_hub_weight) > 0 and (score.method, score.fusion) != ("hybrid", "convex"):
         log.info("score.fused_hub_weight applies to the convex hybrid: score.method=%s (fusion %s) scores without it",
                  score.method, score.fusion)
