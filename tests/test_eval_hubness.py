@@ -190,9 +190,9 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
     result = run_evaluation(toy_movies, hub_books, LINKS, settings)
     table = result.table()
     adapter_rows = ["adapters_only", "hybrid_adapters_only", "adapters_only_csls", "hybrid_adapters_only_csls",
-                    "hybrid_adapters_only_csls_fused"]
+                    "hybrid_adapters_only_csls_fused", "hybrid_adapters_only_csls_bookz"]
     xcross_rows = [name.replace("adapters_only", "xcross") for name in adapter_rows]
-    assert table["method"].tolist()[-15:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
+    assert table["method"].tolist()[-17:] == ["text_only_csls", "lightfusionrec_csls", "hybrid_csls",
                                               "hybrid_csls_fused", "hybrid_csls_bookz", *adapter_rows, *xcross_rows]
     for fold in result.setup["fold_sizes"]:          # alpha tuned with the adapters the fold's X-Cross started from
         assert fold["hybrid_xcross"]["tuned_with"] == "adapters_only", fold
@@ -219,7 +219,9 @@ def test_tiny_run_reports_every_methods_hubs_and_csls_against_plain(hub_settings
     assert set(result.setup["csls_vs_plain"]) == {"text_only_csls", "lightfusionrec_csls", "hybrid_csls",
                                                   "hybrid_csls_fused", "hybrid_csls_bookz",
                                                   "hybrid_csls_bookz vs hybrid_csls_fused",
-                                                  *adapter_rows[2:], *xcross_rows[2:]}
+                                                  *adapter_rows[2:], *xcross_rows[2:],
+                                                  *(f"{r} vs {r[:-len('_bookz')]}_fused" for r in (adapter_rows[-1],
+                                                                                                  xcross_rows[-1]))}
     assert any(n.startswith("adapters_only: label-free domain adapters") for n in result.notes)
     model = train_xcross(toy_movies, hub_books, None, settings, train_integrator_stage=False).model
     films, books = adapters_method(model, 8).embed(toy_movies, hub_books)

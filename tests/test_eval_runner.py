@@ -22,7 +22,7 @@ LINKS = pd.DataFrame(
 ALL_METHODS = ["tfidf", "lexical", "genre_only", "text_only", "fusion_untrained", "lightfusionrec",
                "distilbert_text_only", "lightfusionrec_distilbert", "hybrid_text_only", "hybrid_rrf_text_only",
                "hybrid", "hybrid_rrf", "text_only_csls", "lightfusionrec_csls", "hybrid_csls",
-               "hybrid_csls_fused", "hybrid_csls_bookz"]
+               "hybrid_csls_bookz"]
 
 
 @pytest.fixture()

@@ -24,11 +24,11 @@ def test_the_packaged_conf_gives_the_strategy_with_the_yamls_values():
     assert (method.alpha, method.missing_side) == (yaml["alpha"], yaml["missing_side"])
     hub = {"hubness": yaml["hubness"], "hub_k": yaml["hub_k"], "hub_weight": yaml["hub_weight"],
            "hub_score": "cosine - hub_weight * r(book), r = mean cosine of the book's hub_k nearest films"}
-    fused = {"fused_hub_weight": yaml["fused_hub_weight"],
-             "fused_score": "h - fused_hub_weight * r_h(book), r_h = mean of the book's hub_k highest h"}
-    assert yaml["fused_hub_weight"] > 0 and method.fused_hub_weight == yaml["fused_hub_weight"]
+    bookz = {"lexical_hubness": "bookz",
+             "lexical_score": "the movie's lexical z-score, standardised per book over all scored movies"}
+    assert (yaml["lexical_hubness"], yaml["fused_hub_weight"]) == ("bookz", 0) and method.bookz
     assert method.params() == {"fusion": "convex", "alpha": yaml["alpha"],
-                               "normalisation": "z-score per movie over all scored books", **hub, **fused}
+                               "normalisation": "z-score per movie over all scored books", **hub, **bookz}
     assert method.tables == ("movie_embeddings", "book_embeddings", "movie_lexical", "book_lexical")
 
 
@@ -59,7 +59,7 @@ def test_one_dispatch_from_method_and_fusion(method, fusion, cls, params):
     ("hub_weight", 1.5, r"score.hub_weight must be in \[0, 1\]"),
     ("fused_hub_weight", -0.5, "score.fused_hub_weight must be >= 0"),
     ("lexical_hubness", "csls", "score.lexical_hubness must be one of"),
-    ("lexical_hubness", "bookz", "score.lexical_hubness and score.fused_hub_weight are two corrections"),
+    ("fused_hub_weight", 0.25, "score.lexical_hubness and score.fused_hub_weight are two corrections"),
 ])
 def test_bad_settings_are_usage_errors_naming_the_key(key, value, match):
     from lfr.errors import UsageError

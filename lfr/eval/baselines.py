@@ -31,7 +31,7 @@ Methods (``standard_methods``):
 * ``adapters_only`` -- each catalog through its own domain's label-free LoRA adapter (X-Cross without
   integration, ``lfr.model.xcross``; the adapters never see a link, so one model serves every fold), cosine;
   with ``eval.adapters``, plus ``hybrid_adapters_only`` and its hub-aware rows (``adapters_only_csls``,
-  ``hybrid_adapters_only_csls`` and, with ``score.fused_hub_weight``, ``..._fused``).
+  ``hybrid_adapters_only_csls``, ``..._bookz`` and, with ``score.fused_hub_weight``, ``..._fused``).
 * ``xcross`` -- with ``eval.xcross``: X-Cross integrated, per fold (those adapters, the integrators trained on
   the fold's training links; ``lfr.train.xcross``), cosine; plus the same hybrid and hub-aware rows
   (``hybrid_xcross``, ``xcross_csls``, ...), the hybrids' alpha tuned with the adapters' scores.
@@ -39,11 +39,12 @@ Methods (``standard_methods``):
   ``cos(film, book) - hub_weight * r(book)``, ``r(book)`` the mean of the book's ``hub_k`` highest cosines
   over ALL films of the catalog (``csls_method``); ``hybrid_csls`` fuses the trained model's hub-aware
   scores with lexical, alpha tuned like ``hybrid`` on the frozen encoder's hub-aware scores.
-* ``hybrid_csls_bookz`` -- a candidate for the fused correction's place (with ``hubs``): ``hybrid_csls`` with its
-  lexical half standardised twice, per film over the books (its z-score) and then per book over ALL films of
-  the catalog, ``alpha z(dense csls) + (1 - alpha) zb(z(lexical))`` (``lexical_book_z``): statistics that
-  passes of the lexical product alone give, where the fused correction needs one more pass of the whole
-  hybrid kernel. Paired against ``hybrid_csls`` like the ``_fused`` row.
+* ``hybrid_csls_bookz`` -- what the product publishes by default (with ``hubs``; ``score.lexical_hubness: bookz``):
+  ``hybrid_csls`` with its lexical half standardised twice, per film over the books (its z-score) and then per
+  book over ALL films of the catalog, ``alpha z(dense csls) + (1 - alpha) zb(z(lexical))`` (``lexical_book_z``):
+  statistics that a pass of the lexical product alone gives, where the fused correction (``_fused``) needs one
+  more pass of the whole hybrid kernel. Paired against ``hybrid_csls``, and against the ``_fused`` row when
+  ``score.fused_hub_weight`` adds one.
 
 Most methods are one cosine (``embed``); the fusions are not, so a ``Method`` may instead give its
 score matrix directly (``score``); ``method_scores`` runs either kind.
@@ -462,8 +463,8 @@ def _domain_rows(side: Method, lexical: Method | None, train_links: pd.DataFrame
                  catalog: tuple[pd.DataFrame, pd.DataFrame] | None, alpha_grid: Sequence[float],
                  hubs: tuple[int, float, float] | None, tune: Method | None = None) -> list[Method]:
     """``<side>``, ``hybrid_<side>`` and, with ``hubs``, the same as ``_csls_rows`` builds for the product's
-    dense side (``<side>_csls``, ``hybrid_<side>_csls``, ``..._fused``): what ``score_all`` would publish with
-    ``side``'s embeddings. The hybrids' alpha is tuned on ``tune``'s scores (its hub-aware ones for the
+    dense side (``<side>_csls``, ``hybrid_<side>_csls``, ``..._fused``, ``..._bookz``): what ``score_all`` would
+    publish with ``side``'s embeddings. The hybrids' alpha is tuned on ``tune``'s scores (its hub-aware ones for the
     hub-aware hybrid), else on ``side``'s own."""
     out = [side]
     fuse = lexical is not None and train_links is not None and catalog is not None
@@ -480,6 +481,9 @@ def _domain_rows(side: Method, lexical: Method | None, train_links: pd.DataFrame
                                       suffix=f"_{side.name}_csls", tune_dense=tune_csls)[0])
             if fused_weight > 0:
                 out.append(csls_method(out[-1], catalog[0], hub_k, fused_weight, suffix="_fused"))
+            out.append(hybrid_methods(dense, lexical_book_z(lexical, catalog[0]), catalog[0], catalog[1], train_links,
+                                      alpha_grid, suffix=f"_{side.name}_csls_bookz", tune_dense=tune_csls,
+                                      z_lexical=False)[0])
     return out
 
 

@@ -184,7 +184,7 @@ def hub_lines(result: EvalResult) -> list[str]:
              f"(`score.hubness: csls`; this run's setting: `{h.get('hubness')}`). `_fused` row: the hybrid's score "
              f"h - {h.get('fused_hub_weight')} r_h(book), r_h = the mean of the book's {h.get('hub_k')} highest h "
              "(`score.fused_hub_weight`). `_bookz` row: `hybrid_csls` with its lexical z-scores standardised per book "
-             "over the catalog's films (a candidate in the fused correction's place).", "", hub_table(result), ""]
+             "over the catalog's films (`score.lexical_hubness: bookz`).", "", hub_table(result), ""]
     diffs = result.setup.get("csls_vs_plain") or {}
     if diffs:
         cols = list(next(iter(diffs.values())))
