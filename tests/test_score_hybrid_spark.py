@@ -23,10 +23,11 @@ def _emb_rows(ids, vecs, prefix):
 
 def _with(settings, **score):
     """``settings`` with ``score.<key>`` values replaced (as a job's flags are folded in); the plain cosine
-    (``score.hubness: none``, ``score.fused_hub_weight: 0``) unless given: the brute forces here rank by it."""
+    (``score.hubness: none``, ``score.fused_hub_weight: 0``, ``score.lexical_hubness: none``) unless given: the
+    brute forces here rank by it."""
     from lfr.settings import with_values
 
-    score = {"hubness": "none", "fused_hub_weight": 0.0, **score}
+    score = {"hubness": "none", "fused_hub_weight": 0.0, "lexical_hubness": "none", **score}
     return with_values(settings, {f"score.{key}": value for key, value in score.items()})
 
 

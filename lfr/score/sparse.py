@@ -224,21 +224,23 @@ def sparse_book_moments(qa, ba, b, e, chunk_elems: int = CHUNK_ELEMS) -> tuple[n
     Summed over all movie blocks this gives each book's mean and spread of the z-scores over ALL films. A film
     that shares no term with the book has ``s = 0``, so ``z = e[m]``: those add the block's ``sum(e)`` and
     ``sum(e^2)`` to every book, and only the product's stored entries are visited, for what they add on top
-    (``b s`` and ``b s (b s + 2 e)``)."""
+    (``b s`` and ``b s (b s + 2 e)``). The product runs with the books as its rows (the same float64 bits: each
+    entry is the same sum in the same term order), so each book's entries are one run, added per row: the same
+    book gets the same sums in any block and chunk."""
     m, n = qa.shape[0], ba.shape[0]
     b, e = np.asarray(b, dtype=np.float64), np.asarray(e, dtype=np.float64)
     s1, s2 = np.full(n, e.sum()), np.full(n, (e * e).sum())
     if m == 0 or n == 0:
         return s1, s2
-    product = LexicalProduct(qa, ba)
-    chunk = chunk_rows(m, n, chunk_elems, 16)              # worst case: a dense product, 12+ bytes per entry
-    for r0 in range(0, m, chunk):
-        r1 = min(m, r0 + chunk)
+    product = LexicalProduct(ba, qa)                       # rows: books, columns: films
+    chunk = chunk_rows(n, m, chunk_elems, 16)              # worst case: a dense product, 12+ bytes per entry
+    for r0 in range(0, n, chunk):
+        r1 = min(n, r0 + chunk)
         indptr, values = product.product(r0, r1)
-        rows = r0 + np.repeat(np.arange(r1 - r0), np.diff(indptr))
-        cols = product.c_idx[:len(values)]
-        bs = b[rows] * values.astype(np.float32).astype(np.float64)   # the published (float32) scores
-        # added in place in film order, whatever the chunks: identical books get identical sums in any block
-        np.add.at(s1, cols, bs)
-        np.add.at(s2, cols, bs * (bs + 2.0 * e[rows]))
+        films = product.c_idx[:len(values)]
+        bs = b[films] * values.astype(np.float32)          # the published (float32) scores, times b in float64
+        rows = np.flatnonzero(np.diff(indptr))             # books with a stored entry, each a run
+        if len(rows):
+            s1[r0 + rows] += np.add.reduceat(bs, indptr[rows])
+            s2[r0 + rows] += np.add.reduceat(bs * (bs + 2.0 * e[films]), indptr[rows])
     return s1, s2
