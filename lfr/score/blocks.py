@@ -526,29 +526,7 @@ def lexical_moments(pairs: DataFrame, vocab: int) -> DataFrame:
     One pass over the pairs (``block, s1, s2``: float64 bytes aligned with the block's rows); the
     partial sums are added in book-block order, so the statistics do not depend on task timing.
     """
-    def moments(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-
-        from lfr.score.sparse import sparse_moments
-
-        schema = pa.schema([("m_block", pa.int64()), ("b_block", pa.int64()), ("s1", pa.binary()), ("s2", pa.binary())])
-        for p in iter_block_pairs(batches, None, vocab):
-            s1, s2 = sparse_moments(p.qa, p.ba)
-            yield pa.RecordBatch.from_pydict(
-                {"m_block": [p.m_block], "b_block": [p.b_block], "s1": [s1.tobytes()], "s2": [s2.tobytes()]},
-                schema=schema)
-
-    def add(pdf):
-        import numpy as np
-        import pandas as pd
-
-        pdf = pdf.sort_values("b_block")
-        s1 = sum(np.frombuffer(x, np.float64) for x in pdf["s1"])
-        s2 = sum(np.frombuffer(x, np.float64) for x in pdf["s2"])
-        return pd.DataFrame({"block": [int(pdf["m_block"].iloc[0])], "s1": [s1.tobytes()], "s2": [s2.tobytes()]})
-
-    return (pairs.mapInArrow(moments, "m_block bigint, b_block bigint, s1 binary, s2 binary")
-                 .groupBy("m_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
+    return _moments_pass(pairs, vocab, _film_moments, "m")
 
 
 def lexical_book_moments(pairs: DataFrame, vocab: int) -> DataFrame:
@@ -556,14 +534,32 @@ def lexical_book_moments(pairs: DataFrame, vocab: int) -> DataFrame:
     lexical z-scores over ALL films (:func:`lfr.score.sparse.sparse_book_moments`; ``pairs``: the movie blocks
     with their :func:`lfr.score.hybrid.bookz_coefficients`). One pass over the pairs (``block, s1, s2``: float64
     bytes aligned with the book block's rows); the partial sums are added in movie-block order."""
+    return _moments_pass(pairs, vocab, _book_moments, "b")
+
+
+def _film_moments(p: BlockPair):
+    from lfr.score.sparse import sparse_moments
+
+    return sparse_moments(p.qa, p.ba)
+
+
+def _book_moments(p: BlockPair):
+    from lfr.score.sparse import sparse_book_moments
+
+    return sparse_book_moments(p.qa, p.ba, p.coef[:, 1], p.coef[:, 3])
+
+
+def _moments_pass(pairs: DataFrame, vocab: int, kernel: Callable, side: str) -> DataFrame:
+    """``kernel(pair) -> (s1, s2)``, float64 arrays over the rows of the pair's ``side`` block (``m`` or ``b``),
+    over every pair (lexical rows only), added per block of that side in the other side's block order."""
+    other = "b" if side == "m" else "m"
+
     def moments(batches: Iterator) -> Iterator:
         import pyarrow as pa
 
-        from lfr.score.sparse import sparse_book_moments
-
         schema = pa.schema([("m_block", pa.int64()), ("b_block", pa.int64()), ("s1", pa.binary()), ("s2", pa.binary())])
         for p in iter_block_pairs(batches, None, vocab):
-            s1, s2 = sparse_book_moments(p.qa, p.ba, p.coef[:, 1], p.coef[:, 3])
+            s1, s2 = kernel(p)
             yield pa.RecordBatch.from_pydict(
                 {"m_block": [p.m_block], "b_block": [p.b_block], "s1": [s1.tobytes()], "s2": [s2.tobytes()]},
                 schema=schema)
@@ -572,13 +568,13 @@ def lexical_book_moments(pairs: DataFrame, vocab: int) -> DataFrame:
         import numpy as np
         import pandas as pd
 
-        pdf = pdf.sort_values("m_block")
+        pdf = pdf.sort_values(f"{other}_block")
         s1 = sum(np.frombuffer(x, np.float64) for x in pdf["s1"])
         s2 = sum(np.frombuffer(x, np.float64) for x in pdf["s2"])
-        return pd.DataFrame({"block": [int(pdf["b_block"].iloc[0])], "s1": [s1.tobytes()], "s2": [s2.tobytes()]})
+        return pd.DataFrame({"block": [int(pdf[f"{side}_block"].iloc[0])], "s1": [s1.tobytes()], "s2": [s2.tobytes()]})
 
     return (pairs.mapInArrow(moments, "m_block bigint, b_block bigint, s1 binary, s2 binary")
-                 .groupBy("b_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
+                 .groupBy(f"{side}_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
 
 
 def with_book_z(book_blocks: DataFrame, stats: DataFrame, n_films: int, alpha: float) -> DataFrame:
