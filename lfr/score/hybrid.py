@@ -10,6 +10,15 @@ The published score is ``h`` computed in float64 from those float32 scores and t
 coefficients ``(a, b, c)``, rounded to float32. A component whose scores do not vary for a movie
 (``sd = 0``, e.g. a film with no known term) contributes 0.
 
+``score.lexical_hubness: bookz`` standardises ``z_l`` once more, per book over ALL scored movies (its lexical
+hubs: books whose z-scores are high for many films)::
+
+    h = alpha * z_d + (1 - alpha) * (z_l - M[j]) / S[j]  =  a[m] s_d + c[m] + P[j] (b[m] s_l + e[m]) + T[j]
+
+with the movies' ``(a, b, c, e)`` (:func:`bookz_coefficients`) and the books' ``(P, T)``
+(:func:`book_lexical_scale`, from each book's sums of ``z_l`` over the movies: one more pass,
+:func:`lfr.score.sparse.sparse_book_moments`). A book whose ``z_l`` do not vary gets ``P = T = 0``.
+
 Exact per-movie statistics over the whole book catalog, without materialising the catalog:
 
 * dense: ``mu_d = q . (sum_j b_j) / n`` and ``E[s_d^2] = q^T (B^T B / n) q`` -- the book side's

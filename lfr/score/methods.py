@@ -269,8 +269,9 @@ class Convex(Hybrid):
 
     def movie_blocks(self, blocks: Blocks, cached: list) -> DataFrame:
         """Each movie's statistics over all books (lexical moments pass + the book side's dense moments),
-        its fusion coefficients stored in its block (cached); with ``score.fused_hub_weight`` the books'
-        offsets after one more pass (:func:`lfr.score.hubs.apply_fused_hubness`)."""
+        its fusion coefficients stored in its block (cached); with ``score.lexical_hubness: bookz`` the books'
+        ``(P, T)`` after one more pass of the lexical product (:meth:`_book_z`), with ``score.fused_hub_weight``
+        the books' offsets after one more pass of the hybrid kernel (:func:`lfr.score.hubs.apply_fused_hubness`)."""
         lex = lexical_moments(blocks.pairs(), blocks.vocab)
         book_sum, gram = dense_moments(blocks.books, blocks.dim)
         movie_blocks = with_coefficients(blocks.movies, lex, float(self.alpha), blocks.bs.rows, book_sum, gram,
