@@ -230,7 +230,12 @@ def test_hub_aware_runs_equal_brute_force_and_store_each_books_hub_score(spark, 
     # score.lexical_hubness: bookz: one pass of the lexical product (each book's statistics of the films' z-scores)
     res = run_score(spark, _with(settings, method="hybrid", lexical_hubness="bookz", **hub))
     got = _read(spark, path)
-    _assert_same(got, ranked(movie_ids, book_ids, bookz_scores(qa, m_lex, ba, b_lex, alpha)[0].astype(np.float32), K))
+    h64, _, book_z = bookz_scores(qa, m_lex, ba, b_lex, alpha)
+    _assert_same(got, ranked(movie_ids, book_ids, h64.astype(np.float32), K))
+    hubs = {row.book_id: row for row in spark.read.format("delta").load(hubs_path).collect()}   # each book's (P, T)
+    np.testing.assert_allclose([(hubs[b].lexical_scale, hubs[b].lexical_shift) for b in book_ids], book_z, rtol=1e-9)
+    assert all(hubs[b].fused_r is None for b in book_ids)
+    np.testing.assert_allclose([hubs[b].hub_r for b in book_ids], r, rtol=0, atol=1e-7)
     assert got != brute_hybrid_rows(movie_ids, qa, m_lex, book_ids, ba, b_lex, K, alpha)
     assert json.loads(res.method_params)["lexical_hubness"] == "bookz" and "fused_hub_weight" not in res.method_params
 

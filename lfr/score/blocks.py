@@ -607,6 +607,27 @@ def with_book_z(book_blocks: DataFrame, stats: DataFrame, n_films: int, alpha: f
     return book_blocks.join(F.broadcast(stats), "block", "left").mapInArrow(add, schema)
 
 
+def book_z_frame(book_blocks: DataFrame) -> DataFrame:
+    """``book_id, lexical_scale, lexical_shift``: each book's ``(P, T)`` from blocks carrying ``lexz``
+    (:func:`with_book_z`), one row per book (for ``tables.book_hubs``)."""
+    def rows(batches: Iterator) -> Iterator:
+        import numpy as np
+        import pyarrow as pa
+
+        for batch in batches:
+            for i in range(batch.num_rows):
+                raw = batch.column("lexz")[i].as_py()
+                if not raw:
+                    continue
+                pt = np.frombuffer(raw, np.float64).reshape(-1, 2)
+                yield pa.RecordBatch.from_arrays([batch.column("ids")[i].values, pa.array(pt[:, 0]),
+                                                  pa.array(pt[:, 1])], names=["book_id", "lexical_scale",
+                                                                              "lexical_shift"])
+
+    return (book_blocks.filter("n > 0").select("ids", "lexz")
+            .mapInArrow(rows, "book_id string, lexical_scale double, lexical_shift double"))
+
+
 def dense_moments(book_blocks: DataFrame, dim: int):
     """(sum of the book rows, Gram matrix B^T B) over all book blocks, on the driver (d + d^2 floats)."""
     import numpy as np

@@ -326,7 +326,8 @@ def apply_hubness(blocks: Blocks, hub: Hubness, precision: str) -> None:
 
 
 #: ``tables.book_hubs``: the columns a pass did not run are null
-BOOK_HUB_COLUMNS = {"hub_r": "double", "hub_offset": "float", "fused_r": "double", "fused_offset": "float"}
+BOOK_HUB_COLUMNS = {"hub_r": "double", "hub_offset": "float", "fused_r": "double", "fused_offset": "float",
+                    "lexical_scale": "double", "lexical_shift": "double"}
 
 
 def hub_offsets(hub_r: DataFrame, hub: Hubness) -> DataFrame:

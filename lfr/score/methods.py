@@ -42,6 +42,7 @@ from lfr.score.blocks import (
     BlockPair,
     Blocks,
     BlockSpec,
+    book_z_frame,
     dense_moments,
     lexical_book_moments,
     lexical_moments,
@@ -287,7 +288,8 @@ class Convex(Hybrid):
     def _book_z(self, blocks: Blocks, movie_blocks: DataFrame, cached: list) -> None:
         """``score.lexical_hubness: bookz``: one more pass of the lexical product (each book's statistics of the films'
         lexical z-scores, :func:`lfr.score.blocks.lexical_book_moments`), then the book blocks replaced by ones
-        carrying each book's ``(P, T)`` (cached; the old ones released)."""
+        carrying each book's ``(P, T)`` (cached; the old ones released); ``book_id, lexical_scale, lexical_shift``
+        joins ``blocks.book_stats`` (``tables.book_hubs``)."""
         stats = lexical_book_moments(blocks.pairs(movie_blocks), blocks.vocab)
         books = with_book_z(blocks.books, stats, blocks.ms.rows, float(self.alpha))
         books = books.persist(StorageLevel.MEMORY_AND_DISK)
@@ -295,6 +297,9 @@ class Convex(Hybrid):
         blocks.books.unpersist()
         blocks.books = books
         cached.append(books)
+        per_book = book_z_frame(books).persist(StorageLevel.MEMORY_AND_DISK)
+        per_book.count()                   # now, while its blocks are cached: the job releases them before book_hubs
+        blocks.book_stats.append(per_book)
 
     def pair_kernel(self, pair: BlockPair, n: int, kernel: Optional[Callable]) -> tuple:
         from lfr.score.hybrid import hybrid_topk
