@@ -294,23 +294,33 @@ def test_ids_on_one_side_only_are_refused_by_default_with_counts_and_the_jobs_to
     assert "score.missing_side=use_present" in msg and not out.exists()
 
 
-@pytest.mark.parametrize("fusion", ["convex", "rrf"])
+@pytest.mark.parametrize("fusion", ["convex", "rrf", "bookz"])
 def test_use_present_scores_every_item_with_the_side_it_has(spark, env, tmp_path, fusion):
     """score.missing_side: use_present: every movie on either side gets k books, equal to the brute force
-    with the missing side empty (zero vector / no terms); the counts are in the result and the commit."""
+    with the missing side empty (zero vector / no terms); the counts are in the result and the commit.
+    ``bookz``: the convex hybrid with score.lexical_hubness: bookz (a film without terms: lexical z 0)."""
     from lfr.score import score_recommendations
+    from lfr.score.kernel import normalize_rows
+    from tests.test_score_hybrid_kernel import bookz_scores, ranked
 
     tables, data = _one_sided(spark, env)
     movie_ids, mv, m_lex, book_ids, bv, b_lex = data
     out = str(tmp_path / "recs")
     alpha = 0.8
-    lib = _library_args(env["settings"], k=K, method="hybrid", fusion=fusion, alpha=alpha, rrf_k=30,
-                        movie_block_rows=15, book_block_rows=25, missing_side="use_present")
+    bookz = fusion == "bookz"
+    lib = _library_args(env["settings"], k=K, method="hybrid", fusion="convex" if bookz else fusion, alpha=alpha,
+                        rrf_k=30, movie_block_rows=15, book_block_rows=25, missing_side="use_present",
+                        lexical_hubness="bookz" if bookz else "none")
     res = score_recommendations(spark, tables["movies"], tables["books"], out, **lib,
                                 movie_lexical=tables["movie_lexical"], book_lexical=tables["book_lexical"])
     got = _read(spark, out)
-    ref = (brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, alpha) if fusion == "convex"
-           else brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 30))
+    if bookz:
+        h64 = bookz_scores(normalize_rows(mv)[0], m_lex, normalize_rows(bv)[0], b_lex, alpha)[0]
+        ref = ranked(movie_ids, book_ids, h64.astype(np.float32), K)
+    elif fusion == "convex":
+        ref = brute_hybrid(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, alpha)
+    else:
+        ref = brute_rrf(movie_ids, mv, m_lex, book_ids, bv, b_lex, K, 30)
     _assert_same(got, ref)
     assert set(got) == set(movie_ids) and all(len(v) == K for v in got.values())
     assert {book_ids[2], book_ids[3]} & {b for v in got.values() for b, _ in v}     # one-sided books recommended
