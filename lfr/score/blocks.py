@@ -47,8 +47,10 @@ CSR bytes of its rows, vocabulary size known), or both -- the hybrid's dense and
 the same items in the same order, so one task scores both with one pair of blocks. The hybrid
 first runs :func:`lexical_moments` over the pairs (each movie's lexical score sum and sum of
 squares over all books) and :func:`dense_moments` over the book blocks (sum and Gram matrix),
-then :func:`with_coefficients` stores each movie's fusion coefficients in its block. Every
-mapInArrow over pairs decodes them once (:func:`iter_block_pairs` -> :class:`BlockPair`).
+then :func:`with_coefficients` stores each movie's fusion coefficients in its block; with
+``score.lexical_hubness: bookz`` :func:`lexical_book_moments` (one more pass) and :func:`with_book_z` give
+each book block its rows' ``(P, T)``. Every mapInArrow over pairs decodes them once
+(:func:`iter_block_pairs` -> :class:`BlockPair`).
 """
 from __future__ import annotations
 
