@@ -366,3 +366,36 @@ def test_use_present_from_the_config_keeps_exclusions_of_one_sided_films(spark, 
     assert res.missing_sides["movies"]["missing_embedding_sample"] == ["m005", "m006"]
     meta = json.loads(spark.sql("DESCRIBE HISTORY lfr_hybrid_sides.recommendations").first()["userMetadata"])
     assert meta["missing_sides"] == res.missing_sides and meta["films"]["after"] == len(movie_ids)
+
+
+def _scanned(df) -> set:
+    """The columns ``df``'s plan reads from cached tables (every ``InMemoryTableScan [...]`` node's list)."""
+    import re
+
+    plan = df._jdf.queryExecution().executedPlan().toString()
+    return {re.sub(r"#\d+L?$", "", a.strip()) for cols in re.findall(r"InMemoryTableScan \[([^\]]*)\]", plan)
+            for a in cols.split(",")}
+
+
+def test_each_pass_over_the_pairs_ships_only_the_block_parts_it_decodes(spark, env):
+    """The hybrid's blocks hold dense rows and CSR; a pass that decodes one part must not read the other from the
+    cached blocks (the JVM would ship it to Python with every pair): Spark prunes it below the cartesian product."""
+    from lfr.score.blocks import CANDIDATE_SCHEMA, lexical_moments, map_pairs, plan_blocks
+    from lfr.score.methods import Frames, scoring_method
+
+    settings = _with(env["settings"], method="hybrid")
+    t = settings.tables
+    read = [spark.read.format("delta").load(getattr(t, key).path)
+            for key in ("movie_embeddings", "book_embeddings", "movie_lexical", "book_lexical")]
+    inputs = scoring_method(settings.score).prepare(Frames(*read), settings.score)
+    blocks = plan_blocks(spark, inputs.movies, inputs.books, (inputs.movie_rows, inputs.book_rows), inputs.spec,
+                         (15, 25), False)
+    try:
+        lexical = _scanned(lexical_moments(blocks.pairs(), blocks.vocab))
+        dense = _scanned(map_pairs(blocks.book_pairs(), print, blocks.dim, None, CANDIDATE_SCHEMA))
+        both = _scanned(map_pairs(blocks.pairs(), print, blocks.dim, blocks.vocab, CANDIDATE_SCHEMA))
+    finally:
+        blocks.unpersist()
+    assert {"terms", "weights", "indptr"} <= lexical and "vec" not in lexical
+    assert "vec" in dense and not {"terms", "weights", "indptr"} & dense
+    assert {"vec", "terms", "weights", "indptr"} <= both

@@ -394,10 +394,19 @@ def pair_blocks(movie_blocks: DataFrame, book_blocks: DataFrame) -> DataFrame:
     return m.hint("shuffle_replicate_nl").crossJoin(b)
 
 
+def decoded_parts(pairs: DataFrame, dim: Optional[int], vocab: Optional[int]) -> DataFrame:
+    """The pairs without the block parts a pass does not decode (``dim`` None: the dense rows, ``vocab`` None: the
+    CSR), so the JVM does not ship them to Python: a lexical statistics pass over the hybrid's pairs would
+    otherwise carry every dense block along (Spark prunes the columns below the cartesian product)."""
+    unused = (["vec"] if not dim else []) + (["indptr", "terms", "weights"] if not vocab else [])
+    return pairs.drop(*(f"{side}_{c}" for side in ("m", "b") for c in unused))
+
+
 def map_pairs(pairs: DataFrame, kernel: Callable[[BlockPair], tuple], dim: Optional[int], vocab: Optional[int],
               schema: str) -> DataFrame:
     """``kernel`` over every block pair (mapInArrow): ``kernel(pair) -> (rows, cols, *float32 columns)`` with
-    positions in the pair's blocks; each output row is ``(movie id, book id, *values)`` of ``schema``."""
+    positions in the pair's blocks; each output row is ``(movie id, book id, *values)`` of ``schema``. Only the
+    parts ``dim`` / ``vocab`` decode travel (:func:`decoded_parts`)."""
     names = [f.split()[0] for f in schema.split(",")]
 
     def score(batches: Iterator) -> Iterator:
@@ -409,7 +418,7 @@ def map_pairs(pairs: DataFrame, kernel: Callable[[BlockPair], tuple], dim: Optio
                 [p.m_ids.take(pa.array(r, pa.int32())), p.b_ids.take(pa.array(c, pa.int32())),
                  *(pa.array(v, pa.float32()) for v in values)], names=names)
 
-    return pairs.mapInArrow(score, schema)
+    return decoded_parts(pairs, dim, vocab).mapInArrow(score, schema)
 
 
 #: candidate rows per merge task: the merge sorts its share of ``movies x book blocks x k`` rows, so their number
@@ -575,8 +584,9 @@ def _moments_pass(pairs: DataFrame, vocab: int, kernel: Callable, side: str) -> 
         s2 = sum(np.frombuffer(x, np.float64) for x in pdf["s2"])
         return pd.DataFrame({"block": [int(pdf[f"{side}_block"].iloc[0])], "s1": [s1.tobytes()], "s2": [s2.tobytes()]})
 
-    return (pairs.mapInArrow(moments, "m_block bigint, b_block bigint, s1 binary, s2 binary")
-                 .groupBy(f"{side}_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
+    return (decoded_parts(pairs, None, vocab)
+            .mapInArrow(moments, "m_block bigint, b_block bigint, s1 binary, s2 binary")
+            .groupBy(f"{side}_block").applyInPandas(add, "block bigint, s1 binary, s2 binary"))
 
 
 def with_book_z(book_blocks: DataFrame, stats: DataFrame, n_films: int, alpha: float) -> DataFrame:
