@@ -224,9 +224,12 @@ def sparse_book_moments(qa, ba, b, e, chunk_elems: int = CHUNK_ELEMS) -> tuple[n
     Summed over all movie blocks this gives each book's mean and spread of the z-scores over ALL films. A film
     that shares no term with the book has ``s = 0``, so ``z = e[m]``: those add the block's ``sum(e)`` and
     ``sum(e^2)`` to every book, and only the product's stored entries are visited, for what they add on top
-    (``b s`` and ``b s (b s + 2 e)``). The product runs with the books as its rows (the same float64 bits: each
-    entry is the same sum in the same term order), so each book's entries are one run, added per row: the same
-    book gets the same sums in any block and chunk."""
+    (``b s`` and ``b^2 s^2 + 2 b e s``). The product runs with the books as its rows (the same float64 bits: each
+    entry is the same sum in the same term order), so each book's entries are one CSR row, and the three sums are
+    CSR matrix-vector products with per-film weights (each row added in film order): the same book gets the same
+    sums in any block and chunk."""
+    import scipy.sparse as sp
+
     m, n = qa.shape[0], ba.shape[0]
     b, e = np.asarray(b, dtype=np.float64), np.asarray(e, dtype=np.float64)
     s1, s2 = np.full(n, e.sum()), np.full(n, (e * e).sum())
@@ -234,13 +237,14 @@ def sparse_book_moments(qa, ba, b, e, chunk_elems: int = CHUNK_ELEMS) -> tuple[n
         return s1, s2
     product = LexicalProduct(ba, qa)                       # rows: books, columns: films
     chunk = chunk_rows(n, m, chunk_elems, 16)              # worst case: a dense product, 12+ bytes per entry
+    cross, square = 2.0 * b * e, b * b
     for r0 in range(0, n, chunk):
         r1 = min(n, r0 + chunk)
         indptr, values = product.product(r0, r1)
-        films = product.c_idx[:len(values)]
-        bs = b[films] * values.astype(np.float32)          # the published (float32) scores, times b in float64
-        rows = np.flatnonzero(np.diff(indptr))             # books with a stored entry, each a run
-        if len(rows):
-            s1[r0 + rows] += np.add.reduceat(bs, indptr[rows])
-            s2[r0 + rows] += np.add.reduceat(bs * (bs + 2.0 * e[films]), indptr[rows])
+        v = values.astype(np.float32).astype(np.float64)   # the published (float32) scores
+        scores = sp.csr_matrix((v, product.c_idx[:len(v)], indptr), shape=(r1 - r0, m))
+        s1[r0:r1] += scores @ b
+        s2[r0:r1] += scores @ cross
+        np.square(scores.data, out=scores.data)            # s -> s^2
+        s2[r0:r1] += scores @ square
     return s1, s2
