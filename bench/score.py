@@ -8,7 +8,8 @@ Random unit vectors of the real dimension (384) are written as embedding Delta t
 under --work-dir between runs), then measured in one run, on the same cores:
 
 (a) this job vs the naive Spark approach (crossJoin of rows, cosine with SQL higher-order
-    functions, row_number() window, Delta write), at --naive-size.          target >= 50x
+    functions, row_number() window, Delta write), at --naive-size; the job with score.hubness none, the
+    naive approach's plain cosine, so their rankings must agree.            target >= 50x
 (b) this job vs a single-process blocked top-k on all cores (same cores, data already in memory:
     the job's time includes reading Delta, blocking, the merge and the Delta write): float32
     matmul per block with the job's matmul library (numpy's BLAS, as lfr.score.kernel; ``--baseline
@@ -39,7 +40,9 @@ terms, skewed so that frequent terms are shared by many rows, as in real descrip
 method the job's wall time and its ratio to dense, and per task (one block pair of the
 configured size, in this process) the kernel's time and its peak memory (tracemalloc: the
 numpy/scipy buffers the kernel allocates, plus the two blocks it reads). The hybrid's per-task
-time adds its statistics pass (lexical moments) to the kernel.
+time adds its statistics pass (lexical moments) to the kernel. ``--rounds N`` runs the methods N times,
+alternating, and reports median job times and each round's ratio to dense: the machine's speed drifts between
+jobs by several percent, which one dense job and one hybrid job read as a change of their ratio.
 
     .venv/bin/python bench/score.py --method dense,lexical,hybrid --sizes 50000x100000 --naive-size none --no-torch
     .venv/bin/python bench/score.py --method dense,lexical,hybrid --sizes 500x1000 --naive-size none --no-torch \
@@ -406,6 +409,9 @@ def main(argv=None) -> int:
                    help="comma list of dense|lexical|hybrid measured side by side per size (default %(default)s)")
     p.add_argument("--vocab", type=int, default=262144, help="lexical vocabulary size (default %(default)s)")
     p.add_argument("--terms", default="80,40", help="mean lexical terms per movie,book (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="with several --method: run them all this many times, alternating, and report the medians "
+                        "and each round's ratio to dense (the machine's speed drifts between jobs; default 1)")
     p.add_argument("--precision", default=None,
                    help="comma list of score.precision values (fp32|bf16-screen|auto) measured side by side "
                         "(default: score.precision)")
@@ -459,11 +465,11 @@ def main(argv=None) -> int:
         return str(mp), str(bp), mr, br
 
     def run_job(m: int, n: int, mp: str, bp: str, method: str = "dense", lex=(None, None),
-                precision: str = precisions[0]):
+                precision: str = precisions[0], **score_values):
         load = lambda path: spark.read.format("delta").load(path) if path else None  # noqa: E731
         t0 = time.perf_counter()
         score = with_values(settings.score, {"k": k, "method": method, "movie_block_rows": mbr,
-                                             "book_block_rows": nbr, "precision": precision})
+                                             "book_block_rows": nbr, "precision": precision, **score_values})
         with RssPeak() as rss:
             res = score_recommendations(spark, load(mp) if method != "lexical" else None,
                                         load(bp) if method != "lexical" else None,
@@ -474,15 +480,20 @@ def main(argv=None) -> int:
         return res, time.perf_counter() - t0
 
     def compare_methods(m: int, n: int, mp: str, bp: str, mv, bv) -> str:
-        """Every --method x --precision on the same tables, one after the other: job time, per-task time and
-        memory; per method, each screen's table against the first screen's."""
+        """Every --method x --precision on the same tables, one after the other (--rounds times, alternating:
+        the job times are the medians, each round's times are listed): job time, per-task time and memory; per
+        method, each screen's table against the first screen's."""
         lmp, lbp, mr, br = lexical_tables(m, n)
-        rows = {}
-        for meth in methods:
-            for prec in (precisions if meth != "lexical" else precisions[:1]):
-                res, t_job = run_job(m, n, mp, bp, meth, (lmp, lbp), prec)
-                rows[meth, prec] = (t_job, res, task_profile(meth, mv, bv, mr, br, a.vocab, mbr, nbr, k, 1,
-                                                             settings.score.alpha, prec))
+        rows, times = {}, {}
+        for rnd in range(a.rounds):
+            for meth in methods:
+                for prec in (precisions if meth != "lexical" else precisions[:1]):
+                    res, t_job = run_job(m, n, mp, bp, meth, (lmp, lbp), prec)
+                    times.setdefault((meth, prec), []).append(t_job)
+                    if rnd == 0:
+                        rows[meth, prec] = (t_job, res, task_profile(meth, mv, bv, mr, br, a.vocab, mbr, nbr, k, 1,
+                                                                     settings.score.alpha, prec))
+        rows = {key: (float(np.median(times[key])), *rest) for key, (_, *rest) in rows.items()}
         out = [f"size {m}x{n} (vocab {a.vocab}, mean terms {terms_m:g}/{terms_b:g}, blocks {mbr}x{nbr}):",
                f"    {'method':8s} {'precision':12s} {'job s':>8s} {'x dense':>8s} {'fp32/this':>9s} {'pairs':>6s} "
                f"{'task s':>8s} {'(stats s)':>9s} {'task peak MiB':>13s} {'exec MiB':>8s} {'same rows':>9s}  (one "
@@ -495,6 +506,15 @@ def main(argv=None) -> int:
                        f"{res.pairs:6d} {prof['seconds']:8.2f} {prof['stats_seconds']:9.2f} {prof['peak_mib']:13.1f} "
                        f"{peaks[res.path].total:8.0f} "
                        f"{same_rows(spark, first.path, res.path):9.4f}")
+        if a.rounds > 1:
+            out.append(f"    per round ({a.rounds}, alternating; job s above = median): " + "; ".join(
+                f"{meth} {prec} " + "/".join(f"{t:.1f}" for t in ts) for (meth, prec), ts in times.items()))
+            for (meth, prec), ts in times.items():
+                dense = times.get(("dense", prec))
+                if meth != "dense" and dense:
+                    ratios = [t / d for t, d in zip(ts, dense)]
+                    out.append(f"    {meth} {prec} / dense per round: " + ", ".join(f"{x:.2f}" for x in ratios)
+                               + f" (median {np.median(ratios):.2f})")
         return "\n".join(out)
 
     lines = []
@@ -508,8 +528,8 @@ def main(argv=None) -> int:
     if a.naive_size.lower() != "none":
         m, n = parse_size(a.naive_size)
         mp, bp, _, _ = tables(m, n)
-        run_job(m, n, mp, bp)                              # warm-up: Python workers, torch import
-        res, t_job = run_job(m, n, mp, bp)
+        run_job(m, n, mp, bp, hubness="none")             # warm-up: Python workers, torch import
+        res, t_job = run_job(m, n, mp, bp, hubness="none")  # the naive job ranks by the plain cosine
         t_naive = naive_spark(spark, mp, bp, str(work / f"naive_{m}x{n}"), k)
         same = (spark.read.format("delta").load(str(work / f"naive_{m}x{n}")).select("movie_id", "rank", "book_id")
                 .subtract(spark.read.format("delta").load(res.path).select("movie_id", "rank", "book_id")).count())
