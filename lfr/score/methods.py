@@ -232,13 +232,37 @@ class Hybrid(ScoringMethod):
         (``score.missing_side``), each item's two rows paired by id."""
         movies, books = _sides(frames.movies, frames.books, score, "embeddings", EMBEDDING_COLUMNS)
         ml, bl = _sides(frames.movie_lexical, frames.book_lexical, score, "lexical features", LEXICAL_COLUMNS)
-        (mv, _, _), (lv, vocab, _, _) = check_hybrid_inputs(movies, books, ml, bl)
-        sides = count_sides(movies, ml, books, bl, self.missing_side)
+        ((mv, _, _), (lv, vocab, _, _)), sides = _checked_and_counted(movies, books, ml, bl, self.missing_side)
         report_sides(sides)
         fill = self.missing_side == "use_present" and sides.one_sided > 0
         return Inputs(pair_sides(movies, ml, sides), pair_sides(books, bl, sides), mv, lv, vocab,
                       paired_rows(sides.movies, self.missing_side), paired_rows(sides.books, self.missing_side),
                       BlockSpec(True, vocab, fill), sides)
+
+
+def _checked_and_counted(movies: DataFrame, books: DataFrame, ml: DataFrame, bl: DataFrame, missing_side: str):
+    """``check_hybrid_inputs`` and ``count_sides`` at once: two small queries over the same four tables, each a
+    few short Spark jobs whose scheduling gaps the other one's tasks fill (docs/BENCHMARKS.md). The count runs in a
+    thread that inherits the job group (``lfr.spark.progress``); the check's refusal wins over the count's error."""
+    from pyspark import InheritableThread
+
+    counted: dict = {}
+
+    def count() -> None:
+        try:
+            counted["sides"] = count_sides(movies, ml, books, bl, missing_side)
+        except BaseException as exc:          # re-raised below, in the caller's thread
+            counted["error"] = exc
+
+    thread = InheritableThread(target=count, name="hybrid sides")
+    thread.start()
+    try:
+        checked = check_hybrid_inputs(movies, books, ml, bl)
+    finally:
+        thread.join()
+    if "error" in counted:
+        raise counted["error"]
+    return checked, counted["sides"]
 
 
 @dataclass(frozen=True)
