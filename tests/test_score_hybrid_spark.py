@@ -400,3 +400,33 @@ def test_each_pass_over_the_pairs_ships_only_the_block_parts_it_decodes(spark, e
     assert {"terms", "weights", "indptr"} <= lexical and "vec" not in lexical
     assert "vec" in dense and not {"terms", "weights", "indptr"} & dense
     assert {"vec", "terms", "weights", "indptr"} <= both
+
+
+def test_the_side_count_runs_beside_the_input_check_in_its_job_group_and_the_checks_refusal_wins(spark, monkeypatch):
+    """``_checked_and_counted``: the count runs in another thread that keeps the caller's job group (progress
+    reporting looks its jobs up by group); the check's refusal is raised first, the count's error otherwise."""
+    from lfr.score import methods
+    from lfr.score.checks import ScoringError
+
+    sc, seen = spark.sparkContext, {}
+
+    def count(*args):
+        seen["group"] = sc.getLocalProperty("spark.jobGroup.id")
+        raise RuntimeError("count failed")
+
+    def refuse(*args):
+        raise ScoringError("check refused")
+
+    monkeypatch.setattr(methods, "count_sides", count)
+    previous = sc.getLocalProperty("spark.jobGroup.id")
+    sc.setLocalProperty("spark.jobGroup.id", "lfr-test-group")
+    try:
+        monkeypatch.setattr(methods, "check_hybrid_inputs", refuse)
+        with pytest.raises(ScoringError, match="check refused"):
+            methods._checked_and_counted(None, None, None, None, "fail")
+        assert seen["group"] == "lfr-test-group"
+        monkeypatch.setattr(methods, "check_hybrid_inputs", lambda *args: "checked")
+        with pytest.raises(RuntimeError, match="count failed"):
+            methods._checked_and_counted(None, None, None, None, "fail")
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", previous)
