@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -113,7 +113,7 @@ class LexicalProduct:
     returned are valid until the next call."""
 
     def __init__(self, qa, ba):
-        self.qa64, self.bt64, self.n = qa.astype(np.float64), _book_columns(ba), ba.shape[0]
+        self.qa64, self.bt64, self.m, self.n = qa.astype(np.float64), _book_columns(ba), qa.shape[0], ba.shape[0]
         self.matmat = _csr_matmat()
         nnz_bound = min(qa.shape[0] * self.n, self.qa64.nnz * max(self.n, 1))
         self.idx = np.int32 if max(nnz_bound, self.qa64.nnz, self.bt64.nnz) < np.iinfo(np.int32).max else np.int64
@@ -139,6 +139,14 @@ class LexicalProduct:
         self.matmat(r1 - r0, self.n, a_ptr, a_idx, self.qa64.data[lo:hi], self.b_ptr, self.b_idx, self.bt64.data,
                     indptr, self.c_idx, self.c_val)
         return indptr, self.c_val[:indptr[-1]]
+
+    def published(self, chunk: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """``(r0, r1, indptr, values)`` of every row of the product, ``chunk`` rows at a time, as CSR whose values
+        are the published (float32) scores in float64: what the statistics passes sum (columns in :attr:`c_idx`)."""
+        for r0 in range(0, self.m, chunk):
+            r1 = min(self.m, r0 + chunk)
+            indptr, values = self.product(r0, r1)
+            yield r0, r1, indptr, values.astype(np.float32).astype(np.float64)
 
     def scores(self, r0: int, r1: int) -> np.ndarray:
         """Exact float32 scores of movie rows ``r0:r1`` against every book of the block (dense, reused buffer).
@@ -204,12 +212,8 @@ def sparse_moments(qa, ba, chunk_elems: int = CHUNK_ELEMS) -> tuple[np.ndarray, 
     s1, s2 = np.zeros(m), np.zeros(m)
     if m == 0 or n == 0:
         return s1, s2
-    product = LexicalProduct(qa, ba)
-    chunk = chunk_rows(m, n, chunk_elems, 16)              # worst case: a dense product, 12+ bytes per entry
-    for r0 in range(0, m, chunk):
-        r1 = min(m, r0 + chunk)
-        indptr, values = product.product(r0, r1)
-        v = values.astype(np.float32).astype(np.float64)   # the published (float32) scores
+    # worst case: a dense product, 12+ bytes per entry
+    for r0, _, indptr, v in LexicalProduct(qa, ba).published(chunk_rows(m, n, chunk_elems, 16)):
         rows = np.flatnonzero(np.diff(indptr))             # rows with a stored entry, each a run of v
         if len(rows):                                      # (reduceat: a sum per run, no index per entry)
             s1[r0 + rows] = np.add.reduceat(v, indptr[rows])
@@ -236,12 +240,8 @@ def sparse_book_moments(qa, ba, b, e, chunk_elems: int = CHUNK_ELEMS) -> tuple[n
     if m == 0 or n == 0:
         return s1, s2
     product = LexicalProduct(ba, qa)                       # rows: books, columns: films
-    chunk = chunk_rows(n, m, chunk_elems, 16)              # worst case: a dense product, 12+ bytes per entry
     cross, square = 2.0 * b * e, b * b
-    for r0 in range(0, n, chunk):
-        r1 = min(n, r0 + chunk)
-        indptr, values = product.product(r0, r1)
-        v = values.astype(np.float32).astype(np.float64)   # the published (float32) scores
+    for r0, r1, indptr, v in product.published(chunk_rows(n, m, chunk_elems, 16)):   # 12+ bytes per entry at worst
         scores = sp.csr_matrix((v, product.c_idx[:len(v)], indptr), shape=(r1 - r0, m))
         s1[r0:r1] += scores @ b
         s2[r0:r1] += scores @ cross
