@@ -28,11 +28,10 @@ sizes; the number of tasks is ``n_movie_blocks x n_book_blocks``. (A broadcast n
 loop join would instead put *all* pairs of a movie block into one Arrow batch of one
 Python worker: catalog-sized memory.)
 
-Block sizes: every task ships its two blocks JVM -> Python (Arrow, ~0.1 s per 25 MB on
-the 2-core dev box, plus ~0.1 s fixed per task) and then computes ``m x n x d`` multiply-adds,
-so large near-square blocks amortise the transfer best (16384 x 16384 by default:
-~2 s of BLAS per task vs ~0.3 s of overhead). When all pairs together are small
-(:data:`SMALL_PAIRS_BYTES`) they are coalesced into ~2 tasks per core instead.
+Block sizes: every task ships its two blocks JVM -> Python and pays a fixed turnaround, then
+computes ``m x n x d`` multiply-adds, so large blocks amortise the transfer (``score.movie_block_rows``
+/ ``book_block_rows``; what the defaults measured: docs/BENCHMARKS.md, Scoring). When all pairs
+together are small (:data:`SMALL_PAIRS_BYTES`) they are coalesced into ~2 tasks per core instead.
 
 Blocks: rows are hash-partitioned by id into ``blocks_needed`` partitions (about
 ``block_rows - 4 sqrt(block_rows)`` rows each, so a partition rarely exceeds the cap);
