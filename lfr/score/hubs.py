@@ -54,7 +54,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lfr.config import ConfigError
@@ -109,21 +109,32 @@ def histogram_stats(values: np.ndarray, books: np.ndarray, n_books: int) -> tupl
     return float(m[v == 0].sum() / n), float(gini), skew
 
 
+def book_occurrences(recs: DataFrame, top: int) -> DataFrame:
+    """``book_id, occurrences``: the k-occurrence of every book in ``recs``'s (``movie_id, rank, book_id``) first
+    ``top`` ranks (books in no list have no row)."""
+    return recs.filter(F.col("rank") <= top).groupBy("book_id").agg(F.count("*").cast("int").alias("occurrences"))
+
+
 def hub_stats(recs: DataFrame, films: int, n_books: int, k: int, top: int = HUB_TOP) -> HubStats:
     """:class:`HubStats` of ``recs`` (``movie_id, rank, book_id``) over its first ``min(top, k)`` ranks;
-    ``films`` / ``n_books``: the films and books that were scored. Only the histogram of the per-book
-    counts (one row per distinct count, at most ``films`` rows, each with its smallest book id: the top book
-    is the highest count's) comes to the driver, in one query."""
+    ``films`` / ``n_books``: the films and books that were scored."""
     top = min(int(top), int(k))
-    per_book = recs.filter(F.col("rank") <= top).groupBy("book_id").agg(F.count("*").alias("n"))
-    hist = per_book.groupBy("n").agg(F.count("*").alias("books"), F.min("book_id").alias("first")).collect()
-    values = np.array([r["n"] for r in hist], dtype=np.int64)
+    return occurrence_hub_stats(book_occurrences(recs, top), films, n_books, top)
+
+
+def occurrence_hub_stats(per_book: DataFrame, films: int, n_books: int, top: int) -> HubStats:
+    """:class:`HubStats` from :func:`book_occurrences` over the first ``top`` ranks. Only the histogram of the
+    per-book counts (one row per distinct count, at most ``films`` rows, each with its smallest book id: the top
+    book is the highest count's) comes to the driver, in one query."""
+    hist = (per_book.groupBy("occurrences")
+                    .agg(F.count("*").alias("books"), F.min("book_id").alias("first")).collect())
+    values = np.array([r["occurrences"] for r in hist], dtype=np.int64)
     books = np.array([r["books"] for r in hist], dtype=np.int64)
     never, gini, skew = histogram_stats(values, books, n_books)
-    hub = max(hist, key=lambda r: r["n"]) if hist else None
-    best = int(hub["n"]) if hub else 0
-    return HubStats(top=top, films=int(films), books=int(max(n_books, int(books.sum()))), max_occurrence=best,
-                    max_share=round(best / films, 6) if films else 0.0,
+    hub = max(hist, key=lambda r: r["occurrences"]) if hist else None
+    best = int(hub["occurrences"]) if hub else 0
+    return HubStats(top=int(top), films=int(films), books=int(max(n_books, int(books.sum()))),
+                    max_occurrence=best, max_share=round(best / films, 6) if films else 0.0,
                     hub_book=hub["first"] if hub else None, never_recommended=round(never, 6),
                     gini=round(gini, 6), skew=round(skew, 6))
 
@@ -335,14 +346,12 @@ def hub_offsets(hub_r: DataFrame, hub: Hubness) -> DataFrame:
     return hub_r.withColumn("hub_offset", (F.lit(hub.weight) * F.col("hub_r")).cast("float"))
 
 
-def write_book_hubs(spark: SparkSession, per_book: list, recs_path: str, path: str, params: dict,
-                    stats: HubStats, run_id: str) -> None:
+def write_book_hubs(per_book: list, occ: DataFrame, path: str, params: dict, stats: HubStats, run_id: str) -> None:
     """``tables.book_hubs``: per scored book the statistics of the run's hub passes (``per_book``: frames keyed
     by ``book_id``: :func:`hub_offsets`, :func:`apply_fused_hubness`), the offsets the run subtracted and its
-    k-occurrence in the run's top ``stats.top`` lists; replaced with each hub-aware run (one overwrite commit
-    whose ``userMetadata`` holds the run's ``params`` and :class:`HubStats`)."""
-    occ = (spark.read.format("delta").load(recs_path).filter(F.col("rank") <= stats.top)
-           .groupBy("book_id").agg(F.count("*").cast("int").alias("occurrences")))
+    k-occurrence in the run's top ``stats.top`` lists (``occ``: :func:`book_occurrences` of the written table);
+    replaced with each hub-aware run (one overwrite commit whose ``userMetadata`` holds the run's ``params`` and
+    :class:`HubStats`)."""
     out = per_book[0]
     for df in per_book[1:]:
         out = out.join(df, "book_id", "full_outer")

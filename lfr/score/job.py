@@ -66,7 +66,7 @@ from pyspark.sql import functions as F
 from lfr.phases import Phases
 from lfr.score.blocks import Blocks, plan_blocks
 from lfr.score.checks import ModelVersionMismatch, ScoringError, check_inputs
-from lfr.score.hubs import apply_hubness, hub_stats, write_book_hubs
+from lfr.score.hubs import HUB_TOP, HubStats, apply_hubness, book_occurrences, occurrence_hub_stats, write_book_hubs
 from lfr.score.methods import Frames, Inputs, ScoringMethod, scoring_method
 from lfr.score.sides import MissingSideError
 from lfr.score.view import create_view, register_recommendations
@@ -259,12 +259,7 @@ def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings:
     with phases("history"):
         version, rows = table_version(spark, target.path)
     with phases("hubs"):
-        hubs = hub_stats(spark.read.format("delta").load(target.path), blocks.ms.rows, blocks.bs.rows, settings.k)
-        if blocks.book_stats:
-            if target.hubs_path:
-                write_book_hubs(spark, blocks.book_stats, target.path, target.hubs_path, method.params(), hubs,
-                                target.run_id)
-            _release(blocks.book_stats)
+        hubs = _hubs(spark, blocks, method, settings.k, target)
     result = _result(target, method, inputs, blocks, settings.k, version, rows, phases)
     result.films, result.hubs = _films(shrink), hubs.as_dict()
     log.info("score %s: hubs over the top %d: the most recommended book (%s) is in %d of %d films' lists (%.1f%%); "
@@ -275,6 +270,26 @@ def _score(spark: SparkSession, method: ScoringMethod, frames: Frames, settings:
              "in %.1fs (kernel+merge+write %.1fs)", result.run_id, result.rows, shrink.after, shrink.before,
              shrink.deleted, result.path, result.table_version, result.seconds, result.phases["score+write"])
     return result
+
+
+def _hubs(spark: SparkSession, blocks: Blocks, method: ScoringMethod, k: int, target: _Target) -> HubStats:
+    """The written table's hub statistics and, for a hub-aware run with a ``hubs_path``, ``tables.book_hubs``:
+    both read one aggregation of the table (its per-book k-occurrence, cached when both do). Releases the hub
+    passes' ``blocks.book_stats``."""
+    top = min(HUB_TOP, k)
+    occ = book_occurrences(spark.read.format("delta").load(target.path), top)
+    store = bool(blocks.book_stats) and target.hubs_path is not None
+    try:
+        if store:
+            occ = occ.persist()
+        hubs = occurrence_hub_stats(occ, blocks.ms.rows, blocks.bs.rows, top)
+        if store:
+            write_book_hubs(blocks.book_stats, occ, target.hubs_path, method.params(), hubs, target.run_id)
+        return hubs
+    finally:
+        if store:
+            occ.unpersist()
+        _release(blocks.book_stats)
 
 
 def _score_and_write(spark: SparkSession, blocks: Blocks, inputs: Inputs, method: ScoringMethod,
