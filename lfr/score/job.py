@@ -278,7 +278,7 @@ def _hubs(spark: SparkSession, blocks: Blocks, method: ScoringMethod, k: int, ta
     passes' ``blocks.book_stats``."""
     top = min(HUB_TOP, k)
     occ = book_occurrences(spark.read.format("delta").load(target.path), top)
-    store = bool(blocks.book_stats) and target.hubs_path is not None
+    store = bool(blocks.book_stats and target.hubs_path)
     try:
         if store:
             occ = occ.persist()
