@@ -295,6 +295,29 @@ def test_bf16_keys_order_every_pattern_as_its_float_and_thresholds_round_down():
         assert ((keys >= k) == (f >= floor)).all(), t
 
 
+def test_bf16_comparisons_without_the_mapping_agree_with_it_for_every_pattern():
+    """``at_least`` skips the mapping when all keys share a sign (the selection's hot path): over every one of the
+    65,536 patterns (NaNs included) and keys of every sign (every 61st key, the zeros, +-1, the extremes and the
+    infinities' keys), it equals ``ordered(raw) >= key`` on all-positive, all-negative and mixed keys."""
+    import torch
+
+    from lfr.score.kernel import _Bf16Chunk
+
+    bits = np.arange(-(1 << 15), 1 << 15).astype(np.int16)
+    keys = np.unique(np.concatenate([_Bf16Chunk.ordered(bits)[::61],
+                                     _Bf16Chunk.ordered(np.array([0x7F80, -128, 0, -32768], dtype=np.int16)),
+                                     np.array([-32767, -1, 0, 1, 32767], dtype=np.int16)]).astype(np.int16))
+    raw = np.ascontiguousarray(np.broadcast_to(bits, (8, len(bits))))
+    chunk = _Bf16Chunk(torch.from_numpy(raw).view(torch.bfloat16))
+    want_of = lambda k: _Bf16Chunk.ordered(raw) >= k[:, None]            # noqa: E731
+    for part in (keys[keys > 0], keys[keys < 0], keys):
+        assert part.size > 100
+        for k in np.array_split(part, len(part) // 8):
+            k = np.resize(k, 8)
+            assert np.array_equal(chunk.at_least(raw, k[:, None]), want_of(k)), k
+    assert np.array_equal(chunk.at_least(raw[:, 1000:3000], keys[:8, None]), want_of(keys[:8])[:, 1000:3000])
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_all_negative_rows_group_maxima_are_the_true_maxima(seed):
     """Hub-aware rows are negative throughout: each group's representative is its float maximum."""

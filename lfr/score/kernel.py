@@ -271,6 +271,11 @@ class _Float32Chunk:
         """Raw scores as values whose order is the scores' order (float32: themselves)."""
         return raw
 
+    @staticmethod
+    def at_least(raw: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """``ordered(raw) >= key``, elementwise (broadcast)."""
+        return raw >= key
+
     def floats(self, raw: np.ndarray) -> np.ndarray:
         return raw
 
@@ -281,9 +286,10 @@ class _Bf16Chunk:
     bf16 is sign + magnitude: as int16, non-negative scores sort in float order, negative ones (sign bit set,
     ``-32768 + magnitude``) in reverse. So a group's true maximum is its int16 maximum when that is
     non-negative and its int16 minimum (the smallest magnitude) when every score of the group is negative;
-    and comparisons with a threshold go through :meth:`ordered`, which maps negative patterns to
-    ``-magnitude`` (``-0.0`` and ``0.0`` alike), an order-preserving int16 key. Scores can be negative in
-    whole rows: hub-aware scores (``cos - w r``) are, for most films."""
+    and comparisons with a threshold follow :meth:`ordered`, which maps negative patterns to
+    ``-magnitude`` (``-0.0`` and ``0.0`` alike), an order-preserving int16 key (:meth:`at_least` compares
+    without mapping where it can). Scores can be negative in whole rows: hub-aware scores (``cos - w r``)
+    are, for most films."""
     minus_inf = np.int16(-128)                                # 0xFF80
 
     def __init__(self, t):
@@ -310,6 +316,19 @@ class _Bf16Chunk:
     @staticmethod
     def ordered(raw: np.ndarray) -> np.ndarray:
         return np.where(raw < 0, (raw ^ np.int16(0x7FFF)) + np.int16(1), raw).astype(np.int16, copy=False)
+
+    @classmethod
+    def at_least(cls, raw: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """``ordered(raw) >= key`` (``key``: :meth:`key` values, broadcast), without mapping the candidates' raw
+        patterns when every key has one sign. Keys all positive: a negative pattern is below them either way, so
+        it is ``raw >= key``. Keys all negative (``-magnitude``): as uint16 a non-negative pattern is below 32768
+        and a negative one is ``32768 + magnitude``, which reaches ``key`` iff its magnitude is ``<= -key``, so
+        it is ``uint16(raw) <= 32768 - key``. A zero key (both zeros) or mixed signs take the mapping."""
+        if key.size and key.min() > 0:
+            return raw >= key
+        if key.size and key.max() < 0:
+            return raw.view(np.uint16) <= (32768 - key.astype(np.int32)).astype(np.uint16)
+        return cls.ordered(raw) >= key
 
     def floats(self, raw: np.ndarray) -> np.ndarray:
         return bf16_bits_to_float32(raw)
@@ -374,11 +393,11 @@ def _at_least(chunk, thr: np.ndarray, reps: np.ndarray, gs: int) -> tuple[np.nda
     key = chunk.key(thr)
     hr, hg = np.nonzero(reps >= thr[:, None])
     groups = np.lib.stride_tricks.as_strided(v, (c, g, gs), (v.strides[0], gs * v.itemsize, v.itemsize))
-    flat = flat_nonzero(chunk.ordered(groups[hr, hg]) >= key[hr, None])
+    flat = flat_nonzero(chunk.at_least(groups[hr, hg], key[hr, None]))
     i, j = flat // gs, flat % gs
     rows, cols = [hr[i]], [hg[i] * gs + j]
     if g * gs < n:
-        tr, tc = np.nonzero(chunk.ordered(v[:, g * gs:]) >= key[:, None])
+        tr, tc = np.nonzero(chunk.at_least(v[:, g * gs:], key[:, None]))
         rows.append(tr)
         cols.append(tc + g * gs)
     return np.concatenate(rows), np.concatenate(cols)
