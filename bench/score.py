@@ -40,9 +40,10 @@ terms, skewed so that frequent terms are shared by many rows, as in real descrip
 method the job's wall time and its ratio to dense, and per task (one block pair of the
 configured size, in this process) the kernel's time and its peak memory (tracemalloc: the
 numpy/scipy buffers the kernel allocates, plus the two blocks it reads). The hybrid's per-task
-time adds its statistics pass (lexical moments) to the kernel. ``--rounds N`` runs the methods N times,
-alternating, and reports median job times and each round's ratio to dense: the machine's speed drifts between
-jobs by several percent, which one dense job and one hybrid job read as a change of their ratio.
+time adds its statistics pass (lexical moments) to the kernel. ``--rounds N`` runs the methods (or, dense alone,
+the ``--precision`` screens) N times, alternating, and reports median job times and each round's ratio: the
+machine's speed drifts between jobs by several percent, and a session's first large job runs seconds slower
+than the next, which a single pair of jobs reads as a change of their ratio.
 
     .venv/bin/python bench/score.py --method dense,lexical,hybrid --sizes 50000x100000 --naive-size none --no-torch
     .venv/bin/python bench/score.py --method dense,lexical,hybrid --sizes 500x1000 --naive-size none --no-torch \
@@ -410,8 +411,9 @@ def main(argv=None) -> int:
     p.add_argument("--vocab", type=int, default=262144, help="lexical vocabulary size (default %(default)s)")
     p.add_argument("--terms", default="80,40", help="mean lexical terms per movie,book (default %(default)s)")
     p.add_argument("--rounds", type=int, default=1,
-                   help="with several --method: run them all this many times, alternating, and report the medians "
-                        "and each round's ratio to dense (the machine's speed drifts between jobs; default 1)")
+                   help="run the --method x --precision jobs this many times, alternating, and report the medians "
+                        "and each round's ratio (to dense; fp32 / each screen): the machine's speed drifts between "
+                        "jobs and a session's first large job runs slower (default 1)")
     p.add_argument("--precision", default=None,
                    help="comma list of score.precision values (fp32|bf16-screen|auto) measured side by side "
                         "(default: score.precision)")
@@ -556,7 +558,8 @@ def main(argv=None) -> int:
                "alpha": settings.score.alpha, "vocab": a.vocab, "baseline": None if a.no_torch else a.baseline,
                "hub": ((int(settings.score.hub_k), float(settings.score.hub_weight))
                        if settings.score.hubness == "csls" else None)}
-        msg, t_job = dense_size(env, m, n, mv, bv, precisions, lambda prec: run_job(m, n, mp, bp, precision=prec))
+        msg, t_job = dense_size(env, m, n, mv, bv, precisions, lambda prec: run_job(m, n, mp, bp, precision=prec),
+                                a.rounds)
         growth.append((m, n, t_job))
         lines.append(msg)
         print(msg, flush=True)
@@ -572,22 +575,28 @@ def main(argv=None) -> int:
     return 0
 
 
-def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run) -> tuple[str, float]:
+def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run, rounds: int = 1) -> tuple[str, float]:
     """(b), (c), (d) of one size, one block per ``precisions`` entry (``run(precision) -> (result, seconds)``):
     the job's time and phases, GFLOP/s, share of the fp32 peak, fp32 job / this job; the baseline once, and
     each screen's agreement with it (ids) and with the first screen's table (rows, scores included).
-    Returns the report and the first screen's job time (growth)."""
-    flops, msgs, times = 2.0 * m * n * env["d"], [], {}
+    ``rounds`` > 1: the screens that many times, alternating, each reported by its median round (the first
+    large job of a session runs seconds slower than the next, whichever screen it is). Returns the report and
+    the first screen's job time (growth)."""
+    flops, msgs = 2.0 * m * n * env["d"], []
     base = None
     if env["baseline"]:
         ti, _, t_base = blocked_baseline(mv, bv, env["k"], env["cores"], min(env["mbr"], 4096), env["nbr"],
                                          env["baseline"], env["hub"])   # 4096-row chunks
         base = (ti, t_base)
-    first = None
+    runs: dict = {}
+    for _ in range(rounds):
+        for prec in precisions:
+            runs.setdefault(prec, []).append(run(prec))
+    median = {prec: sorted(rs, key=lambda r: r[1])[(len(rs) - 1) // 2] for prec, rs in runs.items()}
+    times = {prec: t for prec, (_, t) in median.items()}
+    first = median[precisions[0]][0]
     for prec in precisions:
-        res, t_job = run(prec)
-        times[prec] = t_job
-        first = first or res
+        res, t_job = median[prec]
         g_job = flops / t_job / 1e9
         phases = ", ".join(f"{kk} {v:.1f}s" for kk, v in (res.phases or {}).items())
         msg = (f"size {m}x{n} precision {prec}: job {t_job:.1f}s ({phases}; {res.movie_blocks}x{res.book_blocks} "
@@ -599,10 +608,16 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run) -> tupl
                     f"(target >= 0.9); top-k agreement {baseline_agreement(env['spark'], res.path, base[0], m):.4f}")
         msg += (f"\n    (c) job {g_job:.1f} GFLOP/s / measured fp32 peak {env['peak']:.1f} = {g_job / env['peak']:.2f} "
                 f"(target >= 0.6 for fp32)")
+        if rounds > 1:
+            msg += f"\n    rounds ({rounds}, alternating; the median above): " + " / ".join(
+                f"{t:.1f}s" for _, t in runs[prec])
         if "fp32" in times and prec != "fp32":
             msg += (f"\n    fp32 job / {prec} job = {times['fp32'] / t_job:.2f} (target >= 1.6 where bf16 is native; "
                     f"ceiling here: bf16 / fp32 matmul on the block shape {env['bf16_ceiling']:.2f}); "
                     f"rows identical to the {precisions[0]} table: {same_rows(env['spark'], first.path, res.path):.4f}")
+            if rounds > 1:
+                msg += "\n    per round: " + ", ".join(
+                    f"{f[1] / p[1]:.2f}" for f, p in zip(runs["fp32"], runs[prec]))
         prof = task_profile("dense", mv, bv, None, None, env["vocab"], env["mbr"], env["nbr"], env["k"], 1,
                             env["alpha"], prec)
         msg += (f"\n    (d) per task: one {prof['pair']} block pair, 1 thread: {prof['seconds']:.2f}s, "
