@@ -296,7 +296,7 @@ def test_bf16_keys_order_every_pattern_as_its_float_and_thresholds_round_down():
 
 
 def test_bf16_comparisons_without_the_mapping_agree_with_it_for_every_pattern():
-    """``at_least`` skips the mapping when all keys share a sign (the selection's hot path): over every one of the
+    """``at_least`` compares the raw patterns without mapping them (the selection's hot path): over every one of the
     65,536 patterns (NaNs included) and keys of every sign (every 61st key, the zeros, +-1, the extremes and the
     infinities' keys), it equals ``ordered(raw) >= key`` on all-positive, all-negative and mixed keys."""
     import torch

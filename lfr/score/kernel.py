@@ -317,18 +317,18 @@ class _Bf16Chunk:
     def ordered(raw: np.ndarray) -> np.ndarray:
         return np.where(raw < 0, (raw ^ np.int16(0x7FFF)) + np.int16(1), raw).astype(np.int16, copy=False)
 
-    @classmethod
-    def at_least(cls, raw: np.ndarray, key: np.ndarray) -> np.ndarray:
-        """``ordered(raw) >= key`` (``key``: :meth:`key` values, broadcast), without mapping the candidates' raw
-        patterns when every key has one sign. Keys all positive: a negative pattern is below them either way, so
-        it is ``raw >= key``. Keys all negative (``-magnitude``): as uint16 a non-negative pattern is below 32768
-        and a negative one is ``32768 + magnitude``, which reaches ``key`` iff its magnitude is ``<= -key``, so
-        it is ``uint16(raw) <= 32768 - key``. A zero key (both zeros) or mixed signs take the mapping."""
-        if key.size and key.min() > 0:
-            return raw >= key
-        if key.size and key.max() < 0:
-            return raw.view(np.uint16) <= (32768 - key.astype(np.int32)).astype(np.uint16)
-        return cls.ordered(raw) >= key
+    @staticmethod
+    def at_least(raw: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """``ordered(raw) >= key`` (``key``: :meth:`key` values, broadcast) as one range test on the raw patterns
+        read as uint16, without mapping them: a pattern ``u`` passes iff ``lo <= u <= hi``, where a positive
+        key passes the non-negative patterns from ``key`` up (``[key, 32767]``), a negative one (``-magnitude``)
+        every non-negative pattern and the negative ones (``32768 + magnitude``) up to its magnitude
+        (``[0, 32768 - key]``), a zero key the non-negative patterns and ``-0.0`` (``[0, 32768]``). Below ``lo``,
+        ``u - lo`` wraps around, so ``u - lo <= hi - lo`` is the whole test."""
+        k = key.astype(np.int32)
+        lo = np.where(k > 0, k, 0)
+        hi = np.where(k > 0, 32767, 32768 - k)
+        return raw.view(np.uint16) - lo.astype(np.uint16) <= (hi - lo).astype(np.uint16)
 
     def floats(self, raw: np.ndarray) -> np.ndarray:
         return bf16_bits_to_float32(raw)
