@@ -14,17 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.score import unit_vectors  # noqa: E402  (the random unit rows bench/score.py scores)
+
 PRECISIONS = ("fp32", "bf16-screen")
-
-
-def _unit(rng, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def _task(args: tuple, out) -> None:
@@ -32,8 +27,7 @@ def _task(args: tuple, out) -> None:
     from lfr.score import kernel as K
 
     what, prec, seed, m, n, d, k = args
-    rng = np.random.default_rng(seed)
-    q, b = _unit(rng, m, d), _unit(rng, n, d)
+    q, b = unit_vectors(m, d, 2 * seed), unit_vectors(n, d, 2 * seed + 1)
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
