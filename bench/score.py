@@ -34,6 +34,15 @@ prints the CPU capability and what ``auto`` resolves to; the peak lines add torc
     flock /tmp/lfr-cpu.lock .venv/bin/python bench/score.py --sizes 50000x100000 --method dense \
         --naive-size none --precision fp32,bf16-screen
 
+``--no-op-kernel`` (dense) adds (e): each round also runs the job with a kernel that does no arithmetic
+(:func:`noop_kernel`: the first k books, score 0), so the blocks still travel from the JVM to the Python
+workers and the merge, the write and the checks run as usual. Its time is the job's floor on these cores
+whatever the kernel; each screen's time beyond it is the kernels' part, printed with its GFLOP/s, its share of
+the fp32 peak and the fp32 / bf16-screen ratio of that part alone.
+
+    flock /tmp/lfr-cpu.lock .venv/bin/python bench/score.py --sizes 50000x100000 --method dense \
+        --precision fp32,bf16-screen --conf score.hubness=none --naive-size none --no-op-kernel --rounds 3
+
 ``--method dense,lexical,hybrid`` measures the scoring methods side by side in the same run, on
 the same tables (synthetic lexical rows: ``--terms`` mean terms per movie/book over ``--vocab``
 terms, skewed so that frequent terms are shared by many rows, as in real descriptions): per
@@ -113,6 +122,15 @@ class RssPeak:
     def line(self) -> str:
         return (f"executor peak RSS {self.total:.0f} MiB (JVM {self.jvm:.0f} MiB, largest Python worker "
                 f"{self.worker:.0f} MiB)")
+
+
+def noop_kernel(q, b, k: int, **_):
+    """A stand-in for the dense kernel (``--no-op-kernel``): the first ``k`` books of the block for every movie,
+    score 0, no arithmetic; the job around it (blocks shipped to the Python workers, merge, write, checks) is
+    unchanged, so its time is the job's time outside the kernels."""
+    kk = min(k, len(b))
+    return (np.repeat(np.arange(len(q), dtype=np.int32), kk), np.tile(np.arange(kk, dtype=np.int32), len(q)),
+            np.zeros(len(q) * kk, np.float32))
 
 
 def parse_size(s: str) -> tuple[int, int]:
@@ -414,6 +432,9 @@ def main(argv=None) -> int:
                    help="run the --method x --precision jobs this many times, alternating, and report the medians "
                         "and each round's ratio (to dense; fp32 / each screen): the machine's speed drifts between "
                         "jobs and a session's first large job runs slower (default 1)")
+    p.add_argument("--no-op-kernel", action="store_true",
+                   help="dense: also run the job with a kernel that does no arithmetic (each round, after the "
+                        "screens) and split each screen's time into the kernels' part and the rest (e)")
     p.add_argument("--precision", default=None,
                    help="comma list of score.precision values (fp32|bf16-screen|auto) measured side by side "
                         "(default: score.precision)")
@@ -467,7 +488,7 @@ def main(argv=None) -> int:
         return str(mp), str(bp), mr, br
 
     def run_job(m: int, n: int, mp: str, bp: str, method: str = "dense", lex=(None, None),
-                precision: str = precisions[0], **score_values):
+                precision: str = precisions[0], kernel=None, **score_values):
         load = lambda path: spark.read.format("delta").load(path) if path else None  # noqa: E731
         t0 = time.perf_counter()
         score = with_values(settings.score, {"k": k, "method": method, "movie_block_rows": mbr,
@@ -475,9 +496,9 @@ def main(argv=None) -> int:
         with RssPeak() as rss:
             res = score_recommendations(spark, load(mp) if method != "lexical" else None,
                                         load(bp) if method != "lexical" else None,
-                                        str(work / f"recs_{m}x{n}_{method}_{precision}"),
+                                        str(work / f"recs_{m}x{n}_{method}_{'no-op' if kernel else precision}"),
                                         settings=score, guards=Guards.from_settings(settings.guards),
-                                        movie_lexical=load(lex[0]), book_lexical=load(lex[1]))
+                                        movie_lexical=load(lex[0]), book_lexical=load(lex[1]), kernel=kernel)
         peaks[res.path] = rss
         return res, time.perf_counter() - t0
 
@@ -557,7 +578,8 @@ def main(argv=None) -> int:
                "bf16_ceiling": bf16_ceiling(peak),
                "alpha": settings.score.alpha, "vocab": a.vocab, "baseline": None if a.no_torch else a.baseline,
                "hub": ((int(settings.score.hub_k), float(settings.score.hub_weight))
-                       if settings.score.hubness == "csls" else None)}
+                       if settings.score.hubness == "csls" else None),
+               "noop": (lambda: run_job(m, n, mp, bp, kernel=noop_kernel)) if a.no_op_kernel else None}
         msg, t_job = dense_size(env, m, n, mv, bv, precisions, lambda prec: run_job(m, n, mp, bp, precision=prec),
                                 a.rounds)
         growth.append((m, n, t_job))
@@ -592,6 +614,8 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run, rounds:
     for _ in range(rounds):
         for prec in precisions:
             runs.setdefault(prec, []).append(run(prec))
+        if env["noop"]:
+            runs.setdefault("no-op", []).append(env["noop"]())
     median = {prec: sorted(rs, key=lambda r: r[1])[(len(rs) - 1) // 2] for prec, rs in runs.items()}
     times = {prec: t for prec, (_, t) in median.items()}
     first = median[precisions[0]][0]
@@ -623,7 +647,28 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run, rounds:
         msg += (f"\n    (d) per task: one {prof['pair']} block pair, 1 thread: {prof['seconds']:.2f}s, "
                 f"peak {prof['peak_mib']:.0f} MiB (depends on the block sizes, not on the catalog)")
         msgs.append(msg)
+    if env["noop"]:
+        msgs.append(kernel_split(runs, times, flops, env["peak"]))
     return "\n".join(msgs), times[precisions[0]]
+
+
+def kernel_split(runs: dict, times: dict, flops: float, peak: float) -> str:
+    """(e): the no-op job's median time (everything but the kernels' arithmetic: checks, block build, shipping
+    the blocks to the Python workers, merge, write) and each screen's time beyond it, with the rates and the
+    fp32 / bf16 ratio of that part alone."""
+    noop, t_noop = sorted(runs["no-op"], key=lambda r: r[1])[(len(runs["no-op"]) - 1) // 2]
+    sw = (noop.phases or {}).get("score+write", float("nan"))
+    msg = (f"    (e) the same job with a no-op kernel (no arithmetic; blocks shipped, merged, written): "
+           f"{t_noop:.1f}s (score+write {sw:.1f}s; rounds " + " / ".join(f"{t:.1f}s" for _, t in runs["no-op"]) + ")")
+    part = {prec: t - t_noop for prec, t in times.items() if prec != "no-op"}
+    for prec, t in part.items():
+        msg += (f"\n        {prec}: job - no-op = {t:.1f}s" + (
+            f" = {flops / t / 1e9:.1f} GFLOP/s = {flops / t / 1e9 / peak:.2f} of the fp32 peak" if t > 0 else
+            " (no kernel time to measure at this size)"))
+    if "fp32" in part and min(part.values()) > 0:
+        msg += "".join(f"\n        fp32 / {prec} on that part: {part['fp32'] / t:.2f}" for prec, t in part.items()
+                       if prec != "fp32")
+    return msg
 
 
 def baseline_agreement(spark, path: str, top_ids: np.ndarray, m: int) -> float:
