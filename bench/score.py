@@ -602,8 +602,9 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run, rounds:
     the job's time and phases, GFLOP/s, share of the fp32 peak, fp32 job / this job; the baseline once, and
     each screen's agreement with it (ids) and with the first screen's table (rows, scores included).
     ``rounds`` > 1: the screens that many times, alternating, each reported by its median round (the first
-    large job of a session runs seconds slower than the next, whichever screen it is). Returns the report and
-    the first screen's job time (growth)."""
+    large job of a session runs seconds slower than the next, whichever screen it is). ``env["noop"]`` (a
+    callable, ``--no-op-kernel``): the no-op job after the screens in every round, and (e). Returns the report
+    and the first screen's job time (growth)."""
     flops, msgs = 2.0 * m * n * env["d"], []
     base = None
     if env["baseline"]:
