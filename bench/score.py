@@ -649,18 +649,18 @@ def dense_size(env: dict, m: int, n: int, mv, bv, precisions: list, run, rounds:
                 f"peak {prof['peak_mib']:.0f} MiB (depends on the block sizes, not on the catalog)")
         msgs.append(msg)
     if env["noop"]:
-        msgs.append(kernel_split(runs, times, flops, env["peak"]))
+        msgs.append(kernel_split(median["no-op"], [t for _, t in runs["no-op"]], times, flops, env["peak"]))
     return "\n".join(msgs), times[precisions[0]]
 
 
-def kernel_split(runs: dict, times: dict, flops: float, peak: float) -> str:
-    """(e): the no-op job's median time (everything but the kernels' arithmetic: checks, block build, shipping
-    the blocks to the Python workers, merge, write) and each screen's time beyond it, with the rates and the
-    fp32 / bf16 ratio of that part alone."""
-    noop, t_noop = sorted(runs["no-op"], key=lambda r: r[1])[(len(runs["no-op"]) - 1) // 2]
-    sw = (noop.phases or {}).get("score+write", float("nan"))
+def kernel_split(noop: tuple, rounds: list, times: dict, flops: float, peak: float) -> str:
+    """(e): the no-op job's median round (``noop``: its result and seconds; everything but the kernels'
+    arithmetic: checks, block build, shipping the blocks to the Python workers, merge, write) and each screen's
+    median time beyond it, with the rates and the fp32 / bf16 ratio of that part alone."""
+    res, t_noop = noop
+    sw = (res.phases or {}).get("score+write", float("nan"))
     msg = (f"    (e) the same job with a no-op kernel (no arithmetic; blocks shipped, merged, written): "
-           f"{t_noop:.1f}s (score+write {sw:.1f}s; rounds " + " / ".join(f"{t:.1f}s" for _, t in runs["no-op"]) + ")")
+           f"{t_noop:.1f}s (score+write {sw:.1f}s; rounds " + " / ".join(f"{t:.1f}s" for t in rounds) + ")")
     part = {prec: t - t_noop for prec, t in times.items() if prec != "no-op"}
     for prec, t in part.items():
         msg += (f"\n        {prec}: job - no-op = {t:.1f}s" + (

@@ -264,16 +264,12 @@ class _Float32Chunk:
         return np.maximum.reduceat(self.values, np.arange(g) * gs, axis=1)
 
     def key(self, thr: np.ndarray) -> np.ndarray:
-        """Per row the value that :meth:`ordered` raw scores are compared with (``>= key`` iff ``>= thr``)."""
+        """Per row the value :meth:`at_least` compares raw scores with (float32: the threshold itself)."""
         return thr
-
-    def ordered(self, raw: np.ndarray) -> np.ndarray:
-        """Raw scores as values whose order is the scores' order (float32: themselves)."""
-        return raw
 
     @staticmethod
     def at_least(raw: np.ndarray, key: np.ndarray) -> np.ndarray:
-        """``ordered(raw) >= key``, elementwise (broadcast)."""
+        """``raw >= key``, elementwise (broadcast)."""
         return raw >= key
 
     def floats(self, raw: np.ndarray) -> np.ndarray:
