@@ -30,7 +30,7 @@ Python worker: catalog-sized memory.)
 
 Block sizes: every task ships its two blocks JVM -> Python and pays a fixed turnaround, then
 computes ``m x n x d`` multiply-adds, so large blocks amortise the transfer (``score.movie_block_rows``
-/ ``book_block_rows``; what the defaults measured: docs/BENCHMARKS.md, Scoring). When all pairs
+/ ``book_block_rows``; why the defaults: docs/BENCHMARKS.md, Scoring on an Intel Xeon with AMX). When all pairs
 together are small (:data:`SMALL_PAIRS_BYTES`) they are coalesced into ~2 tasks per core instead.
 
 Blocks: rows are hash-partitioned by id into ``blocks_needed`` partitions (about
