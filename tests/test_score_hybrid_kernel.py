@@ -297,10 +297,21 @@ def test_hybrid_is_not_a_rerank_of_truncated_lists():
     np.testing.assert_allclose(s, combine(coef, np.array([0]), np.float32(d64[2:3]), np.float32(l64[2:3])))
 
 
+def _lexical_path(path, monkeypatch):
+    """``jit``: numba's compiled loops (requirements.txt installs numba: they must run); ``scipy``: scipy's routine,
+    as in an environment without numba."""
+    if path == "jit":
+        assert sparse_module._jit() is not None
+    else:
+        monkeypatch.setattr(sparse_module, "_jit", lambda: None)
+
+
+@pytest.mark.parametrize("path", ["jit", "scipy"])
 @pytest.mark.parametrize("chunk", [1 << 20, 40, 7])
-def test_sparse_moments_are_the_sums_of_the_published_scores_per_movie(chunk):
+def test_sparse_moments_are_the_sums_of_the_published_scores_per_movie(chunk, path, monkeypatch):
     """Sum and sum of squares of each movie's float32 scores over the block, whatever the chunking; a movie
     without terms, or sharing none with the books, gets 0 (as does every row of a chunk without entries)."""
+    _lexical_path(path, monkeypatch)
     rng = np.random.default_rng(5)
     dense = (rng.random((9, VOCAB)) < 0.2) * rng.random((9, VOCAB))
     dense[[2, 6, 7]] = 0.0                                     # three movies without terms, two of them adjacent
@@ -317,12 +328,13 @@ def test_sparse_moments_are_the_sums_of_the_published_scores_per_movie(chunk):
     assert (s1[[0, 1, 3, 5, 8]] > 0).all()
 
 
-@pytest.mark.parametrize("public", [False, True])
-def test_lexical_product_has_the_bits_of_scipys_product_in_any_chunking(public, monkeypatch):
+@pytest.mark.parametrize("path", ["jit", "routine", "public"])
+def test_lexical_product_has_the_bits_of_scipys_product_in_any_chunking(path, monkeypatch):
     """The scores (dense float32) and the product (CSR float64) of every chunk are those of ``qa @ ba.T`` bit for
-    bit, through scipy's routine and its reused buffers or through the public operator (``public``), and a
-    chunk read after others is not disturbed by their buffers."""
-    if public:
+    bit, through numba's loops (``jit``: the scores), scipy's routine and its reused buffers, or the public
+    operator, and a chunk read after others is not disturbed by their buffers."""
+    _lexical_path("jit" if path == "jit" else "scipy", monkeypatch)
+    if path == "public":
         monkeypatch.setattr(sparse_module, "_csr_matmat", lambda: None)
     else:
         assert sparse_module._csr_matmat() is not None            # this scipy has the routine: the fast path runs
@@ -347,6 +359,36 @@ def test_lexical_product_has_the_bits_of_scipys_product_in_any_chunking(public, 
             assert s.dtype == np.float32 and np.array_equal(s.view(np.uint32), want[r0:r0 + len(s)].view(np.uint32))
     empty = LexicalProduct(qa, ba[:0])
     assert empty.scores(0, 13).shape == (13, 0)
+
+
+def test_compiled_loops_give_scipys_scores_and_statistics():
+    """On a product with many shared terms (about half full, as the bench's): the compiled loops' float32 scores are
+    scipy's bit for bit, including exact zeros and -0.0-free ties, and both statistics passes agree with scipy's
+    to float64 rounding (only the order of the additions differs)."""
+    rng = np.random.default_rng(23)
+    vocab = 300
+    qa = sp.random(70, vocab, density=0.08, random_state=rng, dtype=np.float32, format="csr")
+    ba = sp.random(90, vocab, density=0.05, random_state=rng, dtype=np.float32, format="csr")
+    qa.data -= 0.3                                             # negative weights: sums that cancel
+    qa, ba = qa.tolil(), ba.tolil()
+    ba[5], ba[6], ba[7] = ba[4], ba[4], 0.0                    # identical books (identical bits), a book without terms
+    qa[0], ba[8] = 0.0, 0.0                                    # one entry whose float32 value depends on the order:
+    qa[0, :3], ba[8, :3] = [1.0, 1.0, 2.0 ** -30], [1.0, -1.0, 2.0 ** -30]   # (1 - 1) + 2^-60, not 2^-60 - 1 + 1
+    qa, ba = qa.tocsr(), ba.tocsr()
+    b, e = rng.random(70), rng.random(70) - 0.5
+    assert sparse_module._jit() is not None
+    jit = LexicalProduct(qa, ba)
+    got, j1, jb = jit.scores(0, 70).copy(), sparse_moments(qa, ba), sparse_book_moments(qa, ba, b, e)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sparse_module, "_jit", lambda: None)
+        ref = LexicalProduct(qa, ba)
+        assert ref.jit is None and jit.jit is not None
+        want, r1, rb = ref.scores(0, 70).copy(), sparse_moments(qa, ba), sparse_book_moments(qa, ba, b, e)
+    assert 0.3 < (want != 0).mean() < 0.9 and (want < 0).any()
+    assert want[0, 8] == np.float32(2.0 ** -60) and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert not np.signbit(got[got == 0]).any() and np.array_equal(got[:, 5], got[:, 6])
+    for x, y in zip(j1 + jb, r1 + rb):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
 
 
 def test_coefficients_drop_a_constant_component():

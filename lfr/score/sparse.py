@@ -14,6 +14,10 @@ by id). Books sharing no term with a movie score 0 and still compete for the top
 with fewer than k matching books gets the smallest-id zero-score books after them), exactly as
 a dense brute force over all books would rank them.
 
+Where numba imports, :class:`LexicalProduct` runs the compiled loops of :mod:`lfr.score.sparse_jit` instead of
+scipy's routine: the same float64 sums in the same order (the same float32 scores, bit for bit), without a sparse
+output; the statistics' sums then differ from the scipy path's only by float64 rounding (their order of addition).
+
 Memory per call: the movie block is multiplied ``chunk`` rows at a time (:class:`LexicalProduct`); a
 chunk's product is held as CSR (12 bytes per stored pair, at most ``chunk x n``) and densified into
 one reused ``chunk x n`` float32 array, so memory is bounded by the block sizes, never by the catalogs.
@@ -80,6 +84,17 @@ def _book_columns(ba):
 
 
 @functools.lru_cache(maxsize=None)
+def _jit():
+    """:mod:`lfr.score.sparse_jit` (numba's compiled loops), or None where numba does not import."""
+    try:
+        from lfr.score import sparse_jit
+        return sparse_jit
+    except Exception as exc:                              # any failure: scipy's routine, slower, the same scores
+        log.info("lexical product through scipy (numba unavailable: %s)", exc)
+        return None
+
+
+@functools.lru_cache(maxsize=None)
 def _csr_matmat():
     """scipy's ``csr_matmat``, the routine behind its public CSR @ CSR, or None: a scipy without it (a private
     name), or one where it does not give the public product's bits on a small case (checked once per process)."""
@@ -110,7 +125,8 @@ class LexicalProduct:
     size the output (about a quarter of its time) and fresh output arrays. The output goes into buffers that
     grow to the largest chunk's bound (each row: the lengths of its terms' postings, at most ``n``, so never
     more than the public operator allocates), and :meth:`scores` fills one reused dense chunk; the arrays
-    returned are valid until the next call."""
+    returned are valid until the next call. Where numba imports (:attr:`jit`), :meth:`scores` and
+    :meth:`weighted_moments` run its compiled loops instead (module doc), and only :meth:`product` uses scipy."""
 
     def __init__(self, qa, ba):
         self.qa64, self.bt64, self.m, self.n = qa.astype(np.float64), _book_columns(ba), qa.shape[0], ba.shape[0]
@@ -122,6 +138,11 @@ class LexicalProduct:
             self.b_ptr, self.b_idx = self.bt64.indptr.astype(self.idx), self.bt64.indices.astype(self.idx)
             self.postings = np.diff(self.bt64.indptr).astype(np.int64)       # books per term
         self.c_idx, self.c_val, self.dense = np.empty(0, self.idx), np.empty(0), np.empty((0, self.n), np.float32)
+        self.jit = _jit()
+        if self.jit is not None:                          # the compiled loops' operands: one index type, one build
+            self.operands = tuple(x for mat in (self.qa64, self.bt64) for x in
+                                  (mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data))
+            self.acc = np.empty(self.n)
 
     def product(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``r0:r1`` of the float64 product as CSR ``(indptr, values)`` (the columns in :attr:`c_idx`)."""
@@ -148,6 +169,12 @@ class LexicalProduct:
             indptr, values = self.product(r0, r1)
             yield r0, r1, indptr, values.astype(np.float32).astype(np.float64)
 
+    def weighted_moments(self, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray, s1: np.ndarray, s2: np.ndarray):
+        """Compiled loops only (:attr:`jit`): per row, ``s1 += sum(w1 v)``, ``s2 += sum(w2 v) + sum(w3 v^2)`` over
+        the columns, ``v`` the published (float32) scores (:func:`lfr.score.sparse_jit.weighted_moments`)."""
+        f64 = [np.ascontiguousarray(w, dtype=np.float64) for w in (w1, w2, w3)]
+        self.jit.weighted_moments(*self.operands, *f64, s1, s2, self.acc)
+
     def scores(self, r0: int, r1: int) -> np.ndarray:
         """Exact float32 scores of movie rows ``r0:r1`` against every book of the block (dense, reused buffer).
 
@@ -155,10 +182,13 @@ class LexicalProduct:
         values as rounding the dense float64 array, with half its memory traffic (the product is often half full)."""
         import scipy.sparse as sp
 
-        indptr, values = self.product(r0, r1)
         if self.dense.shape[0] < r1 - r0:
             self.dense = np.empty((r1 - r0, self.n), np.float32)
         s = self.dense[:r1 - r0]
+        if self.jit is not None:
+            self.jit.dense_rows(*self.operands, r0, r1, s, self.acc)
+            return s
+        indptr, values = self.product(r0, r1)
         # toarray zeroes ``s`` and adds the stored entries into it: a -0.0 comes out as 0.0 (equal scores compare equal)
         sp.csr_matrix((values.astype(np.float32), self.c_idx[:len(values)], indptr), shape=s.shape).toarray(out=s)
         return s
@@ -212,8 +242,12 @@ def sparse_moments(qa, ba, chunk_elems: int = CHUNK_ELEMS) -> tuple[np.ndarray, 
     s1, s2 = np.zeros(m), np.zeros(m)
     if m == 0 or n == 0:
         return s1, s2
+    product = LexicalProduct(qa, ba)
+    if product.jit is not None:
+        product.weighted_moments(np.ones(n), np.zeros(n), np.ones(n), s1, s2)
+        return s1, s2
     # worst case: a dense product, 12+ bytes per entry
-    for r0, _, indptr, v in LexicalProduct(qa, ba).published(chunk_rows(m, n, chunk_elems, 16)):
+    for r0, _, indptr, v in product.published(chunk_rows(m, n, chunk_elems, 16)):
         rows = np.flatnonzero(np.diff(indptr))             # rows with a stored entry, each a run of v
         if len(rows):                                      # (reduceat: a sum per run, no index per entry)
             s1[r0 + rows] = np.add.reduceat(v, indptr[rows])
@@ -241,6 +275,9 @@ def sparse_book_moments(qa, ba, b, e, chunk_elems: int = CHUNK_ELEMS) -> tuple[n
         return s1, s2
     product = LexicalProduct(ba, qa)                       # rows: books, columns: films
     cross, square = 2.0 * b * e, b * b
+    if product.jit is not None:
+        product.weighted_moments(b, cross, square, s1, s2)
+        return s1, s2
     for r0, r1, indptr, v in product.published(chunk_rows(n, m, chunk_elems, 16)):   # 12+ bytes per entry at worst
         scores = sp.csr_matrix((v, product.c_idx[:len(v)], indptr), shape=(r1 - r0, m))
         s1[r0:r1] += scores @ b
