@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from lfr.score import kernel as kernel_module
 from lfr.score import sparse as sparse_module
 from lfr.score.hybrid import (
     book_lexical_scale,
@@ -301,9 +302,9 @@ def _lexical_path(path, monkeypatch):
     """``jit``: numba's compiled loops (requirements.txt installs numba: they must run); ``scipy``: scipy's routine,
     as in an environment without numba."""
     if path == "jit":
-        assert sparse_module._jit() is not None
+        assert kernel_module.compiled() is not None
     else:
-        monkeypatch.setattr(sparse_module, "_jit", lambda: None)
+        monkeypatch.setattr(kernel_module, "compiled", lambda: None)
 
 
 @pytest.mark.parametrize("path", ["jit", "scipy"])
@@ -376,11 +377,11 @@ def test_compiled_loops_give_scipys_scores_and_statistics():
     qa[0, :3], ba[8, :3] = [1.0, 1.0, 2.0 ** -30], [1.0, -1.0, 2.0 ** -30]   # (1 - 1) + 2^-60, not 2^-60 - 1 + 1
     qa, ba = qa.tocsr(), ba.tocsr()
     b, e = rng.random(70), rng.random(70) - 0.5
-    assert sparse_module._jit() is not None
+    assert kernel_module.compiled() is not None
     jit = LexicalProduct(qa, ba)
     got, j1, jb = jit.scores(0, 70).copy(), sparse_moments(qa, ba), sparse_book_moments(qa, ba, b, e)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sparse_module, "_jit", lambda: None)
+        mp.setattr(kernel_module, "compiled", lambda: None)
         ref = LexicalProduct(qa, ba)
         assert ref.jit is None and jit.jit is not None
         want, r1, rb = ref.scores(0, 70).copy(), sparse_moments(qa, ba), sparse_book_moments(qa, ba, b, e)

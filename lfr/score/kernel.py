@@ -193,13 +193,30 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+@functools.lru_cache(maxsize=None)
+def compiled():
+    """:mod:`lfr.score.jit` (numba's compiled loops, the same bits as the numpy/scipy code), or None where numba
+    does not import: the kernels then run numpy and scipy."""
+    try:
+        from lfr.score import jit
+        return jit
+    except ImportError as exc:                            # numba absent (or unusable here): numpy / scipy, slower
+        log.info("score kernels without compiled loops (numba unavailable: %s)", exc)
+        return None
+
+
 def _rescore(q: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """float32-rounded float64 dot products of ``q[rows]`` and ``b[cols]`` (exact to float32).
 
     Each product is exact in float64 (24+24 bit mantissas) and each row's sum is numpy's pairwise
     sum over the d products, so a pair gets the same bits in any batch. Small batches into one
-    reused buffer keep the float64 products in cache."""
+    reused buffer keep the float64 products in cache; with numba (:func:`compiled`) one loop does the same
+    without gathering the rows."""
     out = np.empty(len(rows), dtype=np.float32)
+    jit = compiled()
+    if jit is not None:
+        jit.rescore(q, b, rows, cols, out, np.empty(q.shape[1]))
+        return out
     buf = np.empty((min(len(rows), RESCORE_BATCH), q.shape[1]), dtype=np.float64)
     for s in range(0, len(rows), RESCORE_BATCH):
         r, c = rows[s:s + RESCORE_BATCH], cols[s:s + RESCORE_BATCH]

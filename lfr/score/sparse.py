@@ -14,7 +14,7 @@ by id). Books sharing no term with a movie score 0 and still compete for the top
 with fewer than k matching books gets the smallest-id zero-score books after them), exactly as
 a dense brute force over all books would rank them.
 
-Where numba imports, :class:`LexicalProduct` runs the compiled loops of :mod:`lfr.score.sparse_jit` instead of
+Where numba imports, :class:`LexicalProduct` runs the compiled loops of :mod:`lfr.score.jit` instead of
 scipy's routine: the same float64 sums in the same order (the same float32 scores, bit for bit), without a sparse
 output; the statistics' sums then differ from the scipy path's only by float64 rounding (their order of addition).
 
@@ -30,6 +30,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from lfr.score import kernel as kernel_module
 from lfr.score.kernel import (
     CHUNK_ELEMS,
     below,
@@ -84,17 +85,6 @@ def _book_columns(ba):
 
 
 @functools.lru_cache(maxsize=None)
-def _jit():
-    """:mod:`lfr.score.sparse_jit` (numba's compiled loops), or None where numba does not import."""
-    try:
-        from lfr.score import sparse_jit
-        return sparse_jit
-    except Exception as exc:                              # any failure: scipy's routine, slower, the same scores
-        log.info("lexical product through scipy (numba unavailable: %s)", exc)
-        return None
-
-
-@functools.lru_cache(maxsize=None)
 def _csr_matmat():
     """scipy's ``csr_matmat``, the routine behind its public CSR @ CSR, or None: a scipy without it (a private
     name), or one where it does not give the public product's bits on a small case (checked once per process)."""
@@ -138,7 +128,7 @@ class LexicalProduct:
             self.b_ptr, self.b_idx = self.bt64.indptr.astype(self.idx), self.bt64.indices.astype(self.idx)
             self.postings = np.diff(self.bt64.indptr).astype(np.int64)       # books per term
         self.c_idx, self.c_val, self.dense = np.empty(0, self.idx), np.empty(0), np.empty((0, self.n), np.float32)
-        self.jit = _jit()
+        self.jit = kernel_module.compiled()
         if self.jit is not None:                          # the compiled loops' operands: one index type, one build
             self.operands = tuple(x for mat in (self.qa64, self.bt64) for x in
                                   (mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data))
@@ -171,7 +161,7 @@ class LexicalProduct:
 
     def weighted_moments(self, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray, s1: np.ndarray, s2: np.ndarray):
         """Compiled loops only (:attr:`jit`): per row, ``s1 += sum(w1 v)``, ``s2 += sum(w2 v) + sum(w3 v^2)`` over
-        the columns, ``v`` the published (float32) scores (:func:`lfr.score.sparse_jit.weighted_moments`)."""
+        the columns, ``v`` the published (float32) scores (:func:`lfr.score.jit.weighted_moments`)."""
         f64 = [np.ascontiguousarray(w, dtype=np.float64) for w in (w1, w2, w3)]
         self.jit.weighted_moments(*self.operands, *f64, s1, s2, self.acc)
 

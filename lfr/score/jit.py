@@ -1,0 +1,122 @@
+"""Numba's compiled loops of the scoring kernels, used where numba imports (:func:`lfr.score.kernel.compiled`).
+
+Every loop gives the bits of the numpy/scipy code it replaces, so the scores never depend on whether numba is
+installed (tests run both paths); each is compiled once per process on first use (about a second) and runs on
+one thread (one core per Spark task).
+
+* The lexical product (:mod:`lfr.score.sparse`): scipy's CSR @ CSR writes a CSR output (a linked list per row, an
+  index per entry) that the kernels then densify or reduce, while the lexical products the hybrid scores are
+  often about half full (docs/BENCHMARKS.md). A dense float64 accumulator per row (Gustavson's algorithm without
+  the sparse output) adds the same products in the same order (the row's terms in index order; the products of
+  float32 weights are exact in float64): the same float32 scores. The statistics add the same published scores
+  as the scipy path, in column order rather than scipy's output order: equal to float64 rounding.
+* The exact rescoring of dense candidates (:func:`lfr.score.kernel._rescore`): each pair's float64 products
+  summed in numpy's pairwise order (:func:`_pairwise`), without the gathered copies of both rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = {"nogil": True, "cache": False}
+
+
+@njit(**_JIT)
+def _accumulate(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc):
+    """``acc[j]`` = row ``i`` of A times column ``j`` of B (``B^T`` as CSR: term -> its rows), in float64."""
+    acc[:] = 0.0
+    for p in range(a_ptr[i], a_ptr[i + 1]):
+        w, t = a_val[p], a_idx[p]
+        for q in range(b_ptr[t], b_ptr[t + 1]):
+            acc[b_idx[q]] += w * b_val[q]
+
+
+@njit(**_JIT)
+def dense_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, r0, r1, out, acc):
+    """Rows ``r0:r1`` of the product rounded to float32 into ``out`` (a -0.0 comes out as 0.0, as in scipy's
+    densified output, so equal scores compare equal)."""
+    zero = np.float32(0.0)
+    for i in range(r0, r1):
+        _accumulate(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc)
+        o = out[i - r0]
+        for j in range(acc.shape[0]):
+            o[j] = np.float32(acc[j]) + zero
+
+
+@njit(**_JIT)
+def weighted_moments(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, w1, w2, w3, s1, s2, acc):
+    """Per row ``i`` of the product, its published scores ``v`` (float32, summed in float64) over the columns:
+    ``s1[i] += sum(w1 v)``, then ``s2[i] += sum(w2 v)``, then ``s2[i] += sum(w3 v^2)``. Four partial sums per
+    statistic (columns ``j`` mod 4, the last ``n mod 4`` columns into the first), added in a fixed order at the
+    end: independent additions the CPU overlaps, and the same bits on every call."""
+    n4 = acc.shape[0] - acc.shape[0] % 4
+    for i in range(s1.shape[0]):
+        _accumulate(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc)
+        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = 0.0
+        for j in range(0, n4, 4):
+            v0, v1 = np.float64(np.float32(acc[j])), np.float64(np.float32(acc[j + 1]))
+            v2, v3 = np.float64(np.float32(acc[j + 2])), np.float64(np.float32(acc[j + 3]))
+            a0 += w1[j] * v0
+            a1 += w1[j + 1] * v1
+            a2 += w1[j + 2] * v2
+            a3 += w1[j + 3] * v3
+            b0 += w2[j] * v0
+            b1 += w2[j + 1] * v1
+            b2 += w2[j + 2] * v2
+            b3 += w2[j + 3] * v3
+            c0 += w3[j] * (v0 * v0)
+            c1 += w3[j + 1] * (v1 * v1)
+            c2 += w3[j + 2] * (v2 * v2)
+            c3 += w3[j + 3] * (v3 * v3)
+        for j in range(n4, acc.shape[0]):           # the last columns, into the first lane
+            v = np.float64(np.float32(acc[j]))
+            a0 += w1[j] * v
+            b0 += w2[j] * v
+            c0 += w3[j] * (v * v)
+        s1[i] += (a0 + a1) + (a2 + a3)
+        s2[i] += (b0 + b1) + (b2 + b3)
+        s2[i] += (c0 + c1) + (c2 + c3)
+
+
+@njit(**_JIT)
+def _pairwise(a, lo, n):
+    """``a[lo:lo + n].sum()`` as numpy adds a contiguous float64 row (its pairwise summation: 8 accumulators up
+    to 128 elements, halves rounded to a multiple of 8 above), so the same bits."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i, whole = 8, n - n % 8
+        while i < whole:
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for j in range(lo + i, lo + n):
+            res += a[j]
+        return res
+    half = n // 2
+    half -= half % 8
+    return _pairwise(a, lo, half) + _pairwise(a, lo + half, n - half)
+
+
+@njit(**_JIT)
+def rescore(q, b, rows, cols, out, buf):
+    """``out[t]``: the float64 dot product of ``q[rows[t]]`` and ``b[cols[t]]`` (exact products, numpy's pairwise
+    sum) rounded to float32, a -0.0 as 0.0 (:func:`lfr.score.kernel._rescore`)."""
+    d = q.shape[1]
+    for t in range(rows.shape[0]):
+        qr, br = q[rows[t]], b[cols[t]]
+        for i in range(d):
+            buf[i] = np.float64(qr[i]) * np.float64(br[i])
+        out[t] = np.float32(_pairwise(buf, 0, d)) + np.float32(0.0)
