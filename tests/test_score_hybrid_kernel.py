@@ -392,6 +392,36 @@ def test_compiled_loops_give_scipys_scores_and_statistics():
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-screen"])
+@pytest.mark.parametrize("bookz,offset", [(False, False), (True, False), (False, True), (True, True)])
+def test_compiled_fusion_gives_numpys_screened_scores(bookz, offset, precision, monkeypatch):
+    """The hybrid's screened score and lexical scores per chunk through numba's one pass
+    (:func:`lfr.score.jit.hybrid_rows`) are numpy's (:func:`lfr.score.hybrid._fuse`) bit for bit, in every form
+    (convex, bookz, with the fused correction's offsets), whatever the chunking."""
+    from lfr.score.hybrid import _fused_chunks
+
+    rng = np.random.default_rng(31)
+    movie_ids, mv, m_lex, book_ids, bv, b_lex = catalog(seed=3)
+    qn, bn = normalize_rows(mv)[0], normalize_rows(bv)[0]
+    qa, ba = to_csr(m_lex, False)[0], to_csr(b_lex, False)[0]
+    coef32 = (rng.standard_normal((len(qn), 4)) * 3).astype(np.float32)
+    bz32 = rng.standard_normal((2, len(bn))).astype(np.float32) if bookz else None
+    off = rng.standard_normal(len(bn)).astype(np.float32) if offset else None
+
+    def chunks(chunk):
+        return [(r0, g.copy(), s_l.copy()) for _, r0, _, g, s_l in
+                _fused_chunks(qn, bn, qa, ba, 1, chunk, precision, coef32, bz32, off)]
+
+    assert kernel_module.compiled() is not None
+    jit = [chunks(c) for c in (7, 1000)]
+    monkeypatch.setattr(kernel_module, "compiled", lambda: None)
+    for got, want in zip(jit, [chunks(c) for c in (7, 1000)]):
+        assert len(got) == len(want) and [r for r, _, _ in got] == [r for r, _, _ in want]
+        for (_, g1, s1), (_, g2, s2) in zip(got, want):
+            assert np.array_equal(s1.view(np.uint32), s2.view(np.uint32))
+            assert np.array_equal(g1.view(np.uint32), g2.view(np.uint32))
+
+
 def test_coefficients_drop_a_constant_component():
     coef = convex_coefficients(0.7, [0.5], [0.04], [0.0], [0.0])   # no lexical signal for this movie
     np.testing.assert_allclose(coef, [[0.7 / 0.2, 0.0, -0.7 / 0.2 * 0.5]])

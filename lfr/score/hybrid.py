@@ -184,20 +184,8 @@ def hybrid_topk(
     bz_max = (None, 0.0) if bz is None else tuple(float(np.abs(bz[:, i]).max(initial=0.0)) for i in (0, 1))
     parts = []
     # 20 bytes per pair: float32 dense + float64/32 lexical + float32 g
-    for screen, r0, r1, s_d, s_l in _chunk_scores(q, b, qa, ba, threads, chunk_rows(p.m, p.n, chunk_elems, 20),
-                                                  precision):
-        g = screen.float32(s_d)
-        g *= coef32[r0:r1, 0:1]
-        if bz is None:
-            g += coef32[r0:r1, 1:2] * s_l
-        else:                                           # P_j (b s_l + e) + T_j
-            lexical = s_l * coef32[r0:r1, 1:2]
-            lexical += coef32[r0:r1, 3:4]
-            lexical *= bz32[0:1]
-            g += lexical
-            g += bz32[1:2]
-        if off is not None:
-            g -= off[None, :]
+    for screen, r0, r1, g, s_l in _fused_chunks(q, b, qa, ba, threads, chunk_rows(p.m, p.n, chunk_elems, 20),
+                                                precision, coef32, bz32, off):
         mask_excluded(g, r0, r1, p.ex_r, p.ex_c)
         margin = hybrid_margin(coef[r0:r1], screen.error(r0, r1), screen.magnitude(r0, r1), off_max, *bz_max)
         rows, cols = select_candidates(g, p.kk, below(margin))
@@ -246,6 +234,48 @@ def hybrid_book_topk(
         idx, _ = first_k_per_group(rows, cols, h, p.kk)
         parts.append((rows[idx] + r0, cols[idx], h[idx]))
     return concat_parts(parts)
+
+
+def _fuse(g: np.ndarray, s_l: np.ndarray, coef32: np.ndarray, bz32: Optional[np.ndarray],
+          off: Optional[np.ndarray]) -> None:
+    """The screened hybrid score in place of the screened dense one, float32 (the candidate margin covers its
+    rounding): ``g a + b s_l`` per movie row (``coef32`` rows: a, b, c[, e]), or with ``bz32`` (2 x books: P, T)
+    ``g a + P (s_l b + e) + T``; minus ``off`` per book. :func:`lfr.score.jit.hybrid_rows` does the same operations
+    in the same order."""
+    g *= coef32[:, 0:1]
+    if bz32 is None:
+        g += coef32[:, 1:2] * s_l
+    else:                                               # P_j (b s_l + e) + T_j
+        lexical = s_l * coef32[:, 1:2]
+        lexical += coef32[:, 3:4]
+        lexical *= bz32[0:1]
+        g += lexical
+        g += bz32[1:2]
+    if off is not None:
+        g -= off[None, :]
+
+
+def _fused_chunks(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], chunk: int, precision: str,
+                  coef32: np.ndarray, bz32: Optional[np.ndarray], off: Optional[np.ndarray]) -> Iterator:
+    """``(screen, r0, r1, screened hybrid scores g, exact lexical scores)`` of the movie rows ``r0:r1`` (as
+    :func:`_chunk_scores`; ``g`` by :func:`_fuse`), in one pass over each chunk with numba's loop
+    (:func:`lfr.score.jit.hybrid_rows`)."""
+    lexical = LexicalProduct(qa, ba)
+    no_book = np.empty((2, 0), np.float32)
+    with compute_settings(threads) as torch:
+        screen = dense_screen(torch, q, b, chunk, precision)
+        for r0 in range(0, q.shape[0], chunk):
+            r1 = min(q.shape[0], r0 + chunk)
+            g = screen.float32(screen.scores(r0, r1))
+            if lexical.jit is None:
+                s_l = lexical.scores(r0, r1)
+                _fuse(g, s_l, coef32[r0:r1], bz32, off)
+            else:
+                s_l = lexical.buffer(r1 - r0)
+                lexical.jit.hybrid_rows(*lexical.operands, r0, r1, g, s_l, coef32[r0:r1],
+                                        no_book if bz32 is None else bz32, no_book[0] if off is None else off,
+                                        lexical.acc)
+            yield screen, r0, r1, g, s_l
 
 
 def _chunk_scores(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], chunk: int,

@@ -44,6 +44,34 @@ def dense_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, r0, r1, out, acc):
 
 
 @njit(**_JIT)
+def hybrid_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, r0, r1, g, s_l, coef, book_z, offset, acc):
+    """Rows ``r0:r1`` of the lexical product as :func:`dense_rows` into ``s_l``, and in the same pass the hybrid's
+    screened score in place of the dense one in ``g`` (float32, the operations and order of
+    :func:`lfr.score.hybrid._fuse`, so the same bits): ``g a + b s_l`` per movie row (``coef`` rows: a, b, c[, e]),
+    or with ``book_z`` (2 x n: P, T; 2 x 0 without) ``g a + ((s_l b) + e) P + T``; minus ``offset`` (per book; empty
+    without)."""
+    zero = np.float32(0.0)
+    bookz, shifted = book_z.shape[1] > 0, offset.shape[0] > 0
+    for i in range(r0, r1):
+        _accumulate(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc)
+        r = i - r0
+        gi, si, a, b = g[r], s_l[r], coef[r, 0], coef[r, 1]
+        e = coef[r, 3] if bookz else zero
+        for j in range(acc.shape[0]):
+            sl = np.float32(acc[j]) + zero
+            si[j] = sl
+            x = gi[j] * a
+            if bookz:
+                x = x + ((sl * b) + e) * book_z[0, j]
+                x = x + book_z[1, j]
+            else:
+                x = x + b * sl
+            if shifted:
+                x = x - offset[j]
+            gi[j] = x
+
+
+@njit(**_JIT)
 def weighted_moments(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, w1, w2, w3, s1, s2, acc):
     """Per row ``i`` of the product, its published scores ``v`` (float32, summed in float64) over the columns:
     ``s1[i] += sum(w1 v)``, then ``s2[i] += sum(w2 v)``, then ``s2[i] += sum(w3 v^2)``. Four partial sums per

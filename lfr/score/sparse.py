@@ -165,6 +165,12 @@ class LexicalProduct:
         f64 = [np.ascontiguousarray(w, dtype=np.float64) for w in (w1, w2, w3)]
         self.jit.weighted_moments(*self.operands, *f64, s1, s2, self.acc)
 
+    def buffer(self, rows: int) -> np.ndarray:
+        """The reused dense float32 chunk (``rows x n``) that :meth:`scores` fills."""
+        if self.dense.shape[0] < rows:
+            self.dense = np.empty((rows, self.n), np.float32)
+        return self.dense[:rows]
+
     def scores(self, r0: int, r1: int) -> np.ndarray:
         """Exact float32 scores of movie rows ``r0:r1`` against every book of the block (dense, reused buffer).
 
@@ -172,9 +178,7 @@ class LexicalProduct:
         values as rounding the dense float64 array, with half its memory traffic (the product is often half full)."""
         import scipy.sparse as sp
 
-        if self.dense.shape[0] < r1 - r0:
-            self.dense = np.empty((r1 - r0, self.n), np.float32)
-        s = self.dense[:r1 - r0]
+        s = self.buffer(r1 - r0)
         if self.jit is not None:
             self.jit.dense_rows(*self.operands, r0, r1, s, self.acc)
             return s
