@@ -261,20 +261,28 @@ def _fused_chunks(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], 
     :func:`_chunk_scores`; ``g`` by :func:`_fuse`), in one pass over each chunk with numba's loop
     (:func:`lfr.score.jit.hybrid_rows`)."""
     lexical = LexicalProduct(qa, ba)
-    no_book = np.empty((2, 0), np.float32)
+    no_book, no_bits = np.empty((2, 0), np.float32), np.empty((0, 0), np.uint16)
+    g_buf = np.empty((0, 0), np.float32)
     with compute_settings(threads) as torch:
         screen = dense_screen(torch, q, b, chunk, precision)
         for r0 in range(0, q.shape[0], chunk):
             r1 = min(q.shape[0], r0 + chunk)
-            g = screen.float32(screen.scores(r0, r1))
+            s_d = screen.scores(r0, r1)
+            bits = screen.bf16_bits(s_d)
             if lexical.jit is None:
-                s_l = lexical.scores(r0, r1)
+                g, s_l = screen.float32(s_d), lexical.scores(r0, r1)
                 _fuse(g, s_l, coef32[r0:r1], bz32, off)
-            else:
-                s_l = lexical.buffer(r1 - r0)
-                lexical.jit.hybrid_rows(*lexical.operands, r0, r1, g, s_l, coef32[r0:r1],
-                                        no_book if bz32 is None else bz32, no_book[0] if off is None else off,
-                                        lexical.acc)
+                yield screen, r0, r1, g, s_l
+                continue
+            if bits is None:
+                g = s_d
+            else:                                       # widened inside the loop, into one reused buffer
+                g_buf = g_buf if g_buf.shape[0] >= r1 - r0 else np.empty((r1 - r0, s_d.shape[1]), np.float32)
+                g = g_buf[:r1 - r0]
+            s_l = lexical.buffer(r1 - r0)
+            lexical.jit.hybrid_rows(*lexical.operands, r0, r1, g, s_l, coef32[r0:r1],
+                                    no_book if bz32 is None else bz32, no_book[0] if off is None else off,
+                                    no_bits if bits is None else bits, lexical.acc)
             yield screen, r0, r1, g, s_l
 
 

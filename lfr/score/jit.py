@@ -44,22 +44,26 @@ def dense_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, r0, r1, out, acc):
 
 
 @njit(**_JIT)
-def hybrid_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, r0, r1, g, s_l, coef, book_z, offset, acc):
+def hybrid_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, r0, r1, g, s_l, coef, book_z, offset, sd_bits, acc):
     """Rows ``r0:r1`` of the lexical product as :func:`dense_rows` into ``s_l``, and in the same pass the hybrid's
     screened score in place of the dense one in ``g`` (float32, the operations and order of
     :func:`lfr.score.hybrid._fuse`, so the same bits): ``g a + b s_l`` per movie row (``coef`` rows: a, b, c[, e]),
     or with ``book_z`` (2 x n: P, T; 2 x 0 without) ``g a + ((s_l b) + e) P + T``; minus ``offset`` (per book; empty
-    without)."""
+    without). ``sd_bits``: the bf16 screen's chunk as its bit patterns (uint16), widened to float32 into ``g``
+    first (exact: the high half of a float32); 0 x 0 when ``g`` already holds the float32 screen."""
     zero = np.float32(0.0)
-    bookz, shifted = book_z.shape[1] > 0, offset.shape[0] > 0
+    bookz, shifted, widen = book_z.shape[1] > 0, offset.shape[0] > 0, sd_bits.shape[0] > 0
     for i in range(r0, r1):
         _accumulate(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc)
         r = i - r0
         gi, si, a, b = g[r], s_l[r], coef[r, 0], coef[r, 1]
+        g_bits = gi.view(np.uint32)
         e = coef[r, 3] if bookz else zero
         for j in range(acc.shape[0]):
             sl = np.float32(acc[j]) + zero
             si[j] = sl
+            if widen:
+                g_bits[j] = np.uint32(sd_bits[r, j]) << np.uint32(16)
             x = gi[j] * a
             if bookz:
                 x = x + ((sl * b) + e) * book_z[0, j]

@@ -487,6 +487,10 @@ class Fp32Screen:
     def float32(self, s) -> np.ndarray:
         return s
 
+    def bf16_bits(self, s) -> None:
+        """A float32 screen has no bf16 bit patterns (:meth:`Bf16Screen.bf16_bits`)."""
+        return None
+
     def error(self, r0: int, r1: int) -> np.ndarray:
         """Per movie row, a bound on |screened - published| for every book of the block."""
         return np.full(r1 - r0, self.eps)
@@ -573,6 +577,12 @@ class Bf16Screen:
 
     def float32(self, s) -> np.ndarray:
         return s.float().numpy()
+
+    def bf16_bits(self, s) -> np.ndarray:
+        """The chunk's bf16 scores as their bit patterns (uint16, no copy): the high half of each float32."""
+        import torch
+
+        return s.view(torch.int16).numpy().view(np.uint16)
 
     def error(self, r0: int, r1: int) -> np.ndarray:
         """Per movie row, a bound on |screened - published| for every book of the block."""
