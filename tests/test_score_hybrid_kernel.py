@@ -390,6 +390,10 @@ def test_compiled_loops_give_scipys_scores_and_statistics():
     assert not np.signbit(got[got == 0]).any() and np.array_equal(got[:, 5], got[:, 6])
     for x, y in zip(j1 + jb, r1 + rb):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+    plain, unit = (np.zeros(70), np.zeros(70)), (np.zeros(70), np.zeros(70))
+    jit.row_moments(*plain)                                    # the unweighted loop: the unit weights' bits
+    jit.row_moments(*unit, weights=(np.ones(90), np.zeros(90), np.ones(90)))
+    assert all(np.array_equal(x.view(np.uint64), y.view(np.uint64)) for x, y in zip(plain, unit))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-screen"])

@@ -76,18 +76,26 @@ def hybrid_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, r0, r1, g, s_l, coef, 
 
 
 @njit(**_JIT)
-def weighted_moments(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, w1, w2, w3, s1, s2, acc):
+def _published(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc, v):
+    """``v``: row ``i`` of the product as its published scores (float32) in float64 -- rounded in a pass of its
+    own, which the CPU vectorises (inside the sums below it would not be)."""
+    _accumulate(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc)
+    for j in range(acc.shape[0]):
+        v[j] = np.float64(np.float32(acc[j]))
+
+
+@njit(**_JIT)
+def weighted_moments(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, w1, w2, w3, s1, s2, acc, v):
     """Per row ``i`` of the product, its published scores ``v`` (float32, summed in float64) over the columns:
     ``s1[i] += sum(w1 v)``, then ``s2[i] += sum(w2 v)``, then ``s2[i] += sum(w3 v^2)``. Four partial sums per
     statistic (columns ``j`` mod 4, the last ``n mod 4`` columns into the first), added in a fixed order at the
     end: independent additions the CPU overlaps, and the same bits on every call."""
     n4 = acc.shape[0] - acc.shape[0] % 4
     for i in range(s1.shape[0]):
-        _accumulate(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc)
+        _published(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc, v)
         a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = 0.0
         for j in range(0, n4, 4):
-            v0, v1 = np.float64(np.float32(acc[j])), np.float64(np.float32(acc[j + 1]))
-            v2, v3 = np.float64(np.float32(acc[j + 2])), np.float64(np.float32(acc[j + 3]))
+            v0, v1, v2, v3 = v[j], v[j + 1], v[j + 2], v[j + 3]
             a0 += w1[j] * v0
             a1 += w1[j + 1] * v1
             a2 += w1[j + 2] * v2
@@ -101,12 +109,36 @@ def weighted_moments(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, w1, w2, w3, s1, s
             c2 += w3[j + 2] * (v2 * v2)
             c3 += w3[j + 3] * (v3 * v3)
         for j in range(n4, acc.shape[0]):           # the last columns, into the first lane
-            v = np.float64(np.float32(acc[j]))
-            a0 += w1[j] * v
-            b0 += w2[j] * v
-            c0 += w3[j] * (v * v)
+            a0 += w1[j] * v[j]
+            b0 += w2[j] * v[j]
+            c0 += w3[j] * (v[j] * v[j])
         s1[i] += (a0 + a1) + (a2 + a3)
         s2[i] += (b0 + b1) + (b2 + b3)
+        s2[i] += (c0 + c1) + (c2 + c3)
+
+
+@njit(**_JIT)
+def moments(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, s1, s2, acc, v):
+    """:func:`weighted_moments` with unit weights and no middle term (``s1 += sum(v)``, ``s2 += sum(v^2)``): the same
+    bits, without the weights' loads and products."""
+    n4 = acc.shape[0] - acc.shape[0] % 4
+    for i in range(s1.shape[0]):
+        _published(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, i, acc, v)
+        a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = 0.0
+        for j in range(0, n4, 4):
+            v0, v1, v2, v3 = v[j], v[j + 1], v[j + 2], v[j + 3]
+            a0 += v0
+            a1 += v1
+            a2 += v2
+            a3 += v3
+            c0 += v0 * v0
+            c1 += v1 * v1
+            c2 += v2 * v2
+            c3 += v3 * v3
+        for j in range(n4, acc.shape[0]):
+            a0 += v[j]
+            c0 += v[j] * v[j]
+        s1[i] += (a0 + a1) + (a2 + a3)
         s2[i] += (c0 + c1) + (c2 + c3)
 
 

@@ -116,7 +116,7 @@ class LexicalProduct:
     grow to the largest chunk's bound (each row: the lengths of its terms' postings, at most ``n``, so never
     more than the public operator allocates), and :meth:`scores` fills one reused dense chunk; the arrays
     returned are valid until the next call. Where numba imports (:attr:`jit`), :meth:`scores` and
-    :meth:`weighted_moments` run its compiled loops instead (module doc), and only :meth:`product` uses scipy."""
+    :meth:`row_moments` run its compiled loops instead (module doc), and only :meth:`product` uses scipy."""
 
     def __init__(self, qa, ba):
         self.qa64, self.bt64, self.m, self.n = qa.astype(np.float64), _book_columns(ba), qa.shape[0], ba.shape[0]
@@ -159,11 +159,16 @@ class LexicalProduct:
             indptr, values = self.product(r0, r1)
             yield r0, r1, indptr, values.astype(np.float32).astype(np.float64)
 
-    def weighted_moments(self, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray, s1: np.ndarray, s2: np.ndarray):
-        """Compiled loops only (:attr:`jit`): per row, ``s1 += sum(w1 v)``, ``s2 += sum(w2 v) + sum(w3 v^2)`` over
-        the columns, ``v`` the published (float32) scores (:func:`lfr.score.jit.weighted_moments`)."""
-        f64 = [np.ascontiguousarray(w, dtype=np.float64) for w in (w1, w2, w3)]
-        self.jit.weighted_moments(*self.operands, *f64, s1, s2, self.acc)
+    def row_moments(self, s1: np.ndarray, s2: np.ndarray, weights: Optional[tuple] = None) -> None:
+        """Compiled loops only (:attr:`jit`): per row, ``s1 += sum(v)``, ``s2 += sum(v^2)`` over the columns, ``v``
+        the published (float32) scores; with ``weights`` ``(w1, w2, w3)`` per column, ``s1 += sum(w1 v)``, ``s2 +=
+        sum(w2 v) + sum(w3 v^2)`` (:func:`lfr.score.jit.moments`, :func:`lfr.score.jit.weighted_moments`)."""
+        v = np.empty(self.n)
+        if weights is None:
+            self.jit.moments(*self.operands, s1, s2, self.acc, v)
+        else:
+            w = [np.ascontiguousarray(x, dtype=np.float64) for x in weights]
+            self.jit.weighted_moments(*self.operands, *w, s1, s2, self.acc, v)
 
     def buffer(self, rows: int) -> np.ndarray:
         """The reused dense float32 chunk (``rows x n``) that :meth:`scores` fills."""
@@ -238,7 +243,7 @@ def sparse_moments(qa, ba, chunk_elems: int = CHUNK_ELEMS) -> tuple[np.ndarray, 
         return s1, s2
     product = LexicalProduct(qa, ba)
     if product.jit is not None:
-        product.weighted_moments(np.ones(n), np.zeros(n), np.ones(n), s1, s2)
+        product.row_moments(s1, s2)
         return s1, s2
     # worst case: a dense product, 12+ bytes per entry
     for r0, _, indptr, v in product.published(chunk_rows(m, n, chunk_elems, 16)):
@@ -270,7 +275,7 @@ def sparse_book_moments(qa, ba, b, e, chunk_elems: int = CHUNK_ELEMS) -> tuple[n
     product = LexicalProduct(ba, qa)                       # rows: books, columns: films
     cross, square = 2.0 * b * e, b * b
     if product.jit is not None:
-        product.weighted_moments(b, cross, square, s1, s2)
+        product.row_moments(s1, s2, (b, cross, square))
         return s1, s2
     for r0, r1, indptr, v in product.published(chunk_rows(n, m, chunk_elems, 16)):   # 12+ bytes per entry at worst
         scores = sp.csr_matrix((v, product.c_idx[:len(v)], indptr), shape=(r1 - r0, m))
