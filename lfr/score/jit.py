@@ -1,8 +1,9 @@
 """Numba's compiled loops of the scoring kernels, used where numba imports (:func:`lfr.score.kernel.compiled`).
 
-Every loop gives the bits of the numpy/scipy code it replaces, so the scores never depend on whether numba is
-installed (tests run both paths); each is compiled once per process on first use (about a second) and runs on
-one thread (one core per Spark task).
+Every loop keeps the operations of the numpy/scipy code it replaces and their order, so the scores and the
+candidates do not depend on whether numba is installed (tests run both paths, bit for bit); only the lexical
+statistics add the same values in another order (below). Each loop is compiled once per process on first use
+(about a second) and runs on one thread (one core per Spark task).
 
 * The lexical product (:mod:`lfr.score.sparse`): scipy's CSR @ CSR writes a CSR output (a linked list per row, an
   index per entry) that the kernels then densify or reduce, while the lexical products the hybrid scores are
@@ -10,6 +11,9 @@ one thread (one core per Spark task).
   the sparse output) adds the same products in the same order (the row's terms in index order; the products of
   float32 weights are exact in float64): the same float32 scores. The statistics add the same published scores
   as the scipy path, in column order rather than scipy's output order: equal to float64 rounding.
+* The hybrid's screened score (:func:`hybrid_rows`): the fusion arithmetic of :func:`lfr.score.hybrid._fuse`,
+  float32, in the lexical product's pass over each chunk (and the bf16 screen widened there), instead of numpy's
+  passes over whole chunks.
 * The exact rescoring of dense candidates (:func:`lfr.score.kernel._rescore`): each pair's float64 products
   summed in numpy's pairwise order (:func:`_pairwise`), without the gathered copies of both rows.
 """
