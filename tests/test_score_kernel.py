@@ -187,18 +187,18 @@ def test_compiled_rescoring_has_numpys_bits(d, dtype, monkeypatch):
     rng = np.random.default_rng(d)
     q = (rng.standard_normal((50, d)) * rng.random((50, 1)) ** 6).astype(dtype)
     b = (rng.standard_normal((70, d)) * rng.random((70, 1)) ** 6).astype(dtype)
-    b[3] = -b[4] if d > 8 else b[3]
+    q[2], b[7] = 0.0, -np.abs(b[7]) - 1.0                 # every product -0.0: numpy's sum is -0.0, published 0.0
     q[0], b[5] = np.r_[1.0, -1.0, 2.0 ** -30, np.zeros(d - 3)], np.r_[1.0, 1.0, 2.0 ** -30, np.zeros(d - 3)]
     if d > 8:                                             # 1 + 2^-60 - 1 in 8 lanes: lane 0 cancels, not the sum
         q[1], b[6] = 0.0, 0.0
         q[1, [0, 1, 8]], b[6, [0, 1, 8]] = [1.0, 2.0 ** -30, 1.0], [1.0, 2.0 ** -30, -1.0]
     rows, cols = rng.integers(0, 50, 20000), rng.integers(0, 70, 20000)
     rows[:70], cols[:70] = 0, np.arange(70)
-    rows[70], cols[70] = 1, 6
+    rows[70:72], cols[70:72] = [1, 2], [6, 7]
     got = K._rescore(q, b, rows, cols)
     monkeypatch.setattr(K, "compiled", lambda: None)
     want = K._rescore(q, b, rows, cols)
     assert got.dtype == want.dtype == np.float32
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
-    assert got[5] == np.float32(2.0 ** -60) and not np.signbit(got[got == 0]).any()
+    assert got[5] == np.float32(2.0 ** -60) and got[71] == 0.0 and not np.signbit(got[got == 0]).any()
     assert d <= 8 or got[70] == np.float32(2.0 ** -60)    # a sequential sum would give 0 here
