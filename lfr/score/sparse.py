@@ -120,19 +120,17 @@ class LexicalProduct:
 
     def __init__(self, qa, ba):
         self.qa64, self.bt64, self.m, self.n = qa.astype(np.float64), _book_columns(ba), qa.shape[0], ba.shape[0]
-        self.matmat = _csr_matmat()
+        self.matmat, self.jit = _csr_matmat(), kernel_module.compiled()
         nnz_bound = min(qa.shape[0] * self.n, self.qa64.nnz * max(self.n, 1))
-        self.idx = np.int32 if max(nnz_bound, self.qa64.nnz, self.bt64.nnz) < np.iinfo(np.int32).max else np.int64
-        if self.matmat is not None:
+        small = max(nnz_bound, self.qa64.nnz, self.bt64.nnz) < np.iinfo(np.int32).max
+        self.idx = np.int32 if small and self.jit is None else np.int64       # the loops run faster on int64
+        if self.matmat is not None or self.jit is not None:     # one index type for scipy's routine and the loops
             self.a_ptr, self.a_idx = self.qa64.indptr.astype(self.idx), self.qa64.indices.astype(self.idx)
             self.b_ptr, self.b_idx = self.bt64.indptr.astype(self.idx), self.bt64.indices.astype(self.idx)
+            self.operands = (self.a_ptr, self.a_idx, self.qa64.data, self.b_ptr, self.b_idx, self.bt64.data)
             self.postings = np.diff(self.bt64.indptr).astype(np.int64)       # books per term
         self.c_idx, self.c_val, self.dense = np.empty(0, self.idx), np.empty(0), np.empty((0, self.n), np.float32)
-        self.jit = kernel_module.compiled()
-        if self.jit is not None:                          # the compiled loops' operands: one index type, one build
-            self.operands = tuple(x for mat in (self.qa64, self.bt64) for x in
-                                  (mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data))
-            self.acc = np.empty(self.n)
+        self.acc = np.empty(self.n) if self.jit is not None else None
 
     def product(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``r0:r1`` of the float64 product as CSR ``(indptr, values)`` (the columns in :attr:`c_idx`)."""
