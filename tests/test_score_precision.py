@@ -15,6 +15,7 @@ from lfr.score.hybrid import (
 )
 from lfr.score.kernel import (
     BF16_U,
+    FP32_MATMULS,
     PRECISIONS,
     Bf16Screen,
     below,
@@ -336,6 +337,47 @@ def test_all_negative_rows_group_maxima_are_the_true_maxima(seed):
     want = np.stack([np.r_[[s32[:, i * gs:(i + 1) * gs].max(1) for i in range(g - 1)],
                            [s32[:, (g - 1) * gs:].max(1)]]]).squeeze(0).T
     assert np.array_equal(reps, want)
+
+
+# ---------------------------------------------------------------- the fp32 screen's library
+
+
+@pytest.mark.parametrize("lib", FP32_MATMULS)
+def test_the_fp32_screen_is_exact_through_either_library(lib, monkeypatch):
+    """Whichever library :func:`lfr.score.kernel.fp32_matmul` finds faster on a machine, numpy's BLAS or torch's,
+    the fp32 screen stays within its bound pair by pair and its top-k is the brute force's, bit for bit: near
+    ties, aligned rounding errors, exclusions, chunk edges; and the hybrid's fp32 path equals its bf16 path."""
+    import torch
+
+    from lfr.score import kernel
+
+    monkeypatch.setattr(kernel, "fp32_matmul", lambda threads: lib)
+    cases = (near_ties(seed=7, n_band=300, n_noise=600, m=4), aligned_near_ties(seed=21))
+    for q, b in cases:
+        screen = kernel.dense_screen(torch, q, b, len(q), "fp32")
+        assert (screen.torch is not None) == (lib == "torch")
+        err = np.abs(screen.scores(0, len(q)).astype(np.float64) - exact32(q, b))
+        assert (err <= screen.eps).all()
+        for k, chunk in ((1, 1 << 24), (10, len(b) * 2 + 7)):
+            assert_identical(block_topk(q, b, k, precision="fp32", chunk_elems=chunk), brute_topk(q, b, k))
+    q, b = cases[0]
+    ex_r, ex_c = block_topk(q, b, 6, precision="fp32")[:2]
+    got = block_topk(q, b, 6, exclude_rows=ex_r, exclude_cols=ex_c, precision="fp32", chunk_elems=700)
+    assert_identical(got, brute_topk(q, b, 6, list(zip(ex_r.tolist(), ex_c.tolist()))))
+    test_hybrid_convex_same_output_with_either_screen(0.8, 500)
+
+
+def test_the_fp32_library_is_measured_once_per_thread_count(caplog):
+    import logging
+
+    from lfr.score import kernel
+
+    kernel.fp32_matmul.cache_clear()
+    with caplog.at_level(logging.INFO, logger="lfr.score.kernel"), kernel.compute_settings(1) as torch:
+        first = kernel.fp32_matmul(torch.get_num_threads())
+        assert kernel.fp32_matmul(1) == first
+    assert first in FP32_MATMULS
+    assert caplog.text.count("score kernel fp32 matmul: " + first) == 1
 
 
 # ---------------------------------------------------------------- hybrid

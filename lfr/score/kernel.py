@@ -16,9 +16,9 @@ steps:
    ``|o - s|`` (``s`` the published score, below), and **select** every book whose
    screened score can still be in the row's top k. Two screens (``score.precision``):
 
-   * ``fp32``: the float32 BLAS product ``Q @ B.T`` (numpy's BLAS, limited to the task's
-     CPUs with threadpoolctl). ``|o - s| <= eps`` for every pair, ``eps = score_margin(d) / 2``
-     (``d * 2**-24`` plus rounding, see :func:`score_margin`);
+   * ``fp32``: the float32 BLAS product ``Q @ B.T`` (numpy's BLAS or torch's, whichever is faster on the
+     machine, :func:`fp32_matmul`; limited to the task's CPUs). ``|o - s| <= eps`` for every pair, ``eps =
+     score_margin(d) / 2`` (``d * 2**-24`` plus rounding, see :func:`score_margin`; any summation order);
    * ``bf16-screen``: torch's bf16 matmul of bf16 copies of the unit rows (float32
      accumulation, bf16 result; faster than float32 where the CPU has native bf16,
      docs/BENCHMARKS.md). Its bound is per movie row and wider (:class:`Bf16Screen`: the inputs' rounding
@@ -72,6 +72,7 @@ import contextlib
 import functools
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Union
 
@@ -81,6 +82,8 @@ log = logging.getLogger(__name__)
 
 #: ``score.precision`` values; ``auto`` is resolved per machine by :func:`resolve_score_precision`.
 PRECISIONS = ("auto", "fp32", "bf16-screen")
+#: the libraries that can compute the float32 screen on a CPU (:func:`fp32_matmul`)
+FP32_MATMULS = ("numpy", "torch")
 #: float32 scores held at once per kernel call (64 MiB); bounds memory independently of block sizes.
 CHUNK_ELEMS = 1 << 24
 #: candidates rescored in float64 at once: the float64 product buffer (3 MiB at d=384) stays in cache.
@@ -470,18 +473,25 @@ def resolve_score_precision(requested: str, device: str) -> tuple[str, str]:
 
 
 class Fp32Screen:
-    """float32 BLAS scores (numpy, into one reused chunk buffer); every pair within ``score_margin(d, scale) / 2``
-    of its published score (``scale``: :func:`norm_scale`, 1 for unit rows)."""
+    """float32 BLAS scores (into one reused chunk buffer) through numpy's BLAS, or through torch's (``torch``
+    given: :func:`fp32_matmul` found it faster here); every pair within ``score_margin(d, scale) / 2`` of its
+    published score (``scale``: :func:`norm_scale`, 1 for unit rows) either way."""
 
-    def __init__(self, q: np.ndarray, b: np.ndarray, chunk_rows: int):
+    def __init__(self, q: np.ndarray, b: np.ndarray, chunk_rows: int, torch=None):
         self.q, self.bt = q, b.T                 # numpy hands BLAS the transposed view: no copy
         self.buf = np.empty((chunk_rows, b.shape[0]), dtype=np.float32)
         self.scale = norm_scale(q, b)
         self.eps = score_margin(q.shape[1], self.scale) / 2.0
+        self.torch = torch
+        if torch is not None:                    # views of the same memory, written by torch.mm
+            self.qt, self.btt, self.buft = torch.from_numpy(q), torch.from_numpy(b).t(), torch.from_numpy(self.buf)
 
     def scores(self, r0: int, r1: int) -> np.ndarray:
         out = self.buf[:r1 - r0]
-        np.matmul(self.q[r0:r1], self.bt, out=out)
+        if self.torch is None:
+            np.matmul(self.q[r0:r1], self.bt, out=out)
+        else:
+            self.torch.mm(self.qt[r0:r1], self.btt, out=self.buft[:r1 - r0])
         return out
 
     def float32(self, s) -> np.ndarray:
@@ -642,7 +652,38 @@ def dense_screen(torch, q: np.ndarray, b: np.ndarray, chunk_rows: int, precision
     resolved, _ = resolve_score_precision(precision, "cuda" if device.startswith("cuda") else "cpu")
     if resolved == "bf16-screen":
         return Bf16Screen(torch, q, b, chunk_rows, device)
-    return TorchFp32Screen(torch, q, b, chunk_rows, device) if device != "cpu" else Fp32Screen(q, b, chunk_rows)
+    if device != "cpu":
+        return TorchFp32Screen(torch, q, b, chunk_rows, device)
+    return Fp32Screen(q, b, chunk_rows, torch if fp32_matmul(torch.get_num_threads()) == "torch" else None)
+
+
+@functools.lru_cache(maxsize=None)
+def fp32_matmul(threads: int) -> str:
+    """The faster float32 matmul on this CPU with ``threads`` threads, ``numpy`` or ``torch``: measured once per
+    process (and thread count) on a screen-shaped product of 1.6 GFLOP, the best of six calls per library (about
+    a tenth of a second on one core). Which one wins depends on the CPU and the libraries' builds
+    (docs/BENCHMARKS.md): numpy's OpenBLAS on the AMD EPYC measured, torch's on the Intel Xeon. The top-k does
+    not depend on it: both multiply and add in float32, in some order, within the same bound. Call it under
+    :func:`compute_settings` (the thread limits apply to both)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    q, b = rng.standard_normal((256, 384), dtype=np.float32), rng.standard_normal((8192, 384), dtype=np.float32)
+    out = np.empty((len(q), len(b)), dtype=np.float32)
+    qt, bt, outt = torch.from_numpy(q), torch.from_numpy(b).t(), torch.from_numpy(out)
+    runs = {"numpy": lambda: np.matmul(q, b.T, out=out), "torch": lambda: torch.mm(qt, bt, out=outt)}
+    best = dict.fromkeys(runs, math.inf)
+    # each library's calls in a row: the other pool's idle threads, still spinning, slow down the first ones
+    for _ in range(2):
+        for name, run in runs.items():
+            for _ in range(3):
+                t0 = time.perf_counter()
+                run()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    choice = min(FP32_MATMULS, key=best.get)
+    log.info("score kernel fp32 matmul: %s (%d thread(s); numpy %.1f ms, torch %.1f ms on 256 x 384 x 8192)",
+             choice, threads, 1e3 * best["numpy"], 1e3 * best["torch"])
+    return choice
 
 
 def task_gpus() -> list[str]:
