@@ -661,10 +661,10 @@ def dense_screen(torch, q: np.ndarray, b: np.ndarray, chunk_rows: int, precision
 def fp32_matmul(threads: int) -> str:
     """The faster float32 matmul on this CPU with ``threads`` threads, ``numpy`` or ``torch``: measured once per
     process (and thread count) on a screen-shaped product of 1.6 GFLOP, the best of six calls per library (about
-    a tenth of a second on one core). Which one wins depends on the CPU and the libraries' builds
-    (docs/BENCHMARKS.md): numpy's OpenBLAS on the AMD EPYC measured, torch's on the Intel Xeon. The top-k does
-    not depend on it: both multiply and add in float32, in some order, within the same bound. Call it under
-    :func:`compute_settings` (the thread limits apply to both)."""
+    a tenth of a second on one core). Which one wins depends on the CPU, the thread count and the libraries'
+    builds (docs/BENCHMARKS.md, docs/OPERATIONS.md). The top-k does not depend on it: both multiply and add in
+    float32, in some order, within the same bound. Call it under :func:`compute_settings` (the thread limits apply
+    to both)."""
     import torch
 
     rng = np.random.default_rng(0)
