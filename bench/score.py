@@ -287,7 +287,7 @@ def baseline_library(choice: str, threads: int) -> str:
 
 def blocked_baseline(q: np.ndarray, b: np.ndarray, k: int, threads: int, mbr: int, nbr: int, lib: str = "numpy",
                      hub: Optional[tuple[int, float]] = None):
-    """Single process: blocked float32 matmul (``lib``: numpy's BLAS as the job, or torch) + torch.topk
+    """Single process: blocked float32 matmul (``lib``: numpy's BLAS or torch's, :func:`baseline_library`) + torch.topk
     per block, running merge; returns (ids, scores, seconds). ``hub``: ``(hub_k, hub_weight)`` of a hub-aware
     job (``score.hubness: csls``): first each book's ``hub_k`` best films (the same loop, roles swapped), then
     the films' top-k of ``cos - hub_weight * r(book)`` as dot products of augmented rows, as the job scores."""
