@@ -259,8 +259,14 @@ def _fused_chunks(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], 
                   coef32: np.ndarray, bz32: Optional[np.ndarray], off: Optional[np.ndarray]) -> Iterator:
     """``(screen, r0, r1, screened hybrid scores g, exact lexical scores)`` of the movie rows ``r0:r1`` (as
     :func:`_chunk_scores`; ``g`` by :func:`_fuse`), in one pass over each chunk with numba's loop
-    (:func:`lfr.score.jit.hybrid_rows`)."""
+    (:func:`lfr.score.jit.hybrid_rows`) where it imports."""
     lexical = LexicalProduct(qa, ba)
+    if lexical.jit is None:
+        for screen, r0, r1, s_d, s_l in _chunk_scores(q, b, qa, ba, threads, chunk, precision, lexical):
+            g = screen.float32(s_d)
+            _fuse(g, s_l, coef32[r0:r1], bz32, off)
+            yield screen, r0, r1, g, s_l
+        return
     no_book, no_bits = np.empty((2, 0), np.float32), np.empty((0, 0), np.uint16)
     g_buf = np.empty((0, 0), np.float32)
     with compute_settings(threads) as torch:
@@ -269,11 +275,6 @@ def _fused_chunks(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], 
             r1 = min(q.shape[0], r0 + chunk)
             s_d = screen.scores(r0, r1)
             bits = screen.bf16_bits(s_d)
-            if lexical.jit is None:
-                g, s_l = screen.float32(s_d), lexical.scores(r0, r1)
-                _fuse(g, s_l, coef32[r0:r1], bz32, off)
-                yield screen, r0, r1, g, s_l
-                continue
             if bits is None:
                 g = s_d
             else:                                       # widened inside the loop, into one reused buffer
@@ -287,11 +288,12 @@ def _fused_chunks(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], 
 
 
 def _chunk_scores(q: np.ndarray, b: np.ndarray, qa, ba, threads: Optional[int], chunk: int,
-                  precision: str) -> Iterator:
+                  precision: str, lexical: Optional[LexicalProduct] = None) -> Iterator:
     """``(screen, r0, r1, screened dense scores, lexical scores)`` of the movie rows ``r0:r1``, ``chunk`` rows
     at a time, so a task's memory depends on the block sizes only (``screen``: the dense screen of
-    ``precision``, :func:`lfr.score.kernel.dense_screen`; its chunk buffer is reused by the next chunk)."""
-    lexical = LexicalProduct(qa, ba)
+    ``precision``, :func:`lfr.score.kernel.dense_screen`; its chunk buffer is reused by the next chunk;
+    ``lexical``: the product of ``qa`` and ``ba`` when the caller has built it)."""
+    lexical = LexicalProduct(qa, ba) if lexical is None else lexical
     with compute_settings(threads) as torch:
         screen = dense_screen(torch, q, b, chunk, precision)
         for r0 in range(0, q.shape[0], chunk):
